@@ -1,0 +1,85 @@
+//! The one error type of the domain, shared by every boundary trait so that callers (scheduler,
+//! API) can map failures to behaviour (retry, 404, 409, ...) without knowing the backend.
+
+use std::time::Duration;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of object an error is about; used in messages and to pick HTTP status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Node,
+    Deployment,
+    Replica,
+    Container,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Node => "node",
+            Kind::Deployment => "deployment",
+            Kind::Replica => "replica",
+            Kind::Container => "container",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Input that breaks a rule of the domain; `field` names the offending input.
+    #[error("invalid {field}: {message}")]
+    Invalid { field: &'static str, message: String },
+
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: Kind, name: String },
+
+    #[error("{kind} {name:?} already exists")]
+    AlreadyExists { kind: Kind, name: String },
+
+    /// A write based on stale data (optimistic concurrency) or one the current state forbids.
+    #[error("conflict: {0}")]
+    Conflict(String),
+
+    #[error("node {node:?} has {available} free units, {needed} needed")]
+    InsufficientCapacity { node: String, needed: u64, available: u64 },
+
+    /// The store failed for a reason the caller cannot fix (I/O, corruption, pool exhausted).
+    #[error("store failure: {0}")]
+    Store(String),
+
+    /// A node's engine did not answer in time (a hung engine or a partition).
+    #[error("node {node:?}: {operation} timed out after {after:?}")]
+    Timeout { node: String, operation: &'static str, after: Duration },
+
+    /// A node's engine refused or dropped the connection (a dead engine).
+    #[error("node {node:?} unreachable: {message}")]
+    Unreachable { node: String, message: String },
+
+    #[error("image {image:?} not found on node {node:?}")]
+    ImageNotFound { image: String, node: String },
+
+    /// The engine answered with an error we have no better variant for.
+    #[error("node {node:?}: engine error: {message}")]
+    Engine { node: String, message: String },
+}
+
+impl Error {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Error::Invalid { field, message: message.into() }
+    }
+
+    pub fn not_found(kind: Kind, name: impl Into<String>) -> Self {
+        Error::NotFound { kind, name: name.into() }
+    }
+
+    pub fn already_exists(kind: Kind, name: impl Into<String>) -> Self {
+        Error::AlreadyExists { kind, name: name.into() }
+    }
+
+    /// True when the node itself is the problem (dead, hung, partitioned), as opposed to the
+    /// request: the heartbeat counts these as misses.
+    pub fn is_node_failure(&self) -> bool {
+        matches!(self, Error::Timeout { .. } | Error::Unreachable { .. })
+    }
+}

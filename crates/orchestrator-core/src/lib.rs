@@ -1,0 +1,33 @@
+//! The orchestrator's domain in the operator's words: nodes, deployments, replicas, and the traits
+//! at every boundary (the container runtime and the stores).
+//!
+//! Architecture invariant: this crate does no I/O and depends on no other crate of ours. Wire
+//! formats (JSON, SQL rows, Docker's types) are converted at the edges, in the crates that speak
+//! them. Time enters as values (`SystemTime`), never read from a clock here.
+
+#![forbid(unsafe_code)]
+
+pub mod address;
+pub mod deployment;
+pub mod error;
+pub mod image;
+pub mod name;
+pub mod node;
+pub mod replica;
+pub mod runtime;
+pub mod store;
+
+pub use address::{EngineAddress, Scheme};
+pub use deployment::{Deployment, DeploymentSpec, Limits};
+pub use error::{Error, Result};
+pub use image::ImageRef;
+pub use name::{DeploymentName, NodeName};
+pub use node::{NewNode, Node, NodeStatus};
+pub use replica::{Placement, Replica, ReplicaFilter, ReplicaId, ReplicaState};
+pub use runtime::{ContainerRuntime, ContainerState, ContainerSummary, EngineInfo, ReplicaContainer};
+pub use store::{ClusterStore, DeploymentStore, NodeStore, ReplicaStore};
+
+#[cfg(feature = "mock")]
+pub use runtime::MockContainerRuntime;
+#[cfg(feature = "mock")]
+pub use store::{MockDeploymentStore, MockNodeStore, MockReplicaStore};

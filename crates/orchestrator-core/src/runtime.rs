@@ -1,0 +1,95 @@
+//! The boundary to container engines. The Docker implementation lives in `runtime-docker`;
+//! tests use `MockContainerRuntime` (feature `mock`).
+//!
+//! Every call names the node it talks to, so one runtime value serves the whole cluster. An
+//! implementation scopes everything to one orchestrator cluster: it only lists and removes
+//! containers it created for that cluster, so two orchestrators can share an engine.
+
+use async_trait::async_trait;
+
+use crate::deployment::Deployment;
+use crate::error::Result;
+use crate::image::ImageRef;
+use crate::name::DeploymentName;
+use crate::node::Node;
+use crate::replica::{Replica, ReplicaId};
+
+/// What an engine reports about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineInfo {
+    /// The engine's own id (unique per engine when nodes are set up right).
+    pub id: String,
+    pub version: String,
+    pub cpus: u32,
+    pub memory_bytes: u64,
+}
+
+/// The container that backs one replica: everything an engine needs to run it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaContainer {
+    pub deployment: DeploymentName,
+    pub replica: ReplicaId,
+    pub image: ImageRef,
+    pub command: Vec<String>,
+}
+
+impl ReplicaContainer {
+    pub fn new(deployment: &Deployment, replica: &Replica) -> Self {
+        Self {
+            deployment: deployment.name.clone(),
+            replica: replica.id,
+            image: deployment.image.clone(),
+            command: deployment.command.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Exited,
+    Dead,
+    Removing,
+}
+
+/// One of our containers as an engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSummary {
+    pub id: String,
+    pub deployment: DeploymentName,
+    pub replica: ReplicaId,
+    pub state: ContainerState,
+    /// Set once the container has exited.
+    pub exit_code: Option<i64>,
+}
+
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync {
+    /// Cheap liveness check, bounded by a short timeout; the heartbeat calls it.
+    async fn ping(&self, node: &Node) -> Result<()>;
+
+    async fn engine_info(&self, node: &Node) -> Result<EngineInfo>;
+
+    /// Creates and starts the replica's container and returns its id. Idempotent: the container
+    /// name is derived from deployment and replica id, so a retry after a lost answer finds the
+    /// container made by the first attempt (and starts it if needed) instead of making a second.
+    async fn start_replica(&self, node: &Node, container: &ReplicaContainer) -> Result<String>;
+
+    /// Stops and removes the replica's container. A container that does not exist is success.
+    async fn remove_replica(&self, node: &Node, deployment: &DeploymentName, replica: ReplicaId) -> Result<()>;
+
+    /// Every container of this cluster on the node, in any state.
+    async fn list_replicas(&self, node: &Node) -> Result<Vec<ContainerSummary>>;
+
+    /// One replica's container; `NotFound` when it does not exist.
+    async fn inspect_replica(
+        &self,
+        node: &Node,
+        deployment: &DeploymentName,
+        replica: ReplicaId,
+    ) -> Result<ContainerSummary>;
+}

@@ -1,0 +1,90 @@
+//! The boundary to durable state. The diesel implementation lives in `store-diesel`; tests use
+//! the `Mock*Store` types (feature `mock`).
+//!
+//! Invariants every implementation keeps, whatever the interleaving of callers:
+//! - a node's available capacity stays within `0..=capacity`, and equals capacity minus the
+//!   units of its active (non-`Lost`) replicas;
+//! - a failed call changes nothing (each call is one transaction);
+//! - deployment writes carry the version they were based on and fail with `Conflict` if stale.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::deployment::{Deployment, DeploymentSpec};
+use crate::error::Result;
+use crate::name::{DeploymentName, NodeName};
+use crate::node::{NewNode, Node, NodeStatus};
+use crate::replica::{Placement, Replica, ReplicaFilter, ReplicaId, ReplicaState};
+
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait NodeStore: Send + Sync {
+    /// Adds a node (status `Offline`, all capacity available). `AlreadyExists` if the name is taken.
+    async fn add_node(&self, node: NewNode) -> Result<Node>;
+
+    async fn get_node(&self, name: &NodeName) -> Result<Node>;
+
+    async fn list_nodes(&self) -> Result<Vec<Node>>;
+
+    /// Sets a node's status, and its last heartbeat time when given.
+    async fn set_node_status(&self, name: &NodeName, status: NodeStatus, heartbeat: Option<SystemTime>)
+    -> Result<Node>;
+
+    /// Records a successful heartbeat for many nodes in one write (status unchanged).
+    async fn record_heartbeats(&self, names: &[NodeName], at: SystemTime) -> Result<()>;
+
+    /// Removes a node. `Conflict` while active replicas are still placed on it; its `Lost`
+    /// replica records go with it.
+    async fn remove_node(&self, name: &NodeName) -> Result<()>;
+}
+
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait DeploymentStore: Send + Sync {
+    /// Stores a new deployment at version 1. `AlreadyExists` if the name is taken.
+    async fn create_deployment(&self, spec: DeploymentSpec) -> Result<Deployment>;
+
+    async fn get_deployment(&self, name: &DeploymentName) -> Result<Deployment>;
+
+    async fn list_deployments(&self) -> Result<Vec<Deployment>>;
+
+    /// Changes the required replicas if the stored version is still `expected_version`;
+    /// otherwise `Conflict`. Returns the deployment at its new version.
+    async fn scale_deployment(&self, name: &DeploymentName, replicas: u32, expected_version: u64)
+    -> Result<Deployment>;
+
+    /// Deletes the deployment and its replica records, releasing their capacity. Returns the
+    /// records it deleted so the caller can remove their containers.
+    async fn delete_deployment(&self, name: &DeploymentName) -> Result<Vec<Replica>>;
+}
+
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ReplicaStore: Send + Sync {
+    /// Reserves capacity and records a `Pending` replica for every placement, all in one
+    /// transaction: if any node is not online or lacks capacity, nothing is written and the
+    /// error names that node (`InsufficientCapacity`, `Conflict` or `NotFound`).
+    async fn place_replicas(&self, placements: &[Placement]) -> Result<Vec<Replica>>;
+
+    /// Marks a replica `Running` with the container that backs it.
+    async fn mark_running(&self, id: ReplicaId, container_id: &str) -> Result<Replica>;
+
+    /// Moves a replica to another state. Moving to `Lost` releases its capacity; a `Lost`
+    /// replica cannot come back (`Conflict`): a new replica replaces it.
+    async fn set_replica_state(&self, id: ReplicaId, state: ReplicaState) -> Result<Replica>;
+
+    /// Deletes a replica record, releasing its capacity if it still held it.
+    async fn release_replica(&self, id: ReplicaId) -> Result<()>;
+
+    async fn list_replicas(&self, filter: ReplicaFilter) -> Result<Vec<Replica>>;
+
+    /// Marks every active replica on the node `Lost` (releasing capacity) in one transaction and
+    /// returns them: the rebalancer's first step when a node dies.
+    async fn mark_node_lost(&self, node: &NodeName) -> Result<Vec<Replica>>;
+}
+
+/// Everything the orchestrator keeps, as one value the scheduler and API can share.
+pub trait ClusterStore: NodeStore + DeploymentStore + ReplicaStore {}
+
+impl<T: NodeStore + DeploymentStore + ReplicaStore + ?Sized> ClusterStore for T {}
