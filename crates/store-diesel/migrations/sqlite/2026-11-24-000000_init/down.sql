@@ -1,0 +1,4 @@
+DROP TABLE replicas;
+DROP TABLE deployments;
+DROP TABLE nodes;
+DROP TABLE cluster;

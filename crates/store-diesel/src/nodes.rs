@@ -1,0 +1,121 @@
+//! `NodeStore` on SQLite.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use diesel::prelude::*;
+use orchestrator_core::error::Kind;
+use orchestrator_core::{Error as DomainError, NewNode, Node, NodeName, NodeStatus, NodeStore, Result};
+
+use crate::error::Error;
+use crate::rows::{NodeRow, to_millis};
+use crate::schema::{nodes, replicas};
+use crate::sqlite::SqliteStore;
+
+/// Nodes per `UPDATE ... WHERE name IN (...)`; well under SQLite's bound-parameter limit.
+const HEARTBEAT_CHUNK: usize = 500;
+
+pub(crate) fn load_node(conn: &mut SqliteConnection, name: &str) -> Result<Node, Error> {
+    let row: Option<NodeRow> = nodes::table.find(name).select(NodeRow::as_select()).first(conn).optional()?;
+    row.ok_or_else(|| DomainError::not_found(Kind::Node, name).into()).and_then(Node::try_from)
+}
+
+#[async_trait]
+impl NodeStore for SqliteStore {
+    async fn add_node(&self, node: NewNode) -> Result<Node> {
+        let row = NodeRow {
+            name: node.name.to_string(),
+            address: node.address.to_string(),
+            capacity: i64::from(node.capacity),
+            available: i64::from(node.capacity),
+            status: NodeStatus::Offline.as_str().to_string(),
+            last_heartbeat_ms: None,
+        };
+        Ok(self
+            .write(move |conn| {
+                let exists = nodes::table.find(&row.name).count().get_result::<i64>(conn)? > 0;
+                if exists {
+                    return Err(DomainError::already_exists(Kind::Node, row.name).into());
+                }
+                diesel::insert_into(nodes::table).values(&row).execute(conn)?;
+                load_node(conn, &row.name)
+            })
+            .await?)
+    }
+
+    async fn get_node(&self, name: &NodeName) -> Result<Node> {
+        let name = name.to_string();
+        Ok(self.read(move |conn| load_node(conn, &name)).await?)
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<Node>> {
+        Ok(self
+            .read(|conn| {
+                let rows: Vec<NodeRow> = nodes::table.order(nodes::name).select(NodeRow::as_select()).load(conn)?;
+                rows.into_iter().map(Node::try_from).collect()
+            })
+            .await?)
+    }
+
+    async fn set_node_status(
+        &self,
+        name: &NodeName,
+        status: NodeStatus,
+        heartbeat: Option<SystemTime>,
+    ) -> Result<Node> {
+        let name = name.to_string();
+        Ok(self
+            .write(move |conn| {
+                let target = nodes::table.find(&name);
+                let changed = match heartbeat {
+                    Some(at) => diesel::update(target)
+                        .set((nodes::status.eq(status.as_str()), nodes::last_heartbeat_ms.eq(to_millis(at))))
+                        .execute(conn)?,
+                    None => diesel::update(target).set(nodes::status.eq(status.as_str())).execute(conn)?,
+                };
+                if changed == 0 {
+                    return Err(DomainError::not_found(Kind::Node, name).into());
+                }
+                load_node(conn, &name)
+            })
+            .await?)
+    }
+
+    async fn record_heartbeats(&self, names: &[NodeName], at: SystemTime) -> Result<()> {
+        let names: Vec<String> = names.iter().map(ToString::to_string).collect();
+        let at = to_millis(at);
+        Ok(self
+            .write(move |conn| {
+                for chunk in names.chunks(HEARTBEAT_CHUNK) {
+                    diesel::update(nodes::table.filter(nodes::name.eq_any(chunk)))
+                        .set(nodes::last_heartbeat_ms.eq(at))
+                        .execute(conn)?;
+                }
+                Ok(())
+            })
+            .await?)
+    }
+
+    async fn remove_node(&self, name: &NodeName) -> Result<()> {
+        let name = name.to_string();
+        Ok(self
+            .write(move |conn| {
+                load_node(conn, &name)?;
+                let active: i64 = replicas::table
+                    .filter(replicas::node.eq(&name))
+                    .filter(replicas::state.ne("lost"))
+                    .count()
+                    .get_result(conn)?;
+                if active > 0 {
+                    return Err(DomainError::Conflict(format!(
+                        "node {name:?} still has {active} replicas; drain it first"
+                    ))
+                    .into());
+                }
+                diesel::delete(replicas::table.filter(replicas::node.eq(&name))).execute(conn)?;
+                diesel::delete(nodes::table.find(&name)).execute(conn)?;
+                Ok(())
+            })
+            .await?)
+    }
+}

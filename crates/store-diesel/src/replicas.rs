@@ -1,0 +1,221 @@
+//! `ReplicaStore` on SQLite: placement is a capacity reservation and a replica record written in
+//! one transaction, so concurrent placements can never oversubscribe a node.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use diesel::prelude::*;
+use orchestrator_core::error::Kind;
+use orchestrator_core::{
+    Error as DomainError, NodeName, NodeStatus, Placement, Replica, ReplicaFilter, ReplicaId, ReplicaState,
+    ReplicaStore, Result,
+};
+
+use crate::error::Error;
+use crate::nodes::load_node;
+use crate::rows::{NewReplicaRow, ReplicaRow, replica_id, to_millis};
+use crate::schema::{deployments, nodes, replicas};
+use crate::sqlite::SqliteStore;
+
+/// Rows per multi-row INSERT: 5 parameters each, well under SQLite's limit of 32,766.
+const INSERT_CHUNK: usize = 1_000;
+
+/// Gives the units of `released` replicas back to their nodes, one UPDATE per node.
+pub(crate) fn release_units<'a>(
+    conn: &mut SqliteConnection,
+    released: impl IntoIterator<Item = &'a Replica>,
+) -> Result<(), Error> {
+    let mut per_node: BTreeMap<&str, i64> = BTreeMap::new();
+    for replica in released {
+        *per_node.entry(replica.node.as_str()).or_default() += i64::from(replica.units);
+    }
+    for (node, units) in per_node {
+        diesel::update(nodes::table.find(node)).set(nodes::available.eq(nodes::available + units)).execute(conn)?;
+    }
+    Ok(())
+}
+
+fn load_replica(conn: &mut SqliteConnection, id: i64) -> Result<Replica, Error> {
+    let row: Option<ReplicaRow> = replicas::table.find(id).select(ReplicaRow::as_select()).first(conn).optional()?;
+    row.ok_or_else(|| DomainError::not_found(Kind::Replica, id.to_string()).into()).and_then(Replica::try_from)
+}
+
+/// Reserves `units` on `node`, or explains precisely why it cannot.
+fn reserve(conn: &mut SqliteConnection, node: &str, units: i64) -> Result<(), Error> {
+    let reserved = diesel::update(
+        nodes::table
+            .filter(nodes::name.eq(node))
+            .filter(nodes::status.eq(NodeStatus::Online.as_str()))
+            .filter(nodes::available.ge(units)),
+    )
+    .set(nodes::available.eq(nodes::available - units))
+    .execute(conn)?;
+    if reserved == 1 {
+        return Ok(());
+    }
+    let current = load_node(conn, node)?;
+    if current.status != NodeStatus::Online {
+        return Err(
+            DomainError::Conflict(format!("node {node:?} is {}; it takes no new replicas", current.status)).into()
+        );
+    }
+    Err(DomainError::InsufficientCapacity {
+        node: node.to_string(),
+        needed: u64::try_from(units).unwrap_or_default(),
+        available: u64::from(current.available),
+    }
+    .into())
+}
+
+#[async_trait]
+impl ReplicaStore for SqliteStore {
+    async fn place_replicas(&self, placements: &[Placement]) -> Result<Vec<Replica>> {
+        if placements.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placements = placements.to_vec();
+        Ok(self
+            .write(move |conn| {
+                let mut per_node: BTreeMap<&str, i64> = BTreeMap::new();
+                let mut wanted_deployments = BTreeSet::new();
+                for p in &placements {
+                    *per_node.entry(p.node.as_str()).or_default() += i64::from(p.units);
+                    wanted_deployments.insert(p.deployment.as_str());
+                }
+                let found: Vec<String> = deployments::table
+                    .filter(deployments::name.eq_any(&wanted_deployments))
+                    .select(deployments::name)
+                    .load(conn)?;
+                if let Some(missing) = wanted_deployments.iter().find(|d| !found.iter().any(|f| f == *d)) {
+                    return Err(DomainError::not_found(Kind::Deployment, *missing).into());
+                }
+                for (node, units) in &per_node {
+                    reserve(conn, node, *units)?;
+                }
+                let now = to_millis(SystemTime::now());
+                let mut placed = Vec::with_capacity(placements.len());
+                for chunk in placements.chunks(INSERT_CHUNK) {
+                    let rows: Vec<NewReplicaRow> = chunk
+                        .iter()
+                        .map(|p| NewReplicaRow {
+                            deployment: p.deployment.as_str(),
+                            node: p.node.as_str(),
+                            units: i64::from(p.units),
+                            state: ReplicaState::Pending.as_str(),
+                            created_at_ms: now,
+                        })
+                        .collect();
+                    let inserted: Vec<ReplicaRow> = diesel::insert_into(replicas::table)
+                        .values(&rows)
+                        .returning(ReplicaRow::as_returning())
+                        .get_results(conn)?;
+                    for row in inserted {
+                        placed.push(Replica::try_from(row)?);
+                    }
+                }
+                Ok(placed)
+            })
+            .await?)
+    }
+
+    async fn mark_running(&self, id: ReplicaId, container_id: &str) -> Result<Replica> {
+        let id = replica_id(id)?;
+        let container_id = container_id.to_string();
+        Ok(self
+            .write(move |conn| {
+                let current = load_replica(conn, id)?;
+                if current.state == ReplicaState::Lost {
+                    return Err(DomainError::Conflict(format!("replica {id} is lost; it was replaced")).into());
+                }
+                diesel::update(replicas::table.find(id))
+                    .set((replicas::state.eq(ReplicaState::Running.as_str()), replicas::container_id.eq(container_id)))
+                    .execute(conn)?;
+                load_replica(conn, id)
+            })
+            .await?)
+    }
+
+    async fn set_replica_state(&self, id: ReplicaId, state: ReplicaState) -> Result<Replica> {
+        let id = replica_id(id)?;
+        Ok(self
+            .write(move |conn| {
+                let current = load_replica(conn, id)?;
+                if current.state == state {
+                    return Ok(current);
+                }
+                if current.state == ReplicaState::Lost {
+                    return Err(DomainError::Conflict(format!("replica {id} is lost; it was replaced")).into());
+                }
+                if state == ReplicaState::Lost {
+                    release_units(conn, [&current])?;
+                }
+                diesel::update(replicas::table.find(id)).set(replicas::state.eq(state.as_str())).execute(conn)?;
+                load_replica(conn, id)
+            })
+            .await?)
+    }
+
+    async fn release_replica(&self, id: ReplicaId) -> Result<()> {
+        let id = replica_id(id)?;
+        Ok(self
+            .write(move |conn| {
+                let current = load_replica(conn, id)?;
+                if current.state.is_active() {
+                    release_units(conn, [&current])?;
+                }
+                diesel::delete(replicas::table.find(id)).execute(conn)?;
+                Ok(())
+            })
+            .await?)
+    }
+
+    async fn list_replicas(&self, filter: ReplicaFilter) -> Result<Vec<Replica>> {
+        Ok(self
+            .read(move |conn| {
+                let mut query = replicas::table.select(ReplicaRow::as_select()).order(replicas::id).into_boxed();
+                if let Some(deployment) = &filter.deployment {
+                    query = query.filter(replicas::deployment.eq(deployment.as_str().to_string()));
+                }
+                if let Some(node) = &filter.node {
+                    query = query.filter(replicas::node.eq(node.as_str().to_string()));
+                }
+                if filter.active_only {
+                    query = query.filter(replicas::state.ne(ReplicaState::Lost.as_str()));
+                }
+                let rows: Vec<ReplicaRow> = query.load(conn)?;
+                rows.into_iter().map(Replica::try_from).collect()
+            })
+            .await?)
+    }
+
+    async fn mark_node_lost(&self, node: &NodeName) -> Result<Vec<Replica>> {
+        let node = node.to_string();
+        Ok(self
+            .write(move |conn| {
+                load_node(conn, &node)?;
+                let rows: Vec<ReplicaRow> = replicas::table
+                    .filter(replicas::node.eq(&node))
+                    .filter(replicas::state.ne(ReplicaState::Lost.as_str()))
+                    .select(ReplicaRow::as_select())
+                    .load(conn)?;
+                let lost: Vec<Replica> = rows.into_iter().map(Replica::try_from).collect::<Result<_, _>>()?;
+                release_units(conn, &lost)?;
+                diesel::update(
+                    replicas::table
+                        .filter(replicas::node.eq(&node))
+                        .filter(replicas::state.ne(ReplicaState::Lost.as_str())),
+                )
+                .set(replicas::state.eq(ReplicaState::Lost.as_str()))
+                .execute(conn)?;
+                Ok(lost
+                    .into_iter()
+                    .map(|mut r| {
+                        r.state = ReplicaState::Lost;
+                        r
+                    })
+                    .collect())
+            })
+            .await?)
+    }
+}

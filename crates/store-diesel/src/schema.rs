@@ -1,0 +1,48 @@
+//! Diesel's view of the tables created by `migrations/sqlite`.
+
+diesel::table! {
+    cluster (singleton) {
+        singleton -> Integer,
+        id -> Text,
+    }
+}
+
+diesel::table! {
+    nodes (name) {
+        name -> Text,
+        address -> Text,
+        capacity -> BigInt,
+        available -> BigInt,
+        status -> Text,
+        last_heartbeat_ms -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    deployments (name) {
+        name -> Text,
+        image -> Text,
+        command -> Text,
+        replicas -> BigInt,
+        units -> BigInt,
+        version -> BigInt,
+        created_at_ms -> BigInt,
+        updated_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    replicas (id) {
+        id -> BigInt,
+        deployment -> Text,
+        node -> Text,
+        units -> BigInt,
+        container_id -> Nullable<Text>,
+        state -> Text,
+        created_at_ms -> BigInt,
+    }
+}
+
+diesel::joinable!(replicas -> deployments (deployment));
+diesel::joinable!(replicas -> nodes (node));
+diesel::allow_tables_to_appear_in_same_query!(cluster, nodes, deployments, replicas);

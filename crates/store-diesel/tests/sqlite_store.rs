@@ -1,0 +1,278 @@
+//! The store on a real SQLite file.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use orchestrator_core::error::Kind;
+use orchestrator_core::{
+    DeploymentName, DeploymentSpec, DeploymentStore, Error, Limits, NewNode, NodeName, NodeStatus, NodeStore,
+    Placement, ReplicaFilter, ReplicaId, ReplicaState, ReplicaStore,
+};
+use store_diesel::SqliteStore;
+
+struct TempStore {
+    store: SqliteStore,
+    dir: tempfile::TempDir,
+}
+
+async fn temp_store() -> TempStore {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("orchestrator.db")).await.unwrap();
+    TempStore { store, dir }
+}
+
+fn node_name(name: &str) -> NodeName {
+    NodeName::new(name).unwrap()
+}
+
+fn deployment_name(name: &str) -> DeploymentName {
+    DeploymentName::new(name).unwrap()
+}
+
+async fn online_node(store: &SqliteStore, name: &str, capacity: i64) {
+    store.add_node(NewNode::new(name, "tcp://127.0.0.1:2375", capacity).unwrap()).await.unwrap();
+    store.set_node_status(&node_name(name), NodeStatus::Online, Some(SystemTime::now())).await.unwrap();
+}
+
+async fn deployment(store: &SqliteStore, name: &str, replicas: i64) {
+    let spec = DeploymentSpec::new(
+        Some(name),
+        "local/busybox:1",
+        vec!["sleep".into(), "3600".into()],
+        replicas,
+        None,
+        &Limits::default(),
+    )
+    .unwrap();
+    store.create_deployment(spec).await.unwrap();
+}
+
+fn placement(deployment: &str, node: &str, units: u32) -> Placement {
+    Placement { deployment: deployment_name(deployment), node: node_name(node), units }
+}
+
+#[tokio::test]
+async fn nodes_crud() {
+    let t = temp_store().await;
+    let added = t.store.add_node(NewNode::new("n1", "unix:///run/n1.sock", 8).unwrap()).await.unwrap();
+    assert_eq!((added.capacity, added.available, added.status), (8, 8, NodeStatus::Offline));
+    assert_eq!(added.last_heartbeat, None);
+
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+    let online = t.store.set_node_status(&node_name("n1"), NodeStatus::Online, Some(at)).await.unwrap();
+    assert_eq!((online.status, online.last_heartbeat), (NodeStatus::Online, Some(at)));
+
+    online_node(&t.store, "n2", 4).await;
+    let later = at + Duration::from_secs(1);
+    t.store.record_heartbeats(&[node_name("n1"), node_name("n2")], later).await.unwrap();
+    let nodes = t.store.list_nodes().await.unwrap();
+    assert_eq!(nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["n1", "n2"]);
+    assert!(nodes.iter().all(|n| n.last_heartbeat == Some(later)));
+
+    t.store.remove_node(&node_name("n2")).await.unwrap();
+    assert_eq!(t.store.get_node(&node_name("n2")).await.unwrap_err(), Error::not_found(Kind::Node, "n2"));
+}
+
+#[tokio::test]
+async fn duplicates_and_missing_objects_are_typed_errors() {
+    let t = temp_store().await;
+    online_node(&t.store, "n1", 4).await;
+    let again = t.store.add_node(NewNode::new("n1", "tcp://127.0.0.1:1", 1).unwrap()).await.unwrap_err();
+    assert_eq!(again, Error::already_exists(Kind::Node, "n1"));
+
+    deployment(&t.store, "web", 1).await;
+    let spec = DeploymentSpec::new(Some("web"), "other", vec![], 1, None, &Limits::default()).unwrap();
+    assert_eq!(t.store.create_deployment(spec).await.unwrap_err(), Error::already_exists(Kind::Deployment, "web"));
+
+    let err = t.store.place_replicas(&[placement("nope", "n1", 1)]).await.unwrap_err();
+    assert_eq!(err, Error::not_found(Kind::Deployment, "nope"));
+    let err = t.store.place_replicas(&[placement("web", "ghost", 1)]).await.unwrap_err();
+    assert_eq!(err, Error::not_found(Kind::Node, "ghost"));
+    let err = t.store.set_replica_state(ReplicaId(999), ReplicaState::Running).await.unwrap_err();
+    assert_eq!(err, Error::not_found(Kind::Replica, "999"));
+    let err = t.store.scale_deployment(&deployment_name("nope"), 1, 1).await.unwrap_err();
+    assert_eq!(err, Error::not_found(Kind::Deployment, "nope"));
+}
+
+#[tokio::test]
+async fn stale_version_is_a_conflict_not_an_overwrite() {
+    let t = temp_store().await;
+    deployment(&t.store, "web", 2).await;
+    let name = deployment_name("web");
+    let v2 = t.store.scale_deployment(&name, 5, 1).await.unwrap();
+    assert_eq!((v2.replicas, v2.version), (5, 2));
+    let err = t.store.scale_deployment(&name, 9, 1).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err}");
+    let stored = t.store.get_deployment(&name).await.unwrap();
+    assert_eq!((stored.replicas, stored.version), (5, 2));
+}
+
+#[tokio::test]
+async fn placement_reserves_capacity_all_or_nothing() {
+    let t = temp_store().await;
+    online_node(&t.store, "n1", 3).await;
+    online_node(&t.store, "n2", 1).await;
+    t.store.add_node(NewNode::new("off", "tcp://127.0.0.1:2", 10).unwrap()).await.unwrap();
+    deployment(&t.store, "web", 4).await;
+
+    let placed = t.store.place_replicas(&[placement("web", "n1", 1), placement("web", "n2", 1)]).await.unwrap();
+    assert_eq!(placed.len(), 2);
+    assert!(placed.iter().all(|r| r.state == ReplicaState::Pending && r.container_id.is_none()));
+    assert!(placed[0].id < placed[1].id);
+
+    // n2 is full: the n1 part of this batch must not be written either.
+    let err = t.store.place_replicas(&[placement("web", "n1", 1), placement("web", "n2", 1)]).await.unwrap_err();
+    assert_eq!(err, Error::InsufficientCapacity { node: "n2".into(), needed: 1, available: 0 });
+    let err = t.store.place_replicas(&[placement("web", "off", 1)]).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err}");
+    assert_eq!(t.store.get_node(&node_name("n1")).await.unwrap().available, 2);
+    assert_eq!(t.store.list_replicas(ReplicaFilter::default()).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn replica_lifecycle_keeps_capacity_consistent() {
+    let t = temp_store().await;
+    online_node(&t.store, "n1", 10).await;
+    deployment(&t.store, "web", 3).await;
+    let placed = t.store.place_replicas(&[placement("web", "n1", 2), placement("web", "n1", 3)]).await.unwrap();
+    assert_eq!(t.store.get_node(&node_name("n1")).await.unwrap().available, 5);
+
+    let running = t.store.mark_running(placed[0].id, "abc123").await.unwrap();
+    assert_eq!((running.state, running.container_id.as_deref()), (ReplicaState::Running, Some("abc123")));
+    let exited = t.store.set_replica_state(placed[0].id, ReplicaState::Exited).await.unwrap();
+    assert_eq!(exited.state, ReplicaState::Exited);
+    assert_eq!(t.store.get_node(&node_name("n1")).await.unwrap().available, 5, "exited still holds capacity");
+
+    let err = t.store.remove_node(&node_name("n1")).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err}");
+
+    let lost = t.store.mark_node_lost(&node_name("n1")).await.unwrap();
+    assert_eq!(lost.len(), 2);
+    assert!(lost.iter().all(|r| r.state == ReplicaState::Lost));
+    assert_eq!(t.store.get_node(&node_name("n1")).await.unwrap().available, 10);
+    let err = t.store.mark_running(placed[0].id, "again").await.unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "a lost replica never comes back: {err}");
+    assert!(t.store.list_replicas(ReplicaFilter::node(&node_name("n1")).active()).await.unwrap().is_empty());
+
+    // Lost records go with their node.
+    t.store.remove_node(&node_name("n1")).await.unwrap();
+    assert!(t.store.list_replicas(ReplicaFilter::default()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn release_and_delete_give_capacity_back() {
+    let t = temp_store().await;
+    online_node(&t.store, "n1", 4).await;
+    online_node(&t.store, "n2", 4).await;
+    deployment(&t.store, "web", 3).await;
+    deployment(&t.store, "db", 1).await;
+    let web = t
+        .store
+        .place_replicas(&[placement("web", "n1", 1), placement("web", "n2", 1), placement("web", "n2", 1)])
+        .await
+        .unwrap();
+    t.store.place_replicas(&[placement("db", "n1", 2)]).await.unwrap();
+
+    t.store.release_replica(web[0].id).await.unwrap();
+    assert_eq!(t.store.get_node(&node_name("n1")).await.unwrap().available, 2);
+
+    let removed = t.store.delete_deployment(&deployment_name("web")).await.unwrap();
+    assert_eq!(removed.iter().map(|r| r.id).collect::<Vec<_>>(), [web[1].id, web[2].id]);
+    assert_eq!(t.store.get_node(&node_name("n2")).await.unwrap().available, 4);
+    assert_eq!(t.store.get_node(&node_name("n1")).await.unwrap().available, 2, "db keeps its units");
+    let left = t.store.list_replicas(ReplicaFilter::default()).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].deployment.as_str(), "db");
+    assert!(t.store.get_deployment(&deployment_name("web")).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reservations_never_oversubscribe() {
+    let t = temp_store().await;
+    online_node(&t.store, "n1", 100).await;
+    deployment(&t.store, "web", 160).await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = t.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ok = 0;
+            for _ in 0..20 {
+                match store.place_replicas(&[placement("web", "n1", 1)]).await {
+                    Ok(_) => ok += 1,
+                    Err(Error::InsufficientCapacity { .. }) => {}
+                    Err(other) => panic!("unexpected error: {other}"),
+                }
+            }
+            ok
+        }));
+    }
+    let placed: i32 = futures::future::join_all(tasks).await.into_iter().map(Result::unwrap).sum();
+    assert_eq!(placed, 100);
+    assert_eq!(t.store.get_node(&node_name("n1")).await.unwrap().available, 0);
+    assert_eq!(t.store.list_replicas(ReplicaFilter::default()).await.unwrap().len(), 100);
+}
+
+/// Two store values on one file stand for two processes: their writes contend for SQLite's own
+/// lock, not just our in-process mutex.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_concurrent_writers_never_see_database_is_locked() {
+    let t = temp_store().await;
+    let second = Arc::new(SqliteStore::open(&t.dir.path().join("orchestrator.db")).await.unwrap());
+    let first = Arc::new(t.store.clone());
+    for i in 0..8 {
+        online_node(&t.store, &format!("n{i}"), 1_000).await;
+        deployment(&t.store, &format!("d{i}"), 1).await;
+    }
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = if i % 2 == 0 { Arc::clone(&first) } else { Arc::clone(&second) };
+        tasks.push(tokio::spawn(async move {
+            let (d, n) = (format!("d{i}"), format!("n{i}"));
+            let mut last = None;
+            for op in 0..1_000 {
+                match op % 4 {
+                    0 => last = Some(store.place_replicas(&[placement(&d, &n, 1)]).await?[0].id),
+                    1 => {
+                        store.mark_running(last.unwrap(), "cid").await?;
+                    }
+                    2 => store.record_heartbeats(&[node_name(&n)], SystemTime::now()).await?,
+                    _ => store.release_replica(last.take().unwrap()).await?,
+                }
+            }
+            Ok::<_, Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    for node in t.store.list_nodes().await.unwrap() {
+        assert_eq!(node.available, 1_000, "every reservation was released on {}", node.name);
+    }
+    assert!(t.store.list_replicas(ReplicaFilter::default()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn data_survives_reopening_the_file() {
+    let t = temp_store().await;
+    online_node(&t.store, "n1", 5).await;
+    deployment(&t.store, "web", 2).await;
+    let placed = t.store.place_replicas(&[placement("web", "n1", 1)]).await.unwrap();
+    t.store.mark_running(placed[0].id, "c1").await.unwrap();
+    let cluster_id = t.store.cluster_id().to_string();
+    let path = t.store.path().to_path_buf();
+    drop(t.store);
+
+    let reopened = SqliteStore::open_url(&format!("sqlite://{}", path.display())).await.unwrap();
+    assert_eq!(reopened.cluster_id(), cluster_id);
+    assert_eq!(reopened.get_node(&node_name("n1")).await.unwrap().available, 4);
+    assert_eq!(reopened.get_deployment(&deployment_name("web")).await.unwrap().command, ["sleep", "3600"]);
+    let replicas = reopened.list_replicas(ReplicaFilter::deployment(&deployment_name("web"))).await.unwrap();
+    assert_eq!(replicas.len(), 1);
+    assert_eq!(replicas[0].container_id.as_deref(), Some("c1"));
+}
+
+#[tokio::test]
+async fn rejects_unknown_store_urls() {
+    let err = SqliteStore::open_url("mysql://localhost/db").await.unwrap_err();
+    assert!(err.to_string().contains("unsupported store URL"), "{err}");
+}
