@@ -1,1 +1,33 @@
-fn main() {}
+//! `cargo xtask ...`: the project's build system in Rust (see docs/ARCHITECTURE.md).
+
+mod ci;
+mod cluster;
+mod image;
+mod packages;
+mod sh;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Developer automation for the orchestrator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Format check, clippy, and every test (against a real local cluster).
+    Ci(ci::Args),
+    /// A local multi-node Docker cluster: one dockerd per network namespace.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Ci(args) => ci::run(args),
+        Command::Cluster(command) => cluster::run(command),
+    }
+}

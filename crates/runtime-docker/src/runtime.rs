@@ -1,0 +1,280 @@
+//! The `ContainerRuntime` implementation.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, ContainerSummaryStateEnum};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures::TryStreamExt;
+use orchestrator_core::error::Kind;
+use orchestrator_core::{
+    ContainerRuntime, ContainerState, ContainerSummary, DeploymentName, EngineInfo, Error, Node, ReplicaContainer,
+    ReplicaId, Result,
+};
+
+use crate::classify::{engine_error, is_missing_image, is_status};
+use crate::config::DockerRuntimeConfig;
+use crate::connections::Connections;
+use crate::labels::{cluster_filter, container_name, parse_replica_labels, replica_labels};
+
+/// Talks to any number of Docker Engines; one value serves the whole cluster.
+pub struct DockerRuntime {
+    config: DockerRuntimeConfig,
+    connections: Connections,
+}
+
+impl DockerRuntime {
+    pub fn new(config: DockerRuntimeConfig) -> Self {
+        Self { config, connections: Connections::default() }
+    }
+
+    pub fn config(&self) -> &DockerRuntimeConfig {
+        &self.config
+    }
+
+    async fn client(&self, node: &Node, timeout: Duration) -> Result<Docker> {
+        self.connections.client(node, &self.config, timeout).await
+    }
+
+    fn name(&self, deployment: &DeploymentName, replica: ReplicaId) -> String {
+        container_name(&self.config.cluster_id, deployment, replica)
+    }
+
+    /// Creates the container, or finds the one an earlier attempt made under the same name.
+    async fn create_or_find(&self, docker: &Docker, node: &Node, container: &ReplicaContainer) -> Result<String> {
+        let name = self.name(&container.deployment, container.replica);
+        let body = ContainerCreateBody {
+            image: Some(container.image.to_string()),
+            cmd: (!container.command.is_empty()).then(|| container.command.clone()),
+            labels: Some(replica_labels(&self.config.cluster_id, &container.deployment, container.replica)),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::new().name(&name).build();
+        let timeout = self.config.request_timeout;
+        let node_name = node.name.as_str();
+        let mut pulled = false;
+        loop {
+            match bounded(node_name, "create", timeout, docker.create_container(Some(options.clone()), body.clone()))
+                .await?
+            {
+                Ok(created) => return Ok(created.id),
+                Err(e) if is_status(&e, 409) => {
+                    // Made by an earlier attempt whose answer we never saw: adopt it, if ours.
+                    let found = self.inspect_by_name(docker, node, &name).await?;
+                    return Ok(found.id);
+                }
+                Err(e) if is_missing_image(&e) && self.config.pull_missing_images && !pulled => {
+                    self.pull(docker, node, container).await?;
+                    pulled = true;
+                }
+                Err(e) if is_missing_image(&e) => {
+                    return Err(Error::ImageNotFound {
+                        image: container.image.to_string(),
+                        node: node_name.to_string(),
+                    });
+                }
+                Err(e) => return Err(engine_error(node_name, "create", e)),
+            }
+        }
+    }
+
+    async fn pull(&self, docker: &Docker, node: &Node, container: &ReplicaContainer) -> Result<()> {
+        let options = CreateImageOptionsBuilder::new().from_image(container.image.as_str()).build();
+        let pull = docker.create_image(Some(options), None, None).try_collect::<Vec<_>>();
+        match bounded(node.name.as_str(), "pull", self.config.request_timeout, pull).await? {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => {
+                Err(Error::ImageNotFound { image: container.image.to_string(), node: node.name.to_string() })
+            }
+            Err(e) => Err(engine_error(node.name.as_str(), "pull", e)),
+        }
+    }
+
+    async fn inspect_by_name(&self, docker: &Docker, node: &Node, name: &str) -> Result<ContainerSummary> {
+        let inspected = bounded(
+            node.name.as_str(),
+            "inspect",
+            self.config.request_timeout,
+            docker.inspect_container(name, None::<InspectContainerOptions>),
+        )
+        .await?
+        .map_err(|e| match e {
+            e if is_status(&e, 404) => Error::not_found(Kind::Container, name),
+            e => engine_error(node.name.as_str(), "inspect", e),
+        })?;
+        let labels = inspected.config.and_then(|c| c.labels).unwrap_or_default();
+        let ours = labels.get(crate::labels::LABEL_CLUSTER).is_some_and(|c| *c == self.config.cluster_id);
+        let (deployment, replica) = parse_replica_labels(&labels).filter(|_| ours).ok_or_else(|| {
+            Error::Conflict(format!("container {name:?} on node {} exists but is not ours", node.name))
+        })?;
+        let state = inspected.state.unwrap_or_default();
+        let status = state.status.map_or(ContainerState::Created, from_inspect_state);
+        Ok(ContainerSummary {
+            id: inspected.id.unwrap_or_default(),
+            deployment,
+            replica,
+            state: status,
+            exit_code: (status == ContainerState::Exited || status == ContainerState::Dead)
+                .then_some(state.exit_code)
+                .flatten(),
+        })
+    }
+}
+
+/// Runs a Docker call under our own deadline. The outer error is the timeout, the inner one
+/// Docker's answer, left raw so callers can look at its status code.
+async fn bounded<T>(
+    node: &str,
+    operation: &'static str,
+    after: Duration,
+    call: impl Future<Output = Result<T, DockerError>>,
+) -> Result<Result<T, DockerError>> {
+    tokio::time::timeout(after, call).await.map_err(|_| Error::Timeout { node: node.to_string(), operation, after })
+}
+
+fn from_summary_state(state: ContainerSummaryStateEnum) -> ContainerState {
+    match state {
+        ContainerSummaryStateEnum::EMPTY | ContainerSummaryStateEnum::CREATED => ContainerState::Created,
+        ContainerSummaryStateEnum::RUNNING | ContainerSummaryStateEnum::STOPPING => ContainerState::Running,
+        ContainerSummaryStateEnum::PAUSED => ContainerState::Paused,
+        ContainerSummaryStateEnum::RESTARTING => ContainerState::Restarting,
+        ContainerSummaryStateEnum::EXITED => ContainerState::Exited,
+        ContainerSummaryStateEnum::REMOVING => ContainerState::Removing,
+        ContainerSummaryStateEnum::DEAD => ContainerState::Dead,
+    }
+}
+
+fn from_inspect_state(state: ContainerStateStatusEnum) -> ContainerState {
+    match state {
+        ContainerStateStatusEnum::EMPTY | ContainerStateStatusEnum::CREATED => ContainerState::Created,
+        ContainerStateStatusEnum::RUNNING | ContainerStateStatusEnum::STOPPING => ContainerState::Running,
+        ContainerStateStatusEnum::PAUSED => ContainerState::Paused,
+        ContainerStateStatusEnum::RESTARTING => ContainerState::Restarting,
+        ContainerStateStatusEnum::EXITED => ContainerState::Exited,
+        ContainerStateStatusEnum::REMOVING => ContainerState::Removing,
+        ContainerStateStatusEnum::DEAD => ContainerState::Dead,
+    }
+}
+
+/// `Exited (137) 5 seconds ago` -> 137: the list endpoint gives the exit code only in prose.
+fn exit_code_from_status(status: &str) -> Option<i64> {
+    let rest = status.strip_prefix("Exited (")?;
+    rest[..rest.find(')')?].parse().ok()
+}
+
+#[async_trait]
+impl ContainerRuntime for DockerRuntime {
+    async fn ping(&self, node: &Node) -> Result<()> {
+        let timeout = self.config.ping_timeout;
+        let started = tokio::time::Instant::now();
+        let docker = self.client(node, timeout).await?;
+        let left = timeout.saturating_sub(started.elapsed());
+        bounded(node.name.as_str(), "ping", left, docker.ping())
+            .await?
+            .map_err(|e| engine_error(node.name.as_str(), "ping", e))?;
+        Ok(())
+    }
+
+    async fn engine_info(&self, node: &Node) -> Result<EngineInfo> {
+        let docker = self.client(node, self.config.request_timeout).await?;
+        let info = bounded(node.name.as_str(), "info", self.config.request_timeout, docker.info())
+            .await?
+            .map_err(|e| engine_error(node.name.as_str(), "info", e))?;
+        Ok(EngineInfo {
+            id: info.id.unwrap_or_default(),
+            version: info.server_version.unwrap_or_default(),
+            cpus: info.ncpu.and_then(|n| u32::try_from(n).ok()).unwrap_or(0),
+            memory_bytes: info.mem_total.and_then(|m| u64::try_from(m).ok()).unwrap_or(0),
+        })
+    }
+
+    async fn start_replica(&self, node: &Node, container: &ReplicaContainer) -> Result<String> {
+        let docker = self.client(node, self.config.request_timeout).await?;
+        let id = self.create_or_find(&docker, node, container).await?;
+        match bounded(node.name.as_str(), "start", self.config.request_timeout, docker.start_container(&id, None))
+            .await?
+        {
+            // 304: already running (a retry after a lost answer).
+            Ok(()) => Ok(id),
+            Err(e) if is_status(&e, 304) => Ok(id),
+            Err(e) => Err(engine_error(node.name.as_str(), "start", e)),
+        }
+    }
+
+    async fn remove_replica(&self, node: &Node, deployment: &DeploymentName, replica: ReplicaId) -> Result<()> {
+        let docker = self.client(node, self.config.request_timeout).await?;
+        let name = self.name(deployment, replica);
+        let node_name = node.name.as_str();
+        let grace = self.config.stop_grace;
+        let stop = StopContainerOptionsBuilder::new().t(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)).build();
+        match bounded(node_name, "stop", self.config.request_timeout + grace, docker.stop_container(&name, Some(stop)))
+            .await?
+        {
+            Ok(()) => {}
+            Err(e) if is_status(&e, 404) => return Ok(()),
+            Err(e) if is_status(&e, 304) => {} // already stopped
+            Err(e) => return Err(engine_error(node_name, "stop", e)),
+        }
+        let remove = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+        match bounded(node_name, "remove", self.config.request_timeout, docker.remove_container(&name, Some(remove)))
+            .await?
+        {
+            Ok(()) => Ok(()),
+            // Gone already, or another remove of it is under way: either way it is going.
+            Err(e) if is_status(&e, 404) || is_status(&e, 409) => Ok(()),
+            Err(e) => Err(engine_error(node_name, "remove", e)),
+        }
+    }
+
+    async fn list_replicas(&self, node: &Node) -> Result<Vec<ContainerSummary>> {
+        let docker = self.client(node, self.config.request_timeout).await?;
+        let options =
+            ListContainersOptionsBuilder::new().all(true).filters(&cluster_filter(&self.config.cluster_id)).build();
+        let listed =
+            bounded(node.name.as_str(), "list", self.config.request_timeout, docker.list_containers(Some(options)))
+                .await?
+                .map_err(|e| engine_error(node.name.as_str(), "list", e))?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|c| {
+                let (deployment, replica) = parse_replica_labels(c.labels.as_ref()?)?;
+                let state = c.state.map_or(ContainerState::Created, from_summary_state);
+                Some(ContainerSummary {
+                    id: c.id?,
+                    deployment,
+                    replica,
+                    state,
+                    exit_code: c.status.as_deref().and_then(exit_code_from_status),
+                })
+            })
+            .collect())
+    }
+
+    async fn inspect_replica(
+        &self,
+        node: &Node,
+        deployment: &DeploymentName,
+        replica: ReplicaId,
+    ) -> Result<ContainerSummary> {
+        let docker = self.client(node, self.config.request_timeout).await?;
+        self.inspect_by_name(&docker, node, &self.name(deployment, replica)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_exit_code_from_status_text() {
+        assert_eq!(exit_code_from_status("Exited (137) 5 seconds ago"), Some(137));
+        assert_eq!(exit_code_from_status("Exited (0) About a minute ago"), Some(0));
+        assert_eq!(exit_code_from_status("Up 3 seconds"), None);
+    }
+}
