@@ -11,6 +11,8 @@ pub mod address;
 pub mod deployment;
 pub mod error;
 pub mod image;
+#[cfg(feature = "mock")]
+pub mod memory;
 pub mod name;
 pub mod node;
 pub mod replica;

@@ -1,1 +1,48 @@
+//! The heart of the seed: placement, the locked spawn of `/create`, `SendHeartBeatToNodes`,
+//! `RebalanceContainersOnNodes`, the reconciler, and `AddNodesToCluster` /
+//! `DeleteNodesFromTheCluster`.
+//!
+//! Architecture invariant: depends only on orchestrator-core's traits; no Docker, SQL or HTTP.
+//! Every loop is a value with `run(self, shutdown)`, started in one place (the binary).
+
 #![forbid(unsafe_code)]
+
+mod config;
+mod heartbeat;
+mod locks;
+pub mod placement;
+mod rebalancer;
+mod reconciler;
+mod scheduler;
+mod stats;
+
+pub use config::SchedulerConfig;
+pub use heartbeat::{Heartbeat, NodeDown, Tick, handoff};
+pub use placement::{Candidate, Plan, Strategy};
+pub use rebalancer::Rebalancer;
+pub use reconciler::Reconciler;
+pub use scheduler::{Converged, Scheduler};
+pub use stats::{Loop, Stats};
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+/// The three loops, wired to each other, ready to be spawned.
+pub struct Loops {
+    pub heartbeat: Heartbeat,
+    pub rebalancer: Rebalancer,
+    pub reconciler: Reconciler,
+}
+
+impl Loops {
+    pub fn new(scheduler: &Arc<Scheduler>) -> Self {
+        let (down_tx, down_rx) = handoff();
+        let node_returned = Arc::new(Notify::new());
+        Self {
+            heartbeat: Heartbeat::new(Arc::clone(scheduler), down_tx, Arc::clone(&node_returned)),
+            rebalancer: Rebalancer::new(Arc::clone(scheduler), down_rx),
+            reconciler: Reconciler::new(Arc::clone(scheduler), node_returned),
+        }
+    }
+}

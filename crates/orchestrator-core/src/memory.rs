@@ -1,0 +1,278 @@
+//! `MemoryStore`: every store trait over plain maps behind one mutex (feature `mock`).
+//!
+//! A fake for other crates' tests and benchmarks (the scheduler's loops, the API's routes)
+//! where scripting each store call with mockall expectations would test the script rather than
+//! the behaviour. It keeps the same contract as the real stores (see `store`): all-or-nothing
+//! placement, capacity bounds, optimistic concurrency, `Lost` is final.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::deployment::{Deployment, DeploymentSpec};
+use crate::error::{Error, Kind, Result};
+use crate::name::{DeploymentName, NodeName};
+use crate::node::{NewNode, Node, NodeStatus};
+use crate::replica::{Placement, Replica, ReplicaFilter, ReplicaId, ReplicaState};
+use crate::store::{DeploymentStore, NodeStore, ReplicaStore};
+
+#[derive(Default)]
+struct State {
+    nodes: BTreeMap<NodeName, Node>,
+    deployments: BTreeMap<DeploymentName, Deployment>,
+    replicas: BTreeMap<ReplicaId, Replica>,
+    next_replica: u64,
+}
+
+impl State {
+    fn node_mut(&mut self, name: &NodeName) -> Result<&mut Node> {
+        self.nodes.get_mut(name).ok_or_else(|| Error::not_found(Kind::Node, name.as_str()))
+    }
+
+    fn replica_mut(&mut self, id: ReplicaId) -> Result<&mut Replica> {
+        self.replicas.get_mut(&id).ok_or_else(|| Error::not_found(Kind::Replica, id.to_string()))
+    }
+
+    fn release(&mut self, node: &NodeName, units: u32) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.available = (n.available + units).min(n.capacity);
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl NodeStore for MemoryStore {
+    async fn add_node(&self, node: NewNode) -> Result<Node> {
+        let mut s = self.lock();
+        if s.nodes.contains_key(&node.name) {
+            return Err(Error::already_exists(Kind::Node, node.name.as_str()));
+        }
+        let stored = Node {
+            name: node.name.clone(),
+            address: node.address,
+            capacity: node.capacity,
+            available: node.capacity,
+            status: NodeStatus::Offline,
+            last_heartbeat: None,
+        };
+        s.nodes.insert(node.name, stored.clone());
+        Ok(stored)
+    }
+
+    async fn get_node(&self, name: &NodeName) -> Result<Node> {
+        self.lock().nodes.get(name).cloned().ok_or_else(|| Error::not_found(Kind::Node, name.as_str()))
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<Node>> {
+        Ok(self.lock().nodes.values().cloned().collect())
+    }
+
+    async fn set_node_status(&self, name: &NodeName, status: NodeStatus, heartbeat: Option<SystemTime>) -> Result<Node> {
+        let mut s = self.lock();
+        let node = s.node_mut(name)?;
+        node.status = status;
+        if heartbeat.is_some() {
+            node.last_heartbeat = heartbeat;
+        }
+        Ok(node.clone())
+    }
+
+    async fn record_heartbeats(&self, names: &[NodeName], at: SystemTime) -> Result<()> {
+        let mut s = self.lock();
+        for name in names {
+            if let Some(node) = s.nodes.get_mut(name) {
+                node.last_heartbeat = Some(at);
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_node(&self, name: &NodeName) -> Result<()> {
+        let mut s = self.lock();
+        s.node_mut(name)?;
+        let active = s.replicas.values().filter(|r| r.node == *name && r.state.is_active()).count();
+        if active > 0 {
+            return Err(Error::Conflict(format!("node {name:?} still has {active} replicas; drain it first")));
+        }
+        s.replicas.retain(|_, r| r.node != *name);
+        s.nodes.remove(name);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DeploymentStore for MemoryStore {
+    async fn create_deployment(&self, spec: DeploymentSpec) -> Result<Deployment> {
+        let mut s = self.lock();
+        if s.deployments.contains_key(&spec.name) {
+            return Err(Error::already_exists(Kind::Deployment, spec.name.as_str()));
+        }
+        let now = SystemTime::now();
+        let deployment = Deployment {
+            name: spec.name.clone(),
+            image: spec.image,
+            command: spec.command,
+            replicas: spec.replicas,
+            units: spec.units,
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        s.deployments.insert(spec.name, deployment.clone());
+        Ok(deployment)
+    }
+
+    async fn get_deployment(&self, name: &DeploymentName) -> Result<Deployment> {
+        self.lock().deployments.get(name).cloned().ok_or_else(|| Error::not_found(Kind::Deployment, name.as_str()))
+    }
+
+    async fn list_deployments(&self) -> Result<Vec<Deployment>> {
+        Ok(self.lock().deployments.values().cloned().collect())
+    }
+
+    async fn scale_deployment(&self, name: &DeploymentName, replicas: u32, expected_version: u64) -> Result<Deployment> {
+        let mut s = self.lock();
+        let d = s.deployments.get_mut(name).ok_or_else(|| Error::not_found(Kind::Deployment, name.as_str()))?;
+        if d.version != expected_version {
+            return Err(Error::Conflict(format!(
+                "deployment {name:?} is at version {}, not {expected_version}; reload and retry",
+                d.version
+            )));
+        }
+        d.replicas = replicas;
+        d.version += 1;
+        d.updated_at = SystemTime::now();
+        Ok(d.clone())
+    }
+
+    async fn delete_deployment(&self, name: &DeploymentName) -> Result<Vec<Replica>> {
+        let mut s = self.lock();
+        if s.deployments.remove(name).is_none() {
+            return Err(Error::not_found(Kind::Deployment, name.as_str()));
+        }
+        let (removed, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut s.replicas).into_iter().partition(|(_, r)| r.deployment == *name);
+        s.replicas = kept.into_iter().collect();
+        let removed: Vec<Replica> = removed.into_iter().map(|(_, r)| r).collect();
+        for r in removed.iter().filter(|r| r.state.is_active()) {
+            s.release(&r.node, r.units);
+        }
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl ReplicaStore for MemoryStore {
+    async fn place_replicas(&self, placements: &[Placement]) -> Result<Vec<Replica>> {
+        let mut s = self.lock();
+        let mut per_node: BTreeMap<&NodeName, u64> = BTreeMap::new();
+        for p in placements {
+            if !s.deployments.contains_key(&p.deployment) {
+                return Err(Error::not_found(Kind::Deployment, p.deployment.as_str()));
+            }
+            *per_node.entry(&p.node).or_default() += u64::from(p.units);
+        }
+        for (name, units) in &per_node {
+            let node = s.nodes.get(*name).ok_or_else(|| Error::not_found(Kind::Node, name.as_str()))?;
+            if node.status != NodeStatus::Online {
+                return Err(Error::Conflict(format!("node {name:?} is {}; it takes no new replicas", node.status)));
+            }
+            if u64::from(node.available) < *units {
+                return Err(Error::InsufficientCapacity {
+                    node: name.to_string(),
+                    needed: *units,
+                    available: u64::from(node.available),
+                });
+            }
+        }
+        let now = SystemTime::now();
+        let mut placed = Vec::with_capacity(placements.len());
+        for p in placements {
+            s.node_mut(&p.node)?.available -= p.units;
+            s.next_replica += 1;
+            let replica = Replica {
+                id: ReplicaId(s.next_replica),
+                deployment: p.deployment.clone(),
+                node: p.node.clone(),
+                units: p.units,
+                container_id: None,
+                state: ReplicaState::Pending,
+                created_at: now,
+            };
+            s.replicas.insert(replica.id, replica.clone());
+            placed.push(replica);
+        }
+        Ok(placed)
+    }
+
+    async fn mark_running(&self, id: ReplicaId, container_id: &str) -> Result<Replica> {
+        let mut s = self.lock();
+        let r = s.replica_mut(id)?;
+        if r.state == ReplicaState::Lost {
+            return Err(Error::Conflict(format!("replica {id} is lost; it was replaced")));
+        }
+        r.state = ReplicaState::Running;
+        r.container_id = Some(container_id.to_string());
+        Ok(r.clone())
+    }
+
+    async fn set_replica_state(&self, id: ReplicaId, state: ReplicaState) -> Result<Replica> {
+        let mut s = self.lock();
+        let r = s.replica_mut(id)?;
+        if r.state == state {
+            return Ok(r.clone());
+        }
+        if r.state == ReplicaState::Lost {
+            return Err(Error::Conflict(format!("replica {id} is lost; it was replaced")));
+        }
+        r.state = state;
+        let r = r.clone();
+        if state == ReplicaState::Lost {
+            s.release(&r.node, r.units);
+        }
+        Ok(r)
+    }
+
+    async fn release_replica(&self, id: ReplicaId) -> Result<()> {
+        let mut s = self.lock();
+        let r = s.replicas.remove(&id).ok_or_else(|| Error::not_found(Kind::Replica, id.to_string()))?;
+        if r.state.is_active() {
+            s.release(&r.node, r.units);
+        }
+        Ok(())
+    }
+
+    async fn list_replicas(&self, filter: ReplicaFilter) -> Result<Vec<Replica>> {
+        Ok(self.lock().replicas.values().filter(|r| filter.matches(r)).cloned().collect())
+    }
+
+    async fn mark_node_lost(&self, node: &NodeName) -> Result<Vec<Replica>> {
+        let mut s = self.lock();
+        s.node_mut(node)?;
+        let mut lost = Vec::new();
+        for r in s.replicas.values_mut().filter(|r| r.node == *node && r.state.is_active()) {
+            r.state = ReplicaState::Lost;
+            lost.push(r.clone());
+        }
+        let units: u32 = lost.iter().map(|r| r.units).sum();
+        s.release(node, units);
+        Ok(lost)
+    }
+}

@@ -1,0 +1,41 @@
+//! Knobs of the scheduler and its loops, with defaults tuned for fast failover.
+
+use std::time::Duration;
+
+use crate::placement::Strategy;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    pub strategy: Strategy,
+    /// Time between heartbeat ticks.
+    pub heartbeat_interval: Duration,
+    /// Consecutive missed heartbeats before a node is marked offline. With the defaults a dead
+    /// node is offline within 1.5 s; raise it to ride out short network blips.
+    pub misses_to_offline: u32,
+    /// Time between full reconcile passes (Docker's view against the store's).
+    pub reconcile_interval: Duration,
+    /// Time between level-triggered rebalancer passes (beside the heartbeat's hand-off).
+    pub rebalance_interval: Duration,
+    /// Container starts or removals in flight on one engine at once.
+    pub per_node_concurrency: usize,
+    /// Container starts or removals in flight across the cluster at once.
+    pub total_concurrency: usize,
+    /// Move replicas onto new or returning nodes to even out spread (one at a time, new copy
+    /// started before the old one stops). Off by default, as in Swarm.
+    pub rebalance_on_join: bool,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::Spread,
+            heartbeat_interval: Duration::from_millis(500),
+            misses_to_offline: 3,
+            reconcile_interval: Duration::from_secs(2),
+            rebalance_interval: Duration::from_secs(5),
+            per_node_concurrency: 8,
+            total_concurrency: 64,
+            rebalance_on_join: false,
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! `SendHeartBeatToNodes`: pings every node each interval, flips status after K misses or one
+//! success, and hands each node that goes down to the rebalancer, waiting until it has taken it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use orchestrator_core::{NodeName, NodeStatus, Result};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::scheduler::Scheduler;
+use crate::stats::Loop;
+
+/// A node went offline. The rebalancer answers on `ack` once it has recorded the loss, which is
+/// what makes the hand-off reliable (the seed's unbuffered channel, with a receipt).
+#[derive(Debug)]
+pub struct NodeDown {
+    pub node: NodeName,
+    pub ack: oneshot::Sender<()>,
+}
+
+/// The rendezvous between heartbeat and rebalancer: capacity 1, and the sender waits for the ack.
+pub fn handoff() -> (mpsc::Sender<NodeDown>, mpsc::Receiver<NodeDown>) {
+    mpsc::channel(1)
+}
+
+/// What one tick saw.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tick {
+    pub answered: usize,
+    pub missed: usize,
+    pub went_offline: Vec<NodeName>,
+    pub came_online: Vec<NodeName>,
+}
+
+pub struct Heartbeat {
+    scheduler: Arc<Scheduler>,
+    down: mpsc::Sender<NodeDown>,
+    /// Woken when a node comes (back) online, so its leftovers are reconciled at once.
+    node_returned: Arc<Notify>,
+    misses: HashMap<NodeName, u32>,
+}
+
+impl Heartbeat {
+    pub fn new(scheduler: Arc<Scheduler>, down: mpsc::Sender<NodeDown>, node_returned: Arc<Notify>) -> Self {
+        Self { scheduler, down, node_returned, misses: HashMap::new() }
+    }
+
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let stats_owner = Arc::clone(&self.scheduler);
+        stats_owner.stats().set_running(Loop::Heartbeat, true);
+        let mut interval = tokio::time::interval(self.scheduler.config().heartbeat_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = interval.tick() => {
+                    if let Err(e) = self.tick().await {
+                        warn!(error = %e, "heartbeat tick failed");
+                    }
+                }
+            }
+        }
+        stats_owner.stats().set_running(Loop::Heartbeat, false);
+        info!("heartbeat stopped");
+    }
+
+    /// One round: ping all nodes concurrently (each bounded by the runtime's ping timeout), so a
+    /// tick costs one store read, one batched write, and one ping per node, whatever the
+    /// number of replicas.
+    pub async fn tick(&mut self) -> Result<Tick> {
+        let started = tokio::time::Instant::now();
+        let result = self.tick_inner().instrument(info_span!("heartbeat_tick")).await;
+        self.scheduler.stats().heartbeat_tick(started.elapsed());
+        result
+    }
+
+    async fn tick_inner(&mut self) -> Result<Tick> {
+        let store = Arc::clone(self.scheduler.store());
+        let runtime = Arc::clone(self.scheduler.runtime());
+        let nodes = store.list_nodes().await?;
+        let pings = futures::future::join_all(nodes.iter().map(|n| runtime.ping(n))).await;
+        self.misses.retain(|name, _| nodes.iter().any(|n| n.name == *name));
+
+        let now = SystemTime::now();
+        let threshold = self.scheduler.config().misses_to_offline.max(1);
+        let mut tick = Tick::default();
+        let mut answered = Vec::new();
+        for (node, ping) in nodes.iter().zip(pings) {
+            match ping {
+                Ok(()) => {
+                    self.misses.remove(&node.name);
+                    tick.answered += 1;
+                    if node.status == NodeStatus::Offline {
+                        store.set_node_status(&node.name, NodeStatus::Online, Some(now)).await?;
+                        info!(node = %node.name, "node online");
+                        tick.came_online.push(node.name.clone());
+                    } else {
+                        answered.push(node.name.clone());
+                    }
+                }
+                Err(e) => {
+                    tick.missed += 1;
+                    let misses = self.misses.entry(node.name.clone()).or_default();
+                    *misses += 1;
+                    if *misses >= threshold && node.status != NodeStatus::Offline {
+                        warn!(node = %node.name, misses = *misses, error = %e, "node offline");
+                        store.set_node_status(&node.name, NodeStatus::Offline, None).await?;
+                        self.scheduler.stats().node_marked_offline();
+                        tick.went_offline.push(node.name.clone());
+                    }
+                }
+            }
+        }
+        if !answered.is_empty() {
+            store.record_heartbeats(&answered, now).await?;
+        }
+        if !tick.came_online.is_empty() {
+            self.node_returned.notify_one();
+        }
+        for node in &tick.went_offline {
+            self.hand_off(node.clone()).await;
+        }
+        Ok(tick)
+    }
+
+    /// Waits until the rebalancer has taken the event. If the rebalancer is gone (shutdown),
+    /// nothing is lost: the loss is in the store and its periodic pass picks it up next start.
+    async fn hand_off(&self, node: NodeName) {
+        let (ack, taken) = oneshot::channel();
+        if self.down.send(NodeDown { node: node.clone(), ack }).await.is_err() {
+            warn!(node = %node, "rebalancer not running; its next pass will handle the node");
+            return;
+        }
+        let _ = taken.await;
+    }
+}

@@ -1,0 +1,364 @@
+//! `Scheduler`: the operations that change the cluster (create, scale, delete, add/drain/remove
+//! node) and `converge`, the one routine that makes a deployment match its spec. The loops
+//! (heartbeat, rebalancer, reconciler) and the API all go through it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use orchestrator_core::error::Kind;
+use orchestrator_core::{
+    ClusterStore, ContainerRuntime, Deployment, DeploymentName, DeploymentSpec, Error, NewNode, Node, NodeName,
+    NodeStatus, Placement, Replica, ReplicaContainer, ReplicaFilter, ReplicaState, Result,
+};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::config::SchedulerConfig;
+use crate::locks::{EnginePermits, ImageLocks};
+use crate::placement::{self, Candidate};
+use crate::stats::Stats;
+
+/// What one `converge` did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Converged {
+    pub started: usize,
+    pub failed: usize,
+    pub removed: usize,
+    /// Replicas that found no room (the deployment stays degraded).
+    pub unplaced: u32,
+}
+
+pub struct Scheduler {
+    store: Arc<dyn ClusterStore>,
+    runtime: Arc<dyn ContainerRuntime>,
+    config: SchedulerConfig,
+    image_locks: ImageLocks,
+    permits: EnginePermits,
+    stats: Stats,
+}
+
+impl Scheduler {
+    pub fn new(store: Arc<dyn ClusterStore>, runtime: Arc<dyn ContainerRuntime>, config: SchedulerConfig) -> Self {
+        let permits = EnginePermits::new(config.per_node_concurrency);
+        Self { store, runtime, config, image_locks: ImageLocks::default(), permits, stats: Stats::default() }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ClusterStore> {
+        &self.store
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn ContainerRuntime> {
+        &self.runtime
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    // ----- Operator actions -----
+
+    /// Stores a new deployment. Its replicas are started by `converge` (which the caller runs,
+    /// in the background or not) and, failing that, by the reconciler.
+    pub async fn create_deployment(&self, spec: DeploymentSpec) -> Result<Deployment> {
+        let deployment = self.store.create_deployment(spec).await?;
+        info!(deployment = %deployment.name, image = %deployment.image, replicas = deployment.replicas, "deployment created");
+        Ok(deployment)
+    }
+
+    pub async fn scale_deployment(&self, name: &DeploymentName, replicas: u32, version: u64) -> Result<Deployment> {
+        let deployment = self.store.scale_deployment(name, replicas, version).await?;
+        info!(deployment = %name, replicas, version = deployment.version, "deployment scaled");
+        Ok(deployment)
+    }
+
+    /// Deletes the deployment and removes its containers. Containers on unreachable nodes are
+    /// removed by the reconciler when the node answers again (they are no longer in the store).
+    pub async fn delete_deployment(&self, name: &DeploymentName) -> Result<()> {
+        let deployment = self.store.get_deployment(name).await?;
+        let _spawn = self.image_locks.lock(&deployment.image).await;
+        let removed = self.store.delete_deployment(name).await?;
+        let nodes = self.nodes_by_name().await?;
+        let work = removed.into_iter().filter(|r| r.state.is_active()).filter_map(|r| Some((nodes.get(&r.node)?.clone(), r)));
+        futures::stream::iter(work)
+            .map(|(node, replica)| async move {
+                let _permit = self.permits.acquire(&node.name).await;
+                if let Err(e) = self.runtime.remove_replica(&node, &replica.deployment, replica.id).await {
+                    warn!(node = %node.name, replica = %replica.id, error = %e, "remove failed; the reconciler will retry");
+                }
+            })
+            .buffer_unordered(self.config.total_concurrency)
+            .collect::<Vec<_>>()
+            .await;
+        info!(deployment = %name, "deployment deleted");
+        Ok(())
+    }
+
+    /// `AddNodesToCluster`: the node starts offline and becomes eligible on its first good ping,
+    /// which is tried at once.
+    pub async fn add_node(&self, node: NewNode) -> Result<Node> {
+        let node = self.store.add_node(node).await?;
+        info!(node = %node.name, address = %node.address, capacity = node.capacity, "node added");
+        match self.runtime.ping(&node).await {
+            Ok(()) => self.store.set_node_status(&node.name, NodeStatus::Online, Some(std::time::SystemTime::now())).await,
+            Err(e) => {
+                info!(node = %node.name, error = %e, "new node not answering yet; the heartbeat keeps trying");
+                Ok(node)
+            }
+        }
+    }
+
+    /// Stops placing replicas on the node and moves the ones it has (each replacement started
+    /// before the old copy is removed). Returns how many are still on it (0 when done).
+    pub async fn drain_node(&self, name: &NodeName) -> Result<usize> {
+        self.store.set_node_status(name, NodeStatus::Draining, None).await?;
+        info!(node = %name, "draining node");
+        let on_node = self.store.list_replicas(ReplicaFilter::node(name).active()).await?;
+        let mut deployments: Vec<DeploymentName> = on_node.into_iter().map(|r| r.deployment).collect();
+        deployments.sort();
+        deployments.dedup();
+        self.converge_many(deployments).await;
+        Ok(self.store.list_replicas(ReplicaFilter::node(name).active()).await?.len())
+    }
+
+    /// `DeleteNodesFromTheCluster`: drains, then forgets the node. `Conflict` if replicas could
+    /// not be moved (no room elsewhere); the node stays draining.
+    pub async fn remove_node(&self, name: &NodeName) -> Result<()> {
+        let left = self.drain_node(name).await?;
+        if left > 0 {
+            return Err(Error::Conflict(format!(
+                "node {name:?} still runs {left} replicas that found no room elsewhere; it stays draining"
+            )));
+        }
+        self.store.remove_node(name).await?;
+        info!(node = %name, "node removed");
+        Ok(())
+    }
+
+    // ----- Convergence -----
+
+    /// Converges several deployments concurrently (same-image ones serialize on the image lock).
+    pub async fn converge_many(&self, names: Vec<DeploymentName>) -> Vec<(DeploymentName, Result<Converged>)> {
+        futures::future::join_all(names.into_iter().map(|name| async move {
+            let result = self.converge(&name).await;
+            if let Err(e) = &result {
+                warn!(deployment = %name, error = %e, "converge failed; the reconciler will retry");
+            }
+            (name, result)
+        }))
+        .await
+    }
+
+    /// Makes the deployment run exactly its required replicas on schedulable nodes: starts
+    /// pending replicas, places and starts missing ones, then removes surplus ones (those on
+    /// draining nodes first, then from the most loaded nodes). A deployment that no longer
+    /// exists converges trivially.
+    pub async fn converge(&self, name: &DeploymentName) -> Result<Converged> {
+        let deployment = match self.store.get_deployment(name).await {
+            Ok(d) => d,
+            Err(Error::NotFound { kind: Kind::Deployment, .. }) => return Ok(Converged::default()),
+            Err(e) => return Err(e),
+        };
+        let span = info_span!("converge", deployment = %name);
+        async {
+            let _spawn = self.image_locks.lock(&deployment.image).await;
+            self.converge_locked(name).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// `converge` for a caller that already holds the deployment's image lock.
+    pub(crate) async fn converge_locked(&self, name: &DeploymentName) -> Result<Converged> {
+        // Re-read under the lock: the state may have changed while we waited for it.
+        let deployment = match self.store.get_deployment(name).await {
+            Ok(d) => d,
+            Err(Error::NotFound { kind: Kind::Deployment, .. }) => return Ok(Converged::default()),
+            Err(e) => return Err(e),
+        };
+        let nodes = self.nodes_by_name().await?;
+        let replicas = self.store.list_replicas(ReplicaFilter::deployment(name).active()).await?;
+        let status_of = |r: &Replica| nodes.get(&r.node).map(|n| n.status);
+        let (mut healthy, moving): (Vec<Replica>, Vec<Replica>) = replicas
+            .into_iter()
+            .filter(|r| matches!(status_of(r), Some(NodeStatus::Online | NodeStatus::Draining)))
+            .partition(|r| status_of(r) == Some(NodeStatus::Online));
+        // Replicas on offline nodes count for nothing; the rebalancer marks them lost.
+        let mut report = Converged::default();
+
+        // Pending replicas (a start that failed half-way, or a crash before it) are started again:
+        // the runtime's create is idempotent by name, so this never makes a second container.
+        let pending: Vec<Replica> = healthy.iter().filter(|r| r.state == ReplicaState::Pending).cloned().collect();
+        let required = deployment.replicas as usize;
+        let missing = required.saturating_sub(healthy.len());
+        let mut to_start = pending;
+        if missing > 0 {
+            let plan = self.plan(&deployment, &nodes, &healthy, missing as u32).await?;
+            report.unplaced = plan.unplaced;
+            if plan.unplaced > 0 {
+                warn!(unplaced = plan.unplaced, "not enough capacity: deployment degraded until room appears");
+            }
+            let placements: Vec<Placement> = plan
+                .nodes
+                .into_iter()
+                .map(|node| Placement { deployment: name.clone(), node, units: deployment.units })
+                .collect();
+            let placed = self.store.place_replicas(&placements).await?;
+            healthy.extend(placed.iter().cloned());
+            to_start.extend(placed);
+        }
+        let failed = self.start_all(&deployment, &nodes, to_start, &mut report).await;
+        healthy.retain(|r| !failed.contains(&r.id));
+
+        // Surplus: everything on draining nodes once enough run elsewhere, then the excess.
+        let serving = healthy.len() + moving.len();
+        let mut excess = serving.saturating_sub(required);
+        let mut to_remove: Vec<Replica> = Vec::new();
+        for r in moving {
+            if excess == 0 {
+                break;
+            }
+            to_remove.push(r);
+            excess -= 1;
+        }
+        if excess > 0 {
+            to_remove.extend(pick_surplus(&healthy, &nodes, excess));
+        }
+        report.removed = self.remove_all(&nodes, to_remove).await;
+        if report.started + report.removed + report.failed > 0 {
+            info!(started = report.started, removed = report.removed, failed = report.failed, "converged");
+        }
+        Ok(report)
+    }
+
+    async fn plan(
+        &self,
+        deployment: &Deployment,
+        nodes: &HashMap<NodeName, Node>,
+        healthy: &[Replica],
+        count: u32,
+    ) -> Result<placement::Plan> {
+        let mut here: HashMap<&NodeName, u32> = HashMap::new();
+        for r in healthy {
+            *here.entry(&r.node).or_default() += 1;
+        }
+        let candidates: Vec<Candidate> = nodes
+            .values()
+            .filter(|n| n.is_schedulable())
+            .map(|n| Candidate {
+                node: n.name.clone(),
+                available: n.available,
+                replicas: here.get(&n.name).copied().unwrap_or(0),
+            })
+            .collect();
+        Ok(placement::place(self.config.strategy, &candidates, deployment.units, count))
+    }
+
+    /// Starts replicas in parallel (bounded per engine and in total). Returns the ids that
+    /// failed; their reservations are released so a later pass places them again.
+    async fn start_all(
+        &self,
+        deployment: &Deployment,
+        nodes: &HashMap<NodeName, Node>,
+        replicas: Vec<Replica>,
+        report: &mut Converged,
+    ) -> Vec<orchestrator_core::ReplicaId> {
+        let results: Vec<(orchestrator_core::ReplicaId, bool)> = futures::stream::iter(replicas)
+            .map(|replica| async move {
+                let ok = match nodes.get(&replica.node) {
+                    Some(node) => self.start_one(deployment, node, &replica).await,
+                    None => false,
+                };
+                (replica.id, ok)
+            })
+            .buffer_unordered(self.config.total_concurrency)
+            .collect()
+            .await;
+        let failed: Vec<_> = results.iter().filter(|(_, ok)| !ok).map(|(id, _)| *id).collect();
+        report.started += results.len() - failed.len();
+        report.failed += failed.len();
+        failed
+    }
+
+    async fn start_one(&self, deployment: &Deployment, node: &Node, replica: &Replica) -> bool {
+        let _permit = self.permits.acquire(&node.name).await;
+        let container = ReplicaContainer::new(deployment, replica);
+        let started = self.runtime.start_replica(node, &container).await;
+        let outcome = match started {
+            Ok(container_id) => self.store.mark_running(replica.id, &container_id).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => {
+                debug!(node = %node.name, replica = %replica.id, "replica running");
+                true
+            }
+            Err(e) => {
+                warn!(node = %node.name, replica = %replica.id, error = %e, "start failed; releasing the reservation");
+                if let Err(e) = self.store.release_replica(replica.id).await {
+                    warn!(replica = %replica.id, error = %e, "release failed");
+                }
+                false
+            }
+        }
+    }
+
+    /// Removes replicas' containers, then their records. A replica whose container could not be
+    /// removed keeps its record (and capacity) so the next pass tries again.
+    async fn remove_all(&self, nodes: &HashMap<NodeName, Node>, replicas: Vec<Replica>) -> usize {
+        futures::stream::iter(replicas)
+            .map(|replica| async move {
+                let Some(node) = nodes.get(&replica.node) else { return false };
+                let _permit = self.permits.acquire(&node.name).await;
+                if let Err(e) = self.runtime.remove_replica(node, &replica.deployment, replica.id).await {
+                    warn!(node = %node.name, replica = %replica.id, error = %e, "remove failed; will retry");
+                    return false;
+                }
+                self.store.release_replica(replica.id).await.is_ok()
+            })
+            .buffer_unordered(self.config.total_concurrency)
+            .filter(|ok| std::future::ready(*ok))
+            .count()
+            .await
+    }
+
+    pub(crate) async fn nodes_by_name(&self) -> Result<HashMap<NodeName, Node>> {
+        Ok(self.store.list_nodes().await?.into_iter().map(|n| (n.name.clone(), n)).collect())
+    }
+
+    pub(crate) fn image_locks(&self) -> &ImageLocks {
+        &self.image_locks
+    }
+}
+
+/// Which `count` replicas to remove when scaling down: from the nodes running the most
+/// replicas of the deployment, then the fullest nodes, newest replica first.
+fn pick_surplus(healthy: &[Replica], nodes: &HashMap<NodeName, Node>, count: usize) -> Vec<Replica> {
+    let mut per_node: BTreeMap<&NodeName, Vec<&Replica>> = BTreeMap::new();
+    for r in healthy {
+        per_node.entry(&r.node).or_default().push(r);
+    }
+    for list in per_node.values_mut() {
+        list.sort_by_key(|r| r.id);
+    }
+    let mut picked = Vec::with_capacity(count);
+    while picked.len() < count {
+        let Some((node, _)) = per_node
+            .iter()
+            .filter(|(_, list)| !list.is_empty())
+            .max_by(|(a, la), (b, lb)| {
+                let free = |n: &NodeName| nodes.get(n).map_or(0, |n| n.available);
+                la.len().cmp(&lb.len()).then_with(|| free(b).cmp(&free(a))).then_with(|| b.cmp(a))
+            })
+            .map(|(n, l)| (*n, l.len()))
+        else {
+            break;
+        };
+        let replica = per_node.get_mut(node).and_then(Vec::pop).expect("picked a non-empty node");
+        picked.push(replica.clone());
+    }
+    picked
+}

@@ -1,0 +1,190 @@
+//! Fake engines for the scheduler's tests: a `MockContainerRuntime` (mockall) whose answers
+//! come from shared in-memory engine state the test can break (down, exited containers), and
+//! the in-memory store of orchestrator-core.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orchestrator_core::memory::MemoryStore;
+use orchestrator_core::{
+    ContainerRuntime, ContainerState, ContainerSummary, DeploymentName, DeploymentSpec, EngineInfo, Error, Limits,
+    MockContainerRuntime, NewNode, Node, NodeName, NodeStatus, NodeStore, ReplicaContainer, ReplicaId, Result,
+};
+use scheduler::{Scheduler, SchedulerConfig};
+
+#[derive(Default)]
+pub struct Engine {
+    pub down: bool,
+    pub containers: BTreeMap<(String, u64), (String, ContainerState, String)>,
+    next_id: u64,
+}
+
+#[derive(Clone, Default)]
+pub struct Engines {
+    pub state: Arc<Mutex<BTreeMap<String, Engine>>>,
+}
+
+fn unreachable(node: &Node) -> Error {
+    Error::Unreachable { node: node.name.to_string(), message: "connection refused".into() }
+}
+
+impl Engines {
+    pub fn with(&self, node: &str, f: impl FnOnce(&mut Engine)) {
+        f(self.state.lock().unwrap().entry(node.to_string()).or_default());
+    }
+
+    pub fn set_down(&self, node: &str, down: bool) {
+        self.with(node, |e| e.down = down);
+    }
+
+    /// Containers per node: `(node, deployment, replica)`.
+    pub fn containers(&self) -> Vec<(String, String, u64)> {
+        let state = self.state.lock().unwrap();
+        state
+            .iter()
+            .flat_map(|(node, e)| e.containers.keys().map(move |(d, r)| (node.clone(), d.clone(), *r)))
+            .collect()
+    }
+
+    pub fn count_on(&self, node: &str) -> usize {
+        self.containers().iter().filter(|(n, _, _)| n == node).count()
+    }
+
+    pub fn mock(&self) -> MockContainerRuntime {
+        let mut mock = MockContainerRuntime::new();
+        let s = self.state.clone();
+        mock.expect_ping().returning(move |node| {
+            let state = s.lock().unwrap();
+            match state.get(node.name.as_str()) {
+                Some(e) if e.down => Err(unreachable(node)),
+                _ => Ok(()),
+            }
+        });
+        mock.expect_engine_info().returning(|_| {
+            Ok(EngineInfo { id: "fake".into(), version: "0".into(), cpus: 2, memory_bytes: 1 << 30 })
+        });
+        let s = self.state.clone();
+        mock.expect_start_replica().returning(move |node, c: &ReplicaContainer| {
+            let mut state = s.lock().unwrap();
+            let e = state.entry(node.name.to_string()).or_default();
+            if e.down {
+                return Err(unreachable(node));
+            }
+            let key = (c.deployment.to_string(), c.replica.0);
+            e.next_id += 1;
+            let fresh = format!("{}-c{}", node.name, e.next_id);
+            let entry = e.containers.entry(key).or_insert((fresh, ContainerState::Running, c.image.to_string()));
+            entry.1 = ContainerState::Running;
+            Ok(entry.0.clone())
+        });
+        let s = self.state.clone();
+        mock.expect_remove_replica().returning(move |node, d: &DeploymentName, r: ReplicaId| {
+            let mut state = s.lock().unwrap();
+            let e = state.entry(node.name.to_string()).or_default();
+            if e.down {
+                return Err(unreachable(node));
+            }
+            e.containers.remove(&(d.to_string(), r.0));
+            Ok(())
+        });
+        let s = self.state.clone();
+        mock.expect_list_replicas().returning(move |node| {
+            let state = s.lock().unwrap();
+            let Some(e) = state.get(node.name.as_str()) else { return Ok(Vec::new()) };
+            if e.down {
+                return Err(unreachable(node));
+            }
+            Ok(e.containers
+                .iter()
+                .map(|((d, r), (id, st, _))| ContainerSummary {
+                    id: id.clone(),
+                    deployment: DeploymentName::new(d.clone()).unwrap(),
+                    replica: ReplicaId(*r),
+                    state: *st,
+                    exit_code: (*st == ContainerState::Exited).then_some(1),
+                })
+                .collect())
+        });
+        mock.expect_inspect_replica().returning(|_, d, r| {
+            Err(Error::not_found(orchestrator_core::error::Kind::Container, format!("{d}-{r}")))
+        });
+        mock
+    }
+}
+
+/// A runtime that takes `delay` per start, to make concurrency observable, and records every
+/// start as `(deployment, begin, end)` in virtual time.
+pub struct Slow {
+    pub inner: MockContainerRuntime,
+    pub delay: Duration,
+    pub starts: Arc<Mutex<Vec<(String, tokio::time::Instant, tokio::time::Instant)>>>,
+}
+
+#[async_trait]
+impl ContainerRuntime for Slow {
+    async fn ping(&self, node: &Node) -> Result<()> {
+        self.inner.ping(node).await
+    }
+    async fn engine_info(&self, node: &Node) -> Result<EngineInfo> {
+        self.inner.engine_info(node).await
+    }
+    async fn start_replica(&self, node: &Node, c: &ReplicaContainer) -> Result<String> {
+        let begin = tokio::time::Instant::now();
+        tokio::time::sleep(self.delay).await;
+        let id = self.inner.start_replica(node, c).await;
+        self.starts.lock().unwrap().push((c.deployment.to_string(), begin, tokio::time::Instant::now()));
+        id
+    }
+    async fn remove_replica(&self, node: &Node, d: &DeploymentName, r: ReplicaId) -> Result<()> {
+        self.inner.remove_replica(node, d, r).await
+    }
+    async fn list_replicas(&self, node: &Node) -> Result<Vec<ContainerSummary>> {
+        self.inner.list_replicas(node).await
+    }
+    async fn inspect_replica(&self, node: &Node, d: &DeploymentName, r: ReplicaId) -> Result<ContainerSummary> {
+        self.inner.inspect_replica(node, d, r).await
+    }
+}
+
+pub struct Harness {
+    pub store: Arc<MemoryStore>,
+    pub engines: Engines,
+    pub scheduler: Arc<Scheduler>,
+}
+
+impl Harness {
+    pub fn new(config: SchedulerConfig) -> Self {
+        let engines = Engines::default();
+        let runtime = Arc::new(engines.mock());
+        Self::with_runtime(config, engines, runtime)
+    }
+
+    pub fn with_runtime(config: SchedulerConfig, engines: Engines, runtime: Arc<dyn ContainerRuntime>) -> Self {
+        let store = Arc::new(MemoryStore::new());
+        let scheduler = Arc::new(Scheduler::new(store.clone(), runtime, config));
+        Self { store, engines, scheduler }
+    }
+
+    pub async fn online_nodes(&self, count: usize, capacity: i64) {
+        for i in 1..=count {
+            let name = format!("node{i}");
+            self.store.add_node(NewNode::new(&name, &format!("tcp://10.0.0.{i}:2375"), capacity).unwrap()).await.unwrap();
+            self.store.set_node_status(&NodeName::new(name).unwrap(), NodeStatus::Online, None).await.unwrap();
+        }
+    }
+
+    pub async fn deploy(&self, name: &str, image: &str, replicas: i64) -> DeploymentName {
+        let spec = DeploymentSpec::new(Some(name), image, vec![], replicas, None, &Limits::default()).unwrap();
+        let d = self.scheduler.create_deployment(spec).await.unwrap();
+        self.scheduler.converge(&d.name).await.unwrap();
+        d.name
+    }
+
+    pub async fn node(&self, name: &str) -> Node {
+        self.store.get_node(&NodeName::new(name).unwrap()).await.unwrap()
+    }
+}

@@ -1,0 +1,282 @@
+//! The scheduler's behaviour with fake engines (mockall) and the in-memory store, in virtual
+//! time (`start_paused`): no real sleeps.
+
+mod fake;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use orchestrator_core::{
+    ContainerState, DeploymentStore, NodeName, NodeStatus, NodeStore, ReplicaFilter, ReplicaState, ReplicaStore,
+};
+use scheduler::{Heartbeat, Loops, Reconciler, SchedulerConfig, handoff};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use fake::{Engines, Harness, Slow};
+
+fn node(name: &str) -> NodeName {
+    NodeName::new(name).unwrap()
+}
+
+async fn running(h: &Harness, deployment: &str) -> Vec<orchestrator_core::Replica> {
+    let name = orchestrator_core::DeploymentName::new(deployment).unwrap();
+    h.store
+        .list_replicas(ReplicaFilter::deployment(&name).active())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.state == ReplicaState::Running)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn create_spreads_replicas_and_starts_each_once() {
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(3, 10).await;
+    h.deploy("web", "local/busybox:1", 7).await;
+    assert_eq!(running(&h, "web").await.len(), 7);
+    assert_eq!(h.engines.containers().len(), 7);
+    let counts: Vec<usize> = ["node1", "node2", "node3"].iter().map(|n| h.engines.count_on(n)).collect();
+    assert_eq!(counts, [3, 2, 2]);
+    assert_eq!(h.node("node1").await.available, 7);
+    // Converging again changes nothing.
+    let again = h.scheduler.converge(&orchestrator_core::DeploymentName::new("web").unwrap()).await.unwrap();
+    assert_eq!((again.started, again.removed), (0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn short_capacity_degrades_then_completes_when_room_appears() {
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(2, 2).await;
+    let web = h.deploy("web", "local/busybox:1", 6).await;
+    assert_eq!(running(&h, "web").await.len(), 4);
+    h.store.add_node(orchestrator_core::NewNode::new("node9", "tcp://10.0.0.9:2375", 5).unwrap()).await.unwrap();
+    h.store.set_node_status(&node("node9"), NodeStatus::Online, None).await.unwrap();
+    let report = h.scheduler.converge(&web).await.unwrap();
+    assert_eq!((report.started, report.unplaced), (2, 0));
+    assert_eq!(h.engines.count_on("node9"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn scale_down_removes_from_the_most_loaded_nodes_first() {
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(2, 10).await;
+    let web = h.deploy("web", "local/busybox:1", 4).await;
+    h.store.add_node(orchestrator_core::NewNode::new("node3", "tcp://10.0.0.3:2375", 10).unwrap()).await.unwrap();
+    h.store.set_node_status(&node("node3"), NodeStatus::Online, None).await.unwrap();
+    let d = h.store.get_deployment(&web).await.unwrap();
+    h.scheduler.scale_deployment(&web, 5, d.version).await.unwrap();
+    h.scheduler.converge(&web).await.unwrap();
+    assert_eq!([h.engines.count_on("node1"), h.engines.count_on("node2"), h.engines.count_on("node3")], [2, 2, 1]);
+    h.scheduler.scale_deployment(&web, 3, d.version + 1).await.unwrap();
+    h.scheduler.converge(&web).await.unwrap();
+    assert_eq!([h.engines.count_on("node1"), h.engines.count_on("node2"), h.engines.count_on("node3")], [1, 1, 1]);
+    assert_eq!(h.node("node1").await.available, 9);
+}
+
+/// Heartbeat and rebalancer wired with the real hand-off; returns the heartbeat to tick by hand.
+fn heartbeat_with_rebalancer(h: &Harness, shutdown: &CancellationToken) -> Heartbeat {
+    let loops = Loops::new(&h.scheduler);
+    tokio::spawn(loops.rebalancer.run(shutdown.clone()));
+    loops.heartbeat
+}
+
+#[tokio::test(start_paused = true)]
+async fn node_down_is_handed_off_acknowledged_and_replaced() {
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(3, 10).await;
+    h.deploy("web", "local/busybox:1", 6).await;
+    let shutdown = CancellationToken::new();
+    let mut heartbeat = heartbeat_with_rebalancer(&h, &shutdown);
+
+    h.engines.set_down("node2", true);
+    for _ in 0..2 {
+        let tick = heartbeat.tick().await.unwrap();
+        assert!(tick.went_offline.is_empty(), "K-1 misses must not mark a node offline");
+    }
+    assert_eq!(h.node("node2").await.status, NodeStatus::Online);
+    let tick = heartbeat.tick().await.unwrap();
+    assert_eq!(tick.went_offline, [node("node2")]);
+    // tick() returned only after the rebalancer acknowledged: the loss is already recorded.
+    assert!(h.store.list_replicas(ReplicaFilter::node(&node("node2")).active()).await.unwrap().is_empty());
+    assert_eq!(h.node("node2").await.available, 10);
+
+    tokio::time::sleep(Duration::from_millis(10)).await; // let the replacements start
+    let web = running(&h, "web").await;
+    assert_eq!(web.len(), 6);
+    assert!(web.iter().all(|r| r.node != node("node2")));
+    assert_eq!(h.scheduler.stats().rebalances(), 1);
+    shutdown.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flapping_node_within_k_misses_stays_online() {
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(2, 10).await;
+    let shutdown = CancellationToken::new();
+    let mut heartbeat = heartbeat_with_rebalancer(&h, &shutdown);
+    for down in [true, true, false, true, true, false, true, true] {
+        h.engines.set_down("node1", down);
+        let tick = heartbeat.tick().await.unwrap();
+        assert!(tick.went_offline.is_empty());
+    }
+    assert_eq!(h.node("node1").await.status, NodeStatus::Online);
+    shutdown.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_returning_partitioned_node_loses_its_surplus_copies() {
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(3, 10).await;
+    h.deploy("web", "local/busybox:1", 6).await;
+    let shutdown = CancellationToken::new();
+    let mut heartbeat = heartbeat_with_rebalancer(&h, &shutdown);
+
+    // Partition: the engine stops answering but its containers keep running.
+    h.engines.set_down("node3", true);
+    for _ in 0..3 {
+        heartbeat.tick().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(running(&h, "web").await.len(), 6);
+    assert_eq!(h.engines.count_on("node3"), 2, "the stale copies still run behind the partition");
+
+    h.engines.set_down("node3", false);
+    let tick = heartbeat.tick().await.unwrap();
+    assert_eq!(tick.came_online, [node("node3")]);
+    Reconciler::new(h.scheduler.clone(), Arc::new(Notify::new())).pass().await.unwrap();
+    assert_eq!(h.engines.count_on("node3"), 0);
+    assert_eq!(h.engines.containers().len(), 6, "exactly the required count");
+    assert_eq!(running(&h, "web").await.len(), 6);
+    assert!(h.store.list_replicas(ReplicaFilter::node(&node("node3"))).await.unwrap().is_empty(), "lost records gone");
+    shutdown.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_crash_pending_replicas_are_adopted_or_started_never_duplicated() {
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(2, 10).await;
+    let spec = orchestrator_core::DeploymentSpec::new(
+        Some("web"),
+        "local/busybox:1",
+        vec![],
+        4,
+        None,
+        &orchestrator_core::Limits::default(),
+    )
+    .unwrap();
+    let web = h.store.create_deployment(spec).await.unwrap();
+    // The crashed server had reserved 4 replicas and created containers for two of them.
+    let placements: Vec<_> = ["node1", "node1", "node2", "node2"]
+        .iter()
+        .map(|n| orchestrator_core::Placement { deployment: web.name.clone(), node: node(n), units: 1 })
+        .collect();
+    let placed = h.store.place_replicas(&placements).await.unwrap();
+    for r in &placed[..2] {
+        h.engines.with(r.node.as_str(), |e| {
+            e.containers.insert(("web".into(), r.id.0), (format!("pre-{}", r.id), ContainerState::Running, String::new()));
+        });
+    }
+    // And a container whose record never made it (unknown to the store): surplus.
+    h.engines.with("node2", |e| {
+        e.containers.insert(("web".into(), 999), ("ghost".into(), ContainerState::Running, String::new()));
+    });
+
+    Reconciler::new(h.scheduler.clone(), Arc::new(Notify::new())).pass().await.unwrap();
+    let web_running = running(&h, "web").await;
+    assert_eq!(web_running.len(), 4);
+    assert_eq!(h.engines.containers().len(), 4);
+    let adopted = web_running.iter().find(|r| r.id == placed[0].id).unwrap();
+    assert_eq!(adopted.container_id.as_deref(), Some(format!("pre-{}", placed[0].id).as_str()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn exited_containers_are_replaced_by_the_reconciler() {
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(1, 10).await;
+    h.deploy("web", "local/busybox:1", 2).await;
+    let first = running(&h, "web").await[0].clone();
+    h.engines.with("node1", |e| {
+        e.containers.get_mut(&("web".into(), first.id.0)).unwrap().1 = ContainerState::Exited;
+    });
+    Reconciler::new(h.scheduler.clone(), Arc::new(Notify::new())).pass().await.unwrap();
+    let now = running(&h, "web").await;
+    assert_eq!(now.len(), 2);
+    assert!(now.iter().all(|r| r.id != first.id));
+    assert_eq!(h.engines.containers().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_moves_replicas_then_remove_forgets_the_node() {
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(3, 10).await;
+    h.deploy("web", "local/busybox:1", 6).await;
+    h.deploy("db", "local/other:1", 3).await;
+    h.scheduler.remove_node(&node("node1")).await.unwrap();
+    assert_eq!(h.engines.count_on("node1"), 0);
+    assert_eq!(running(&h, "web").await.len(), 6);
+    assert_eq!(running(&h, "db").await.len(), 3);
+    assert!(h.store.get_node(&node("node1")).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn drain_without_room_keeps_replicas_and_says_so() {
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(2, 2).await;
+    h.deploy("web", "local/busybox:1", 4).await;
+    let err = h.scheduler.remove_node(&node("node1")).await.unwrap_err();
+    assert!(matches!(err, orchestrator_core::Error::Conflict(_)), "{err}");
+    assert_eq!(h.engines.count_on("node1"), 2, "nothing dropped below required");
+    assert_eq!(h.node("node1").await.status, NodeStatus::Draining);
+}
+
+#[tokio::test(start_paused = true)]
+async fn spawning_is_serialized_per_image_and_parallel_across_images() {
+    let engines = Engines::default();
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let runtime = Arc::new(Slow { inner: engines.mock(), delay: Duration::from_millis(100), starts: starts.clone() });
+    let h = Harness::with_runtime(SchedulerConfig::default(), engines, runtime);
+    h.online_nodes(2, 100).await;
+    let (a, b, c) = tokio::join!(
+        h.deploy("a", "local/busybox:1", 4),
+        h.deploy("b", "local/busybox:1", 4),
+        h.deploy("c", "local/other:1", 4),
+    );
+    let _ = (a, b, c);
+    let starts = starts.lock().unwrap().clone();
+    assert_eq!(starts.len(), 12);
+    let span = |d: &str| {
+        let of: Vec<_> = starts.iter().filter(|(x, _, _)| x == d).collect();
+        (of.iter().map(|s| s.1).min().unwrap(), of.iter().map(|s| s.2).max().unwrap())
+    };
+    let (a, b, c) = (span("a"), span("b"), span("c"));
+    assert!(a.1 <= b.0 || b.1 <= a.0, "same image overlapped: {a:?} {b:?}");
+    assert!(c.0 < a.1.max(b.1) && a.0.min(b.0) < c.1, "different images should overlap: {a:?} {b:?} {c:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn loops_run_and_stop_on_shutdown() {
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(2, 10).await;
+    h.deploy("web", "local/busybox:1", 4).await;
+    let shutdown = CancellationToken::new();
+    let loops = Loops::new(&h.scheduler);
+    let tasks = [
+        tokio::spawn(loops.heartbeat.run(shutdown.clone())),
+        tokio::spawn(loops.rebalancer.run(shutdown.clone())),
+        tokio::spawn(loops.reconciler.run(shutdown.clone())),
+    ];
+    h.engines.set_down("node1", true);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(h.node("node1").await.status, NodeStatus::Offline);
+    assert_eq!(running(&h, "web").await.len(), 4);
+    assert_eq!(h.engines.count_on("node2"), 4);
+    assert!(h.scheduler.stats().heartbeat_ticks() >= 5);
+    shutdown.cancel();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(!h.scheduler.stats().is_running(scheduler::Loop::Heartbeat));
+    let _ = handoff;
+}
