@@ -1,1 +1,59 @@
+//! The orchestrator's HTTP API: the seed's `POST /create` and `GET /status`, the resource API
+//! under `/v1`, health probes, and bearer-token authentication with two roles.
+//!
+//! Architecture invariant: depends only on orchestrator-core. Request and response types (the
+//! wire format) live here and are converted to and from core types at the handler.
+
 #![forbid(unsafe_code)]
+
+mod auth;
+mod body;
+mod dto;
+mod error;
+mod routes;
+
+use std::sync::Arc;
+
+use actix_web::web;
+use orchestrator_core::{ClusterStore, ControlPlane, Limits};
+
+pub use auth::{Role, Tokens};
+pub use error::ApiError;
+
+/// Default bound on a request body.
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Arc<dyn ClusterStore>,
+    pub control: Arc<dyn ControlPlane>,
+    pub limits: Limits,
+    pub body_limit: usize,
+}
+
+/// Registers every route, behind authentication (except the health probes), on an actix `App`:
+/// `App::new().configure(|cfg| api_actix::configure(cfg, state, tokens))`.
+pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) {
+    cfg.app_data(web::Data::new(state))
+        .route("/healthz", web::get().to(routes::health::healthz))
+        .route("/readyz", web::get().to(routes::health::readyz))
+        .service(
+            web::scope("")
+                .wrap(actix_web::middleware::from_fn(auth::require_token))
+                .app_data(web::Data::new(tokens))
+                .route("/create", web::post().to(routes::deployments::create))
+                .route("/status", web::get().to(routes::status::status))
+                .route("/v1/deployments", web::get().to(routes::deployments::list))
+                .route("/v1/deployments", web::post().to(routes::deployments::create))
+                .route("/v1/deployments/{name}", web::get().to(routes::deployments::get))
+                .route("/v1/deployments/{name}", web::patch().to(routes::deployments::scale))
+                .route("/v1/deployments/{name}", web::delete().to(routes::deployments::delete))
+                .route("/v1/nodes", web::get().to(routes::nodes::list))
+                .route("/v1/nodes", web::post().to(routes::nodes::add))
+                .route("/v1/nodes/{name}", web::get().to(routes::nodes::get))
+                .route("/v1/nodes/{name}", web::delete().to(routes::nodes::remove))
+                .route("/v1/nodes/{name}/drain", web::post().to(routes::nodes::drain))
+                .default_service(web::to(routes::not_found)),
+        );
+}

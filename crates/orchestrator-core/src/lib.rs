@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod control;
 pub mod deployment;
 pub mod error;
 pub mod image;
@@ -20,6 +21,7 @@ pub mod runtime;
 pub mod store;
 
 pub use address::{EngineAddress, Scheme};
+pub use control::{ControlPlane, LoopHealth};
 pub use deployment::{Deployment, DeploymentSpec, Limits};
 pub use error::{Error, Result};
 pub use image::ImageRef;
@@ -29,6 +31,8 @@ pub use replica::{Placement, Replica, ReplicaFilter, ReplicaId, ReplicaState};
 pub use runtime::{ContainerRuntime, ContainerState, ContainerSummary, EngineInfo, ReplicaContainer};
 pub use store::{ClusterStore, DeploymentStore, NodeStore, ReplicaStore};
 
+#[cfg(feature = "mock")]
+pub use control::MockControlPlane;
 #[cfg(feature = "mock")]
 pub use runtime::MockContainerRuntime;
 #[cfg(feature = "mock")]

@@ -84,7 +84,12 @@ impl NodeStore for MemoryStore {
         Ok(self.lock().nodes.values().cloned().collect())
     }
 
-    async fn set_node_status(&self, name: &NodeName, status: NodeStatus, heartbeat: Option<SystemTime>) -> Result<Node> {
+    async fn set_node_status(
+        &self,
+        name: &NodeName,
+        status: NodeStatus,
+        heartbeat: Option<SystemTime>,
+    ) -> Result<Node> {
         let mut s = self.lock();
         let node = s.node_mut(name)?;
         node.status = status;
@@ -147,7 +152,12 @@ impl DeploymentStore for MemoryStore {
         Ok(self.lock().deployments.values().cloned().collect())
     }
 
-    async fn scale_deployment(&self, name: &DeploymentName, replicas: u32, expected_version: u64) -> Result<Deployment> {
+    async fn scale_deployment(
+        &self,
+        name: &DeploymentName,
+        replicas: u32,
+        expected_version: u64,
+    ) -> Result<Deployment> {
         let mut s = self.lock();
         let d = s.deployments.get_mut(name).ok_or_else(|| Error::not_found(Kind::Deployment, name.as_str()))?;
         if d.version != expected_version {

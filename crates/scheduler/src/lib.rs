@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod control;
 mod heartbeat;
 mod locks;
 pub mod placement;
@@ -17,6 +18,7 @@ mod scheduler;
 mod stats;
 
 pub use config::SchedulerConfig;
+pub use control::SchedulerControl;
 pub use heartbeat::{Heartbeat, NodeDown, Tick, handoff};
 pub use placement::{Candidate, Plan, Strategy};
 pub use rebalancer::Rebalancer;

@@ -147,7 +147,10 @@ mod tests {
 
     fn arb_nodes() -> impl proptest::strategy::Strategy<Value = Vec<Candidate>> {
         prop::collection::vec((0u32..20, 0u32..5), 1..12).prop_map(|v| {
-            v.into_iter().enumerate().map(|(i, (available, replicas))| candidate(&format!("n{i}"), available, replicas)).collect()
+            v.into_iter()
+                .enumerate()
+                .map(|(i, (available, replicas))| candidate(&format!("n{i}"), available, replicas))
+                .collect()
         })
     }
 

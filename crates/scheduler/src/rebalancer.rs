@@ -76,7 +76,8 @@ impl Rebalancer {
 
     /// Marks the node's replicas lost; returns the deployments that lost some.
     async fn mark_lost(&self, node: &NodeName) -> Result<Vec<DeploymentName>> {
-        let lost = self.scheduler.store().mark_node_lost(node).await.inspect_err(|e| warn!(error = %e, "mark lost failed"))?;
+        let lost =
+            self.scheduler.store().mark_node_lost(node).await.inspect_err(|e| warn!(error = %e, "mark lost failed"))?;
         if lost.is_empty() {
             return Ok(Vec::new());
         }

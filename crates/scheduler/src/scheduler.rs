@@ -82,7 +82,8 @@ impl Scheduler {
         let _spawn = self.image_locks.lock(&deployment.image).await;
         let removed = self.store.delete_deployment(name).await?;
         let nodes = self.nodes_by_name().await?;
-        let work = removed.into_iter().filter(|r| r.state.is_active()).filter_map(|r| Some((nodes.get(&r.node)?.clone(), r)));
+        let work =
+            removed.into_iter().filter(|r| r.state.is_active()).filter_map(|r| Some((nodes.get(&r.node)?.clone(), r)));
         futures::stream::iter(work)
             .map(|(node, replica)| async move {
                 let _permit = self.permits.acquire(&node.name).await;
@@ -103,7 +104,9 @@ impl Scheduler {
         let node = self.store.add_node(node).await?;
         info!(node = %node.name, address = %node.address, capacity = node.capacity, "node added");
         match self.runtime.ping(&node).await {
-            Ok(()) => self.store.set_node_status(&node.name, NodeStatus::Online, Some(std::time::SystemTime::now())).await,
+            Ok(()) => {
+                self.store.set_node_status(&node.name, NodeStatus::Online, Some(std::time::SystemTime::now())).await
+            }
             Err(e) => {
                 info!(node = %node.name, error = %e, "new node not answering yet; the heartbeat keeps trying");
                 Ok(node)

@@ -175,7 +175,8 @@ async fn after_a_crash_pending_replicas_are_adopted_or_started_never_duplicated(
     let placed = h.store.place_replicas(&placements).await.unwrap();
     for r in &placed[..2] {
         h.engines.with(r.node.as_str(), |e| {
-            e.containers.insert(("web".into(), r.id.0), (format!("pre-{}", r.id), ContainerState::Running, String::new()));
+            e.containers
+                .insert(("web".into(), r.id.0), (format!("pre-{}", r.id), ContainerState::Running, String::new()));
         });
     }
     // And a container whose record never made it (unknown to the store): surplus.

@@ -64,9 +64,8 @@ impl Engines {
                 _ => Ok(()),
             }
         });
-        mock.expect_engine_info().returning(|_| {
-            Ok(EngineInfo { id: "fake".into(), version: "0".into(), cpus: 2, memory_bytes: 1 << 30 })
-        });
+        mock.expect_engine_info()
+            .returning(|_| Ok(EngineInfo { id: "fake".into(), version: "0".into(), cpus: 2, memory_bytes: 1 << 30 }));
         let s = self.state.clone();
         mock.expect_start_replica().returning(move |node, c: &ReplicaContainer| {
             let mut state = s.lock().unwrap();
@@ -109,9 +108,8 @@ impl Engines {
                 })
                 .collect())
         });
-        mock.expect_inspect_replica().returning(|_, d, r| {
-            Err(Error::not_found(orchestrator_core::error::Kind::Container, format!("{d}-{r}")))
-        });
+        mock.expect_inspect_replica()
+            .returning(|_, d, r| Err(Error::not_found(orchestrator_core::error::Kind::Container, format!("{d}-{r}"))));
         mock
     }
 }
@@ -172,7 +170,10 @@ impl Harness {
     pub async fn online_nodes(&self, count: usize, capacity: i64) {
         for i in 1..=count {
             let name = format!("node{i}");
-            self.store.add_node(NewNode::new(&name, &format!("tcp://10.0.0.{i}:2375"), capacity).unwrap()).await.unwrap();
+            self.store
+                .add_node(NewNode::new(&name, &format!("tcp://10.0.0.{i}:2375"), capacity).unwrap())
+                .await
+                .unwrap();
             self.store.set_node_status(&NodeName::new(name).unwrap(), NodeStatus::Online, None).await.unwrap();
         }
     }

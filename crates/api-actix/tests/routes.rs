@@ -1,0 +1,277 @@
+//! Every route through actix's test service, with the in-memory store and a mocked control
+//! plane: status codes, bodies, the auth matrix, and validation errors naming the field.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use actix_web::http::{Method, StatusCode};
+use actix_web::{App, test};
+use api_actix::{ApiState, Role, Tokens};
+use orchestrator_core::memory::MemoryStore;
+use orchestrator_core::{
+    Deployment, DeploymentSpec, DeploymentStore, Error, Limits, LoopHealth, MockControlPlane, NewNode, NodeName,
+    NodeStatus, NodeStore, Placement, ReplicaStore,
+};
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-token-0123456789abcdef0123456789abcdef";
+const READER: &str = "reader-token-0123456789abcdef0123456789abcdef";
+
+fn deployment_from(spec: &DeploymentSpec, version: u64) -> Deployment {
+    Deployment {
+        name: spec.name.clone(),
+        image: spec.image.clone(),
+        command: spec.command.clone(),
+        replicas: spec.replicas,
+        units: spec.units,
+        version,
+        created_at: SystemTime::now(),
+        updated_at: SystemTime::now(),
+    }
+}
+
+fn control() -> MockControlPlane {
+    let mut control = MockControlPlane::new();
+    control.expect_create_deployment().returning(|spec| Ok(deployment_from(&spec, 1)));
+    control.expect_scale_deployment().returning(|name, replicas, version| {
+        if version != 1 {
+            return Err(Error::Conflict(format!("deployment {name} is at version 1, not {version}")));
+        }
+        let spec = DeploymentSpec::new(
+            Some(name.as_str()),
+            "local/busybox:1",
+            vec![],
+            replicas.into(),
+            None,
+            &Limits::default(),
+        )
+        .unwrap();
+        Ok(deployment_from(&spec, 2))
+    });
+    control.expect_delete_deployment().returning(|_| Ok(()));
+    control.expect_add_node().returning(|n| {
+        Ok(orchestrator_core::Node {
+            name: n.name,
+            address: n.address,
+            capacity: n.capacity,
+            available: n.capacity,
+            status: NodeStatus::Offline,
+            last_heartbeat: None,
+        })
+    });
+    control.expect_drain_node().returning(|_| Ok(0));
+    control
+        .expect_remove_node()
+        .returning(|n| if n.as_str() == "busy" { Err(Error::Conflict("still has replicas".into())) } else { Ok(()) });
+    control.expect_loop_health().returning(|| LoopHealth { heartbeat: true, rebalancer: true, reconciler: true });
+    control
+}
+
+async fn seeded_store() -> Arc<MemoryStore> {
+    let store = Arc::new(MemoryStore::new());
+    store.add_node(NewNode::new("node1", "tcp://10.123.0.11:2375", 10).unwrap()).await.unwrap();
+    store.set_node_status(&NodeName::new("node1").unwrap(), NodeStatus::Online, Some(SystemTime::now())).await.unwrap();
+    let spec = DeploymentSpec::new(Some("web"), "local/busybox:1", vec![], 2, None, &Limits::default()).unwrap();
+    let web = store.create_deployment(spec).await.unwrap();
+    let placed = store
+        .place_replicas(&[
+            Placement { deployment: web.name.clone(), node: NodeName::new("node1").unwrap(), units: 1 },
+            Placement { deployment: web.name.clone(), node: NodeName::new("node1").unwrap(), units: 1 },
+        ])
+        .await
+        .unwrap();
+    store.mark_running(placed[0].id, "c0ffee").await.unwrap();
+    store
+}
+
+macro_rules! app {
+    ($store:expr) => {
+        test::init_service(App::new().configure(|cfg| {
+            let state = ApiState {
+                store: $store.clone(),
+                control: Arc::new(control()),
+                limits: Limits::default(),
+                body_limit: 1024,
+            };
+            api_actix::configure(cfg, state, Tokens::new().with(ADMIN, Role::Admin).with(READER, Role::Reader));
+        }))
+        .await
+    };
+}
+
+fn request(method: Method, uri: &str, token: Option<&str>, body: Option<Value>) -> test::TestRequest {
+    let mut req = test::TestRequest::default().method(method).uri(uri);
+    if let Some(token) = token {
+        req = req.insert_header(("Authorization", format!("Bearer {token}")));
+    }
+    if let Some(body) = body {
+        req = req.set_json(body);
+    }
+    req
+}
+
+#[actix_web::test]
+async fn seed_routes_create_and_status() {
+    let store = seeded_store().await;
+    let app = app!(store);
+    let body = json!({"image": "local/busybox:1", "replicas": 3, "command": ["sleep", "60"]});
+    let resp = test::call_service(&app, request(Method::POST, "/create", Some(ADMIN), Some(body)).to_request()).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let created: Value = test::read_body_json(resp).await;
+    assert_eq!((created["name"].as_str(), created["required"].as_u64()), (Some("busybox"), Some(3)));
+    assert_eq!(created["command"], json!(["sleep", "60"]));
+
+    let resp = test::call_service(&app, request(Method::GET, "/status", Some(READER), None).to_request()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let status: Value = test::read_body_json(resp).await;
+    assert_eq!(status["nodes"][0]["name"], "node1");
+    assert_eq!(status["nodes"][0]["available"], 8);
+    assert_eq!(status["nodes"][0]["status"], "online");
+    let web = &status["deployments"][0];
+    assert_eq!((web["required"].as_u64(), web["actual"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(web["replicas"][0]["node_address"], "tcp://10.123.0.11:2375");
+    assert_eq!(web["replicas"][0]["container_id"], "c0ffee");
+    assert_eq!(web["replicas"][1]["state"], "pending");
+}
+
+#[actix_web::test]
+async fn resource_routes() {
+    let store = seeded_store().await;
+    let app = app!(store);
+    let call = |m, uri: &str, body| test::call_service(&app, request(m, uri, Some(ADMIN), body).to_request());
+
+    let resp = call(Method::GET, "/v1/deployments", None).await;
+    let list: Value = test::read_body_json(resp).await;
+    assert_eq!(list[0]["name"], "web");
+    let resp = call(Method::GET, "/v1/deployments/web", None).await;
+    let one: Value = test::read_body_json(resp).await;
+    assert_eq!(one["replicas"].as_array().unwrap().len(), 2);
+    assert_eq!(call(Method::GET, "/v1/deployments/nope", None).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(call(Method::GET, "/v1/deployments/Bad_Name", None).await.status(), StatusCode::NOT_FOUND);
+
+    let resp = call(Method::PATCH, "/v1/deployments/web", Some(json!({"replicas": 5, "version": 1}))).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = call(Method::PATCH, "/v1/deployments/web", Some(json!({"replicas": 5, "version": 7}))).await;
+    assert_eq!(resp.status(), StatusCode::CONFLICT);
+    let err: Value = test::read_body_json(resp).await;
+    assert_eq!(err["error"]["code"], "conflict");
+    assert_eq!(call(Method::DELETE, "/v1/deployments/web", None).await.status(), StatusCode::NO_CONTENT);
+
+    let resp = call(
+        Method::POST,
+        "/v1/nodes",
+        Some(json!({"name": "node2", "address": "unix:///run/n2.sock", "capacity": 4})),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = call(Method::GET, "/v1/nodes", None).await;
+    let nodes: Value = test::read_body_json(resp).await;
+    assert_eq!(nodes[0]["name"], "node1");
+    assert_eq!(call(Method::GET, "/v1/nodes/node1", None).await.status(), StatusCode::OK);
+    assert_eq!(call(Method::GET, "/v1/nodes/ghost", None).await.status(), StatusCode::NOT_FOUND);
+    let resp = call(Method::POST, "/v1/nodes/node1/drain", None).await;
+    let drained: Value = test::read_body_json(resp).await;
+    assert_eq!(drained["remaining"], 0);
+    assert_eq!(call(Method::DELETE, "/v1/nodes/node1", None).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(call(Method::DELETE, "/v1/nodes/busy", None).await.status(), StatusCode::CONFLICT);
+    assert_eq!(call(Method::GET, "/v1/nothing", None).await.status(), StatusCode::NOT_FOUND);
+}
+
+#[actix_web::test]
+async fn auth_matrix_on_every_route() {
+    let store = seeded_store().await;
+    let app = app!(store);
+    let routes: &[(Method, &str, Option<Value>)] = &[
+        (Method::POST, "/create", Some(json!({"image": "a", "replicas": 1}))),
+        (Method::GET, "/status", None),
+        (Method::GET, "/v1/deployments", None),
+        (Method::POST, "/v1/deployments", Some(json!({"image": "b", "replicas": 1}))),
+        (Method::GET, "/v1/deployments/web", None),
+        (Method::PATCH, "/v1/deployments/web", Some(json!({"replicas": 1, "version": 1}))),
+        (Method::DELETE, "/v1/deployments/web", None),
+        (Method::GET, "/v1/nodes", None),
+        (Method::POST, "/v1/nodes", Some(json!({"name": "n9", "address": "tcp://127.0.0.1:1", "capacity": 1}))),
+        (Method::GET, "/v1/nodes/node1", None),
+        (Method::POST, "/v1/nodes/node1/drain", None),
+        (Method::DELETE, "/v1/nodes/node1", None),
+    ];
+    for (method, uri, body) in routes {
+        let mutating = *method != Method::GET;
+        for (token, expected) in [
+            (None, StatusCode::UNAUTHORIZED),
+            (Some("wrong"), StatusCode::UNAUTHORIZED),
+            (Some(READER), if mutating { StatusCode::FORBIDDEN } else { StatusCode::OK }),
+        ] {
+            let resp = test::call_service(&app, request(method.clone(), uri, token, body.clone()).to_request()).await;
+            assert_eq!(resp.status(), expected, "{method} {uri} with {token:?}");
+            if expected == StatusCode::UNAUTHORIZED {
+                assert!(resp.headers().contains_key("www-authenticate"), "{method} {uri}");
+                let err: Value = test::read_body_json(resp).await;
+                assert_eq!(err["error"]["code"], "unauthorized");
+            }
+        }
+        let resp = test::call_service(&app, request(method.clone(), uri, Some(ADMIN), body.clone()).to_request()).await;
+        assert!(resp.status().is_success(), "{method} {uri} as admin: {}", resp.status());
+    }
+    for probe in ["/healthz", "/readyz"] {
+        let resp = test::call_service(&app, request(Method::GET, probe, None, None).to_request()).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{probe} needs no token");
+    }
+}
+
+#[actix_web::test]
+async fn bad_input_is_a_4xx_naming_the_field_and_writes_nothing() {
+    let store = seeded_store().await;
+    let app = app!(store);
+    let cases = [
+        (json!({"image": "a", "replicas": -1}), StatusCode::UNPROCESSABLE_ENTITY, Some("replicas")),
+        (json!({"image": "a", "replicas": 10001}), StatusCode::UNPROCESSABLE_ENTITY, Some("replicas")),
+        (json!({"image": "Bad Image", "replicas": 1}), StatusCode::UNPROCESSABLE_ENTITY, Some("image")),
+        (json!({"image": "a", "replicas": 1, "name": "No_Good"}), StatusCode::UNPROCESSABLE_ENTITY, Some("name")),
+        (json!({"image": "a", "replicas": 1, "units": 0}), StatusCode::UNPROCESSABLE_ENTITY, Some("units")),
+        (json!({"image": "a", "replicas": "three"}), StatusCode::BAD_REQUEST, Some("replicas")),
+        (json!({"image": "a", "replicas": 1, "colour": "red"}), StatusCode::BAD_REQUEST, Some("colour")),
+        (json!({"replicas": 1}), StatusCode::BAD_REQUEST, None),
+    ];
+    for (body, status, field) in cases {
+        let resp =
+            test::call_service(&app, request(Method::POST, "/create", Some(ADMIN), Some(body.clone())).to_request())
+                .await;
+        assert_eq!(resp.status(), status, "{body}");
+        let err: Value = test::read_body_json(resp).await;
+        assert_eq!(err["error"]["field"].as_str(), field, "{body}: {err}");
+        assert!(err["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let node = json!({"name": "n2", "address": "ftp://x:1", "capacity": 1});
+    let resp = test::call_service(&app, request(Method::POST, "/v1/nodes", Some(ADMIN), Some(node)).to_request()).await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let err: Value = test::read_body_json(resp).await;
+    assert_eq!(err["error"]["field"], "address");
+
+    let malformed = test::TestRequest::post()
+        .uri("/create")
+        .insert_header(("Authorization", format!("Bearer {ADMIN}")))
+        .insert_header(("Content-Type", "application/json"))
+        .set_payload("{\"image\": ");
+    let resp = test::call_service(&app, malformed.to_request()).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let err: Value = test::read_body_json(resp).await;
+    assert_eq!(err["error"]["code"], "malformed_json");
+
+    let too_big = json!({"image": "a", "replicas": 1, "command": ["x".repeat(2_000)]});
+    let resp =
+        test::call_service(&app, request(Method::POST, "/create", Some(ADMIN), Some(too_big)).to_request()).await;
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    let text = test::TestRequest::post()
+        .uri("/create")
+        .insert_header(("Authorization", format!("Bearer {ADMIN}")))
+        .insert_header(("Content-Type", "text/plain"))
+        .set_payload("image=a");
+    let resp = test::call_service(&app, text.to_request()).await;
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // Nothing of the above reached the store.
+    assert_eq!(store.list_deployments().await.unwrap().len(), 1);
+    assert_eq!(store.list_nodes().await.unwrap().len(), 1);
+}

@@ -1,0 +1,47 @@
+//! The boundary between the API and the scheduler: the actions an operator can take. Reads go
+//! straight to the store traits; everything that changes the cluster goes through here.
+
+use async_trait::async_trait;
+
+use crate::deployment::{Deployment, DeploymentSpec};
+use crate::error::Result;
+use crate::name::{DeploymentName, NodeName};
+use crate::node::{NewNode, Node};
+
+/// Whether the background loops are alive (for readiness checks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoopHealth {
+    pub heartbeat: bool,
+    pub rebalancer: bool,
+    pub reconciler: bool,
+}
+
+impl LoopHealth {
+    pub fn all_running(&self) -> bool {
+        self.heartbeat && self.rebalancer && self.reconciler
+    }
+}
+
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait ControlPlane: Send + Sync {
+    /// Stores the deployment and starts its replicas in the background.
+    async fn create_deployment(&self, spec: DeploymentSpec) -> Result<Deployment>;
+
+    /// Changes the required replicas if `version` is current (else `Conflict`), and converges
+    /// in the background.
+    async fn scale_deployment(&self, name: &DeploymentName, replicas: u32, version: u64) -> Result<Deployment>;
+
+    /// Deletes the deployment and removes its containers.
+    async fn delete_deployment(&self, name: &DeploymentName) -> Result<()>;
+
+    async fn add_node(&self, node: NewNode) -> Result<Node>;
+
+    /// Moves the node's replicas elsewhere; returns how many are left on it.
+    async fn drain_node(&self, name: &NodeName) -> Result<usize>;
+
+    /// Drains, then removes the node (`Conflict` if replicas could not be moved).
+    async fn remove_node(&self, name: &NodeName) -> Result<()>;
+
+    fn loop_health(&self) -> LoopHealth;
+}

@@ -1,0 +1,78 @@
+//! The scheduler as the API sees it: `ControlPlane`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use orchestrator_core::{
+    ControlPlane, Deployment, DeploymentName, DeploymentSpec, LoopHealth, NewNode, Node, NodeName, Result,
+};
+use tracing::Instrument;
+
+use crate::scheduler::Scheduler;
+use crate::stats::Loop;
+
+/// Runs the convergence that follows a create or scale in the background, so the API answers
+/// at once; `--wait` clients poll until actual == required.
+#[derive(Clone)]
+pub struct SchedulerControl {
+    scheduler: Arc<Scheduler>,
+}
+
+impl SchedulerControl {
+    pub fn new(scheduler: Arc<Scheduler>) -> Self {
+        Self { scheduler }
+    }
+
+    fn converge_in_background(&self, name: DeploymentName) {
+        let scheduler = Arc::clone(&self.scheduler);
+        let span = tracing::info_span!("converge_after_request", deployment = %name);
+        tokio::spawn(
+            async move {
+                if let Err(e) = scheduler.converge(&name).await {
+                    tracing::warn!(error = %e, "converge failed; the reconciler will retry");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+#[async_trait]
+impl ControlPlane for SchedulerControl {
+    async fn create_deployment(&self, spec: DeploymentSpec) -> Result<Deployment> {
+        let deployment = self.scheduler.create_deployment(spec).await?;
+        self.converge_in_background(deployment.name.clone());
+        Ok(deployment)
+    }
+
+    async fn scale_deployment(&self, name: &DeploymentName, replicas: u32, version: u64) -> Result<Deployment> {
+        let deployment = self.scheduler.scale_deployment(name, replicas, version).await?;
+        self.converge_in_background(deployment.name.clone());
+        Ok(deployment)
+    }
+
+    async fn delete_deployment(&self, name: &DeploymentName) -> Result<()> {
+        self.scheduler.delete_deployment(name).await
+    }
+
+    async fn add_node(&self, node: NewNode) -> Result<Node> {
+        self.scheduler.add_node(node).await
+    }
+
+    async fn drain_node(&self, name: &NodeName) -> Result<usize> {
+        self.scheduler.drain_node(name).await
+    }
+
+    async fn remove_node(&self, name: &NodeName) -> Result<()> {
+        self.scheduler.remove_node(name).await
+    }
+
+    fn loop_health(&self) -> LoopHealth {
+        let stats = self.scheduler.stats();
+        LoopHealth {
+            heartbeat: stats.is_running(Loop::Heartbeat),
+            rebalancer: stats.is_running(Loop::Rebalancer),
+            reconciler: stats.is_running(Loop::Reconciler),
+        }
+    }
+}
