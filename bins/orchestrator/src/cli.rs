@@ -1,0 +1,157 @@
+//! The command line (clap): `serve`, and the client commands.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::{client, config, serve};
+
+#[derive(Parser)]
+#[command(name = "orchestrator", version, about = "A small container orchestrator for Docker engines")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the control plane: API, heartbeat, rebalancer, reconciler.
+    Serve(config::ServeArgs),
+    /// Show every node and deployment.
+    Status(ClientArgs),
+    /// Manage deployments.
+    #[command(subcommand)]
+    Deploy(DeployCommand),
+    /// Manage nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+}
+
+/// How to reach the server.
+#[derive(Args, Clone)]
+pub struct ClientArgs {
+    /// The server's URL.
+    #[arg(long, env = "ORCH_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    pub server: String,
+    /// Bearer token (admin, or reader for read-only commands).
+    #[arg(long, env = "ORCH_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Args, Clone)]
+pub struct WaitArgs {
+    /// Wait until the deployment runs its required replicas, showing progress.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Subcommand)]
+pub enum DeployCommand {
+    /// Create a deployment: IMAGE with N replicas, optionally a COMMAND after `--`.
+    Create {
+        image: String,
+        #[arg(long, short = 'r')]
+        replicas: i64,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        units: Option<i64>,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// List deployments.
+    Ls(ClientArgs),
+    /// Show one deployment and its replicas.
+    Get {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Change the number of replicas.
+    Scale {
+        name: String,
+        replicas: i64,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a deployment and its containers.
+    Rm {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// List nodes.
+    Ls(ClientArgs),
+    /// Add a node: NAME and its engine ADDRESS (unix:///path, tcp://host:port).
+    Add {
+        name: String,
+        address: String,
+        #[arg(long, default_value_t = 100)]
+        capacity: i64,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Drain a node, then remove it.
+    Rm {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Move a node's replicas elsewhere and keep new ones off it.
+    Drain {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Status(c) => client::status(&c).await,
+        Command::Deploy(DeployCommand::Create { image, replicas, name, units, wait, client: c, command }) => {
+            client::create(&c, &image, replicas, name, units, command, &wait).await
+        }
+        Command::Deploy(DeployCommand::Ls(c)) => client::deployments(&c).await,
+        Command::Deploy(DeployCommand::Get { name, client: c }) => client::deployment(&c, &name).await,
+        Command::Deploy(DeployCommand::Scale { name, replicas, wait, client: c }) => {
+            client::scale(&c, &name, replicas, &wait).await
+        }
+        Command::Deploy(DeployCommand::Rm { name, client: c }) => client::delete(&c, &name).await,
+        Command::Node(NodeCommand::Ls(c)) => client::nodes(&c).await,
+        Command::Node(NodeCommand::Add { name, address, capacity, client: c }) => {
+            client::add_node(&c, &name, &address, capacity).await
+        }
+        Command::Node(NodeCommand::Rm { name, client: c }) => client::remove_node(&c, &name).await,
+        Command::Node(NodeCommand::Drain { name, client: c }) => client::drain_node(&c, &name).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "orchestrator", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}

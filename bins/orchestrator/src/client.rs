@@ -1,0 +1,259 @@
+//! The CLI as an HTTP client of the API: tables for people, `-o json` for scripts, one-line
+//! errors with the server's message.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::cli::{ClientArgs, Output, WaitArgs};
+
+async fn call(c: &ClientArgs, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
+    let url = format!("{}{path}", c.server.trim_end_matches('/'));
+    let mut request = reqwest::Client::new().request(method, &url);
+    if let Some(token) = &c.token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.with_context(|| format!("cannot reach {}", c.server))?;
+    let status = response.status();
+    if status == StatusCode::NO_CONTENT {
+        return Ok(Value::Null);
+    }
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let message = body["error"]["message"].as_str().unwrap_or("no details");
+        bail!("{} ({})", message, status);
+    }
+    Ok(body)
+}
+
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn show(c: &ClientArgs, value: &Value, table: impl FnOnce(&Value)) {
+    match c.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value).unwrap_or_default()),
+        Output::Table => table(value),
+    }
+}
+
+fn node_rows(nodes: &Value) -> Vec<Vec<String>> {
+    nodes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            vec![
+                text(&n["name"]),
+                text(&n["status"]),
+                format!("{}/{}", text(&n["available"]), text(&n["capacity"])),
+                text(&n["address"]),
+            ]
+        })
+        .collect()
+}
+
+fn deployment_rows(deployments: &Value) -> Vec<Vec<String>> {
+    deployments
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            let degraded = d["actual"].as_u64() < d["required"].as_u64();
+            vec![
+                text(&d["name"]),
+                text(&d["image"]),
+                format!("{}/{}{}", text(&d["actual"]), text(&d["required"]), if degraded { " (degraded)" } else { "" }),
+                text(&d["version"]),
+            ]
+        })
+        .collect()
+}
+
+pub async fn status(c: &ClientArgs) -> Result<()> {
+    let status = call(c, Method::GET, "/status", None).await?;
+    show(c, &status, |s| {
+        print_table(&["NODE", "STATUS", "FREE/CAPACITY", "ADDRESS"], node_rows(&s["nodes"]));
+        println!();
+        print_table(&["DEPLOYMENT", "IMAGE", "RUNNING/REQUIRED", "VERSION"], deployment_rows(&s["deployments"]));
+        let replicas: Vec<Vec<String>> = s["deployments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|d| {
+                d["replicas"].as_array().into_iter().flatten().map(move |r| {
+                    let container = text(&r["container_id"]);
+                    vec![
+                        text(&d["name"]),
+                        text(&r["id"]),
+                        text(&r["node"]),
+                        text(&r["state"]),
+                        container.chars().take(12).collect(),
+                    ]
+                })
+            })
+            .collect();
+        if !replicas.is_empty() {
+            println!();
+            print_table(&["DEPLOYMENT", "REPLICA", "NODE", "STATE", "CONTAINER"], replicas);
+        }
+    });
+    Ok(())
+}
+
+pub async fn create(
+    c: &ClientArgs,
+    image: &str,
+    replicas: i64,
+    name: Option<String>,
+    units: Option<i64>,
+    command: Vec<String>,
+    wait: &WaitArgs,
+) -> Result<()> {
+    let mut body = json!({ "image": image, "replicas": replicas, "command": command });
+    if let Some(name) = name {
+        body["name"] = json!(name);
+    }
+    if let Some(units) = units {
+        body["units"] = json!(units);
+    }
+    let created = call(c, Method::POST, "/v1/deployments", Some(body)).await?;
+    let name = text(&created["name"]);
+    show(c, &created, |d| {
+        println!("deployment {} created ({} replicas of {})", text(&d["name"]), text(&d["required"]), text(&d["image"]))
+    });
+    if wait.wait {
+        wait_ready(c, &name, wait).await?;
+    }
+    Ok(())
+}
+
+pub async fn deployments(c: &ClientArgs) -> Result<()> {
+    let list = call(c, Method::GET, "/v1/deployments", None).await?;
+    show(c, &list, |l| print_table(&["DEPLOYMENT", "IMAGE", "RUNNING/REQUIRED", "VERSION"], deployment_rows(l)));
+    Ok(())
+}
+
+pub async fn deployment(c: &ClientArgs, name: &str) -> Result<()> {
+    let d = call(c, Method::GET, &format!("/v1/deployments/{name}"), None).await?;
+    show(c, &d, |d| {
+        print_table(&["DEPLOYMENT", "IMAGE", "RUNNING/REQUIRED", "VERSION"], deployment_rows(&json!([d])));
+        println!();
+        let rows = d["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                vec![
+                    text(&r["id"]),
+                    text(&r["node"]),
+                    text(&r["state"]),
+                    text(&r["container_id"]).chars().take(12).collect(),
+                ]
+            })
+            .collect();
+        print_table(&["REPLICA", "NODE", "STATE", "CONTAINER"], rows);
+    });
+    Ok(())
+}
+
+pub async fn scale(c: &ClientArgs, name: &str, replicas: i64, wait: &WaitArgs) -> Result<()> {
+    let current = call(c, Method::GET, &format!("/v1/deployments/{name}"), None).await?;
+    let body = json!({ "replicas": replicas, "version": current["version"] });
+    let scaled = call(c, Method::PATCH, &format!("/v1/deployments/{name}"), Some(body)).await?;
+    show(c, &scaled, |d| {
+        println!("deployment {} scaled to {} (version {})", text(&d["name"]), text(&d["required"]), text(&d["version"]))
+    });
+    if wait.wait {
+        wait_ready(c, name, wait).await?;
+    }
+    Ok(())
+}
+
+pub async fn delete(c: &ClientArgs, name: &str) -> Result<()> {
+    call(c, Method::DELETE, &format!("/v1/deployments/{name}"), None).await?;
+    if c.output == Output::Table {
+        println!("deployment {name} deleted");
+    }
+    Ok(())
+}
+
+pub async fn nodes(c: &ClientArgs) -> Result<()> {
+    let list = call(c, Method::GET, "/v1/nodes", None).await?;
+    show(c, &list, |l| print_table(&["NODE", "STATUS", "FREE/CAPACITY", "ADDRESS"], node_rows(l)));
+    Ok(())
+}
+
+pub async fn add_node(c: &ClientArgs, name: &str, address: &str, capacity: i64) -> Result<()> {
+    let body = json!({ "name": name, "address": address, "capacity": capacity });
+    let node = call(c, Method::POST, "/v1/nodes", Some(body)).await?;
+    show(c, &node, |n| println!("node {} added ({})", text(&n["name"]), text(&n["status"])));
+    Ok(())
+}
+
+pub async fn remove_node(c: &ClientArgs, name: &str) -> Result<()> {
+    call(c, Method::DELETE, &format!("/v1/nodes/{name}"), None).await?;
+    if c.output == Output::Table {
+        println!("node {name} drained and removed");
+    }
+    Ok(())
+}
+
+pub async fn drain_node(c: &ClientArgs, name: &str) -> Result<()> {
+    let result = call(c, Method::POST, &format!("/v1/nodes/{name}/drain"), None).await?;
+    show(c, &result, |r| println!("node {name} draining; {} replicas left on it", text(&r["remaining"])));
+    Ok(())
+}
+
+/// Polls until actual == required, with a progress bar; a clear error on timeout.
+async fn wait_ready(c: &ClientArgs, name: &str, wait: &WaitArgs) -> Result<()> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} running")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(name.to_string());
+    let started = Instant::now();
+    loop {
+        let d = call(c, Method::GET, &format!("/v1/deployments/{name}"), None).await?;
+        let (actual, required) = (d["actual"].as_u64().unwrap_or(0), d["required"].as_u64().unwrap_or(0));
+        bar.set_length(required);
+        bar.set_position(actual.min(required));
+        if actual == required {
+            bar.finish();
+            return Ok(());
+        }
+        if started.elapsed() > wait.timeout {
+            bar.abandon();
+            bail!("timed out after {:?}: {name} runs {actual} of {required} replicas", wait.timeout);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}

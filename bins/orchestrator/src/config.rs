@@ -1,0 +1,253 @@
+//! `serve`'s settings: flags, then `ORCH_*` environment variables (clap), then the TOML file
+//! given by `--config`, then defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use orchestrator_core::{Limits, NewNode};
+use scheduler::{SchedulerConfig, Strategy};
+use serde::Deserialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the settings below (flags and ORCH_* variables win over it).
+    #[arg(long, env = "ORCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address the API listens on [default: 127.0.0.1:8080].
+    #[arg(long, env = "ORCH_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the SQLite file and the generated admin token [default: ./orchestrator-data].
+    #[arg(long, env = "ORCH_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Store URL [default: sqlite://DATA_DIR/orchestrator.db].
+    #[arg(long, env = "ORCH_STORE")]
+    pub store: Option<String>,
+    /// A node the cluster starts with, as NAME=ADDRESS (repeat, or comma-separate in ORCH_NODES).
+    #[arg(long = "node", env = "ORCH_NODES", value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// Capacity of each node given with --node [default: 100].
+    #[arg(long, env = "ORCH_NODE_CAPACITY")]
+    pub node_capacity: Option<i64>,
+    /// Time between heartbeats [default: 500ms].
+    #[arg(long, env = "ORCH_HEARTBEAT_INTERVAL", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Option<Duration>,
+    /// Missed heartbeats before a node is offline [default: 3].
+    #[arg(long, env = "ORCH_HEARTBEAT_MISSES")]
+    pub heartbeat_misses: Option<u32>,
+    /// Bound on one heartbeat ping [default: 1s].
+    #[arg(long, env = "ORCH_PING_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub ping_timeout: Option<Duration>,
+    /// Bound on other engine calls [default: 30s].
+    #[arg(long, env = "ORCH_ENGINE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub engine_timeout: Option<Duration>,
+    /// Time a container gets to stop before it is killed [default: 2s].
+    #[arg(long, env = "ORCH_STOP_GRACE", value_parser = humantime::parse_duration)]
+    pub stop_grace: Option<Duration>,
+    /// Time between reconcile passes [default: 2s].
+    #[arg(long, env = "ORCH_RECONCILE_INTERVAL", value_parser = humantime::parse_duration)]
+    pub reconcile_interval: Option<Duration>,
+    /// Placement strategy: spread or binpack [default: spread].
+    #[arg(long, env = "ORCH_STRATEGY")]
+    pub strategy: Option<String>,
+    /// Most replicas one deployment may ask for [default: 10000].
+    #[arg(long, env = "ORCH_MAX_REPLICAS")]
+    pub max_replicas: Option<u32>,
+    /// Log format [default: text]; the filter is RUST_LOG.
+    #[arg(long, env = "ORCH_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Admin token (else read from --admin-token-file, else generated once into the data dir).
+    #[arg(long, env = "ORCH_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    #[arg(long, env = "ORCH_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// A read-only token.
+    #[arg(long, env = "ORCH_READER_TOKEN", hide_env_values = true)]
+    pub reader_token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    store: Option<String>,
+    nodes: Option<Vec<FileNode>>,
+    node_capacity: Option<i64>,
+    heartbeat_interval: Option<String>,
+    heartbeat_misses: Option<u32>,
+    ping_timeout: Option<String>,
+    engine_timeout: Option<String>,
+    stop_grace: Option<String>,
+    reconcile_interval: Option<String>,
+    strategy: Option<String>,
+    max_replicas: Option<u32>,
+    log_format: Option<LogFormat>,
+    admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNode {
+    name: String,
+    address: String,
+    capacity: Option<i64>,
+}
+
+/// Everything `serve` needs, resolved.
+#[derive(Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub store_url: String,
+    pub nodes: Vec<NewNode>,
+    pub scheduler: SchedulerConfig,
+    pub ping_timeout: Duration,
+    pub engine_timeout: Duration,
+    pub stop_grace: Duration,
+    pub limits: Limits,
+    pub log_format: LogFormat,
+    pub admin_token: Option<String>,
+    pub admin_token_file: Option<PathBuf>,
+    pub reader_token: Option<String>,
+}
+
+fn duration(field: &str, flag: Option<Duration>, file: Option<&String>, default: Duration) -> Result<Duration> {
+    match (flag, file) {
+        (Some(d), _) => Ok(d),
+        (None, Some(text)) => humantime::parse_duration(text).with_context(|| format!("config {field}: {text:?}")),
+        (None, None) => Ok(default),
+    }
+}
+
+impl ServeArgs {
+    pub fn resolve(self) -> Result<Settings> {
+        let file: FileConfig = match &self.config {
+            Some(path) => load(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("orchestrator-data"));
+        let store_url = self
+            .store
+            .or(file.store)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("orchestrator.db").display()));
+        let capacity = self.node_capacity.or(file.node_capacity).unwrap_or(100);
+        let mut nodes = Vec::new();
+        for spec in &self.nodes {
+            let (name, address) =
+                spec.split_once('=').with_context(|| format!("--node {spec:?}: expected NAME=ADDRESS"))?;
+            nodes.push(NewNode::new(name, address, capacity).with_context(|| format!("--node {spec:?}"))?);
+        }
+        if self.nodes.is_empty() {
+            for n in file.nodes.unwrap_or_default() {
+                let node = NewNode::new(&n.name, &n.address, n.capacity.unwrap_or(capacity))
+                    .with_context(|| format!("config node {:?}", n.name))?;
+                nodes.push(node);
+            }
+        }
+        let defaults = SchedulerConfig::default();
+        let strategy = match self.strategy.or(file.strategy) {
+            Some(s) => s.parse::<Strategy>().map_err(anyhow::Error::msg)?,
+            None => defaults.strategy,
+        };
+        let misses = self.heartbeat_misses.or(file.heartbeat_misses).unwrap_or(defaults.misses_to_offline);
+        if misses == 0 {
+            bail!("heartbeat misses must be at least 1");
+        }
+        let scheduler = SchedulerConfig {
+            strategy,
+            heartbeat_interval: duration(
+                "heartbeat_interval",
+                self.heartbeat_interval,
+                file.heartbeat_interval.as_ref(),
+                defaults.heartbeat_interval,
+            )?,
+            misses_to_offline: misses,
+            reconcile_interval: duration(
+                "reconcile_interval",
+                self.reconcile_interval,
+                file.reconcile_interval.as_ref(),
+                defaults.reconcile_interval,
+            )?,
+            ..defaults
+        };
+        let limits = Limits {
+            max_replicas: self.max_replicas.or(file.max_replicas).unwrap_or(Limits::default().max_replicas),
+            ..Limits::default()
+        };
+        Ok(Settings {
+            listen: self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid default")),
+            data_dir,
+            store_url,
+            nodes,
+            scheduler,
+            ping_timeout: duration(
+                "ping_timeout",
+                self.ping_timeout,
+                file.ping_timeout.as_ref(),
+                Duration::from_secs(1),
+            )?,
+            engine_timeout: duration(
+                "engine_timeout",
+                self.engine_timeout,
+                file.engine_timeout.as_ref(),
+                Duration::from_secs(30),
+            )?,
+            stop_grace: duration("stop_grace", self.stop_grace, file.stop_grace.as_ref(), Duration::from_secs(2))?,
+            limits,
+            log_format: self.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            admin_token: self.admin_token,
+            admin_token_file: self.admin_token_file.or(file.admin_token_file),
+            reader_token: self.reader_token,
+        })
+    }
+}
+
+fn load(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("config {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_which_wins_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orchestrator.toml");
+        std::fs::write(
+            &path,
+            "heartbeat_interval = \"250ms\"\nheartbeat_misses = 5\nstrategy = \"binpack\"\n\
+             [[nodes]]\nname = \"n1\"\naddress = \"tcp://127.0.0.1:2375\"\ncapacity = 7\n",
+        )
+        .unwrap();
+        let args = ServeArgs { config: Some(path), heartbeat_misses: Some(2), ..ServeArgs::default() };
+        let s = args.resolve().unwrap();
+        assert_eq!(s.scheduler.heartbeat_interval, Duration::from_millis(250));
+        assert_eq!(s.scheduler.misses_to_offline, 2);
+        assert_eq!(s.scheduler.strategy, Strategy::Binpack);
+        assert_eq!((s.nodes.len(), s.nodes[0].capacity), (1, 7));
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert!(s.store_url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn bad_settings_are_one_clear_error() {
+        let bad_node = ServeArgs { nodes: vec!["n1".into()], ..ServeArgs::default() };
+        assert!(bad_node.resolve().unwrap_err().to_string().contains("NAME=ADDRESS"));
+        let bad_address = ServeArgs { nodes: vec!["n1=ftp://x:1".into()], ..ServeArgs::default() };
+        assert!(format!("{:#}", bad_address.resolve().unwrap_err()).contains("address"));
+        let bad_strategy = ServeArgs { strategy: Some("random".into()), ..ServeArgs::default() };
+        assert!(bad_strategy.resolve().unwrap_err().to_string().contains("spread or binpack"));
+    }
+}

@@ -1,0 +1,83 @@
+//! `orchestrator serve`: opens the store, wires runtime, scheduler, loops and API, and stops
+//! them in order on SIGINT/SIGTERM (stop accepting, finish requests, stop loops).
+
+use std::sync::Arc;
+
+use actix_web::{App, HttpServer};
+use anyhow::{Context, Result};
+use api_actix::{ApiState, Role, Tokens};
+use orchestrator_core::{ClusterStore, Error};
+use runtime_docker::{DockerRuntime, DockerRuntimeConfig};
+use scheduler::{Loops, Scheduler, SchedulerControl};
+use store_diesel::SqliteStore;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use tracing_actix_web::TracingLogger;
+
+use crate::config::ServeArgs;
+use crate::{logging, tokens};
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let settings = args.resolve()?;
+    logging::init(settings.log_format);
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
+    let admin = tokens::admin_token(settings.admin_token, settings.admin_token_file.as_deref(), &settings.data_dir)?;
+
+    let sqlite = SqliteStore::open_url(&settings.store_url).await.context("cannot open the store")?;
+    let mut runtime_config = DockerRuntimeConfig::new(sqlite.cluster_id());
+    runtime_config.ping_timeout = settings.ping_timeout;
+    runtime_config.request_timeout = settings.engine_timeout;
+    runtime_config.stop_grace = settings.stop_grace;
+    let runtime = Arc::new(DockerRuntime::new(runtime_config));
+    let store: Arc<dyn ClusterStore> = Arc::new(sqlite);
+
+    // The seed's "cluster already has some nodes": added once, kept across restarts.
+    for node in settings.nodes {
+        match store.add_node(node).await {
+            Ok(n) => info!(node = %n.name, address = %n.address, "node registered"),
+            Err(Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e).context("cannot register a node"),
+        }
+    }
+
+    let scheduler = Arc::new(Scheduler::new(Arc::clone(&store), runtime, settings.scheduler));
+    let loops = Loops::new(&scheduler);
+    let shutdown = CancellationToken::new();
+    let tasks = vec![
+        tokio::spawn(loops.heartbeat.run(shutdown.clone())),
+        tokio::spawn(loops.rebalancer.run(shutdown.clone())),
+        tokio::spawn(loops.reconciler.run(shutdown.clone())),
+    ];
+
+    let mut tokens = Tokens::new().with(&admin, Role::Admin);
+    if let Some(reader) = &settings.reader_token {
+        tokens = tokens.with(reader, Role::Reader);
+    }
+    let state = ApiState {
+        store,
+        control: Arc::new(SchedulerControl::new(scheduler)),
+        limits: settings.limits,
+        body_limit: api_actix::DEFAULT_BODY_LIMIT,
+    };
+    let server = HttpServer::new(move || {
+        let (state, tokens) = (state.clone(), tokens.clone());
+        App::new().wrap(TracingLogger::default()).configure(move |cfg| api_actix::configure(cfg, state, tokens))
+    })
+    .shutdown_timeout(10)
+    .bind(settings.listen)
+    .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    for addr in server.addrs() {
+        // On stdout, for people and for scripts that started us on port 0.
+        println!("orchestrator listening on http://{addr}");
+    }
+    // actix stops on SIGINT/SIGTERM: no new connections, in-flight requests finish.
+    server.run().await.context("HTTP server failed")?;
+    info!("API stopped; stopping loops");
+    shutdown.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+    info!("stopped");
+    Ok(())
+}
