@@ -1,0 +1,147 @@
+//! The real binary, on an ephemeral port with a fresh SQLite file, against the local cluster's
+//! real engines: the seed's flow end to end over HTTP.
+
+#[path = "../../../crates/runtime-docker/tests/local_cluster/mod.rs"]
+mod local_cluster;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const ADMIN: &str = "seed-flow-admin-token-0123456789abcdef";
+const READER: &str = "seed-flow-reader-token-0123456789abcdef";
+
+struct Server {
+    child: Child,
+    url: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(nodes: &[local_cluster::ClusterNode]) -> Server {
+    let data = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--heartbeat-interval", "200ms", "--stop-grace", "1s"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--admin-token", ADMIN, "--reader-token", READER])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for n in nodes {
+        cmd.arg("--node").arg(format!("{}={}", n.name, n.tcp));
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "unexpected first line: {line:?}");
+    Server { child, url, _data: data }
+}
+
+async fn get(client: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
+    let resp = client.get(url).bearer_auth(token).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Container ids of a deployment as the engines themselves report them.
+fn containers_on_engines(nodes: &[local_cluster::ClusterNode], deployment: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in nodes {
+        let out = Command::new("docker")
+            .args(["-H", &n.tcp, "ps", "-q", "--no-trunc", "--filter"])
+            .arg(format!("label=io.orchestrator.deployment={deployment}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker ps on {}", n.name);
+        ids.extend(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string));
+    }
+    ids.sort();
+    ids
+}
+
+async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn create_status_and_delete_through_the_real_binary() {
+    let Some(nodes) = local_cluster::nodes() else { return };
+    let nodes = &nodes[..3];
+    let server = start_server(nodes);
+    let client = reqwest::Client::new();
+    let base = server.url.clone();
+
+    wait_for("readiness", Duration::from_secs(10), async || {
+        let ok = client.get(format!("{base}/readyz")).send().await.ok()?.status().is_success();
+        ok.then_some(())
+    })
+    .await;
+
+    let name = format!("seed{}", std::process::id());
+    let body = json!({"image": "local/busybox:1", "replicas": 4, "name": name, "command": ["sleep", "3600"]});
+    let resp = client.post(format!("{base}/create")).bearer_auth(ADMIN).json(&body).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+
+    let status = wait_for("4 running replicas", Duration::from_secs(30), async || {
+        let (_, status) = get(&client, &format!("{base}/status"), READER).await;
+        let d = status["deployments"].as_array()?.iter().find(|d| d["name"] == name.as_str())?.clone();
+        (d["actual"] == 4).then_some(status)
+    })
+    .await;
+    let d = status["deployments"].as_array().unwrap().iter().find(|d| d["name"] == name.as_str()).unwrap();
+    let mut from_status: Vec<String> =
+        d["replicas"].as_array().unwrap().iter().map(|r| r["container_id"].as_str().unwrap().to_string()).collect();
+    from_status.sort();
+    assert_eq!(from_status, containers_on_engines(nodes, &name), "/status matches what the engines run");
+    let used: Vec<&str> = d["replicas"].as_array().unwrap().iter().map(|r| r["node"].as_str().unwrap()).collect();
+    assert!(nodes.iter().all(|n| used.contains(&n.name.as_str())), "spread over all nodes: {used:?}");
+
+    let resp = client.post(format!("{base}/create")).bearer_auth(READER).json(&body).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 403, "a reader cannot create");
+
+    let resp = client.delete(format!("{base}/v1/deployments/{name}")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    wait_for("containers removed", Duration::from_secs(30), async || {
+        containers_on_engines(nodes, &name).is_empty().then_some(())
+    })
+    .await;
+    let (code, _) = get(&client, &format!("{base}/v1/deployments/{name}"), ADMIN).await;
+    assert_eq!(code, 404);
+}
+
+#[test]
+fn bad_flags_fail_with_one_line_and_non_zero_exit() {
+    let out = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["serve", "--node", "node1=ftp://nowhere:1", "--data-dir"])
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: ") && stderr.contains("address"), "{stderr}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["status", "--server", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: cannot reach"));
+}
