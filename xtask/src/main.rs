@@ -2,6 +2,7 @@
 
 mod ci;
 mod cluster;
+mod demo;
 mod image;
 mod packages;
 mod sh;
@@ -23,11 +24,14 @@ enum Command {
     /// A local multi-node Docker cluster: one dockerd per network namespace.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// The guided tour: 3 nodes, 6 replicas, a node dies, replicas move, the node returns.
+    Demo(demo::Args),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Ci(args) => ci::run(args),
         Command::Cluster(command) => cluster::run(command),
+        Command::Demo(args) => demo::run(args),
     }
 }

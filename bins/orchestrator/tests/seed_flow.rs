@@ -58,7 +58,7 @@ fn containers_on_engines(nodes: &[local_cluster::ClusterNode], deployment: &str)
     let mut ids = Vec::new();
     for n in nodes {
         let out = Command::new("docker")
-            .args(["-H", &n.tcp, "ps", "-q", "--no-trunc", "--filter"])
+            .args(["-H", &n.tcp, "ps", "-aq", "--no-trunc", "--filter"])
             .arg(format!("label=io.orchestrator.deployment={deployment}"))
             .output()
             .unwrap();
