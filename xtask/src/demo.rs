@@ -99,7 +99,7 @@ fn engine_counts(cluster_dir: &Path) -> Result<Vec<(String, usize)>> {
             "-H",
             tcp,
             "ps",
-            "-q",
+            "-aq",
             "--filter",
             "label=io.orchestrator.deployment=web",
         ]))
