@@ -1,5 +1,6 @@
 //! `cargo xtask ...`: the project's build system in Rust (see docs/ARCHITECTURE.md).
 
+mod bench;
 mod ci;
 mod cluster;
 mod demo;
@@ -24,6 +25,8 @@ enum Command {
     /// A local multi-node Docker cluster: one dockerd per network namespace.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Criterion benchmarks (starts the local cluster for the runtime suite).
+    Bench(bench::Args),
     /// The guided tour: 3 nodes, 6 replicas, a node dies, replicas move, the node returns.
     Demo(demo::Args),
 }
@@ -33,5 +36,6 @@ fn main() -> Result<()> {
         Command::Ci(args) => ci::run(args),
         Command::Cluster(command) => cluster::run(command),
         Command::Demo(args) => demo::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

@@ -1,0 +1,43 @@
+//! `cargo xtask bench [store|scheduler|runtime|all]`: the criterion benches, with the local
+//! cluster started for (and stopped after) the ones that need real engines.
+
+use anyhow::Result;
+use clap::ValueEnum;
+
+use crate::cluster::{Cluster, state_dir};
+use crate::sh;
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Suite {
+    /// SQLite placement throughput (store-diesel).
+    Store,
+    /// Placement at 1M/5k and a 5k-node heartbeat tick (scheduler).
+    Scheduler,
+    /// Container create+start on real engines (runtime-docker).
+    Runtime,
+    All,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(value_enum, default_value_t = Suite::All)]
+    suite: Suite,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let wants = |s: Suite| args.suite == s || args.suite == Suite::All;
+    if wants(Suite::Store) {
+        sh::run(sh::cargo().args(["bench", "-p", "store-diesel", "--bench", "placement"]))?;
+    }
+    if wants(Suite::Scheduler) {
+        sh::run(sh::cargo().args(["bench", "-p", "scheduler", "--bench", "scheduler"]))?;
+    }
+    if wants(Suite::Runtime) {
+        let cluster = Cluster::new(state_dir());
+        cluster.up(3, false)?;
+        let result = sh::run(sh::cargo().args(["bench", "-p", "runtime-docker", "--bench", "engine"]));
+        cluster.down()?;
+        result?;
+    }
+    Ok(())
+}
