@@ -1,6 +1,9 @@
 //! `cargo xtask ci`: what CI runs, and what a contributor runs before pushing.
 
-use anyhow::Result;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use anyhow::{Result, bail};
 
 use crate::{cluster, sh};
 
@@ -19,9 +22,62 @@ pub fn run(args: Args) -> Result<()> {
     sh::run(sh::cargo().args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]))?;
     let cluster = cluster::Cluster::new(cluster::state_dir());
     cluster.up(3, args.no_install)?;
-    let tests = sh::run(sh::cargo().args(["test", "--workspace", "--all-features"]).env("ORCH_REQUIRE_DOCKER", "1"));
+    let tests = run_tests();
     if !args.keep_cluster {
         cluster.down()?;
     }
-    tests
+    let (passed, failed) = tests?;
+    // One closing line for the whole workspace: cargo's own last line is that of the last
+    // (often empty) doc-test run, which says nothing about the run as a whole.
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} tests failed");
+    }
+    Ok(())
+}
+
+/// Runs every test (engines required), streaming cargo's output and adding up its results.
+fn run_tests() -> Result<(u64, u64)> {
+    let mut cmd = sh::cargo();
+    cmd.args(["test", "--workspace", "--all-features"]).env("ORCH_REQUIRE_DOCKER", "1").stdout(Stdio::piped());
+    eprintln!("$ {}", sh::display(&cmd));
+    let mut child = cmd.spawn()?;
+    let (mut passed, mut failed) = (0, 0);
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(summary) = line.strip_prefix("test result: ") {
+            passed += count(summary, " passed");
+            failed += count(summary, " failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() && failed == 0 {
+        bail!("cargo test failed with {status}");
+    }
+    Ok((passed, failed))
+}
+
+/// `ok. 12 passed; 0 failed; ...` -> the number before `what`.
+fn count(summary: &str, what: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| {
+            part.trim().trim_start_matches("ok. ").trim_start_matches("FAILED. ").strip_suffix(what.trim_start())
+        })
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn reads_cargo_test_summaries() {
+        let ok = "ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s";
+        assert_eq!((count(ok, " passed"), count(ok, " failed")), (12, 0));
+        let bad = "FAILED. 6 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 67.74s";
+        assert_eq!((count(bad, " passed"), count(bad, " failed")), (6, 1));
+    }
 }

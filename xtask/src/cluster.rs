@@ -187,7 +187,7 @@ impl Cluster {
     fn status(&self) -> Result<()> {
         let listing =
             std::fs::read_to_string(self.nodes_file()).context("no cluster (run `cargo xtask cluster up`)")?;
-        println!("{:<8} {:<26} {:<8} {}", "NODE", "ADDRESS", "PID", "ANSWERS");
+        println!("{:<8} {:<26} {:<8} ANSWERS", "NODE", "ADDRESS", "PID");
         for line in listing.lines() {
             let name = line.split_whitespace().next().unwrap_or_default();
             let node = self.node(name)?;
