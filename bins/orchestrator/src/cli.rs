@@ -95,6 +95,12 @@ pub enum DeployCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Move replicas, one at a time, to even out spread (e.g. onto a node that came back).
+    Rebalance {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Delete a deployment and its containers.
     Rm {
         name: String,
@@ -143,6 +149,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             client::scale(&c, &name, replicas, &wait).await
         }
         Command::Deploy(DeployCommand::Rm { name, client: c }) => client::delete(&c, &name).await,
+        Command::Deploy(DeployCommand::Rebalance { name, client: c }) => client::rebalance(&c, &name).await,
         Command::Node(NodeCommand::Ls(c)) => client::nodes(&c).await,
         Command::Node(NodeCommand::Add { name, address, capacity, client: c }) => {
             client::add_node(&c, &name, &address, capacity).await

@@ -204,6 +204,12 @@ pub async fn delete(c: &ClientArgs, name: &str) -> Result<()> {
     Ok(())
 }
 
+pub async fn rebalance(c: &ClientArgs, name: &str) -> Result<()> {
+    let result = call(c, Method::POST, &format!("/v1/deployments/{name}/rebalance"), None).await?;
+    show(c, &result, |r| println!("deployment {name}: {} replicas moved", text(&r["moved"])));
+    Ok(())
+}
+
 pub async fn nodes(c: &ClientArgs) -> Result<()> {
     let list = call(c, Method::GET, "/v1/nodes", None).await?;
     show(c, &list, |l| print_table(&["NODE", "STATUS", "FREE/CAPACITY", "ADDRESS"], node_rows(l)));

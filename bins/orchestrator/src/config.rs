@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// Placement strategy: spread or binpack [default: spread].
     #[arg(long, env = "ORCH_STRATEGY")]
     pub strategy: Option<String>,
+    /// Move replicas onto new or returning nodes to even out spread (one at a time, new copy
+    /// first). Off by default, as in Swarm.
+    #[arg(long, env = "ORCH_REBALANCE_ON_JOIN")]
+    pub rebalance_on_join: bool,
     /// Most replicas one deployment may ask for [default: 10000].
     #[arg(long, env = "ORCH_MAX_REPLICAS")]
     pub max_replicas: Option<u32>,
@@ -91,6 +95,7 @@ struct FileConfig {
     reconcile_interval: Option<String>,
     strategy: Option<String>,
     max_replicas: Option<u32>,
+    rebalance_on_join: Option<bool>,
     log_format: Option<LogFormat>,
     admin_token_file: Option<PathBuf>,
 }
@@ -172,6 +177,7 @@ impl ServeArgs {
                 defaults.heartbeat_interval,
             )?,
             misses_to_offline: misses,
+            rebalance_on_join: self.rebalance_on_join || file.rebalance_on_join.unwrap_or(false),
             reconcile_interval: duration(
                 "reconcile_interval",
                 self.reconcile_interval,

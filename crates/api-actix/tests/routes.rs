@@ -49,6 +49,7 @@ fn control() -> MockControlPlane {
         Ok(deployment_from(&spec, 2))
     });
     control.expect_delete_deployment().returning(|_| Ok(()));
+    control.expect_rebalance_deployment().returning(|_| Ok(1));
     control.expect_add_node().returning(|n| {
         Ok(orchestrator_core::Node {
             name: n.name,
@@ -155,6 +156,9 @@ async fn resource_routes() {
     assert_eq!(resp.status(), StatusCode::CONFLICT);
     let err: Value = test::read_body_json(resp).await;
     assert_eq!(err["error"]["code"], "conflict");
+    let resp = call(Method::POST, "/v1/deployments/web/rebalance", None).await;
+    let moved: Value = test::read_body_json(resp).await;
+    assert_eq!(moved["moved"], 1);
     assert_eq!(call(Method::DELETE, "/v1/deployments/web", None).await.status(), StatusCode::NO_CONTENT);
 
     let resp = call(
@@ -188,6 +192,7 @@ async fn auth_matrix_on_every_route() {
         (Method::POST, "/v1/deployments", Some(json!({"image": "b", "replicas": 1}))),
         (Method::GET, "/v1/deployments/web", None),
         (Method::PATCH, "/v1/deployments/web", Some(json!({"replicas": 1, "version": 1}))),
+        (Method::POST, "/v1/deployments/web/rebalance", None),
         (Method::DELETE, "/v1/deployments/web", None),
         (Method::GET, "/v1/nodes", None),
         (Method::POST, "/v1/nodes", Some(json!({"name": "n9", "address": "tcp://127.0.0.1:1", "capacity": 1}))),

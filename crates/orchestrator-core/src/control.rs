@@ -35,6 +35,10 @@ pub trait ControlPlane: Send + Sync {
     /// Deletes the deployment and removes its containers.
     async fn delete_deployment(&self, name: &DeploymentName) -> Result<()>;
 
+    /// Moves replicas one at a time (new copy first) to even out the deployment's spread, e.g.
+    /// onto a node that joined or came back. Returns how many moved.
+    async fn rebalance_deployment(&self, name: &DeploymentName) -> Result<usize>;
+
     async fn add_node(&self, node: NewNode) -> Result<Node>;
 
     /// Moves the node's replicas elsewhere; returns how many are left on it.

@@ -55,6 +55,10 @@ impl ControlPlane for SchedulerControl {
         self.scheduler.delete_deployment(name).await
     }
 
+    async fn rebalance_deployment(&self, name: &DeploymentName) -> Result<usize> {
+        self.scheduler.rebalance_spread(name).await
+    }
+
     async fn add_node(&self, node: NewNode) -> Result<Node> {
         self.scheduler.add_node(node).await
     }

@@ -154,7 +154,11 @@ impl Reconciler {
                 }
             }
         }
-        self.scheduler.converge_locked(&deployment.name).await
+        let converged = self.scheduler.converge_locked(&deployment.name).await?;
+        if self.scheduler.config().rebalance_on_join {
+            self.scheduler.rebalance_spread_locked(&deployment.name).await?;
+        }
+        Ok(converged)
     }
 
     async fn remove_containers(&self, containers: Vec<(NodeName, ContainerSummary)>, why: &str) {

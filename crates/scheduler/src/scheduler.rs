@@ -237,6 +237,68 @@ impl Scheduler {
         Ok(report)
     }
 
+    /// Evens out a deployment's spread over online nodes (moby#24103: Swarm never moves tasks
+    /// back onto a returning node). One replica at a time, from the node running the most to
+    /// the one running the fewest, while they differ by more than one; each new copy is started
+    /// before the old one is removed, so the deployment never runs fewer than before.
+    /// Returns how many replicas moved.
+    pub async fn rebalance_spread(&self, name: &DeploymentName) -> Result<usize> {
+        let deployment = match self.store.get_deployment(name).await {
+            Ok(d) => d,
+            Err(Error::NotFound { kind: Kind::Deployment, .. }) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let _spawn = self.image_locks.lock(&deployment.image).await;
+        self.rebalance_spread_locked(name).await
+    }
+
+    pub(crate) async fn rebalance_spread_locked(&self, name: &DeploymentName) -> Result<usize> {
+        let deployment = self.store.get_deployment(name).await?;
+        let mut moved = 0;
+        // Each move narrows the gap, so this ends; the bound is a guard against a store that
+        // keeps changing under us.
+        for _ in 0..=deployment.replicas {
+            let nodes = self.nodes_by_name().await?;
+            let running: Vec<Replica> = self
+                .store
+                .list_replicas(ReplicaFilter::deployment(name).active())
+                .await?
+                .into_iter()
+                .filter(|r| r.state == ReplicaState::Running && nodes.get(&r.node).is_some_and(Node::is_schedulable))
+                .collect();
+            let mut per_node: BTreeMap<&NodeName, Vec<&Replica>> =
+                nodes.values().filter(|n| n.is_schedulable()).map(|n| (&n.name, Vec::new())).collect();
+            for r in &running {
+                per_node.entry(&r.node).or_default().push(r);
+            }
+            let Some((from, most)) = per_node.iter().max_by_key(|(n, rs)| (rs.len(), std::cmp::Reverse(*n))) else {
+                break;
+            };
+            let Some((to, fewest)) = per_node
+                .iter()
+                .filter(|(n, _)| nodes[**n].available >= deployment.units)
+                .min_by_key(|(n, rs)| (rs.len(), std::cmp::Reverse(nodes[**n].available), *n))
+            else {
+                break;
+            };
+            if most.len() <= fewest.len() + 1 {
+                break;
+            }
+            let victim = (*most.iter().max_by_key(|r| r.id).expect("the busiest node runs replicas")).clone();
+            let placement = Placement { deployment: name.clone(), node: (*to).clone(), units: deployment.units };
+            let placed = self.store.place_replicas(&[placement]).await?;
+            if !self.start_one(&deployment, &nodes[*to], &placed[0]).await {
+                break;
+            }
+            info!(from = %from, to = %to, replica = %victim.id, "moved a replica to even out spread");
+            if self.remove_all(&nodes, vec![victim]).await == 0 {
+                break;
+            }
+            moved += 1;
+        }
+        Ok(moved)
+    }
+
     async fn plan(
         &self,
         deployment: &Deployment,

@@ -281,3 +281,22 @@ async fn loops_run_and_stop_on_shutdown() {
     assert!(!h.scheduler.stats().is_running(scheduler::Loop::Heartbeat));
     let _ = handoff;
 }
+
+#[tokio::test(start_paused = true)]
+async fn opt_in_rebalance_moves_replicas_onto_a_new_node_one_at_a_time() {
+    for enabled in [false, true] {
+        let h = Harness::new(SchedulerConfig { rebalance_on_join: enabled, ..SchedulerConfig::default() });
+        h.online_nodes(2, 10).await;
+        h.deploy("web", "local/busybox:1", 6).await;
+        h.store.add_node(orchestrator_core::NewNode::new("node3", "tcp://10.0.0.3:2375", 10).unwrap()).await.unwrap();
+        h.store.set_node_status(&node("node3"), NodeStatus::Online, None).await.unwrap();
+        Reconciler::new(h.scheduler.clone(), Arc::new(Notify::new())).pass().await.unwrap();
+        let counts = [h.engines.count_on("node1"), h.engines.count_on("node2"), h.engines.count_on("node3")];
+        assert_eq!(counts, if enabled { [2, 2, 2] } else { [3, 3, 0] }, "rebalance_on_join = {enabled}");
+        assert_eq!(running(&h, "web").await.len(), 6);
+        assert_eq!(
+            h.node("node1").await.available + h.node("node2").await.available + h.node("node3").await.available,
+            24
+        );
+    }
+}

@@ -65,3 +65,9 @@ pub async fn delete(path: web::Path<String>, state: web::Data<ApiState>) -> Resu
     state.control.delete_deployment(&name).await?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+pub async fn rebalance(path: web::Path<String>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let name = path_name::<DeploymentName>(&path, "deployment")?;
+    let moved = state.control.rebalance_deployment(&name).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "deployment": name.to_string(), "moved": moved })))
+}
