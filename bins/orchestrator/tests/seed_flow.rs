@@ -94,6 +94,11 @@ async fn create_status_and_delete_through_the_real_binary() {
     })
     .await;
 
+    // Readiness means the first heartbeat has run: every answering node is online by now.
+    let (_, listed) = get(&client, &format!("{base}/v1/nodes"), READER).await;
+    let online = listed.as_array().unwrap().iter().filter(|n| n["status"] == "online").count();
+    assert_eq!(online, 3, "nodes after readiness: {listed}");
+
     let name = format!("seed{}", std::process::id());
     let body = json!({"image": "local/busybox:1", "replicas": 4, "name": name, "command": ["sleep", "3600"]});
     let resp = client.post(format!("{base}/create")).bearer_auth(ADMIN).json(&body).send().await.unwrap();

@@ -50,7 +50,6 @@ impl Heartbeat {
 
     pub async fn run(mut self, shutdown: CancellationToken) {
         let stats_owner = Arc::clone(&self.scheduler);
-        stats_owner.stats().set_running(Loop::Heartbeat, true);
         let mut interval = tokio::time::interval(self.scheduler.config().heartbeat_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -60,6 +59,9 @@ impl Heartbeat {
                     if let Err(e) = self.tick().await {
                         warn!(error = %e, "heartbeat tick failed");
                     }
+                    // Running (and so ready) only once a first tick has told which nodes are
+                    // online: a create before that would see every node offline.
+                    stats_owner.stats().set_running(Loop::Heartbeat, true);
                 }
             }
         }
