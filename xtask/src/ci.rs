@@ -39,7 +39,9 @@ pub fn run(args: Args) -> Result<()> {
 /// Runs every test (engines required), streaming cargo's output and adding up its results.
 fn run_tests() -> Result<(u64, u64)> {
     let mut cmd = sh::cargo();
-    cmd.args(["test", "--workspace", "--all-features", "--no-fail-fast"]).env("ORCH_REQUIRE_DOCKER", "1").stdout(Stdio::piped());
+    cmd.args(["test", "--workspace", "--all-features", "--no-fail-fast"])
+        .env("ORCH_REQUIRE_DOCKER", "1")
+        .stdout(Stdio::piped());
     eprintln!("$ {}", sh::display(&cmd));
     let mut child = cmd.spawn()?;
     let (mut passed, mut failed) = (0, 0);

@@ -26,6 +26,16 @@ pub enum Command {
     /// Manage nodes.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Show the audit log: who changed what, newest first (admin).
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -110,6 +120,17 @@ pub enum DeployCommand {
 }
 
 #[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Make a token (shown once; the server keeps only its digest).
+    Create {
+        #[arg(long, value_parser = ["admin", "reader"])]
+        role: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum NodeCommand {
     /// List nodes.
     Ls(ClientArgs),
@@ -156,6 +177,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Node(NodeCommand::Rm { name, client: c }) => client::remove_node(&c, &name).await,
         Command::Node(NodeCommand::Drain { name, client: c }) => client::drain_node(&c, &name).await,
+        Command::Token(TokenCommand::Create { role, client: c }) => client::create_token(&c, &role).await,
+        Command::Audit { limit, client: c } => client::audit(&c, limit).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "orchestrator", &mut std::io::stdout());
             Ok(())

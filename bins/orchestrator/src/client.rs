@@ -210,6 +210,28 @@ pub async fn rebalance(c: &ClientArgs, name: &str) -> Result<()> {
     Ok(())
 }
 
+pub async fn create_token(c: &ClientArgs, role: &str) -> Result<()> {
+    let made = call(c, Method::POST, "/v1/tokens", Some(json!({ "role": role }))).await?;
+    show(c, &made, |t| {
+        println!("token {} ({}), shown only now:\n{}", text(&t["id"]), text(&t["role"]), text(&t["token"]))
+    });
+    Ok(())
+}
+
+pub async fn audit(c: &ClientArgs, limit: u32) -> Result<()> {
+    let log = call(c, Method::GET, &format!("/v1/audit?limit={limit}"), None).await?;
+    show(c, &log, |l| {
+        let rows = l
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| vec![text(&e["at_ms"]), text(&e["token_id"]), text(&e["action"]), text(&e["status"])])
+            .collect();
+        print_table(&["AT_MS", "TOKEN", "ACTION", "STATUS"], rows);
+    });
+    Ok(())
+}
+
 pub async fn nodes(c: &ClientArgs) -> Result<()> {
     let list = call(c, Method::GET, "/v1/nodes", None).await?;
     show(c, &list, |l| print_table(&["NODE", "STATUS", "FREE/CAPACITY", "ADDRESS"], node_rows(l)));

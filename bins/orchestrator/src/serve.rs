@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::{App, HttpServer};
 use anyhow::{Context, Result};
 use api_actix::{ApiState, Role, Tokens};
-use orchestrator_core::{ClusterStore, Error};
+use orchestrator_core::{AccessStore, ClusterStore, Error};
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig};
 use scheduler::{Loops, Scheduler, SchedulerControl};
 use store_diesel::SqliteStore;
@@ -30,7 +30,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     runtime_config.request_timeout = settings.engine_timeout;
     runtime_config.stop_grace = settings.stop_grace;
     let runtime = Arc::new(DockerRuntime::new(runtime_config));
-    let store: Arc<dyn ClusterStore> = Arc::new(sqlite);
+    let sqlite = Arc::new(sqlite);
+    let access: Arc<dyn AccessStore> = Arc::clone(&sqlite) as _;
+    let store: Arc<dyn ClusterStore> = sqlite;
 
     // The seed's "cluster already has some nodes": added once, kept across restarts.
     for node in settings.nodes {
@@ -56,6 +58,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     let state = ApiState {
         store,
+        access,
         control: Arc::new(SchedulerControl::new(scheduler)),
         limits: settings.limits,
         body_limit: api_actix::DEFAULT_BODY_LIMIT,

@@ -9,23 +9,26 @@ use actix_web::http::header::Header;
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, web};
 use actix_web_httpauth::headers::authorization::{Authorization, Bearer};
+use orchestrator_core::{AuditEntry, Role};
 use sha2::{Digest, Sha256};
+use std::time::SystemTime;
 use subtle::ConstantTimeEq;
 
+use crate::ApiState;
 use crate::error::ApiError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Everything.
-    Admin,
-    /// Reads only (GET).
-    Reader,
+/// Who is calling: the token's public id (for the audit log) and its role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub token_id: String,
+    pub role: Role,
 }
 
-/// The accepted tokens, as digests: a memory dump or a log line never shows a usable token.
+/// Tokens given at start (flags, environment, files), as digests: a memory dump or a log line
+/// never shows a usable token. Tokens made through the API live in the store, also as digests.
 #[derive(Clone, Default)]
 pub struct Tokens {
-    digests: Vec<([u8; 32], Role)>,
+    digests: Vec<([u8; 32], Caller)>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -34,7 +37,7 @@ impl std::fmt::Debug for Tokens {
     }
 }
 
-fn digest(token: &str) -> [u8; 32] {
+pub fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
@@ -43,52 +46,87 @@ impl Tokens {
         Self::default()
     }
 
+    /// Adds a start-up token; it appears in the audit log as `bootstrap-<role>`.
     pub fn with(mut self, token: &str, role: Role) -> Self {
-        self.digests.push((digest(token), role));
+        self.digests.push((digest(token), Caller { token_id: format!("bootstrap-{role}"), role }));
         self
     }
 
-    /// The role of a presented token. Looks at every entry whatever matches, so the time taken
-    /// says nothing about which (or whether any) token was close.
-    pub fn role_of(&self, token: &str) -> Option<Role> {
-        let presented = digest(token);
+    /// The caller a presented token stands for. Looks at every entry whatever matches, so the
+    /// time taken says nothing about which (or whether any) token was close.
+    pub fn caller(&self, presented: &[u8; 32]) -> Option<Caller> {
         let mut found = None;
-        for (stored, role) in &self.digests {
-            if bool::from(stored.ct_eq(&presented)) {
-                found = Some(*role);
+        for (stored, caller) in &self.digests {
+            if bool::from(stored.ct_eq(presented)) {
+                found = Some(caller.clone());
             }
         }
         found
     }
 }
 
+/// Routes only an admin may use, even to read.
+fn admin_only(path: &str) -> bool {
+    path.starts_with("/v1/audit") || path.starts_with("/v1/tokens")
+}
+
 /// Middleware: 401 (with `WWW-Authenticate`) without a valid token, 403 for a reader on a
-/// mutating route. Refusals are answered here as responses (not errors), so they look the
-/// same to every client and test harness.
+/// mutating or admin-only route; every mutation attempt is written to the audit log. Refusals
+/// are answered here as responses (not errors), so they look the same to every client.
 pub async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    match authorize(&req) {
-        Ok(role) => {
-            req.extensions_mut().insert(role);
-            Ok(next.call(req).await?.map_into_left_body())
+    let mutating = !matches!(*req.method(), Method::GET | Method::HEAD);
+    let action = format!("{} {}", req.method(), req.path());
+    let state = req.app_data::<web::Data<ApiState>>().cloned();
+    let decision = authorize(&req, mutating).await;
+    let (caller_id, response) = match decision {
+        Ok(caller) => {
+            let id = caller.token_id.clone();
+            req.extensions_mut().insert(caller);
+            (id, next.call(req).await?.map_into_left_body())
         }
-        Err(refusal) => Ok(req.into_response(refusal.error_response()).map_into_right_body()),
+        Err((who, refusal)) => (who, req.into_response(refusal.error_response()).map_into_right_body()),
+    };
+    if mutating && let Some(state) = state {
+        let entry =
+            AuditEntry { at: SystemTime::now(), token_id: caller_id, action, status: response.status().as_u16() };
+        if let Err(e) = state.access.append_audit(entry).await {
+            tracing::warn!(error = %e, "cannot write the audit log");
+        }
     }
+    Ok(response)
 }
 
-fn authorize(req: &ServiceRequest) -> Result<Role, ApiError> {
-    let tokens =
-        req.app_data::<web::Data<Tokens>>().ok_or_else(|| ApiError::Internal("no tokens configured".into()))?;
+/// The caller, or who was refused (for the audit log) and why.
+async fn authorize(req: &ServiceRequest, mutating: bool) -> Result<Caller, (String, ApiError)> {
+    let anonymous = |e| ("anonymous".to_string(), e);
+    let tokens = req
+        .app_data::<web::Data<Tokens>>()
+        .ok_or_else(|| anonymous(ApiError::Internal("no tokens configured".into())))?;
     let header = Authorization::<Bearer>::parse(req)
-        .map_err(|_| ApiError::Unauthorized("missing or malformed bearer token".into()))?;
-    let role = tokens.role_of(header.as_ref().token()).ok_or_else(|| ApiError::Unauthorized("invalid token".into()))?;
-    let reads_only = matches!(*req.method(), Method::GET | Method::HEAD);
-    if role == Role::Reader && !reads_only {
-        return Err(ApiError::Forbidden("the reader role may only read".into()));
+        .map_err(|_| anonymous(ApiError::Unauthorized("missing or malformed bearer token".into())))?;
+    let presented = digest(header.as_ref().token());
+    let caller = match tokens.caller(&presented) {
+        Some(caller) => Some(caller),
+        None => match req.app_data::<web::Data<ApiState>>() {
+            // A random 256-bit token's digest is looked up by value: timing reveals nothing
+            // an attacker could use to guess it.
+            Some(state) => state
+                .access
+                .token_by_digest(&hex::encode(presented))
+                .await
+                .map_err(|e| anonymous(ApiError::from(e)))?
+                .map(|t| Caller { token_id: t.id, role: t.role }),
+            None => None,
+        },
+    };
+    let caller = caller.ok_or_else(|| anonymous(ApiError::Unauthorized("invalid token".into())))?;
+    if caller.role == Role::Reader && (mutating || admin_only(req.path())) {
+        return Err((caller.token_id, ApiError::Forbidden("this needs the admin role".into())));
     }
-    Ok(role)
+    Ok(caller)
 }
 
 #[cfg(test)]
@@ -96,12 +134,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn roles_by_token() {
-        let tokens = Tokens::new().with("a".repeat(40).as_str(), Role::Admin).with("r", Role::Reader);
-        assert_eq!(tokens.role_of(&"a".repeat(40)), Some(Role::Admin));
-        assert_eq!(tokens.role_of("r"), Some(Role::Reader));
-        assert_eq!(tokens.role_of("x"), None);
-        assert_eq!(tokens.role_of(""), None);
+    fn callers_by_token() {
+        let tokens = Tokens::new().with(&"a".repeat(40), Role::Admin).with("r", Role::Reader);
+        assert_eq!(tokens.caller(&digest(&"a".repeat(40))).map(|c| c.role), Some(Role::Admin));
+        assert_eq!(tokens.caller(&digest("r")).map(|c| c.token_id), Some("bootstrap-reader".into()));
+        assert_eq!(tokens.caller(&digest("x")), None);
+        assert_eq!(tokens.caller(&digest("")), None);
         assert!(!format!("{tokens:?}").contains("aaaa"));
     }
 }

@@ -15,10 +15,11 @@ mod routes;
 use std::sync::Arc;
 
 use actix_web::web;
-use orchestrator_core::{ClusterStore, ControlPlane, Limits};
+use orchestrator_core::{AccessStore, ClusterStore, ControlPlane, Limits};
 
-pub use auth::{Role, Tokens};
+pub use auth::{Caller, Tokens};
 pub use error::ApiError;
+pub use orchestrator_core::Role;
 
 /// Default bound on a request body.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
@@ -27,6 +28,7 @@ pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn ClusterStore>,
+    pub access: Arc<dyn AccessStore>,
     pub control: Arc<dyn ControlPlane>,
     pub limits: Limits,
     pub body_limit: usize,
@@ -55,6 +57,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) 
                 .route("/v1/nodes/{name}", web::get().to(routes::nodes::get))
                 .route("/v1/nodes/{name}", web::delete().to(routes::nodes::remove))
                 .route("/v1/nodes/{name}/drain", web::post().to(routes::nodes::drain))
+                .route("/v1/tokens", web::post().to(routes::access::create_token))
+                .route("/v1/audit", web::get().to(routes::access::audit))
                 .default_service(web::to(routes::not_found)),
         );
 }

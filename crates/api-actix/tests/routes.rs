@@ -90,6 +90,7 @@ macro_rules! app {
         test::init_service(App::new().configure(|cfg| {
             let state = ApiState {
                 store: $store.clone(),
+                access: $store.clone(),
                 control: Arc::new(control()),
                 limits: Limits::default(),
                 body_limit: 1024,
@@ -199,13 +200,15 @@ async fn auth_matrix_on_every_route() {
         (Method::GET, "/v1/nodes/node1", None),
         (Method::POST, "/v1/nodes/node1/drain", None),
         (Method::DELETE, "/v1/nodes/node1", None),
+        (Method::POST, "/v1/tokens", Some(json!({"role": "reader"}))),
+        (Method::GET, "/v1/audit", None),
     ];
     for (method, uri, body) in routes {
-        let mutating = *method != Method::GET;
+        let refused_to_readers = *method != Method::GET || *uri == "/v1/audit";
         for (token, expected) in [
             (None, StatusCode::UNAUTHORIZED),
             (Some("wrong"), StatusCode::UNAUTHORIZED),
-            (Some(READER), if mutating { StatusCode::FORBIDDEN } else { StatusCode::OK }),
+            (Some(READER), if refused_to_readers { StatusCode::FORBIDDEN } else { StatusCode::OK }),
         ] {
             let resp = test::call_service(&app, request(method.clone(), uri, token, body.clone()).to_request()).await;
             assert_eq!(resp.status(), expected, "{method} {uri} with {token:?}");
@@ -279,4 +282,61 @@ async fn bad_input_is_a_4xx_naming_the_field_and_writes_nothing() {
     // Nothing of the above reached the store.
     assert_eq!(store.list_deployments().await.unwrap().len(), 1);
     assert_eq!(store.list_nodes().await.unwrap().len(), 1);
+}
+
+#[actix_web::test]
+async fn tokens_made_through_the_api_work_and_every_mutation_is_audited() {
+    let store = seeded_store().await;
+    let app = app!(store);
+    let resp = test::call_service(
+        &app,
+        request(Method::POST, "/v1/tokens", Some(ADMIN), Some(json!({"role": "reader"}))).to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let made: Value = test::read_body_json(resp).await;
+    let (id, token) = (made["id"].as_str().unwrap().to_string(), made["token"].as_str().unwrap().to_string());
+    assert_eq!(token.len(), 64, "32 random bytes, hex");
+    assert!(id.starts_with("tok-") && !token.contains(&id[4..]), "the id is no part of the token");
+
+    let resp = test::call_service(&app, request(Method::GET, "/status", Some(&token), None).to_request()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp =
+        test::call_service(&app, request(Method::DELETE, "/v1/deployments/web", Some(&token), None).to_request()).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = test::call_service(
+        &app,
+        request(Method::POST, "/v1/tokens", Some(ADMIN), Some(json!({"role": "root"}))).to_request(),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let resp = test::call_service(&app, request(Method::DELETE, "/v1/nodes/node1", None, None).to_request()).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    let resp =
+        test::call_service(&app, request(Method::GET, "/v1/audit?limit=10", Some(ADMIN), None).to_request()).await;
+    let log: Value = test::read_body_json(resp).await;
+    let seen: Vec<(String, String, u64)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["token_id"].as_str().unwrap().into(),
+                e["action"].as_str().unwrap().into(),
+                e["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("anonymous".to_string(), "DELETE /v1/nodes/node1".to_string(), 401),
+            ("bootstrap-admin".into(), "POST /v1/tokens".into(), 422),
+            (id.clone(), "DELETE /v1/deployments/web".into(), 403),
+            ("bootstrap-admin".into(), "POST /v1/tokens".into(), 201),
+        ],
+        "reads are not audited; every mutation attempt is, newest first"
+    );
+    assert!(!log.to_string().contains(&token), "the token never appears in the audit log");
 }

@@ -12,6 +12,7 @@ pub enum Kind {
     Deployment,
     Replica,
     Container,
+    Token,
 }
 
 impl std::fmt::Display for Kind {
@@ -21,6 +22,7 @@ impl std::fmt::Display for Kind {
             Kind::Deployment => "deployment",
             Kind::Replica => "replica",
             Kind::Container => "container",
+            Kind::Token => "token",
         })
     }
 }

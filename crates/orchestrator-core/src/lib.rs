@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod address;
 pub mod control;
 pub mod deployment;
@@ -20,6 +21,7 @@ pub mod replica;
 pub mod runtime;
 pub mod store;
 
+pub use access::{AccessStore, ApiToken, AuditEntry, Role};
 pub use address::{EngineAddress, Scheme};
 pub use control::{ControlPlane, LoopHealth};
 pub use deployment::{Deployment, DeploymentSpec, Limits};
@@ -31,6 +33,8 @@ pub use replica::{Placement, Replica, ReplicaFilter, ReplicaId, ReplicaState};
 pub use runtime::{ContainerRuntime, ContainerState, ContainerSummary, EngineInfo, ReplicaContainer};
 pub use store::{ClusterStore, DeploymentStore, NodeStore, ReplicaStore};
 
+#[cfg(feature = "mock")]
+pub use access::MockAccessStore;
 #[cfg(feature = "mock")]
 pub use control::MockControlPlane;
 #[cfg(feature = "mock")]

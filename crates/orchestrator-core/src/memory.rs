@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
+use crate::access::{AccessStore, ApiToken, AuditEntry};
 use crate::deployment::{Deployment, DeploymentSpec};
 use crate::error::{Error, Kind, Result};
 use crate::name::{DeploymentName, NodeName};
@@ -24,6 +25,8 @@ struct State {
     deployments: BTreeMap<DeploymentName, Deployment>,
     replicas: BTreeMap<ReplicaId, Replica>,
     next_replica: u64,
+    tokens: Vec<ApiToken>,
+    audit: Vec<AuditEntry>,
 }
 
 impl State {
@@ -284,5 +287,30 @@ impl ReplicaStore for MemoryStore {
         let units: u32 = lost.iter().map(|r| r.units).sum();
         s.release(node, units);
         Ok(lost)
+    }
+}
+
+#[async_trait]
+impl AccessStore for MemoryStore {
+    async fn add_token(&self, token: ApiToken) -> Result<()> {
+        let mut s = self.lock();
+        if s.tokens.iter().any(|t| t.id == token.id || t.digest == token.digest) {
+            return Err(Error::AlreadyExists { kind: Kind::Token, name: token.id });
+        }
+        s.tokens.push(token);
+        Ok(())
+    }
+
+    async fn token_by_digest(&self, digest: &str) -> Result<Option<ApiToken>> {
+        Ok(self.lock().tokens.iter().find(|t| t.digest == digest).cloned())
+    }
+
+    async fn append_audit(&self, entry: AuditEntry) -> Result<()> {
+        self.lock().audit.push(entry);
+        Ok(())
+    }
+
+    async fn list_audit(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        Ok(self.lock().audit.iter().rev().take(limit as usize).cloned().collect())
     }
 }

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod access;
 mod deployments;
 mod error;
 mod nodes;

@@ -45,4 +45,23 @@ diesel::table! {
 
 diesel::joinable!(replicas -> deployments (deployment));
 diesel::joinable!(replicas -> nodes (node));
-diesel::allow_tables_to_appear_in_same_query!(cluster, nodes, deployments, replicas);
+diesel::allow_tables_to_appear_in_same_query!(cluster, nodes, deployments, replicas, tokens, audit);
+
+diesel::table! {
+    tokens (id) {
+        id -> Text,
+        role -> Text,
+        digest -> Text,
+        created_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    audit (seq) {
+        seq -> BigInt,
+        at_ms -> BigInt,
+        token_id -> Text,
+        action -> Text,
+        status -> Integer,
+    }
+}

@@ -276,3 +276,31 @@ async fn rejects_unknown_store_urls() {
     let err = SqliteStore::open_url("mysql://localhost/db").await.unwrap_err();
     assert!(err.to_string().contains("unsupported store URL"), "{err}");
 }
+
+#[tokio::test]
+async fn tokens_and_audit_survive_reopening() {
+    use orchestrator_core::{AccessStore, ApiToken, AuditEntry, Role};
+    let t = temp_store().await;
+    let token = ApiToken { id: "abc".into(), role: Role::Reader, digest: "d1".into(), created_at: SystemTime::now() };
+    t.store.add_token(token.clone()).await.unwrap();
+    let dup = ApiToken { id: "other".into(), ..token.clone() };
+    assert!(matches!(t.store.add_token(dup).await.unwrap_err(), Error::AlreadyExists { .. }));
+    for (i, action) in ["POST /create", "DELETE /v1/nodes/n1"].iter().enumerate() {
+        let entry = AuditEntry {
+            at: SystemTime::now(),
+            token_id: "abc".into(),
+            action: action.to_string(),
+            status: 200 + i as u16,
+        };
+        t.store.append_audit(entry).await.unwrap();
+    }
+    let path = t.store.path().to_path_buf();
+    drop(t.store);
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    let found = reopened.token_by_digest("d1").await.unwrap().unwrap();
+    assert_eq!((found.id.as_str(), found.role), ("abc", Role::Reader));
+    assert!(reopened.token_by_digest("nope").await.unwrap().is_none());
+    let log = reopened.list_audit(10).await.unwrap();
+    assert_eq!(log.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["DELETE /v1/nodes/n1", "POST /create"]);
+    assert_eq!(reopened.list_audit(1).await.unwrap().len(), 1);
+}

@@ -1,5 +1,6 @@
 //! Handlers, one module per resource.
 
+pub mod access;
 pub mod deployments;
 pub mod health;
 pub mod nodes;
