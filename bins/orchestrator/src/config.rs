@@ -74,6 +74,9 @@ pub struct ServeArgs {
     pub admin_token: Option<String>,
     #[arg(long, env = "ORCH_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Serve /metrics without a token (for a Prometheus on a trusted network).
+    #[arg(long, env = "ORCH_METRICS_PUBLIC")]
+    pub metrics_public: bool,
     /// A read-only token.
     #[arg(long, env = "ORCH_READER_TOKEN", hide_env_values = true)]
     pub reader_token: Option<String>,
@@ -96,6 +99,7 @@ struct FileConfig {
     strategy: Option<String>,
     max_replicas: Option<u32>,
     rebalance_on_join: Option<bool>,
+    metrics_public: Option<bool>,
     log_format: Option<LogFormat>,
     admin_token_file: Option<PathBuf>,
 }
@@ -124,6 +128,7 @@ pub struct Settings {
     pub admin_token: Option<String>,
     pub admin_token_file: Option<PathBuf>,
     pub reader_token: Option<String>,
+    pub metrics_public: bool,
 }
 
 fn duration(field: &str, flag: Option<Duration>, file: Option<&String>, default: Duration) -> Result<Duration> {
@@ -214,6 +219,7 @@ impl ServeArgs {
             admin_token: self.admin_token,
             admin_token_file: self.admin_token_file.or(file.admin_token_file),
             reader_token: self.reader_token,
+            metrics_public: self.metrics_public || file.metrics_public.unwrap_or(false),
         })
     }
 }

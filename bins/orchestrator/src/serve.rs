@@ -56,16 +56,23 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if let Some(reader) = &settings.reader_token {
         tokens = tokens.with(reader, Role::Reader);
     }
+    let metrics = api_actix::Metrics::new().context("cannot set up metrics")?;
+    let http_metrics = metrics.http_middleware().map_err(anyhow::Error::msg)?;
     let state = ApiState {
         store,
         access,
         control: Arc::new(SchedulerControl::new(scheduler)),
         limits: settings.limits,
         body_limit: api_actix::DEFAULT_BODY_LIMIT,
+        metrics: Some(metrics),
+        metrics_public: settings.metrics_public,
     };
     let server = HttpServer::new(move || {
         let (state, tokens) = (state.clone(), tokens.clone());
-        App::new().wrap(TracingLogger::default()).configure(move |cfg| api_actix::configure(cfg, state, tokens))
+        App::new()
+            .wrap(http_metrics.clone())
+            .wrap(TracingLogger::default())
+            .configure(move |cfg| api_actix::configure(cfg, state, tokens))
     })
     .shutdown_timeout(10)
     .bind(settings.listen)

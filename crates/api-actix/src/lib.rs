@@ -10,6 +10,7 @@ mod auth;
 mod body;
 mod dto;
 mod error;
+mod metrics;
 mod routes;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use orchestrator_core::{AccessStore, ClusterStore, ControlPlane, Limits};
 
 pub use auth::{Caller, Tokens};
 pub use error::ApiError;
+pub use metrics::Metrics;
 pub use orchestrator_core::Role;
 
 /// Default bound on a request body.
@@ -32,11 +34,18 @@ pub struct ApiState {
     pub control: Arc<dyn ControlPlane>,
     pub limits: Limits,
     pub body_limit: usize,
+    /// Serves `/metrics` when set.
+    pub metrics: Option<Metrics>,
+    /// `/metrics` without a token (for scrapers on a trusted network).
+    pub metrics_public: bool,
 }
 
 /// Registers every route, behind authentication (except the health probes), on an actix `App`:
 /// `App::new().configure(|cfg| api_actix::configure(cfg, state, tokens))`.
 pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) {
+    if state.metrics_public {
+        cfg.route("/metrics", web::get().to(metrics::metrics));
+    }
     cfg.app_data(web::Data::new(state))
         .route("/healthz", web::get().to(routes::health::healthz))
         .route("/readyz", web::get().to(routes::health::readyz))
@@ -59,6 +68,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) 
                 .route("/v1/nodes/{name}/drain", web::post().to(routes::nodes::drain))
                 .route("/v1/tokens", web::post().to(routes::access::create_token))
                 .route("/v1/audit", web::get().to(routes::access::audit))
+                .route("/metrics", web::get().to(metrics::metrics))
                 .default_service(web::to(routes::not_found)),
         );
 }

@@ -64,6 +64,11 @@ fn control() -> MockControlPlane {
     control
         .expect_remove_node()
         .returning(|n| if n.as_str() == "busy" { Err(Error::Conflict("still has replicas".into())) } else { Ok(()) });
+    control.expect_loop_stats().returning(|| orchestrator_core::LoopStats {
+        rebalances: 3,
+        heartbeat_ticks: 42,
+        ..Default::default()
+    });
     control.expect_loop_health().returning(|| LoopHealth { heartbeat: true, rebalancer: true, reconciler: true });
     control
 }
@@ -94,6 +99,8 @@ macro_rules! app {
                 control: Arc::new(control()),
                 limits: Limits::default(),
                 body_limit: 1024,
+                metrics: Some(api_actix::Metrics::new().unwrap()),
+                metrics_public: false,
             };
             api_actix::configure(cfg, state, Tokens::new().with(ADMIN, Role::Admin).with(READER, Role::Reader));
         }))
@@ -202,6 +209,7 @@ async fn auth_matrix_on_every_route() {
         (Method::DELETE, "/v1/nodes/node1", None),
         (Method::POST, "/v1/tokens", Some(json!({"role": "reader"}))),
         (Method::GET, "/v1/audit", None),
+        (Method::GET, "/metrics", None),
     ];
     for (method, uri, body) in routes {
         let refused_to_readers = *method != Method::GET || *uri == "/v1/audit";
@@ -339,4 +347,24 @@ async fn tokens_made_through_the_api_work_and_every_mutation_is_audited() {
         "reads are not audited; every mutation attempt is, newest first"
     );
     assert!(!log.to_string().contains(&token), "the token never appears in the audit log");
+}
+
+#[actix_web::test]
+async fn metrics_report_cluster_gauges_and_loop_counters() {
+    let store = seeded_store().await;
+    let app = app!(store);
+    let resp = test::call_service(&app, request(Method::GET, "/metrics", Some(READER), None).to_request()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    for line in [
+        "orchestrator_nodes{status=\"online\"} 1",
+        "orchestrator_nodes{status=\"offline\"} 0",
+        "orchestrator_replicas_required 2",
+        "orchestrator_replicas_running 1",
+        "orchestrator_deployments_degraded 1",
+        "orchestrator_rebalances_total 3",
+        "orchestrator_heartbeat_ticks_total 42",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+    }
 }

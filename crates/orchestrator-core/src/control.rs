@@ -22,6 +22,17 @@ impl LoopHealth {
     }
 }
 
+/// Counters of the loops, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoopStats {
+    pub last_heartbeat_tick: std::time::Duration,
+    pub heartbeat_ticks: u64,
+    pub nodes_marked_offline: u64,
+    pub rebalances: u64,
+    pub replicas_replaced: u64,
+    pub reconcile_passes: u64,
+}
+
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait ControlPlane: Send + Sync {
@@ -48,4 +59,6 @@ pub trait ControlPlane: Send + Sync {
     async fn remove_node(&self, name: &NodeName) -> Result<()>;
 
     fn loop_health(&self) -> LoopHealth;
+
+    fn loop_stats(&self) -> LoopStats;
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use orchestrator_core::{
-    ControlPlane, Deployment, DeploymentName, DeploymentSpec, LoopHealth, NewNode, Node, NodeName, Result,
+    ControlPlane, Deployment, DeploymentName, DeploymentSpec, LoopHealth, LoopStats, NewNode, Node, NodeName, Result,
 };
 use tracing::Instrument;
 
@@ -69,6 +69,18 @@ impl ControlPlane for SchedulerControl {
 
     async fn remove_node(&self, name: &NodeName) -> Result<()> {
         self.scheduler.remove_node(name).await
+    }
+
+    fn loop_stats(&self) -> LoopStats {
+        let stats = self.scheduler.stats();
+        LoopStats {
+            last_heartbeat_tick: stats.last_heartbeat_tick(),
+            heartbeat_ticks: stats.heartbeat_ticks(),
+            nodes_marked_offline: stats.nodes_marked_offline(),
+            rebalances: stats.rebalances(),
+            replicas_replaced: stats.replicas_replaced(),
+            reconcile_passes: stats.reconcile_passes(),
+        }
     }
 
     fn loop_health(&self) -> LoopHealth {

@@ -1,0 +1,105 @@
+//! `GET /metrics` in Prometheus' text format: HTTP metrics from actix-web-prom, and cluster
+//! gauges refreshed from the store and the loops' counters at each scrape (so they cost
+//! nothing between scrapes).
+
+use actix_web::{HttpResponse, web};
+use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
+use orchestrator_core::{NodeStatus, ReplicaFilter, ReplicaState};
+use prometheus::{Encoder, Gauge, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::ApiState;
+use crate::error::ApiError;
+
+/// The registry and the cluster gauges. Cheap to clone (prometheus types are shared handles).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    nodes: IntGaugeVec,
+    deployments: IntGauge,
+    degraded: IntGauge,
+    replicas_required: IntGauge,
+    replicas_running: IntGauge,
+    heartbeat_tick_seconds: Gauge,
+    heartbeat_ticks: IntGauge,
+    nodes_marked_offline: IntGauge,
+    rebalances: IntGauge,
+    replicas_replaced: IntGauge,
+    reconcile_passes: IntGauge,
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let g = IntGauge::with_opts(Opts::new(name, help).namespace("orchestrator"))?;
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let nodes = IntGaugeVec::new(Opts::new("nodes", "Nodes by status").namespace("orchestrator"), &["status"])?;
+        registry.register(Box::new(nodes.clone()))?;
+        let heartbeat_tick_seconds = Gauge::with_opts(
+            Opts::new("heartbeat_tick_seconds", "Duration of the last heartbeat tick").namespace("orchestrator"),
+        )?;
+        registry.register(Box::new(heartbeat_tick_seconds.clone()))?;
+        Ok(Self {
+            nodes,
+            deployments: gauge(&registry, "deployments", "Deployments")?,
+            degraded: gauge(&registry, "deployments_degraded", "Deployments running fewer replicas than required")?,
+            replicas_required: gauge(&registry, "replicas_required", "Replicas required, all deployments")?,
+            replicas_running: gauge(&registry, "replicas_running", "Replicas running, all deployments")?,
+            heartbeat_tick_seconds,
+            heartbeat_ticks: gauge(&registry, "heartbeat_ticks_total", "Heartbeat ticks since start")?,
+            nodes_marked_offline: gauge(&registry, "nodes_marked_offline_total", "Times a node was marked offline")?,
+            rebalances: gauge(&registry, "rebalances_total", "Nodes whose replicas were replaced")?,
+            replicas_replaced: gauge(&registry, "replicas_replaced_total", "Replicas lost with their node")?,
+            reconcile_passes: gauge(&registry, "reconcile_passes_total", "Full reconcile passes")?,
+            registry,
+        })
+    }
+
+    /// The middleware counting requests and their durations into the same registry.
+    pub fn http_middleware(&self) -> Result<PrometheusMetrics, String> {
+        PrometheusMetricsBuilder::new("orchestrator_api")
+            .registry(self.registry.clone())
+            .mask_unmatched_patterns("UNKNOWN")
+            .build()
+            .map_err(|e| e.to_string())
+    }
+
+    async fn refresh(&self, state: &ApiState) -> Result<(), ApiError> {
+        let nodes = state.store.list_nodes().await?;
+        for status in [NodeStatus::Online, NodeStatus::Offline, NodeStatus::Draining] {
+            let count = nodes.iter().filter(|n| n.status == status).count();
+            self.nodes.with_label_values(&[status.as_str()]).set(count as i64);
+        }
+        let deployments = state.store.list_deployments().await?;
+        let replicas = state.store.list_replicas(ReplicaFilter::default().active()).await?;
+        let running = |d: &orchestrator_core::Deployment| {
+            replicas.iter().filter(|r| r.deployment == d.name && r.state == ReplicaState::Running).count()
+        };
+        self.deployments.set(deployments.len() as i64);
+        self.degraded.set(deployments.iter().filter(|d| running(d) < d.replicas as usize).count() as i64);
+        self.replicas_required.set(deployments.iter().map(|d| i64::from(d.replicas)).sum());
+        self.replicas_running.set(replicas.iter().filter(|r| r.state == ReplicaState::Running).count() as i64);
+        let stats = state.control.loop_stats();
+        self.heartbeat_tick_seconds.set(stats.last_heartbeat_tick.as_secs_f64());
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.heartbeat_ticks.set(as_i64(stats.heartbeat_ticks));
+        self.nodes_marked_offline.set(as_i64(stats.nodes_marked_offline));
+        self.rebalances.set(as_i64(stats.rebalances));
+        self.replicas_replaced.set(as_i64(stats.replicas_replaced));
+        self.reconcile_passes.set(as_i64(stats.reconcile_passes));
+        Ok(())
+    }
+}
+
+pub async fn metrics(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let Some(metrics) = &state.metrics else {
+        return Err(ApiError::NotFound("metrics are not enabled".into()));
+    };
+    metrics.refresh(&state).await?;
+    let mut body = Vec::new();
+    TextEncoder::new().encode(&metrics.registry.gather(), &mut body).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().content_type(TextEncoder::new().format_type()).body(body))
+}
