@@ -15,6 +15,8 @@ pub enum Suite {
     Scheduler,
     /// Container create+start on real engines (runtime-docker).
     Runtime,
+    /// GET /status under load (hey) with 100 nodes and 10,000 replicas; idle RSS of serve.
+    Api,
     All,
 }
 
@@ -31,6 +33,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if wants(Suite::Scheduler) {
         sh::run(sh::cargo().args(["bench", "-p", "scheduler", "--bench", "scheduler"]))?;
+    }
+    if wants(Suite::Api) {
+        crate::bench_api::run()?;
     }
     if wants(Suite::Runtime) {
         let cluster = Cluster::new(state_dir());

@@ -1,6 +1,7 @@
 //! `cargo xtask ...`: the project's build system in Rust (see docs/ARCHITECTURE.md).
 
 mod bench;
+mod bench_api;
 mod ci;
 mod cluster;
 mod demo;

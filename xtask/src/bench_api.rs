@@ -1,0 +1,140 @@
+//! `cargo xtask bench api`: `GET /status` at a fixed 1,000 requests/s (Debian's `hey`) against
+//! the release binary, with a store seeded with 100 nodes and 10,000 running replicas; and the
+//! resident memory of `orchestrator serve` idle and after the load.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use orchestrator_core::{
+    DeploymentSpec, DeploymentStore, Limits, NewNode, NodeName, NodeStatus, NodeStore, Placement, ReplicaStore,
+};
+use store_diesel::SqliteStore;
+
+use crate::packages::{self, Need};
+use crate::sh;
+
+const NODES: usize = 100;
+const DEPLOYMENTS: usize = 100;
+const REPLICAS_EACH: usize = 100;
+const PORT: u16 = 18_181;
+const TOKEN: &str = "bench-api-token-0123456789abcdef0123456789";
+
+fn seed(path: &std::path::Path) -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let store = SqliteStore::open(path).await?;
+        let mut nodes = Vec::new();
+        for i in 0..NODES {
+            // Port 1 on loopback refuses at once: pings fail fast, and no engine is involved.
+            let name = format!("node-{i}");
+            store.add_node(NewNode::new(&name, "tcp://127.0.0.1:1", 1_000)?).await?;
+            let name = NodeName::new(name)?;
+            store.set_node_status(&name, NodeStatus::Online, None).await?;
+            nodes.push(name);
+        }
+        for d in 0..DEPLOYMENTS {
+            let spec = DeploymentSpec::new(
+                Some(&format!("app-{d}")),
+                "local/busybox:1",
+                vec!["sleep".into(), "3600".into()],
+                REPLICAS_EACH as i64,
+                None,
+                &Limits::default(),
+            )?;
+            let deployment = store.create_deployment(spec).await?;
+            let placements: Vec<Placement> = (0..REPLICAS_EACH)
+                .map(|r| Placement {
+                    deployment: deployment.name.clone(),
+                    node: nodes[(d + r) % NODES].clone(),
+                    units: 1,
+                })
+                .collect();
+            for replica in store.place_replicas(&placements).await? {
+                store.mark_running(replica.id, &format!("{:064x}", replica.id.0)).await?;
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+}
+
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")
+}
+
+pub fn run() -> Result<()> {
+    packages::ensure(&[Need { program: "hey", package: "hey" }], false)?;
+    sh::run(sh::cargo().args(["build", "--release", "-p", "orchestrator"]))?;
+    let root = sh::workspace_root();
+    let dir = root.join("target/bench-api");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let started = Instant::now();
+    seed(&dir.join("orchestrator.db"))?;
+    println!(
+        "seeded {NODES} nodes, {} replicas in {:.1}s",
+        DEPLOYMENTS * REPLICAS_EACH,
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut server = Command::new(root.join("target/release/orchestrator"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{PORT}"), "--heartbeat-misses", "1000000000"])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("ORCH_ADMIN_TOKEN", TOKEN)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()?;
+    let result = measure(server.id());
+    let _ = server.kill();
+    let _ = server.wait();
+    result
+}
+
+fn measure(pid: u32) -> Result<()> {
+    let url = format!("http://127.0.0.1:{PORT}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sh::quiet(Command::new("hey").args(["-n", "1", "-c", "1", &format!("{url}/healthz")])) {
+        if Instant::now() > deadline {
+            bail!("server did not start");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = rss_kib(pid)?;
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    // 10 workers x 100 requests/s each = 1,000 requests/s for 15 s.
+    let report = sh::output(Command::new("hey").args([
+        "-z",
+        "15s",
+        "-c",
+        "10",
+        "-q",
+        "100",
+        "-H",
+        &auth,
+        &format!("{url}/status"),
+    ]))?;
+    let loaded = rss_kib(pid)?;
+    let pick = |prefix: &str| report.lines().find(|l| l.trim_start().starts_with(prefix)).map(|l| l.trim().to_string());
+    println!("GET /status, 100 nodes, 10,000 replicas, 1,000 req/s offered for 15 s (hey -z 15s -c 10 -q 100):");
+    for prefix in ["Requests/sec", "Average", "50% in", "90% in", "99% in", "[200]"] {
+        println!("  {}", pick(prefix).unwrap_or_else(|| format!("{prefix}: (not reported)")));
+    }
+    let non_200: Vec<&str> =
+        report.lines().filter(|l| l.trim_start().starts_with('[') && !l.contains("[200]")).collect();
+    if !non_200.is_empty() {
+        println!("  other answers: {non_200:?}");
+    }
+    println!(
+        "RSS of orchestrator serve: idle {:.1} MiB, after load {:.1} MiB",
+        idle as f64 / 1024.0,
+        loaded as f64 / 1024.0
+    );
+    Ok(())
+}
