@@ -48,15 +48,7 @@ impl EngineAddress {
         let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
             v6.parse::<std::net::Ipv6Addr>().is_ok()
         } else {
-            !host.is_empty()
-                && host.len() <= 253
-                && host.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.len() <= 63
-                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                        && !l.starts_with('-')
-                        && !l.ends_with('-')
-                })
+            is_hostname(host)
         };
         if !host_ok {
             return Err(invalid("bad host"));
@@ -76,6 +68,19 @@ impl EngineAddress {
     pub fn as_str(&self) -> &str {
         &self.original
     }
+}
+
+/// A DNS host name or IPv4 address: dot-separated labels of letters, digits and inner '-'.
+pub(crate) fn is_hostname(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 impl std::fmt::Display for EngineAddress {

@@ -79,6 +79,26 @@ impl Error {
         Error::AlreadyExists { kind, name: name.into() }
     }
 
+    /// A write based on an old version of a deployment.
+    pub fn stale_version(deployment: &str, current: u64, expected: u64) -> Self {
+        Error::Conflict(format!("deployment {deployment:?} is at version {current}, not {expected}; reload and retry"))
+    }
+
+    /// A node cannot be removed while replicas still run on it.
+    pub fn node_busy(node: &str, replicas: usize) -> Self {
+        Error::Conflict(format!("node {node:?} still has {replicas} replicas; drain it first"))
+    }
+
+    /// A `Lost` replica never comes back: a new replica replaced it.
+    pub fn replica_lost(replica: impl std::fmt::Display) -> Self {
+        Error::Conflict(format!("replica {replica} is lost; it was replaced"))
+    }
+
+    /// Only online nodes take new replicas.
+    pub fn node_not_online(node: &str, status: impl std::fmt::Display) -> Self {
+        Error::Conflict(format!("node {node:?} is {status}; it takes no new replicas"))
+    }
+
     /// True when the node itself is the problem (dead, hung, partitioned), as opposed to the
     /// request: the heartbeat counts these as misses.
     pub fn is_node_failure(&self) -> bool {

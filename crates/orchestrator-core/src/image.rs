@@ -81,14 +81,7 @@ fn valid_domain(domain: &str) -> bool {
         None => (domain, None),
     };
     let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
-    let host_ok = !host.is_empty()
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        });
-    port_ok && host_ok
+    port_ok && crate::address::is_hostname(host)
 }
 
 /// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`

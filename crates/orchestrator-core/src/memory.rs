@@ -117,7 +117,7 @@ impl NodeStore for MemoryStore {
         s.node_mut(name)?;
         let active = s.replicas.values().filter(|r| r.node == *name && r.state.is_active()).count();
         if active > 0 {
-            return Err(Error::Conflict(format!("node {name:?} still has {active} replicas; drain it first")));
+            return Err(Error::node_busy(name.as_str(), active));
         }
         s.replicas.retain(|_, r| r.node != *name);
         s.nodes.remove(name);
@@ -164,10 +164,7 @@ impl DeploymentStore for MemoryStore {
         let mut s = self.lock();
         let d = s.deployments.get_mut(name).ok_or_else(|| Error::not_found(Kind::Deployment, name.as_str()))?;
         if d.version != expected_version {
-            return Err(Error::Conflict(format!(
-                "deployment {name:?} is at version {}, not {expected_version}; reload and retry",
-                d.version
-            )));
+            return Err(Error::stale_version(name.as_str(), d.version, expected_version));
         }
         d.replicas = replicas;
         d.version += 1;
@@ -205,7 +202,7 @@ impl ReplicaStore for MemoryStore {
         for (name, units) in &per_node {
             let node = s.nodes.get(*name).ok_or_else(|| Error::not_found(Kind::Node, name.as_str()))?;
             if node.status != NodeStatus::Online {
-                return Err(Error::Conflict(format!("node {name:?} is {}; it takes no new replicas", node.status)));
+                return Err(Error::node_not_online(name.as_str(), node.status));
             }
             if u64::from(node.available) < *units {
                 return Err(Error::InsufficientCapacity {
@@ -239,7 +236,7 @@ impl ReplicaStore for MemoryStore {
         let mut s = self.lock();
         let r = s.replica_mut(id)?;
         if r.state == ReplicaState::Lost {
-            return Err(Error::Conflict(format!("replica {id} is lost; it was replaced")));
+            return Err(Error::replica_lost(id));
         }
         r.state = ReplicaState::Running;
         r.container_id = Some(container_id.to_string());
@@ -253,7 +250,7 @@ impl ReplicaStore for MemoryStore {
             return Ok(r.clone());
         }
         if r.state == ReplicaState::Lost {
-            return Err(Error::Conflict(format!("replica {id} is lost; it was replaced")));
+            return Err(Error::replica_lost(id));
         }
         r.state = state;
         let r = r.clone();

@@ -84,11 +84,7 @@ impl DeploymentStore for SqliteStore {
                 .execute(conn)?;
                 if changed == 0 {
                     let current = load_deployment(conn, &name)?;
-                    return Err(DomainError::Conflict(format!(
-                        "deployment {name:?} is at version {}, not {expected_version}; reload and retry",
-                        current.version
-                    ))
-                    .into());
+                    return Err(DomainError::stale_version(&name, current.version, expected_version).into());
                 }
                 load_deployment(conn, &name)
             })

@@ -107,10 +107,7 @@ impl NodeStore for SqliteStore {
                     .count()
                     .get_result(conn)?;
                 if active > 0 {
-                    return Err(DomainError::Conflict(format!(
-                        "node {name:?} still has {active} replicas; drain it first"
-                    ))
-                    .into());
+                    return Err(DomainError::node_busy(&name, active as usize).into());
                 }
                 diesel::delete(replicas::table.filter(replicas::node.eq(&name))).execute(conn)?;
                 diesel::delete(nodes::table.find(&name)).execute(conn)?;

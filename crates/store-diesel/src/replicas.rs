@@ -56,9 +56,7 @@ fn reserve(conn: &mut SqliteConnection, node: &str, units: i64) -> Result<(), Er
     }
     let current = load_node(conn, node)?;
     if current.status != NodeStatus::Online {
-        return Err(
-            DomainError::Conflict(format!("node {node:?} is {}; it takes no new replicas", current.status)).into()
-        );
+        return Err(DomainError::node_not_online(node, current.status).into());
     }
     Err(DomainError::InsufficientCapacity {
         node: node.to_string(),
@@ -126,7 +124,7 @@ impl ReplicaStore for SqliteStore {
             .write(move |conn| {
                 let current = load_replica(conn, id)?;
                 if current.state == ReplicaState::Lost {
-                    return Err(DomainError::Conflict(format!("replica {id} is lost; it was replaced")).into());
+                    return Err(DomainError::replica_lost(id).into());
                 }
                 diesel::update(replicas::table.find(id))
                     .set((replicas::state.eq(ReplicaState::Running.as_str()), replicas::container_id.eq(container_id)))
@@ -145,7 +143,7 @@ impl ReplicaStore for SqliteStore {
                     return Ok(current);
                 }
                 if current.state == ReplicaState::Lost {
-                    return Err(DomainError::Conflict(format!("replica {id} is lost; it was replaced")).into());
+                    return Err(DomainError::replica_lost(id).into());
                 }
                 if state == ReplicaState::Lost {
                     release_units(conn, [&current])?;
