@@ -1,84 +1,14 @@
 //! The real binary, on an ephemeral port with a fresh SQLite file, against the local cluster's
 //! real engines: the seed's flow end to end over HTTP.
 
-#[path = "../../../crates/runtime-docker/tests/local_cluster/mod.rs"]
-mod local_cluster;
+mod server;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-const ADMIN: &str = "seed-flow-admin-token-0123456789abcdef";
-const READER: &str = "seed-flow-reader-token-0123456789abcdef";
-
-struct Server {
-    child: Child,
-    url: String,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(nodes: &[local_cluster::ClusterNode]) -> Server {
-    let data = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--heartbeat-interval", "200ms", "--stop-grace", "1s"])
-        .arg("--data-dir")
-        .arg(data.path())
-        .args(["--admin-token", ADMIN, "--reader-token", READER])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    for n in nodes {
-        cmd.arg("--node").arg(format!("{}={}", n.name, n.tcp));
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "unexpected first line: {line:?}");
-    Server { child, url, _data: data }
-}
-
-async fn get(client: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
-    let resp = client.get(url).bearer_auth(token).send().await.unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
-/// Container ids of a deployment as the engines themselves report them.
-fn containers_on_engines(nodes: &[local_cluster::ClusterNode], deployment: &str) -> Vec<String> {
-    let mut ids = Vec::new();
-    for n in nodes {
-        let out = Command::new("docker")
-            .args(["-H", &n.tcp, "ps", "-aq", "--no-trunc", "--filter"])
-            .arg(format!("label=io.orchestrator.deployment={deployment}"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "docker ps on {}", n.name);
-        ids.extend(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string));
-    }
-    ids.sort();
-    ids
-}
-
-async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use server::{ADMIN, READER, containers_on_engines, get, local_cluster, start_server, wait_for};
 
 #[tokio::test]
 async fn create_status_and_delete_through_the_real_binary() {

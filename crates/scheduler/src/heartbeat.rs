@@ -83,7 +83,15 @@ impl Heartbeat {
         let store = Arc::clone(self.scheduler.store());
         let runtime = Arc::clone(self.scheduler.runtime());
         let nodes = store.list_nodes().await?;
-        let pings = futures::future::join_all(nodes.iter().map(|n| runtime.ping(n))).await;
+        // A ping slower than the interval is a miss, whatever the runtime's own timeout: so a
+        // hung engine is offline after K intervals, like a dead one, and ticks keep their pace.
+        let deadline = self.scheduler.config().heartbeat_interval;
+        let pings = futures::future::join_all(nodes.iter().map(|n| async {
+            tokio::time::timeout(deadline, runtime.ping(n)).await.unwrap_or_else(|_| {
+                Err(orchestrator_core::Error::Timeout { node: n.name.to_string(), operation: "ping", after: deadline })
+            })
+        }))
+        .await;
         self.misses.retain(|name, _| nodes.iter().any(|n| n.name == *name));
 
         let now = SystemTime::now();

@@ -236,7 +236,12 @@ async fn drain_without_room_keeps_replicas_and_says_so() {
 async fn spawning_is_serialized_per_image_and_parallel_across_images() {
     let engines = Engines::default();
     let starts = Arc::new(Mutex::new(Vec::new()));
-    let runtime = Arc::new(Slow { inner: engines.mock(), delay: Duration::from_millis(100), starts: starts.clone() });
+    let runtime = Arc::new(Slow {
+        inner: engines.mock(),
+        delay: Duration::from_millis(100),
+        ping_delay: Duration::ZERO,
+        starts: starts.clone(),
+    });
     let h = Harness::with_runtime(SchedulerConfig::default(), engines, runtime);
     h.online_nodes(2, 100).await;
     let (a, b, c) = tokio::join!(
@@ -299,4 +304,26 @@ async fn opt_in_rebalance_moves_replicas_onto_a_new_node_one_at_a_time() {
             24
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_engine_is_a_miss_after_one_interval_not_after_the_runtime_timeout() {
+    let engines = Engines::default();
+    let runtime = Arc::new(Slow {
+        inner: engines.mock(),
+        delay: Duration::ZERO,
+        ping_delay: Duration::from_secs(3_600),
+        starts: Arc::new(Mutex::new(Vec::new())),
+    });
+    let h = Harness::with_runtime(SchedulerConfig::default(), engines, runtime);
+    h.online_nodes(1, 10).await;
+    let shutdown = CancellationToken::new();
+    let mut heartbeat = heartbeat_with_rebalancer(&h, &shutdown);
+    let started = tokio::time::Instant::now();
+    for _ in 0..3 {
+        heartbeat.tick().await.unwrap();
+    }
+    assert_eq!(h.node("node1").await.status, NodeStatus::Offline);
+    assert!(started.elapsed() <= Duration::from_millis(1_600), "3 misses took {:?}", started.elapsed());
+    shutdown.cancel();
 }

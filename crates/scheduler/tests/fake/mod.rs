@@ -119,12 +119,15 @@ impl Engines {
 pub struct Slow {
     pub inner: MockContainerRuntime,
     pub delay: Duration,
+    /// How long a ping takes (a hung engine answers never, or late).
+    pub ping_delay: Duration,
     pub starts: Arc<Mutex<Vec<(String, tokio::time::Instant, tokio::time::Instant)>>>,
 }
 
 #[async_trait]
 impl ContainerRuntime for Slow {
     async fn ping(&self, node: &Node) -> Result<()> {
+        tokio::time::sleep(self.ping_delay).await;
         self.inner.ping(node).await
     }
     async fn engine_info(&self, node: &Node) -> Result<EngineInfo> {
