@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use server::{
-    ADMIN, READER, containers_on_engines, get, local_cluster, start_server, try_containers_on_engines, wait_for,
+    ADMIN, READER, containers_on_engines, get, local_cluster, start_ready_server, try_containers_on_engines, wait_for,
 };
 
 const REPLICAS: usize = 9;
@@ -35,13 +35,8 @@ async fn node_status(client: &reqwest::Client, base: &str, node: &str) -> String
 async fn killed_and_hung_engines_fail_over_and_come_back_to_exactly_n() {
     let Some(nodes) = local_cluster::nodes() else { return };
     let nodes = &nodes[..3];
-    let server = start_server(nodes);
-    let client = reqwest::Client::new();
+    let (server, client) = start_ready_server(nodes).await;
     let base = server.url.clone();
-    wait_for("readiness", Duration::from_secs(10), async || {
-        client.get(format!("{base}/readyz")).send().await.ok()?.status().is_success().then_some(())
-    })
-    .await;
 
     let name = format!("failover{}", std::process::id());
     let body = json!({"image": "local/busybox:1", "replicas": REPLICAS, "name": name, "command": ["sleep", "3600"]});

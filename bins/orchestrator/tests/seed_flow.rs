@@ -8,21 +8,14 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use server::{ADMIN, READER, containers_on_engines, get, local_cluster, start_server, wait_for};
+use server::{ADMIN, READER, containers_on_engines, get, local_cluster, start_ready_server, wait_for};
 
 #[tokio::test]
 async fn create_status_and_delete_through_the_real_binary() {
     let Some(nodes) = local_cluster::nodes() else { return };
     let nodes = &nodes[..3];
-    let server = start_server(nodes);
-    let client = reqwest::Client::new();
+    let (server, client) = start_ready_server(nodes).await;
     let base = server.url.clone();
-
-    wait_for("readiness", Duration::from_secs(10), async || {
-        let ok = client.get(format!("{base}/readyz")).send().await.ok()?.status().is_success();
-        ok.then_some(())
-    })
-    .await;
 
     // Readiness means the first heartbeat has run: every answering node is online by now.
     let (_, listed) = get(&client, &format!("{base}/v1/nodes"), READER).await;

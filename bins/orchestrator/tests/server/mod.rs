@@ -88,3 +88,15 @@ pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnM
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Starts the server and waits until `/readyz` says it is ready (first heartbeat done).
+pub async fn start_ready_server(nodes: &[local_cluster::ClusterNode]) -> (Server, reqwest::Client) {
+    let server = start_server(nodes);
+    let client = reqwest::Client::new();
+    let base = server.url.clone();
+    wait_for("readiness", Duration::from_secs(10), async || {
+        client.get(format!("{base}/readyz")).send().await.ok()?.status().is_success().then_some(())
+    })
+    .await;
+    (server, client)
+}
