@@ -86,7 +86,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     info!("API stopped; stopping loops");
     shutdown.cancel();
     for task in tasks {
-        let _ = task.await;
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "a background loop ended abnormally");
+        }
     }
     info!("stopped");
     Ok(())

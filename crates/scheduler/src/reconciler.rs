@@ -136,7 +136,9 @@ impl Reconciler {
                 Some(r) => {
                     // Lost: the node came back after its replicas were replaced elsewhere.
                     surplus.push((node.clone(), container.clone()));
-                    let _ = store.release_replica(r.id).await;
+                    if let Err(e) = store.release_replica(r.id).await {
+                        warn!(replica = %r.id, error = %e, "release of a lost record failed; next pass retries");
+                    }
                 }
                 None => surplus.push((node.clone(), container.clone())),
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use orchestrator_core::{
     ContainerState, DeploymentStore, NodeName, NodeStatus, NodeStore, ReplicaFilter, ReplicaState, ReplicaStore,
 };
-use scheduler::{Heartbeat, Loops, Reconciler, SchedulerConfig, handoff};
+use scheduler::{Heartbeat, Loops, Reconciler, SchedulerConfig};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -284,7 +284,6 @@ async fn loops_run_and_stop_on_shutdown() {
         t.await.unwrap();
     }
     assert!(!h.scheduler.stats().is_running(scheduler::Loop::Heartbeat));
-    let _ = handoff;
 }
 
 #[tokio::test(start_paused = true)]
