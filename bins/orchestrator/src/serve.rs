@@ -58,15 +58,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     let metrics = api_actix::Metrics::new().context("cannot set up metrics")?;
     let http_metrics = metrics.http_middleware().map_err(anyhow::Error::msg)?;
-    let state = ApiState {
-        store,
-        access,
-        control: Arc::new(SchedulerControl::new(scheduler)),
-        limits: settings.limits,
-        body_limit: api_actix::DEFAULT_BODY_LIMIT,
-        metrics: Some(metrics),
-        metrics_public: settings.metrics_public,
-    };
+    let mut state = ApiState::new(store, access, Arc::new(SchedulerControl::new(scheduler)));
+    state.limits = settings.limits;
+    state.metrics = Some(metrics);
+    state.metrics_public = settings.metrics_public;
     let server = HttpServer::new(move || {
         let (state, tokens) = (state.clone(), tokens.clone());
         App::new()

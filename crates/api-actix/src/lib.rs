@@ -12,6 +12,7 @@ mod dto;
 mod error;
 mod metrics;
 mod routes;
+mod snapshot;
 
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ pub use orchestrator_core::Role;
 /// Default bound on a request body.
 pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
 
-/// What every handler shares.
+/// What every handler shares. Made with [`ApiState::new`], then adjusted field by field.
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn ClusterStore>,
@@ -38,6 +39,24 @@ pub struct ApiState {
     pub metrics: Option<Metrics>,
     /// `/metrics` without a token (for scrapers on a trusted network).
     pub metrics_public: bool,
+    /// One per server, shared by its workers.
+    status: Arc<snapshot::StatusCache>,
+}
+
+impl ApiState {
+    /// Default limits, no `/metrics`.
+    pub fn new(store: Arc<dyn ClusterStore>, access: Arc<dyn AccessStore>, control: Arc<dyn ControlPlane>) -> Self {
+        Self {
+            store,
+            access,
+            control,
+            limits: Limits::default(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            metrics: None,
+            metrics_public: false,
+            status: Arc::default(),
+        }
+    }
 }
 
 /// Registers every route, behind authentication (except the health probes), on an actix `App`:

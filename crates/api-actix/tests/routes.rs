@@ -10,7 +10,7 @@ use api_actix::{ApiState, Role, Tokens};
 use orchestrator_core::memory::MemoryStore;
 use orchestrator_core::{
     Deployment, DeploymentSpec, DeploymentStore, Error, Limits, LoopHealth, MockControlPlane, NewNode, NodeName,
-    NodeStatus, NodeStore, Placement, ReplicaStore,
+    NodeStatus, NodeStore, Placement, ReplicaFilter, ReplicaStore,
 };
 use serde_json::{Value, json};
 
@@ -93,15 +93,9 @@ async fn seeded_store() -> Arc<MemoryStore> {
 macro_rules! app {
     ($store:expr) => {
         test::init_service(App::new().configure(|cfg| {
-            let state = ApiState {
-                store: $store.clone(),
-                access: $store.clone(),
-                control: Arc::new(control()),
-                limits: Limits::default(),
-                body_limit: 1024,
-                metrics: Some(api_actix::Metrics::new().unwrap()),
-                metrics_public: false,
-            };
+            let mut state = ApiState::new($store.clone(), $store.clone(), Arc::new(control()));
+            state.body_limit = 1024;
+            state.metrics = Some(api_actix::Metrics::new().unwrap());
             api_actix::configure(cfg, state, Tokens::new().with(ADMIN, Role::Admin).with(READER, Role::Reader));
         }))
         .await
@@ -141,6 +135,27 @@ async fn seed_routes_create_and_status() {
     assert_eq!(web["replicas"][0]["node_address"], "tcp://10.123.0.11:2375");
     assert_eq!(web["replicas"][0]["container_id"], "c0ffee");
     assert_eq!(web["replicas"][1]["state"], "pending");
+}
+
+#[actix_web::test]
+async fn status_is_cached_but_follows_every_store_write() {
+    let store = seeded_store().await;
+    let app = app!(store);
+    let get_status = || async {
+        let resp = test::call_service(&app, request(Method::GET, "/status", Some(READER), None).to_request()).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        test::read_body(resp).await
+    };
+    let before: Value = serde_json::from_slice(&get_status().await).unwrap();
+    assert_eq!(before["deployments"][0]["actual"], 1);
+
+    // A write the API did not make (the scheduler marking a replica running) shows at once.
+    let pending = store.list_replicas(ReplicaFilter::default().active()).await.unwrap();
+    let pending = pending.iter().find(|r| r.container_id.is_none()).unwrap();
+    store.mark_running(pending.id, "beef").await.unwrap();
+    let after: Value = serde_json::from_slice(&get_status().await).unwrap();
+    assert_eq!(after["deployments"][0]["actual"], 2);
+    assert_eq!(after["deployments"][0]["replicas"][1]["container_id"], "beef");
 }
 
 #[actix_web::test]

@@ -31,7 +31,7 @@ pub use name::{DeploymentName, NodeName};
 pub use node::{NewNode, Node, NodeStatus};
 pub use replica::{Placement, Replica, ReplicaFilter, ReplicaId, ReplicaState};
 pub use runtime::{ContainerRuntime, ContainerState, ContainerSummary, EngineInfo, ReplicaContainer};
-pub use store::{ClusterStore, DeploymentStore, NodeStore, ReplicaStore};
+pub use store::{ClusterStore, DeploymentStore, NodeStore, ReplicaStore, StoreRevision};
 
 #[cfg(feature = "mock")]
 pub use access::MockAccessStore;
@@ -40,4 +40,4 @@ pub use control::MockControlPlane;
 #[cfg(feature = "mock")]
 pub use runtime::MockContainerRuntime;
 #[cfg(feature = "mock")]
-pub use store::{MockDeploymentStore, MockNodeStore, MockReplicaStore};
+pub use store::{MockDeploymentStore, MockNodeStore, MockReplicaStore, MockStoreRevision};

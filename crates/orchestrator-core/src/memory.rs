@@ -17,7 +17,7 @@ use crate::error::{Error, Kind, Result};
 use crate::name::{DeploymentName, NodeName};
 use crate::node::{NewNode, Node, NodeStatus};
 use crate::replica::{Placement, Replica, ReplicaFilter, ReplicaId, ReplicaState};
-use crate::store::{DeploymentStore, NodeStore, ReplicaStore};
+use crate::store::{DeploymentStore, NodeStore, ReplicaStore, StoreRevision};
 
 #[derive(Default)]
 struct State {
@@ -27,6 +27,7 @@ struct State {
     next_replica: u64,
     tokens: Vec<ApiToken>,
     audit: Vec<AuditEntry>,
+    revision: u64,
 }
 
 impl State {
@@ -58,12 +59,27 @@ impl MemoryStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// The state, for a call that may change it: counts as a new revision even if it fails,
+    /// which only costs a reader a needless refresh.
+    fn write(&self) -> std::sync::MutexGuard<'_, State> {
+        let mut s = self.lock();
+        s.revision += 1;
+        s
+    }
+}
+
+#[async_trait]
+impl StoreRevision for MemoryStore {
+    async fn revision(&self) -> Result<u64> {
+        Ok(self.lock().revision)
+    }
 }
 
 #[async_trait]
 impl NodeStore for MemoryStore {
     async fn add_node(&self, node: NewNode) -> Result<Node> {
-        let mut s = self.lock();
+        let mut s = self.write();
         if s.nodes.contains_key(&node.name) {
             return Err(Error::already_exists(Kind::Node, node.name.as_str()));
         }
@@ -93,7 +109,7 @@ impl NodeStore for MemoryStore {
         status: NodeStatus,
         heartbeat: Option<SystemTime>,
     ) -> Result<Node> {
-        let mut s = self.lock();
+        let mut s = self.write();
         let node = s.node_mut(name)?;
         node.status = status;
         if heartbeat.is_some() {
@@ -103,7 +119,7 @@ impl NodeStore for MemoryStore {
     }
 
     async fn record_heartbeats(&self, names: &[NodeName], at: SystemTime) -> Result<()> {
-        let mut s = self.lock();
+        let mut s = self.write();
         for name in names {
             if let Some(node) = s.nodes.get_mut(name) {
                 node.last_heartbeat = Some(at);
@@ -113,7 +129,7 @@ impl NodeStore for MemoryStore {
     }
 
     async fn remove_node(&self, name: &NodeName) -> Result<()> {
-        let mut s = self.lock();
+        let mut s = self.write();
         s.node_mut(name)?;
         let active = s.replicas.values().filter(|r| r.node == *name && r.state.is_active()).count();
         if active > 0 {
@@ -128,7 +144,7 @@ impl NodeStore for MemoryStore {
 #[async_trait]
 impl DeploymentStore for MemoryStore {
     async fn create_deployment(&self, spec: DeploymentSpec) -> Result<Deployment> {
-        let mut s = self.lock();
+        let mut s = self.write();
         if s.deployments.contains_key(&spec.name) {
             return Err(Error::already_exists(Kind::Deployment, spec.name.as_str()));
         }
@@ -161,7 +177,7 @@ impl DeploymentStore for MemoryStore {
         replicas: u32,
         expected_version: u64,
     ) -> Result<Deployment> {
-        let mut s = self.lock();
+        let mut s = self.write();
         let d = s.deployments.get_mut(name).ok_or_else(|| Error::not_found(Kind::Deployment, name.as_str()))?;
         if d.version != expected_version {
             return Err(Error::stale_version(name.as_str(), d.version, expected_version));
@@ -173,7 +189,7 @@ impl DeploymentStore for MemoryStore {
     }
 
     async fn delete_deployment(&self, name: &DeploymentName) -> Result<Vec<Replica>> {
-        let mut s = self.lock();
+        let mut s = self.write();
         if s.deployments.remove(name).is_none() {
             return Err(Error::not_found(Kind::Deployment, name.as_str()));
         }
@@ -191,7 +207,7 @@ impl DeploymentStore for MemoryStore {
 #[async_trait]
 impl ReplicaStore for MemoryStore {
     async fn place_replicas(&self, placements: &[Placement]) -> Result<Vec<Replica>> {
-        let mut s = self.lock();
+        let mut s = self.write();
         let mut per_node: BTreeMap<&NodeName, u64> = BTreeMap::new();
         for p in placements {
             if !s.deployments.contains_key(&p.deployment) {
@@ -233,7 +249,7 @@ impl ReplicaStore for MemoryStore {
     }
 
     async fn mark_running(&self, id: ReplicaId, container_id: &str) -> Result<Replica> {
-        let mut s = self.lock();
+        let mut s = self.write();
         let r = s.replica_mut(id)?;
         if r.state == ReplicaState::Lost {
             return Err(Error::replica_lost(id));
@@ -244,7 +260,7 @@ impl ReplicaStore for MemoryStore {
     }
 
     async fn set_replica_state(&self, id: ReplicaId, state: ReplicaState) -> Result<Replica> {
-        let mut s = self.lock();
+        let mut s = self.write();
         let r = s.replica_mut(id)?;
         if r.state == state {
             return Ok(r.clone());
@@ -261,7 +277,7 @@ impl ReplicaStore for MemoryStore {
     }
 
     async fn release_replica(&self, id: ReplicaId) -> Result<()> {
-        let mut s = self.lock();
+        let mut s = self.write();
         let r = s.replicas.remove(&id).ok_or_else(|| Error::not_found(Kind::Replica, id.to_string()))?;
         if r.state.is_active() {
             s.release(&r.node, r.units);
@@ -274,7 +290,7 @@ impl ReplicaStore for MemoryStore {
     }
 
     async fn mark_node_lost(&self, node: &NodeName) -> Result<Vec<Replica>> {
-        let mut s = self.lock();
+        let mut s = self.write();
         s.node_mut(node)?;
         let mut lost = Vec::new();
         for r in s.replicas.values_mut().filter(|r| r.node == *node && r.state.is_active()) {
@@ -290,7 +306,7 @@ impl ReplicaStore for MemoryStore {
 #[async_trait]
 impl AccessStore for MemoryStore {
     async fn add_token(&self, token: ApiToken) -> Result<()> {
-        let mut s = self.lock();
+        let mut s = self.write();
         if s.tokens.iter().any(|t| t.id == token.id || t.digest == token.digest) {
             return Err(Error::AlreadyExists { kind: Kind::Token, name: token.id });
         }

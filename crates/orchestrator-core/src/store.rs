@@ -84,7 +84,18 @@ pub trait ReplicaStore: Send + Sync {
     async fn mark_node_lost(&self, node: &NodeName) -> Result<Vec<Replica>>;
 }
 
-/// Everything the orchestrator keeps, as one value the scheduler and API can share.
-pub trait ClusterStore: NodeStore + DeploymentStore + ReplicaStore {}
+/// A number that changes whenever the cluster state may have changed, so a reader can keep a
+/// view derived from the store (the `/status` document) until it does.
+///
+/// It never goes backwards while the store is open; it need not be dense, nor survive a
+/// restart. A store shared by several processes must reflect the others' writes too.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait StoreRevision: Send + Sync {
+    async fn revision(&self) -> Result<u64>;
+}
 
-impl<T: NodeStore + DeploymentStore + ReplicaStore + ?Sized> ClusterStore for T {}
+/// Everything the orchestrator keeps, as one value the scheduler and API can share.
+pub trait ClusterStore: NodeStore + DeploymentStore + ReplicaStore + StoreRevision {}
+
+impl<T: NodeStore + DeploymentStore + ReplicaStore + StoreRevision + ?Sized> ClusterStore for T {}

@@ -10,6 +10,7 @@
 //! - every call runs on tokio's blocking pool, never on the async executor.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +53,9 @@ pub struct SqliteStore {
     readers: Pool<ConnectionManager<SqliteConnection>>,
     path: PathBuf,
     cluster_id: Arc<str>,
+    /// Bumped after every write transaction (committed or not). This process is the file's only
+    /// writer, so it sees every change.
+    revision: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -96,7 +100,13 @@ impl SqliteStore {
             .connection_customizer(Box::new(Pragmas))
             .build(ConnectionManager::<SqliteConnection>::new(&url))?;
         tracing::info!(path = %path.display(), %cluster_id, "opened SQLite store");
-        Ok(Self { writer: Arc::new(Mutex::new(writer)), readers, path, cluster_id: cluster_id.into() })
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            readers,
+            path,
+            cluster_id: cluster_id.into(),
+            revision: Arc::new(AtomicU64::new(1)),
+        })
     }
 
     /// This cluster's identity: random, made when the file was created, stable afterwards.
@@ -116,13 +126,22 @@ impl SqliteStore {
         F: FnOnce(&mut SqliteConnection) -> Result<T> + Send + 'static,
     {
         let writer = Arc::clone(&self.writer);
+        let revision = Arc::clone(&self.revision);
         tokio::task::spawn_blocking(move || {
             // A panic in an earlier write poisons the mutex; the connection itself is still sound
             // (the transaction was rolled back), so keep using it.
             let mut conn = writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            conn.immediate_transaction(f)
+            let result = conn.immediate_transaction(f);
+            // After the commit, so a reader that sees the new number also sees the new rows.
+            revision.fetch_add(1, Ordering::Release);
+            result
         })
         .await?
+    }
+
+    /// See [`orchestrator_core::StoreRevision`].
+    pub fn revision(&self) -> u64 {
+        self.revision.load(Ordering::Acquire)
     }
 
     /// Runs `f` on a pooled read connection, off the executor.
@@ -151,6 +170,13 @@ fn ensure_cluster_id(conn: &mut SqliteConnection) -> Result<String> {
     let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
     diesel::insert_into(cluster::table).values((cluster::singleton.eq(1), cluster::id.eq(&id))).execute(conn)?;
     Ok(id)
+}
+
+#[async_trait::async_trait]
+impl orchestrator_core::StoreRevision for SqliteStore {
+    async fn revision(&self) -> orchestrator_core::Result<u64> {
+        Ok(SqliteStore::revision(self))
+    }
 }
 
 #[cfg(test)]
@@ -195,3 +221,4 @@ mod tests {
         assert_eq!(available, 2);
     }
 }
+
