@@ -4,6 +4,7 @@ mod cli;
 mod client;
 mod config;
 mod logging;
+mod malloc;
 mod serve;
 mod tokens;
 
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    malloc::tune();
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

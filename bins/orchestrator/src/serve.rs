@@ -69,6 +69,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .wrap(TracingLogger::default())
             .configure(move |cfg| api_actix::configure(cfg, state, tokens))
     })
+    // Responses go out in several writes (see api-actix's /status): without NODELAY, Nagle's
+    // algorithm meeting the client's delayed ACK stalled some responses by 40 ms.
+    .on_connect(|connection, _| {
+        if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
     .shutdown_timeout(10)
     .bind(settings.listen)
     .with_context(|| format!("cannot listen on {}", settings.listen))?;

@@ -1,5 +1,6 @@
 //! The wire format: requests (unknown fields refused) and responses.
 
+use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use orchestrator_core::{Deployment, Node, Replica};
@@ -68,12 +69,22 @@ pub struct ReplicaView {
     pub state: &'static str,
 }
 
+/// Node name to address, looked up once per replica.
+#[derive(Default)]
+pub struct Addresses(HashMap<String, String>);
+
+impl Addresses {
+    pub fn new(nodes: &[Node]) -> Self {
+        Self(nodes.iter().map(|n| (n.name.to_string(), n.address.to_string())).collect())
+    }
+}
+
 impl ReplicaView {
-    pub fn new(r: &Replica, nodes: &[Node]) -> Self {
+    pub fn new(r: &Replica, addresses: &Addresses) -> Self {
         Self {
             id: r.id.0,
             node: r.node.to_string(),
-            node_address: nodes.iter().find(|n| n.name == r.node).map(|n| n.address.to_string()),
+            node_address: addresses.0.get(r.node.as_str()).cloned(),
             container_id: r.container_id.clone(),
             state: r.state.as_str(),
         }
@@ -99,7 +110,7 @@ pub struct DeploymentView {
 
 impl DeploymentView {
     /// `replicas` are the deployment's active replicas; listed in the view when `detailed`.
-    pub fn new(d: &Deployment, replicas: &[&Replica], nodes: &[Node], detailed: bool) -> Self {
+    pub fn new(d: &Deployment, replicas: &[&Replica], addresses: &Addresses, detailed: bool) -> Self {
         Self {
             name: d.name.to_string(),
             image: d.image.to_string(),
@@ -110,7 +121,7 @@ impl DeploymentView {
             version: d.version,
             created_at_ms: millis(d.created_at),
             updated_at_ms: millis(d.updated_at),
-            replicas: detailed.then(|| replicas.iter().map(|r| ReplicaView::new(r, nodes)).collect()),
+            replicas: detailed.then(|| replicas.iter().map(|r| ReplicaView::new(r, addresses)).collect()),
         }
     }
 }

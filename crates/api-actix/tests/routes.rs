@@ -1,6 +1,7 @@
 //! Every route through actix's test service, with the in-memory store and a mocked control
 //! plane: status codes, bodies, the auth matrix, and validation errors naming the field.
 
+use std::io::Read;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -156,6 +157,30 @@ async fn status_is_cached_but_follows_every_store_write() {
     let after: Value = serde_json::from_slice(&get_status().await).unwrap();
     assert_eq!(after["deployments"][0]["actual"], 2);
     assert_eq!(after["deployments"][0]["replicas"][1]["container_id"], "beef");
+}
+
+#[actix_web::test]
+async fn status_is_gzipped_for_clients_that_accept_it() {
+    let store = seeded_store().await;
+    let app = app!(store);
+    let get = |encoding: &'static str| {
+        let req = request(Method::GET, "/status", Some(READER), None).insert_header(("Accept-Encoding", encoding));
+        test::call_service(&app, req.to_request())
+    };
+    let plain = get("identity").await;
+    assert!(plain.headers().get("content-encoding").is_none());
+    let plain: Value = serde_json::from_slice(&test::read_body(plain).await).unwrap();
+
+    for accepted in ["gzip", "br, gzip;q=0.5", "*"] {
+        let resp = get(accepted).await;
+        assert_eq!(resp.headers().get("content-encoding").unwrap(), "gzip", "{accepted}");
+        assert_eq!(resp.headers().get("vary").unwrap(), "accept-encoding");
+        let mut json = Vec::new();
+        flate2::read::GzDecoder::new(&test::read_body(resp).await[..]).read_to_end(&mut json).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&json).unwrap(), plain, "{accepted}");
+    }
+    let refused = get("gzip;q=0, identity").await;
+    assert!(refused.headers().get("content-encoding").is_none());
 }
 
 #[actix_web::test]

@@ -7,7 +7,7 @@ use tracing::info;
 use super::path_name;
 use crate::ApiState;
 use crate::body::read_json;
-use crate::dto::{CreateDeployment, DeploymentView, ScaleDeployment};
+use crate::dto::{Addresses, CreateDeployment, DeploymentView, ScaleDeployment};
 use crate::error::ApiError;
 
 pub async fn create(
@@ -20,7 +20,7 @@ pub async fn create(
         DeploymentSpec::new(body.name.as_deref(), &body.image, body.command, body.replicas, body.units, &state.limits)?;
     let deployment = state.control.create_deployment(spec).await?;
     info!(deployment = %deployment.name, "created via API");
-    Ok(HttpResponse::Created().json(DeploymentView::new(&deployment, &[], &[], false)))
+    Ok(HttpResponse::Created().json(DeploymentView::new(&deployment, &[], &Addresses::default(), false)))
 }
 
 pub async fn list(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
@@ -30,7 +30,7 @@ pub async fn list(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> 
         .iter()
         .map(|d| {
             let mine: Vec<_> = replicas.iter().filter(|r| r.deployment == d.name).collect();
-            DeploymentView::new(d, &mine, &[], false)
+            DeploymentView::new(d, &mine, &Addresses::default(), false)
         })
         .collect();
     Ok(HttpResponse::Ok().json(views))
@@ -42,7 +42,7 @@ pub async fn get(path: web::Path<String>, state: web::Data<ApiState>) -> Result<
     let replicas = state.store.list_replicas(ReplicaFilter::deployment(&name).active()).await?;
     let nodes = state.store.list_nodes().await?;
     let mine: Vec<_> = replicas.iter().collect();
-    Ok(HttpResponse::Ok().json(DeploymentView::new(&deployment, &mine, &nodes, true)))
+    Ok(HttpResponse::Ok().json(DeploymentView::new(&deployment, &mine, &Addresses::new(&nodes), true)))
 }
 
 pub async fn scale(
@@ -57,7 +57,7 @@ pub async fn scale(
     let deployment = state.control.scale_deployment(&name, replicas, body.version).await?;
     let active = state.store.list_replicas(ReplicaFilter::deployment(&name).active()).await?;
     let mine: Vec<_> = active.iter().collect();
-    Ok(HttpResponse::Ok().json(DeploymentView::new(&deployment, &mine, &[], false)))
+    Ok(HttpResponse::Ok().json(DeploymentView::new(&deployment, &mine, &Addresses::default(), false)))
 }
 
 pub async fn delete(path: web::Path<String>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
