@@ -5,29 +5,42 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use orchestrator_core::{Deployment, Node, Replica};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-#[derive(Debug, Deserialize)]
+/// `POST /create`, `POST /v1/deployments`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDeployment {
+    /// A Docker image reference, e.g. `local/busybox:1`.
+    #[schema(example = "local/busybox:1")]
     pub image: String,
+    /// Required replicas, 0..=the server's maximum (10,000 by default).
+    #[schema(example = 6)]
     pub replicas: i64,
+    /// A DNS label; derived from the image when absent.
     pub name: Option<String>,
+    /// The container's command; the image's own when empty.
     #[serde(default)]
     pub command: Vec<String>,
+    /// Capacity units one replica takes on its node (default 1).
     pub units: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `PATCH /v1/deployments/{name}`: `version` is the one last read; a stale one is a 409.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleDeployment {
     pub replicas: i64,
     pub version: u64,
 }
 
-#[derive(Debug, Deserialize)]
+/// `POST /v1/nodes`.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddNode {
     pub name: String,
+    /// The Docker Engine API: `unix:///path`, `tcp://host:port`, `http://` or `https://`.
+    #[schema(example = "tcp://10.123.0.11:2375")]
     pub address: String,
     pub capacity: i64,
 }
@@ -37,7 +50,7 @@ fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct NodeView {
     pub name: String,
     pub address: String,
@@ -60,7 +73,7 @@ impl From<&Node> for NodeView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ReplicaView {
     pub id: u64,
     pub node: String,
@@ -91,7 +104,7 @@ impl ReplicaView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeploymentView {
     pub name: String,
     pub image: String,
@@ -126,8 +139,57 @@ impl DeploymentView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct StatusView {
     pub nodes: Vec<NodeView>,
     pub deployments: Vec<DeploymentView>,
+}
+
+/// `POST /v1/deployments/{name}/rebalance`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Rebalanced {
+    pub deployment: String,
+    /// Replicas moved to less loaded nodes.
+    pub moved: usize,
+}
+
+/// `POST /v1/nodes/{name}/drain`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Drained {
+    pub node: String,
+    /// Replicas still on the node (0 when drained).
+    pub remaining: usize,
+}
+
+/// `POST /v1/tokens`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// `admin` or `reader`.
+    #[schema(example = "reader")]
+    pub role: String,
+}
+
+/// The new token: its secret is shown here once and never again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedToken {
+    pub id: String,
+    pub role: &'static str,
+    pub token: String,
+}
+
+/// One audited mutation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditView {
+    pub at_ms: u64,
+    pub token_id: String,
+    pub action: String,
+    /// The HTTP status it was answered with.
+    pub status: u16,
+}
+
+impl From<&orchestrator_core::AuditEntry> for AuditView {
+    fn from(e: &orchestrator_core::AuditEntry) -> Self {
+        Self { at_ms: millis(e.at), token_id: e.token_id.clone(), action: e.action.clone(), status: e.status }
+    }
 }

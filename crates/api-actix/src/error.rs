@@ -5,6 +5,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use orchestrator_core::Error as CoreError;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -28,17 +29,21 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
+/// The body of every 4xx and 5xx answer.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs: `invalid_value`, `bad_json`, `not_found`, `conflict`, ...
+    code: &'static str,
+    /// For people.
     message: String,
+    /// The request field at fault, when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    field: Option<String>,
 }
 
 impl ApiError {
@@ -75,7 +80,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let field = match self {
-            ApiError::BadRequest { field, .. } => field.as_deref(),
+            ApiError::BadRequest { field, .. } => field.clone(),
             _ => None,
         };
         let mut response = HttpResponse::build(self.status_code());
@@ -83,7 +88,7 @@ impl ResponseError for ApiError {
             response
                 .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"orchestrator\"")));
         }
-        response.json(Body { error: Detail { code: self.code(), message: self.to_string(), field } })
+        response.json(ErrorBody { error: ErrorDetail { code: self.code(), message: self.to_string(), field } })
     }
 }
 

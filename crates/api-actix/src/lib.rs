@@ -11,6 +11,7 @@ mod body;
 mod dto;
 mod error;
 mod metrics;
+mod openapi;
 mod routes;
 mod snapshot;
 
@@ -18,10 +19,12 @@ use std::sync::Arc;
 
 use actix_web::web;
 use orchestrator_core::{AccessStore, ClusterStore, ControlPlane, Limits};
+use utoipa_swagger_ui::SwaggerUi;
 
 pub use auth::{Caller, Tokens};
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use openapi::ApiDoc;
 pub use orchestrator_core::Role;
 
 /// Default bound on a request body.
@@ -65,6 +68,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) 
     if state.metrics_public {
         cfg.route("/metrics", web::get().to(metrics::metrics));
     }
+    // The API's description, public like any published API reference: no cluster data in it,
+    // and a browser cannot send a bearer token when it opens a page.
+    cfg.route("/openapi.json", web::get().to(openapi::document))
+        .service(SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")));
     cfg.app_data(web::Data::new(state))
         .route("/healthz", web::get().to(routes::health::healthz))
         .route("/readyz", web::get().to(routes::health::readyz))
@@ -72,7 +79,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) 
             web::scope("")
                 .wrap(actix_web::middleware::from_fn(auth::require_token))
                 .app_data(web::Data::new(tokens))
-                .route("/create", web::post().to(routes::deployments::create))
+                .route("/create", web::post().to(routes::deployments::seed_create))
                 .route("/status", web::get().to(routes::status::status))
                 .route("/v1/deployments", web::get().to(routes::deployments::list))
                 .route("/v1/deployments", web::post().to(routes::deployments::create))

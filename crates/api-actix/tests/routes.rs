@@ -184,6 +184,55 @@ async fn status_is_gzipped_for_clients_that_accept_it() {
 }
 
 #[actix_web::test]
+async fn openapi_documents_every_route_and_each_needs_a_token() {
+    let store = seeded_store().await;
+    let app = app!(store);
+    let resp = test::call_service(&app, request(Method::GET, "/openapi.json", None, None).to_request()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let doc: Value = test::read_body_json(resp).await;
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented: Vec<(String, String)> = paths
+        .iter()
+        .flat_map(|(path, ops)| ops.as_object().unwrap().keys().map(move |m| (m.to_uppercase(), path.clone())))
+        .collect();
+    documented.sort();
+    let expected = [
+        ("DELETE", "/v1/deployments/{name}"),
+        ("DELETE", "/v1/nodes/{name}"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/status"),
+        ("GET", "/v1/audit"),
+        ("GET", "/v1/deployments"),
+        ("GET", "/v1/deployments/{name}"),
+        ("GET", "/v1/nodes"),
+        ("GET", "/v1/nodes/{name}"),
+        ("PATCH", "/v1/deployments/{name}"),
+        ("POST", "/create"),
+        ("POST", "/v1/deployments"),
+        ("POST", "/v1/deployments/{name}/rebalance"),
+        ("POST", "/v1/nodes"),
+        ("POST", "/v1/nodes/{name}/drain"),
+        ("POST", "/v1/tokens"),
+    ];
+    assert_eq!(documented, expected.map(|(m, p)| (m.to_string(), p.to_string())));
+
+    // Every documented route except the probes refuses a request without a token.
+    for (method, path) in documented.iter().filter(|(_, p)| !p.ends_with("z")) {
+        let uri = path.replace("{name}", "web");
+        let req = request(Method::from_bytes(method.as_bytes()).unwrap(), &uri, None, None);
+        let resp = test::call_service(&app, req.to_request()).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+    }
+
+    let resp = test::call_service(&app, request(Method::GET, "/docs/", None, None).to_request()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let page = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    assert!(page.contains("swagger-ui"), "{page}");
+}
+
+#[actix_web::test]
 async fn resource_routes() {
     let store = seeded_store().await;
     let app = app!(store);

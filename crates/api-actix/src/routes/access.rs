@@ -1,24 +1,21 @@
 //! `/v1/tokens` (make a token; shown once) and `/v1/audit` (who changed what). Admin only.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use orchestrator_core::{ApiToken, Role};
 use rand::RngCore;
 use serde::Deserialize;
-use serde_json::json;
+use utoipa::IntoParams;
 
 use crate::ApiState;
 use crate::auth::digest;
 use crate::body::read_json;
-use crate::error::ApiError;
+use crate::dto::{AuditView, CreateToken, CreatedToken};
+use crate::error::{ApiError, ErrorBody};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    role: String,
-}
-
+#[utoipa::path(post, path = "/v1/tokens", tag = "access", request_body = CreateToken,
+    responses((status = 201, description = "The token, shown this once", body = CreatedToken), (status = 400, description = "Malformed JSON, unknown field or wrong type (the field is named)", body = ErrorBody), (status = 422, description = "A value out of range or badly formed (the field is named)", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody), (status = 403, description = "A reader token on a mutating route", body = ErrorBody)))]
 pub async fn create_token(
     req: HttpRequest,
     payload: web::Payload,
@@ -34,22 +31,20 @@ pub async fn create_token(
     // usable about the token.
     let id = format!("tok-{}", &digest[..12]);
     state.access.add_token(ApiToken { id: id.clone(), role, digest, created_at: SystemTime::now() }).await?;
-    Ok(HttpResponse::Created().json(json!({ "id": id, "role": role.as_str(), "token": token })))
+    Ok(HttpResponse::Created().json(CreatedToken { id, role: role.as_str(), token }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    /// Newest entries first, at most this many (1..=10,000, default 100).
     limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/v1/audit", tag = "access", params(AuditQuery),
+    responses((status = 200, description = "Mutations, newest first", body = [AuditView]), (status = 401, description = "No or invalid token", body = ErrorBody), (status = 403, description = "A reader token on a mutating route", body = ErrorBody)))]
 pub async fn audit(query: web::Query<AuditQuery>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
     let entries = state.access.list_audit(limit).await?;
-    let millis = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    let view: Vec<_> = entries
-        .iter()
-        .map(|e| json!({ "at_ms": millis(e.at), "token_id": e.token_id, "action": e.action, "status": e.status }))
-        .collect();
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().json(entries.iter().map(AuditView::from).collect::<Vec<_>>()))
 }

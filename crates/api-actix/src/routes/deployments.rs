@@ -7,9 +7,12 @@ use tracing::info;
 use super::path_name;
 use crate::ApiState;
 use crate::body::read_json;
-use crate::dto::{Addresses, CreateDeployment, DeploymentView, ScaleDeployment};
-use crate::error::ApiError;
+use crate::dto::{Addresses, CreateDeployment, DeploymentView, Rebalanced, ScaleDeployment};
+use crate::error::{ApiError, ErrorBody};
 
+#[utoipa::path(post, path = "/v1/deployments", tag = "deployments", request_body = CreateDeployment,
+    responses((status = 201, description = "Created; replicas are being placed", body = DeploymentView), (status = 400, description = "Malformed JSON, unknown field or wrong type (the field is named)", body = ErrorBody), (status = 422, description = "A value out of range or badly formed (the field is named)", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 409, description = "The name is taken or capacity is short", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody), (status = 403, description = "A reader token on a mutating route", body = ErrorBody)))]
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -23,6 +26,24 @@ pub async fn create(
     Ok(HttpResponse::Created().json(DeploymentView::new(&deployment, &[], &Addresses::default(), false)))
 }
 
+/// The seed's route, the same as `POST /v1/deployments`.
+#[utoipa::path(post, path = "/create", tag = "seed", request_body = CreateDeployment,
+    responses((status = 201, description = "Created; replicas are being placed", body = DeploymentView),
+        (status = 400, description = "Malformed JSON, unknown field or wrong type (the field is named)", body = ErrorBody),
+        (status = 422, description = "A value out of range or badly formed (the field is named)", body = ErrorBody),
+        (status = 409, description = "The name is taken or capacity is short", body = ErrorBody),
+        (status = 401, description = "No or invalid token", body = ErrorBody),
+        (status = 403, description = "A reader token", body = ErrorBody)))]
+pub async fn seed_create(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    create(req, payload, state).await
+}
+
+#[utoipa::path(get, path = "/v1/deployments", tag = "deployments",
+    responses((status = 200, description = "Every deployment, without replica details", body = [DeploymentView]), (status = 401, description = "No or invalid token", body = ErrorBody)))]
 pub async fn list(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let deployments = state.store.list_deployments().await?;
     let replicas = state.store.list_replicas(ReplicaFilter::default().active()).await?;
@@ -36,6 +57,8 @@ pub async fn list(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> 
     Ok(HttpResponse::Ok().json(views))
 }
 
+#[utoipa::path(get, path = "/v1/deployments/{name}", tag = "deployments", params(("name" = String, Path, description = "Deployment name")),
+    responses((status = 200, description = "The deployment and its replicas", body = DeploymentView), (status = 404, description = "No such deployment", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody)))]
 pub async fn get(path: web::Path<String>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let name = path_name::<DeploymentName>(&path, "deployment")?;
     let deployment = state.store.get_deployment(&name).await?;
@@ -45,6 +68,9 @@ pub async fn get(path: web::Path<String>, state: web::Data<ApiState>) -> Result<
     Ok(HttpResponse::Ok().json(DeploymentView::new(&deployment, &mine, &Addresses::new(&nodes), true)))
 }
 
+#[utoipa::path(patch, path = "/v1/deployments/{name}", tag = "deployments", params(("name" = String, Path, description = "Deployment name")), request_body = ScaleDeployment,
+    responses((status = 200, description = "Scaled; replicas are being added or removed", body = DeploymentView), (status = 400, description = "Malformed JSON, unknown field or wrong type (the field is named)", body = ErrorBody), (status = 422, description = "A value out of range or badly formed (the field is named)", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 404, description = "No such deployment", body = ErrorBody), (status = 409, description = "Stale version", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody), (status = 403, description = "A reader token on a mutating route", body = ErrorBody)))]
 pub async fn scale(
     req: HttpRequest,
     path: web::Path<String>,
@@ -60,14 +86,18 @@ pub async fn scale(
     Ok(HttpResponse::Ok().json(DeploymentView::new(&deployment, &mine, &Addresses::default(), false)))
 }
 
+#[utoipa::path(delete, path = "/v1/deployments/{name}", tag = "deployments", params(("name" = String, Path, description = "Deployment name")),
+    responses((status = 204, description = "Deleted, containers removed"), (status = 404, description = "No such deployment", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody), (status = 403, description = "A reader token on a mutating route", body = ErrorBody)))]
 pub async fn delete(path: web::Path<String>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let name = path_name::<DeploymentName>(&path, "deployment")?;
     state.control.delete_deployment(&name).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
+#[utoipa::path(post, path = "/v1/deployments/{name}/rebalance", tag = "deployments", params(("name" = String, Path, description = "Deployment name")),
+    responses((status = 200, description = "Replicas moved to spread the load", body = Rebalanced), (status = 404, description = "No such deployment", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody), (status = 403, description = "A reader token on a mutating route", body = ErrorBody)))]
 pub async fn rebalance(path: web::Path<String>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let name = path_name::<DeploymentName>(&path, "deployment")?;
     let moved = state.control.rebalance_deployment(&name).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "deployment": name.to_string(), "moved": moved })))
+    Ok(HttpResponse::Ok().json(Rebalanced { deployment: name.to_string(), moved }))
 }

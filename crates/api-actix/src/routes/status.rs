@@ -9,8 +9,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures::Stream;
 
 use crate::ApiState;
-use crate::error::ApiError;
+use crate::dto::StatusView;
+use crate::error::{ApiError, ErrorBody};
 
+#[utoipa::path(get, path = "/status", tag = "seed",
+    responses((status = 200, description = "Every node and every deployment with its replicas, from the store (gzip when accepted)", body = StatusView), (status = 401, description = "No or invalid token", body = ErrorBody)))]
 pub async fn status(state: web::Data<ApiState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
     let document = state.status.get(state.store.as_ref()).await?;
     let mut response = HttpResponse::Ok();

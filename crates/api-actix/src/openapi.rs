@@ -1,0 +1,64 @@
+//! `GET /openapi.json` and the docs page at `/docs/`, derived from the handlers' annotations and
+//! the wire types, so the document cannot drift from the code.
+
+use std::sync::OnceLock;
+
+use actix_web::HttpResponse;
+use actix_web::http::header::ContentType;
+use actix_web::web::Bytes;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::dto;
+use crate::error::{ErrorBody, ErrorDetail};
+use crate::routes::{access, deployments, health, nodes, status};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "orchestrator", description = "Places and keeps N replicas of a Docker image on a set of Docker Engine nodes."),
+    paths(
+        deployments::seed_create,
+        status::status,
+        deployments::create,
+        deployments::list,
+        deployments::get,
+        deployments::scale,
+        deployments::delete,
+        deployments::rebalance,
+        nodes::list,
+        nodes::add,
+        nodes::get,
+        nodes::remove,
+        nodes::drain,
+        access::create_token,
+        access::audit,
+        health::healthz,
+        health::readyz,
+    ),
+    components(schemas(ErrorBody, ErrorDetail, dto::CreateDeployment)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "seed", description = "The original design's routes: `POST /create` is `POST /v1/deployments`."),
+        (name = "deployments"), (name = "nodes"), (name = "access"), (name = "health"),
+    )
+)]
+pub struct ApiDoc;
+
+/// `Authorization: Bearer <token>` (admin or reader).
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// `GET /openapi.json`, built on first use: most servers never serve it, and building it at
+/// start-up cost an idle server about a megabyte.
+pub async fn document() -> HttpResponse {
+    static DOCUMENT: OnceLock<Bytes> = OnceLock::new();
+    let body = DOCUMENT.get_or_init(|| ApiDoc::openapi().to_pretty_json().unwrap_or_default().into());
+    HttpResponse::Ok().content_type(ContentType::json()).body(body.clone())
+}
