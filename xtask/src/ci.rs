@@ -21,7 +21,8 @@ pub fn run(args: Args) -> Result<()> {
     sh::run(sh::cargo().args(["fmt", "--all", "--check"]))?;
     sh::run(sh::cargo().args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]))?;
     let cluster = cluster::Cluster::new(cluster::state_dir());
-    cluster.up(3, args.no_install)?;
+    // Four: most tests use three, one adds the fourth at runtime.
+    cluster.up(4, args.no_install)?;
     let tests = run_tests();
     if !args.keep_cluster {
         cluster.down()?;

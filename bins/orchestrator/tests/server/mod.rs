@@ -17,7 +17,7 @@ pub const READER: &str = "seed-flow-reader-token-0123456789abcdef";
 pub struct Server {
     pub child: Child,
     pub url: String,
-    _data: tempfile::TempDir,
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -29,11 +29,18 @@ impl Drop for Server {
 
 pub fn start_server(nodes: &[local_cluster::ClusterNode]) -> Server {
     let data = tempfile::tempdir().unwrap();
+    let mut server = start_server_in(nodes, data.path());
+    server._data = Some(data);
+    server
+}
+
+/// A server on a data dir (and SQLite file) the caller keeps, e.g. to restart on it.
+pub fn start_server_in(nodes: &[local_cluster::ClusterNode], data: &std::path::Path) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
     // Default heartbeat settings: what the failover tests promise is what users get.
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--stop-grace", "1s"])
         .arg("--data-dir")
-        .arg(data.path())
+        .arg(data)
         .args(["--admin-token", ADMIN, "--reader-token", READER])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -46,7 +53,7 @@ pub fn start_server(nodes: &[local_cluster::ClusterNode]) -> Server {
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let url = line.trim().rsplit(' ').next().unwrap().to_string();
     assert!(url.starts_with("http://127.0.0.1:"), "unexpected first line: {line:?}");
-    Server { child, url, _data: data }
+    Server { child, url, _data: None }
 }
 
 pub async fn get(client: &reqwest::Client, url: &str, token: &str) -> (u16, Value) {
@@ -91,7 +98,10 @@ pub async fn wait_for<T>(what: &str, timeout: Duration, mut check: impl AsyncFnM
 
 /// Starts the server and waits until `/readyz` says it is ready (first heartbeat done).
 pub async fn start_ready_server(nodes: &[local_cluster::ClusterNode]) -> (Server, reqwest::Client) {
-    let server = start_server(nodes);
+    ready(start_server(nodes)).await
+}
+
+pub async fn ready(server: Server) -> (Server, reqwest::Client) {
     let client = reqwest::Client::new();
     let base = server.url.clone();
     wait_for("readiness", Duration::from_secs(10), async || {
@@ -99,4 +109,89 @@ pub async fn start_ready_server(nodes: &[local_cluster::ClusterNode]) -> (Server
     })
     .await;
     (server, client)
+}
+
+/// One container of ours as an engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EngineContainer {
+    pub node: String,
+    pub id: String,
+    /// The replica id label: one container per replica, ever.
+    pub replica: String,
+    pub running: bool,
+}
+
+/// Every container of a deployment on every node, sorted; `None` while an engine does not answer.
+pub fn try_engine_containers(nodes: &[local_cluster::ClusterNode], deployment: &str) -> Option<Vec<EngineContainer>> {
+    let mut all = Vec::new();
+    for n in nodes {
+        let out = Command::new("docker")
+            .args(["-H", &n.tcp, "ps", "-a", "--no-trunc", "--filter"])
+            .arg(format!("label=io.orchestrator.deployment={deployment}"))
+            .args(["--format", "{{.ID}} {{.Label \"io.orchestrator.replica\"}} {{.State}}"])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let mut parts = line.split_whitespace();
+            let (id, replica, state) = (parts.next()?, parts.next()?, parts.next()?);
+            all.push(EngineContainer {
+                node: n.name.clone(),
+                id: id.to_string(),
+                replica: replica.to_string(),
+                running: state == "running",
+            });
+        }
+    }
+    all.sort();
+    Some(all)
+}
+
+/// A deployment's replicas as `GET /status` reports them: (node, container id, state), sorted.
+pub async fn status_replicas(
+    client: &reqwest::Client,
+    base: &str,
+    deployment: &str,
+) -> Option<Vec<(String, String, String)>> {
+    let (_, status) = get(client, &format!("{base}/status"), READER).await;
+    let d = status["deployments"].as_array()?.iter().find(|d| d["name"] == deployment)?;
+    let mut replicas: Vec<(String, String, String)> = d["replicas"]
+        .as_array()?
+        .iter()
+        .map(|r| {
+            let field = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            (field("node"), field("container_id"), field("state"))
+        })
+        .collect();
+    replicas.sort();
+    Some(replicas)
+}
+
+/// The store and the engines agree exactly on a deployment: `n` replicas, all running, each
+/// backed by exactly one running container on the node the store names, and no other
+/// container of the deployment anywhere (no orphan, no duplicate).
+pub async fn converged(
+    client: &reqwest::Client,
+    base: &str,
+    nodes: &[local_cluster::ClusterNode],
+    deployment: &str,
+    n: usize,
+) -> Option<()> {
+    let engines = try_engine_containers(nodes, deployment)?;
+    let stored = status_replicas(client, base, deployment).await?;
+    let mut on_engines: Vec<(String, String, String)> =
+        engines.iter().filter(|c| c.running).map(|c| (c.node.clone(), c.id.clone(), "running".to_string())).collect();
+    on_engines.sort();
+    let mut replica_labels: Vec<&str> = engines.iter().map(|c| c.replica.as_str()).collect();
+    replica_labels.sort_unstable();
+    replica_labels.dedup();
+    (engines.len() == n && on_engines == stored && replica_labels.len() == n).then_some(())
+}
+
+pub async fn create(client: &reqwest::Client, base: &str, body: &Value) -> Value {
+    let resp = client.post(format!("{base}/v1/deployments")).bearer_auth(ADMIN).json(body).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    resp.json().await.unwrap()
 }

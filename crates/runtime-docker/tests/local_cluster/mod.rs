@@ -86,7 +86,7 @@ fn start_cluster() -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(workspace_root())
-        .args(["xtask", "cluster", "up", "--nodes", "3", "--no-install"])
+        .args(["xtask", "cluster", "up", "--nodes", "4", "--no-install"])
         .output()
         .map_err(|e| e.to_string())?;
     if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
