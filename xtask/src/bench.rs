@@ -17,6 +17,8 @@ pub enum Suite {
     Runtime,
     /// GET /status under load (hey) with 100 nodes and 10,000 replicas; idle RSS of serve.
     Api,
+    /// Ours vs Docker Swarm vs the raw Docker API on 3 local engines: converge and failover.
+    E2e,
     All,
 }
 
@@ -36,6 +38,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if wants(Suite::Api) {
         crate::bench_api::run()?;
+    }
+    if wants(Suite::E2e) {
+        crate::bench_e2e::run(false)?;
     }
     if wants(Suite::Runtime) {
         let cluster = Cluster::new(state_dir());

@@ -304,6 +304,9 @@ impl Node {
 # Starts {name}'s dockerd in its own network, mount and UTS namespaces (written by cargo xtask cluster).
 D={dir}
 rm -f "$D/docker.pid"
+# Swarm tasks (cargo xtask bench e2e) use the locally imported image instead of waiting for a
+# registry that is not there.
+export DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1
 # A containerd of a killed dockerd may linger as a zombie (PID 1 reaps slowly); its pidfile
 # would make the new dockerd wait for it forever.
 P="$D/exec/containerd/containerd.pid"

@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_api;
+mod bench_e2e;
 mod ci;
 mod cluster;
 mod demo;

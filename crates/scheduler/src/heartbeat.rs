@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use orchestrator_core::{NodeName, NodeStatus, Result};
+use orchestrator_core::{ContainerRuntime, Error, Node, NodeName, NodeStatus, Result};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
@@ -24,6 +24,32 @@ pub struct NodeDown {
 /// The rendezvous between heartbeat and rebalancer: capacity 1, and the sender waits for the ack.
 pub fn handoff() -> (mpsc::Sender<NodeDown>, mpsc::Receiver<NodeDown>) {
     mpsc::channel(1)
+}
+
+/// Pings a node within `deadline`; returns the outcome and the misses it counts.
+///
+/// A refused or reset connection means the engine is not listening (down, not slow), so it is
+/// re-checked at once, a fifth of the interval apart, up to `attempts` times: K quick refusals
+/// count as K misses within one tick, and a killed engine is offline in well under K intervals.
+/// A slow or silent engine is never re-checked within the tick: its miss already cost the
+/// whole interval, so a busy engine keeps its K intervals to answer (no false downs).
+async fn probe(runtime: &dyn ContainerRuntime, node: &Node, deadline: Duration, attempts: u32) -> (Result<()>, u32) {
+    let started = tokio::time::Instant::now();
+    let pause = deadline / 5;
+    let mut missed = 0;
+    loop {
+        let left = deadline.saturating_sub(started.elapsed());
+        let ping = tokio::time::timeout(left, runtime.ping(node)).await.unwrap_or_else(|_| {
+            Err(Error::Timeout { node: node.name.to_string(), operation: "ping", after: deadline })
+        });
+        let Err(e) = ping else { return (Ok(()), missed) };
+        missed += 1;
+        let refused = matches!(e, Error::Unreachable { .. });
+        if !refused || missed >= attempts || started.elapsed() + pause >= deadline {
+            return (Err(e), missed);
+        }
+        tokio::time::sleep(pause).await;
+    }
 }
 
 /// What one tick saw.
@@ -86,19 +112,15 @@ impl Heartbeat {
         // A ping slower than the interval is a miss, whatever the runtime's own timeout: so a
         // hung engine is offline after K intervals, like a dead one, and ticks keep their pace.
         let deadline = self.scheduler.config().heartbeat_interval;
-        let pings = futures::future::join_all(nodes.iter().map(|n| async {
-            tokio::time::timeout(deadline, runtime.ping(n)).await.unwrap_or_else(|_| {
-                Err(orchestrator_core::Error::Timeout { node: n.name.to_string(), operation: "ping", after: deadline })
-            })
-        }))
-        .await;
+        let threshold = self.scheduler.config().misses_to_offline.max(1);
+        let pings =
+            futures::future::join_all(nodes.iter().map(|n| probe(runtime.as_ref(), n, deadline, threshold))).await;
         self.misses.retain(|name, _| nodes.iter().any(|n| n.name == *name));
 
         let now = SystemTime::now();
-        let threshold = self.scheduler.config().misses_to_offline.max(1);
         let mut tick = Tick::default();
         let mut answered = Vec::new();
-        for (node, ping) in nodes.iter().zip(pings) {
+        for (node, (ping, missed)) in nodes.iter().zip(pings) {
             match ping {
                 Ok(()) => {
                     self.misses.remove(&node.name);
@@ -114,7 +136,7 @@ impl Heartbeat {
                 Err(e) => {
                     tick.missed += 1;
                     let misses = self.misses.entry(node.name.clone()).or_default();
-                    *misses += 1;
+                    *misses += missed;
                     if *misses >= threshold && node.status != NodeStatus::Offline {
                         warn!(node = %node.name, misses = *misses, error = %e, "node offline");
                         store.set_node_status(&node.name, NodeStatus::Offline, None).await?;

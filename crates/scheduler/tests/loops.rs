@@ -90,7 +90,8 @@ async fn node_down_is_handed_off_acknowledged_and_replaced() {
     let shutdown = CancellationToken::new();
     let mut heartbeat = heartbeat_with_rebalancer(&h, &shutdown);
 
-    h.engines.set_down("node2", true);
+    // Silent (pings time out): a miss per tick, offline at the K-th.
+    h.engines.set_silent("node2", true);
     for _ in 0..2 {
         let tick = heartbeat.tick().await.unwrap();
         assert!(tick.went_offline.is_empty(), "K-1 misses must not mark a node offline");
@@ -111,13 +112,39 @@ async fn node_down_is_handed_off_acknowledged_and_replaced() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_refusing_engine_is_offline_within_one_tick_after_k_quick_probes() {
+    let config = SchedulerConfig::default();
+    let interval = config.heartbeat_interval;
+    let h = Harness::new(config);
+    h.online_nodes(3, 10).await;
+    h.deploy("web", "local/busybox:1", 6).await;
+    let shutdown = CancellationToken::new();
+    let mut heartbeat = heartbeat_with_rebalancer(&h, &shutdown);
+
+    h.engines.set_down("node2", true); // connection refused: nothing listens there
+    let started = tokio::time::Instant::now();
+    let tick = heartbeat.tick().await.unwrap();
+    assert_eq!(tick.went_offline, [node("node2")]);
+    // K probes a fifth of the interval apart: within the one tick.
+    assert!(started.elapsed() < interval, "{:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(running(&h, "web").await.iter().all(|r| r.node != node("node2")));
+
+    // One answer brings it back at once.
+    h.engines.set_down("node2", false);
+    heartbeat.tick().await.unwrap();
+    assert_eq!(h.node("node2").await.status, NodeStatus::Online);
+    shutdown.cancel();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_flapping_node_within_k_misses_stays_online() {
     let h = Harness::new(SchedulerConfig::default());
     h.online_nodes(2, 10).await;
     let shutdown = CancellationToken::new();
     let mut heartbeat = heartbeat_with_rebalancer(&h, &shutdown);
-    for down in [true, true, false, true, true, false, true, true] {
-        h.engines.set_down("node1", down);
+    for silent in [true, true, false, true, true, false, true, true] {
+        h.engines.set_silent("node1", silent);
         let tick = heartbeat.tick().await.unwrap();
         assert!(tick.went_offline.is_empty());
     }

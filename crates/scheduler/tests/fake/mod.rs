@@ -18,7 +18,10 @@ use scheduler::{Scheduler, SchedulerConfig};
 
 #[derive(Default)]
 pub struct Engine {
+    /// Refuses connections (a killed engine).
     pub down: bool,
+    /// Pings time out (a hung engine, as the runtime reports it after its own timeout).
+    pub silent: bool,
     pub containers: BTreeMap<(String, u64), (String, ContainerState, String)>,
     next_id: u64,
 }
@@ -41,6 +44,10 @@ impl Engines {
         self.with(node, |e| e.down = down);
     }
 
+    pub fn set_silent(&self, node: &str, silent: bool) {
+        self.with(node, |e| e.silent = silent);
+    }
+
     /// Containers per node: `(node, deployment, replica)`.
     pub fn containers(&self) -> Vec<(String, String, u64)> {
         let state = self.state.lock().unwrap();
@@ -61,6 +68,11 @@ impl Engines {
             let state = s.lock().unwrap();
             match state.get(node.name.as_str()) {
                 Some(e) if e.down => Err(unreachable(node)),
+                Some(e) if e.silent => Err(Error::Timeout {
+                    node: node.name.to_string(),
+                    operation: "ping",
+                    after: Duration::from_secs(1),
+                }),
                 _ => Ok(()),
             }
         });
