@@ -33,7 +33,7 @@ impl Default for SchedulerConfig {
             misses_to_offline: 3,
             reconcile_interval: Duration::from_secs(2),
             rebalance_interval: Duration::from_secs(5),
-            per_node_concurrency: 8,
+            per_node_concurrency: 4,
             total_concurrency: 64,
             rebalance_on_join: false,
         }
