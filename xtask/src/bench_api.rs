@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use orchestrator_core::{
     DeploymentSpec, DeploymentStore, Limits, NewNode, NodeName, NodeStatus, NodeStore, Placement, ReplicaStore,
 };
-use store_diesel::SqliteStore;
+use store_diesel::DieselStore;
 
 use crate::packages::{self, Need};
 use crate::sh;
@@ -32,7 +32,7 @@ const WRITE_EVERY: Duration = Duration::from_millis(250);
 fn seed(path: &std::path::Path) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
-        let store = SqliteStore::open(path).await?;
+        let store = DieselStore::open(path).await?;
         let mut nodes = Vec::new();
         for i in 0..NODES {
             // Port 1 on loopback refuses at once: pings fail fast, and no engine is involved.
@@ -79,6 +79,7 @@ fn rss_kib(pid: u32) -> Result<u64> {
 
 pub fn run() -> Result<()> {
     packages::ensure(&[Need { program: "hey", package: "hey" }], false)?;
+    packages::ensure_build_deps(false)?;
     sh::run(sh::cargo().args(["build", "--release", "-p", "orchestrator"]))?;
     let root = sh::workspace_root();
     let dir = root.join("target/bench-api");

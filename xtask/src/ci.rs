@@ -5,7 +5,7 @@ use std::process::Stdio;
 
 use anyhow::{Result, bail};
 
-use crate::{cluster, sh};
+use crate::{cluster, packages, pg, sh};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,12 +18,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    packages::ensure_build_deps(args.no_install)?;
     sh::run(sh::cargo().args(["fmt", "--all", "--check"]))?;
     sh::run(sh::cargo().args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]))?;
     let cluster = cluster::Cluster::new(cluster::state_dir());
     // Four: most tests use three, one adds the fourth at runtime.
     cluster.up(4, args.no_install)?;
-    let tests = run_tests();
+    // The store suite and the HA tests run on a real PostgreSQL too.
+    let tests = pg::up(args.no_install).and_then(|()| run_tests());
+    let _ = pg::down();
     if !args.keep_cluster {
         cluster.down()?;
     }

@@ -8,6 +8,7 @@ mod cluster;
 mod demo;
 mod image;
 mod packages;
+mod pg;
 mod sh;
 
 use anyhow::Result;
@@ -27,6 +28,9 @@ enum Command {
     /// A local multi-node Docker cluster: one dockerd per network namespace.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// A throwaway local PostgreSQL (tests, HA): initdb + pg_ctl, loopback only.
+    #[command(subcommand)]
+    Pg(pg::PgCommand),
     /// Criterion benchmarks (starts the local cluster for the runtime suite).
     Bench(bench::Args),
     /// The guided tour: 3 nodes, 6 replicas, a node dies, replicas move, the node returns.
@@ -37,6 +41,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Ci(args) => ci::run(args),
         Command::Cluster(command) => cluster::run(command),
+        Command::Pg(command) => pg::run(command),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
     }

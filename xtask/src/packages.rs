@@ -49,3 +49,9 @@ pub fn ensure(needs: &[Need], no_install: bool) -> Result<()> {
     )?;
     Ok(())
 }
+
+/// What building the orchestrator binary needs beyond Rust: libpq for diesel's PostgreSQL
+/// backend (HA stores).
+pub fn ensure_build_deps(no_install: bool) -> Result<()> {
+    ensure(&[Need { program: "pg_config", package: "libpq-dev" }], no_install)
+}

@@ -9,7 +9,7 @@ use api_actix::{ApiState, Role, Tokens};
 use orchestrator_core::{AccessStore, ClusterStore, Error};
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig};
 use scheduler::{Loops, Scheduler, SchedulerControl};
-use store_diesel::SqliteStore;
+use store_diesel::DieselStore;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use tracing_actix_web::TracingLogger;
@@ -24,7 +24,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
     let admin = tokens::admin_token(settings.admin_token, settings.admin_token_file.as_deref(), &settings.data_dir)?;
 
-    let sqlite = SqliteStore::open_url(&settings.store_url).await.context("cannot open the store")?;
+    let sqlite = DieselStore::open_url(&settings.store_url).await.context("cannot open the store")?;
     let mut runtime_config = DockerRuntimeConfig::new(sqlite.cluster_id());
     runtime_config.ping_timeout = settings.ping_timeout;
     runtime_config.request_timeout = settings.engine_timeout;

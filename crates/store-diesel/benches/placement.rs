@@ -7,13 +7,13 @@ use orchestrator_core::{
     DeploymentName, DeploymentSpec, DeploymentStore, Limits, NewNode, NodeName, NodeStatus, NodeStore, Placement,
     ReplicaStore,
 };
-use store_diesel::SqliteStore;
+use store_diesel::DieselStore;
 
 const NODES: usize = 100;
 
-fn setup(rt: &tokio::runtime::Runtime, dir: &tempfile::TempDir) -> (SqliteStore, Vec<Placement>) {
+fn setup(rt: &tokio::runtime::Runtime, dir: &tempfile::TempDir) -> (DieselStore, Vec<Placement>) {
     rt.block_on(async {
-        let store = SqliteStore::open(&dir.path().join("bench.db")).await.unwrap();
+        let store = DieselStore::open(&dir.path().join("bench.db")).await.unwrap();
         let mut nodes = Vec::new();
         for i in 0..NODES {
             let name = format!("node-{i}");

@@ -8,7 +8,7 @@ use orchestrator_core::{AccessStore, ApiToken, AuditEntry, Error as DomainError,
 use crate::error::Error;
 use crate::rows::{from_millis, to_millis};
 use crate::schema::{audit, tokens};
-use crate::sqlite::SqliteStore;
+use crate::store::DieselStore;
 
 type TokenRow = (String, String, String, i64);
 type AuditRow = (i64, String, String, i32);
@@ -23,7 +23,7 @@ fn token(row: TokenRow) -> Result<ApiToken, Error> {
 }
 
 #[async_trait]
-impl AccessStore for SqliteStore {
+impl AccessStore for DieselStore {
     async fn add_token(&self, token: ApiToken) -> Result<()> {
         Ok(self
             .write(move |conn| {

@@ -1,4 +1,4 @@
-//! `DeploymentStore` on SQLite.
+//! `DeploymentStore` on diesel (SQLite or PostgreSQL).
 
 use std::time::SystemTime;
 
@@ -9,20 +9,21 @@ use orchestrator_core::{
     Deployment, DeploymentName, DeploymentSpec, DeploymentStore, Error as DomainError, Replica, Result,
 };
 
+use crate::connection::AnyConnection;
 use crate::error::Error;
 use crate::replicas::release_units;
 use crate::rows::{DeploymentRow, ReplicaRow, command_json, to_millis};
 use crate::schema::{deployments, replicas};
-use crate::sqlite::SqliteStore;
+use crate::store::DieselStore;
 
-fn load_deployment(conn: &mut SqliteConnection, name: &str) -> Result<Deployment, Error> {
+fn load_deployment(conn: &mut AnyConnection, name: &str) -> Result<Deployment, Error> {
     let row: Option<DeploymentRow> =
         deployments::table.find(name).select(DeploymentRow::as_select()).first(conn).optional()?;
     row.ok_or_else(|| DomainError::not_found(Kind::Deployment, name).into()).and_then(Deployment::try_from)
 }
 
 #[async_trait]
-impl DeploymentStore for SqliteStore {
+impl DeploymentStore for DieselStore {
     async fn create_deployment(&self, spec: DeploymentSpec) -> Result<Deployment> {
         let now = to_millis(SystemTime::now());
         let row = DeploymentRow {

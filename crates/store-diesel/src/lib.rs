@@ -1,16 +1,18 @@
-//! The orchestrator's durable state on diesel. SQLite (bundled) is the embedded default; every
-//! store trait of `orchestrator-core` is implemented by [`SqliteStore`].
+//! The orchestrator's durable state on diesel. SQLite (bundled) is the embedded default;
+//! PostgreSQL (feature `postgres`) is for several servers sharing one store. Every store trait
+//! of `orchestrator-core` is implemented once, by [`DieselStore`], for both.
 
 #![forbid(unsafe_code)]
 
 mod access;
+mod connection;
 mod deployments;
 mod error;
 mod nodes;
 mod replicas;
 mod rows;
 mod schema;
-mod sqlite;
+mod store;
 
 pub use error::Error;
-pub use sqlite::SqliteStore;
+pub use store::{Backend, DieselStore};

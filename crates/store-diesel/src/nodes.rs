@@ -1,4 +1,4 @@
-//! `NodeStore` on SQLite.
+//! `NodeStore` on diesel (SQLite or PostgreSQL).
 
 use std::time::SystemTime;
 
@@ -7,21 +7,22 @@ use diesel::prelude::*;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{Error as DomainError, NewNode, Node, NodeName, NodeStatus, NodeStore, Result};
 
+use crate::connection::AnyConnection;
 use crate::error::Error;
 use crate::rows::{NodeRow, to_millis};
 use crate::schema::{nodes, replicas};
-use crate::sqlite::SqliteStore;
+use crate::store::DieselStore;
 
 /// Nodes per `UPDATE ... WHERE name IN (...)`; well under SQLite's bound-parameter limit.
 const HEARTBEAT_CHUNK: usize = 500;
 
-pub(crate) fn load_node(conn: &mut SqliteConnection, name: &str) -> Result<Node, Error> {
+pub(crate) fn load_node(conn: &mut AnyConnection, name: &str) -> Result<Node, Error> {
     let row: Option<NodeRow> = nodes::table.find(name).select(NodeRow::as_select()).first(conn).optional()?;
     row.ok_or_else(|| DomainError::not_found(Kind::Node, name).into()).and_then(Node::try_from)
 }
 
 #[async_trait]
-impl NodeStore for SqliteStore {
+impl NodeStore for DieselStore {
     async fn add_node(&self, node: NewNode) -> Result<Node> {
         let row = NodeRow {
             name: node.name.to_string(),

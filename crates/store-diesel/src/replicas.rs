@@ -12,18 +12,19 @@ use orchestrator_core::{
     ReplicaStore, Result,
 };
 
+use crate::connection::{AnyConnection, each_backend};
 use crate::error::Error;
 use crate::nodes::load_node;
 use crate::rows::{NewReplicaRow, ReplicaRow, replica_id, to_millis};
 use crate::schema::{deployments, nodes, replicas};
-use crate::sqlite::SqliteStore;
+use crate::store::DieselStore;
 
 /// Rows per multi-row INSERT: 5 parameters each, well under SQLite's limit of 32,766.
 const INSERT_CHUNK: usize = 1_000;
 
 /// Gives the units of `released` replicas back to their nodes, one UPDATE per node.
 pub(crate) fn release_units<'a>(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     released: impl IntoIterator<Item = &'a Replica>,
 ) -> Result<(), Error> {
     let mut per_node: BTreeMap<&str, i64> = BTreeMap::new();
@@ -36,13 +37,13 @@ pub(crate) fn release_units<'a>(
     Ok(())
 }
 
-fn load_replica(conn: &mut SqliteConnection, id: i64) -> Result<Replica, Error> {
+fn load_replica(conn: &mut AnyConnection, id: i64) -> Result<Replica, Error> {
     let row: Option<ReplicaRow> = replicas::table.find(id).select(ReplicaRow::as_select()).first(conn).optional()?;
     row.ok_or_else(|| DomainError::not_found(Kind::Replica, id.to_string()).into()).and_then(Replica::try_from)
 }
 
 /// Reserves `units` on `node`, or explains precisely why it cannot.
-fn reserve(conn: &mut SqliteConnection, node: &str, units: i64) -> Result<(), Error> {
+fn reserve(conn: &mut AnyConnection, node: &str, units: i64) -> Result<(), Error> {
     let reserved = diesel::update(
         nodes::table
             .filter(nodes::name.eq(node))
@@ -67,7 +68,7 @@ fn reserve(conn: &mut SqliteConnection, node: &str, units: i64) -> Result<(), Er
 }
 
 #[async_trait]
-impl ReplicaStore for SqliteStore {
+impl ReplicaStore for DieselStore {
     async fn place_replicas(&self, placements: &[Placement]) -> Result<Vec<Replica>> {
         if placements.is_empty() {
             return Ok(Vec::new());
@@ -104,10 +105,10 @@ impl ReplicaStore for SqliteStore {
                             created_at_ms: now,
                         })
                         .collect();
-                    let inserted: Vec<ReplicaRow> = diesel::insert_into(replicas::table)
+                    let inserted: Vec<ReplicaRow> = each_backend!(conn, |c| diesel::insert_into(replicas::table)
                         .values(&rows)
                         .returning(ReplicaRow::as_returning())
-                        .get_results(conn)?;
+                        .get_results(c)?);
                     for row in inserted {
                         placed.push(Replica::try_from(row)?);
                     }

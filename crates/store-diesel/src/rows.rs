@@ -28,7 +28,7 @@ fn to_u32(what: &str, v: i64) -> Result<u32> {
 }
 
 #[derive(Queryable, Selectable, Insertable)]
-#[diesel(table_name = nodes, check_for_backend(diesel::sqlite::Sqlite))]
+#[diesel(table_name = nodes)]
 pub struct NodeRow {
     pub name: String,
     pub address: String,
@@ -53,7 +53,7 @@ impl TryFrom<NodeRow> for Node {
 }
 
 #[derive(Queryable, Selectable, Insertable)]
-#[diesel(table_name = deployments, check_for_backend(diesel::sqlite::Sqlite))]
+#[diesel(table_name = deployments)]
 pub struct DeploymentRow {
     pub name: String,
     pub image: String,
@@ -87,7 +87,7 @@ pub fn command_json(command: &[String]) -> String {
 }
 
 #[derive(Queryable, Selectable)]
-#[diesel(table_name = replicas, check_for_backend(diesel::sqlite::Sqlite))]
+#[diesel(table_name = replicas)]
 pub struct ReplicaRow {
     pub id: i64,
     pub deployment: String,

@@ -1,9 +1,11 @@
-//! Diesel's view of the tables created by `migrations/sqlite`.
+//! Diesel's view of the tables created by `migrations/sqlite` and `migrations/postgres` (the
+//! same tables and types in both).
 
 diesel::table! {
     cluster (singleton) {
         singleton -> Integer,
         id -> Text,
+        revision -> BigInt,
     }
 }
 

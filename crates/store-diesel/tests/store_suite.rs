@@ -1,4 +1,6 @@
-//! The store on a real SQLite file.
+//! One suite of store tests, run on both backends: a real SQLite file, and a real PostgreSQL
+//! server (feature `postgres`; `cargo xtask pg up` starts one, and tests start it themselves
+//! when they can; under CI a missing server fails them instead of skipping).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -6,19 +8,30 @@ use std::time::{Duration, SystemTime};
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
     DeploymentName, DeploymentSpec, DeploymentStore, Error, Limits, NewNode, NodeName, NodeStatus, NodeStore,
-    Placement, ReplicaFilter, ReplicaId, ReplicaState, ReplicaStore,
+    Placement, ReplicaFilter, ReplicaId, ReplicaState, ReplicaStore, StoreRevision,
 };
-use store_diesel::SqliteStore;
+use store_diesel::DieselStore;
 
+#[path = "store_suite/db.rs"]
+mod db;
+
+use db::TestDb;
+
+/// A fresh, empty database on one backend, opened.
 struct TempStore {
-    store: SqliteStore,
-    dir: tempfile::TempDir,
+    store: DieselStore,
+    db: TestDb,
 }
 
-async fn temp_store() -> TempStore {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("orchestrator.db")).await.unwrap();
-    TempStore { store, dir }
+impl TempStore {
+    async fn new(db: TestDb) -> Self {
+        Self { store: DieselStore::open_url(db.url()).await.unwrap(), db }
+    }
+
+    /// Another store on the same database (a second process, or the same one restarted).
+    async fn reopen(&self) -> DieselStore {
+        DieselStore::open_url(self.db.url()).await.unwrap()
+    }
 }
 
 fn node_name(name: &str) -> NodeName {
@@ -29,12 +42,12 @@ fn deployment_name(name: &str) -> DeploymentName {
     DeploymentName::new(name).unwrap()
 }
 
-async fn online_node(store: &SqliteStore, name: &str, capacity: i64) {
+async fn online_node(store: &DieselStore, name: &str, capacity: i64) {
     store.add_node(NewNode::new(name, "tcp://127.0.0.1:2375", capacity).unwrap()).await.unwrap();
     store.set_node_status(&node_name(name), NodeStatus::Online, Some(SystemTime::now())).await.unwrap();
 }
 
-async fn deployment(store: &SqliteStore, name: &str, replicas: i64) {
+async fn deployment(store: &DieselStore, name: &str, replicas: i64) {
     let spec = DeploymentSpec::new(
         Some(name),
         "local/busybox:1",
@@ -51,9 +64,8 @@ fn placement(deployment: &str, node: &str, units: u32) -> Placement {
     Placement { deployment: deployment_name(deployment), node: node_name(node), units }
 }
 
-#[tokio::test]
-async fn nodes_crud() {
-    let t = temp_store().await;
+async fn nodes_crud(db: TestDb) {
+    let t = TempStore::new(db).await;
     let added = t.store.add_node(NewNode::new("n1", "unix:///run/n1.sock", 8).unwrap()).await.unwrap();
     assert_eq!((added.capacity, added.available, added.status), (8, 8, NodeStatus::Offline));
     assert_eq!(added.last_heartbeat, None);
@@ -73,9 +85,8 @@ async fn nodes_crud() {
     assert_eq!(t.store.get_node(&node_name("n2")).await.unwrap_err(), Error::not_found(Kind::Node, "n2"));
 }
 
-#[tokio::test]
-async fn duplicates_and_missing_objects_are_typed_errors() {
-    let t = temp_store().await;
+async fn duplicates_and_missing_objects_are_typed_errors(db: TestDb) {
+    let t = TempStore::new(db).await;
     online_node(&t.store, "n1", 4).await;
     let again = t.store.add_node(NewNode::new("n1", "tcp://127.0.0.1:1", 1).unwrap()).await.unwrap_err();
     assert_eq!(again, Error::already_exists(Kind::Node, "n1"));
@@ -94,9 +105,8 @@ async fn duplicates_and_missing_objects_are_typed_errors() {
     assert_eq!(err, Error::not_found(Kind::Deployment, "nope"));
 }
 
-#[tokio::test]
-async fn stale_version_is_a_conflict_not_an_overwrite() {
-    let t = temp_store().await;
+async fn stale_version_is_a_conflict_not_an_overwrite(db: TestDb) {
+    let t = TempStore::new(db).await;
     deployment(&t.store, "web", 2).await;
     let name = deployment_name("web");
     let v2 = t.store.scale_deployment(&name, 5, 1).await.unwrap();
@@ -107,9 +117,8 @@ async fn stale_version_is_a_conflict_not_an_overwrite() {
     assert_eq!((stored.replicas, stored.version), (5, 2));
 }
 
-#[tokio::test]
-async fn placement_reserves_capacity_all_or_nothing() {
-    let t = temp_store().await;
+async fn placement_reserves_capacity_all_or_nothing(db: TestDb) {
+    let t = TempStore::new(db).await;
     online_node(&t.store, "n1", 3).await;
     online_node(&t.store, "n2", 1).await;
     t.store.add_node(NewNode::new("off", "tcp://127.0.0.1:2", 10).unwrap()).await.unwrap();
@@ -129,9 +138,8 @@ async fn placement_reserves_capacity_all_or_nothing() {
     assert_eq!(t.store.list_replicas(ReplicaFilter::default()).await.unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn replica_lifecycle_keeps_capacity_consistent() {
-    let t = temp_store().await;
+async fn replica_lifecycle_keeps_capacity_consistent(db: TestDb) {
+    let t = TempStore::new(db).await;
     online_node(&t.store, "n1", 10).await;
     deployment(&t.store, "web", 3).await;
     let placed = t.store.place_replicas(&[placement("web", "n1", 2), placement("web", "n1", 3)]).await.unwrap();
@@ -159,9 +167,8 @@ async fn replica_lifecycle_keeps_capacity_consistent() {
     assert!(t.store.list_replicas(ReplicaFilter::default()).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn release_and_delete_give_capacity_back() {
-    let t = temp_store().await;
+async fn release_and_delete_give_capacity_back(db: TestDb) {
+    let t = TempStore::new(db).await;
     online_node(&t.store, "n1", 4).await;
     online_node(&t.store, "n2", 4).await;
     deployment(&t.store, "web", 3).await;
@@ -186,9 +193,8 @@ async fn release_and_delete_give_capacity_back() {
     assert!(t.store.get_deployment(&deployment_name("web")).await.is_err());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_reservations_never_oversubscribe() {
-    let t = temp_store().await;
+async fn concurrent_reservations_never_oversubscribe(db: TestDb) {
+    let t = TempStore::new(db).await;
     online_node(&t.store, "n1", 100).await;
     deployment(&t.store, "web", 160).await;
     let mut tasks = Vec::new();
@@ -212,12 +218,11 @@ async fn concurrent_reservations_never_oversubscribe() {
     assert_eq!(t.store.list_replicas(ReplicaFilter::default()).await.unwrap().len(), 100);
 }
 
-/// Two store values on one file stand for two processes: their writes contend for SQLite's own
-/// lock, not just our in-process mutex.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn eight_concurrent_writers_never_see_database_is_locked() {
-    let t = temp_store().await;
-    let second = Arc::new(SqliteStore::open(&t.dir.path().join("orchestrator.db")).await.unwrap());
+/// Two store values on one database stand for two processes (two servers): their writes contend
+/// for the database's own lock, not just our in-process mutex.
+async fn eight_concurrent_writers_never_see_database_is_locked(db: TestDb) {
+    let t = TempStore::new(db).await;
+    let second = Arc::new(t.reopen().await);
     let first = Arc::new(t.store.clone());
     for i in 0..8 {
         online_node(&t.store, &format!("n{i}"), 1_000).await;
@@ -251,36 +256,37 @@ async fn eight_concurrent_writers_never_see_database_is_locked() {
     assert!(t.store.list_replicas(ReplicaFilter::default()).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn data_survives_reopening_the_file() {
-    let t = temp_store().await;
+async fn data_survives_reopening(db: TestDb) {
+    let t = TempStore::new(db).await;
     online_node(&t.store, "n1", 5).await;
     deployment(&t.store, "web", 2).await;
     let placed = t.store.place_replicas(&[placement("web", "n1", 1)]).await.unwrap();
     t.store.mark_running(placed[0].id, "c1").await.unwrap();
     let cluster_id = t.store.cluster_id().to_string();
-    let path = t.store.path().to_path_buf();
+    let reopened = t.reopen().await;
+    let revision = t.store.revision().await.unwrap();
     drop(t.store);
 
-    let reopened = SqliteStore::open_url(&format!("sqlite://{}", path.display())).await.unwrap();
     assert_eq!(reopened.cluster_id(), cluster_id);
     assert_eq!(reopened.get_node(&node_name("n1")).await.unwrap().available, 4);
     assert_eq!(reopened.get_deployment(&deployment_name("web")).await.unwrap().command, ["sleep", "3600"]);
     let replicas = reopened.list_replicas(ReplicaFilter::deployment(&deployment_name("web"))).await.unwrap();
     assert_eq!(replicas.len(), 1);
     assert_eq!(replicas[0].container_id.as_deref(), Some("c1"));
+    // The revision lives in the database: another process sees it, and sees it move.
+    assert_eq!(reopened.revision().await.unwrap(), revision);
+    reopened.mark_running(placed[0].id, "c2").await.unwrap();
+    assert!(reopened.revision().await.unwrap() > revision);
 }
 
-#[tokio::test]
-async fn rejects_unknown_store_urls() {
-    let err = SqliteStore::open_url("mysql://localhost/db").await.unwrap_err();
+async fn rejects_unknown_store_urls(_db: TestDb) {
+    let err = DieselStore::open_url("mysql://localhost/db").await.unwrap_err();
     assert!(err.to_string().contains("unsupported store URL"), "{err}");
 }
 
-#[tokio::test]
-async fn tokens_and_audit_survive_reopening() {
+async fn tokens_and_audit_survive_reopening(db: TestDb) {
     use orchestrator_core::{AccessStore, ApiToken, AuditEntry, Role};
-    let t = temp_store().await;
+    let t = TempStore::new(db).await;
     let token = ApiToken { id: "abc".into(), role: Role::Reader, digest: "d1".into(), created_at: SystemTime::now() };
     t.store.add_token(token.clone()).await.unwrap();
     let dup = ApiToken { id: "other".into(), ..token.clone() };
@@ -294,9 +300,8 @@ async fn tokens_and_audit_survive_reopening() {
         };
         t.store.append_audit(entry).await.unwrap();
     }
-    let path = t.store.path().to_path_buf();
+    let reopened = t.reopen().await;
     drop(t.store);
-    let reopened = SqliteStore::open(&path).await.unwrap();
     let found = reopened.token_by_digest("d1").await.unwrap().unwrap();
     assert_eq!((found.id.as_str(), found.role), ("abc", Role::Reader));
     assert!(reopened.token_by_digest("nope").await.unwrap().is_none());
@@ -304,3 +309,41 @@ async fn tokens_and_audit_survive_reopening() {
     assert_eq!(log.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["DELETE /v1/nodes/n1", "POST /create"]);
     assert_eq!(reopened.list_audit(1).await.unwrap().len(), 1);
 }
+
+/// Each test, once per backend.
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    super::$test(super::TestDb::sqlite()).await;
+                }
+            )*
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    let Some(db) = super::TestDb::postgres() else { return };
+                    super::$test(db).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    nodes_crud,
+    duplicates_and_missing_objects_are_typed_errors,
+    stale_version_is_a_conflict_not_an_overwrite,
+    placement_reserves_capacity_all_or_nothing,
+    replica_lifecycle_keeps_capacity_consistent,
+    release_and_delete_give_capacity_back,
+    concurrent_reservations_never_oversubscribe,
+    eight_concurrent_writers_never_see_database_is_locked,
+    data_survives_reopening,
+    rejects_unknown_store_urls,
+    tokens_and_audit_survive_reopening,
+);

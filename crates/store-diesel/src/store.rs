@@ -1,0 +1,344 @@
+//! `DieselStore`: the store on one database, an SQLite file (the embedded default) or a
+//! PostgreSQL server (several orchestrator servers sharing one store).
+//!
+//! - all writes of one process go through one writer connection behind a mutex, each in a
+//!   transaction that takes the database's write lock first: `BEGIN IMMEDIATE` on SQLite (two
+//!   writers never both hold a read lock and then deadlock upgrading it, "database is locked",
+//!   k3s#8234), a transaction-scoped advisory lock on PostgreSQL (writers on several servers
+//!   queue, so no check-then-write sequence of one interleaves with another's);
+//! - every write transaction also bumps `cluster.revision`, so every process sharing the
+//!   database sees that something changed (see `orchestrator_core::StoreRevision`);
+//! - reads use a small pool of their own connections, each read one snapshot;
+//! - SQLite: WAL set once on open; every connection sets `busy_timeout` first (before anything
+//!   that may touch a lock), then `foreign_keys=ON` and `synchronous=NORMAL`;
+//! - every call runs on tokio's blocking pool, never on the async executor.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::prelude::*;
+use diesel::r2d2::{ManageConnection, Pool};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::connection::{AnyConnection, each_backend};
+use crate::error::{Error, Result};
+use crate::schema::cluster;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+#[cfg(feature = "postgres")]
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// How long an SQLite connection waits for a lock before giving up. Writes are serialized
+/// in-process, so this only matters when several processes share the file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+const READ_POOL_SIZE: u32 = 4;
+/// A small page cache per SQLite reader: the file's pages stay in the OS page cache anyway, and
+/// four default-sized caches (2 MiB each) filled by the reconciler's full scans were most of an
+/// idle server's memory.
+const READER_CACHE_KIB: u32 = 256;
+/// The key of PostgreSQL's advisory lock that serializes writers ("orch" in ASCII).
+#[cfg(feature = "postgres")]
+const WRITE_LOCK_KEY: i64 = 0x6f72_6368;
+
+/// Which database a store is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+fn sqlite_pragmas() -> String {
+    // busy_timeout must come first: the other pragmas may already need a lock.
+    format!(
+        "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+        BUSY_TIMEOUT.as_millis()
+    )
+}
+
+/// Opens one connection of the given backend: never "whichever backend accepts the string"
+/// (SQLite accepts any string as a file name, so a PostgreSQL URL with the server down would
+/// silently become a new empty file).
+fn establish(backend: Backend, url: &str) -> Result<AnyConnection> {
+    let connect = |source| Error::Connect { url: redact(url), source };
+    match backend {
+        Backend::Sqlite => {
+            let mut conn = SqliteConnection::establish(url).map_err(connect)?;
+            conn.batch_execute(&sqlite_pragmas())?;
+            Ok(AnyConnection::Sqlite(conn))
+        }
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => Ok(AnyConnection::Postgres(diesel::PgConnection::establish(url).map_err(connect)?)),
+        #[cfg(not(feature = "postgres"))]
+        Backend::Postgres => Err(Error::UnsupportedUrl(redact(url))),
+    }
+}
+
+/// A URL fit for logs and errors: the password, if any, replaced.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// The read pool's connections, opened as `establish` does.
+#[derive(Debug)]
+struct Readers {
+    backend: Backend,
+    url: String,
+}
+
+impl ManageConnection for Readers {
+    type Connection = AnyConnection;
+    type Error = diesel::r2d2::Error;
+
+    fn connect(&self) -> Result<AnyConnection, Self::Error> {
+        let mut conn = establish(self.backend, &self.url).map_err(|e| match e {
+            Error::Connect { source, .. } => diesel::r2d2::Error::ConnectionError(source),
+            Error::Query(q) => diesel::r2d2::Error::QueryError(q),
+            other => diesel::r2d2::Error::ConnectionError(diesel::ConnectionError::BadConnection(other.to_string())),
+        })?;
+        if self.backend == Backend::Sqlite {
+            conn.batch_execute(&format!("PRAGMA cache_size = -{READER_CACHE_KIB};"))
+                .map_err(diesel::r2d2::Error::QueryError)?;
+        }
+        Ok(conn)
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Self::Error> {
+        conn.batch_execute("SELECT 1").map_err(diesel::r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _: &mut AnyConnection) -> bool {
+        false
+    }
+}
+
+/// A store on one database. Cheap to clone; clones share the writer and the read pool.
+#[derive(Clone)]
+pub struct DieselStore {
+    writer: Arc<Mutex<AnyConnection>>,
+    readers: Pool<Readers>,
+    backend: Backend,
+    /// The file or the URL without its password: for logs.
+    location: Arc<str>,
+    cluster_id: Arc<str>,
+}
+
+impl std::fmt::Debug for DieselStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DieselStore")
+            .field("backend", &self.backend)
+            .field("location", &self.location)
+            .field("cluster_id", &self.cluster_id)
+            .finish()
+    }
+}
+
+impl DieselStore {
+    /// Opens a store from a URL: `postgres://...` or `postgresql://...` (feature `postgres`),
+    /// `sqlite://PATH`, `sqlite:PATH` or a bare file path.
+    pub async fn open_url(url: &str) -> Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let url = url.to_string();
+            return tokio::task::spawn_blocking(move || Self::open_blocking(Backend::Postgres, url)).await?;
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .or_else(|| (!url.contains("://")).then_some(url))
+            .ok_or_else(|| Error::UnsupportedUrl(redact(url)))?;
+        Self::open(Path::new(path)).await
+    }
+
+    /// Opens (creating if needed) an SQLite file, migrates it and makes sure it has a cluster id.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let url = path.to_string_lossy().into_owned();
+        tokio::task::spawn_blocking(move || Self::open_blocking(Backend::Sqlite, url)).await?
+    }
+
+    fn open_blocking(backend: Backend, url: String) -> Result<Self> {
+        let mut writer = establish(backend, &url)?;
+        let applied = match &mut writer {
+            AnyConnection::Sqlite(conn) => {
+                // WAL is a property of the file: set once here, every later connection inherits it.
+                conn.batch_execute("PRAGMA journal_mode = WAL;")?;
+                conn.run_pending_migrations(SQLITE_MIGRATIONS)
+                    .map(|v| v.iter().map(ToString::to_string).collect::<Vec<String>>())
+            }
+            #[cfg(feature = "postgres")]
+            AnyConnection::Postgres(conn) => {
+                // Two servers starting at once must not both migrate: the same lock as writers.
+                conn.batch_execute(&format!("SELECT pg_advisory_lock({WRITE_LOCK_KEY})"))?;
+                let applied = conn
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.iter().map(ToString::to_string).collect::<Vec<_>>());
+                conn.batch_execute(&format!("SELECT pg_advisory_unlock({WRITE_LOCK_KEY})"))?;
+                applied
+            }
+        }
+        .map_err(|e| Error::Migrate(e.to_string()))?;
+        for migration in applied {
+            tracing::info!(%migration, "applied migration");
+        }
+        let cluster_id = write_transaction(&mut writer, ensure_cluster_id)?;
+        let readers = Pool::builder()
+            .max_size(READ_POOL_SIZE)
+            .min_idle(Some(1))
+            // r2d2 opens connections in the background on 3 threads by default; one is plenty.
+            .thread_pool(Arc::new(scheduled_thread_pool::ScheduledThreadPool::new(1)))
+            .build(Readers { backend, url: url.clone() })?;
+        let location: Arc<str> = redact(&url).into();
+        tracing::info!(?backend, %location, %cluster_id, "opened store");
+        Ok(Self { writer: Arc::new(Mutex::new(writer)), readers, backend, location, cluster_id: cluster_id.into() })
+    }
+
+    /// This cluster's identity: random, made when the database was created, stable afterwards.
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Runs `f` in one write transaction on the writer connection, off the executor. Any error
+    /// rolls the whole transaction back.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
+    {
+        let writer = Arc::clone(&self.writer);
+        tokio::task::spawn_blocking(move || {
+            // A panic in an earlier write poisons the mutex; the connection itself is still sound
+            // (the transaction was rolled back), so keep using it.
+            let mut conn = writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            write_transaction(&mut conn, f)
+        })
+        .await?
+    }
+
+    /// Runs `f` on a pooled read connection, off the executor.
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut pooled = readers.get()?;
+            let conn: &mut AnyConnection = &mut pooled;
+            // One snapshot for multi-statement reads.
+            conn.transaction(f)
+        })
+        .await?
+    }
+}
+
+/// BEGIN with the backend's write lock, `f`, the revision bump, COMMIT; ROLLBACK on any error.
+///
+/// The inner connection's own transaction manager is told about the transaction, so a query
+/// that opens one of its own inside (diesel's multi-row INSERT on SQLite) nests as a savepoint.
+fn write_transaction<T>(conn: &mut AnyConnection, f: impl FnOnce(&mut AnyConnection) -> Result<T>) -> Result<T> {
+    match conn {
+        AnyConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
+        #[cfg(feature = "postgres")]
+        AnyConnection::Postgres(c) => {
+            AnsiTransactionManager::begin_transaction(c)?;
+            if let Err(e) = c.batch_execute(&format!("SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")) {
+                let _ = AnsiTransactionManager::rollback_transaction(c);
+                return Err(e.into());
+            }
+        }
+    }
+    let done = f(conn).and_then(|value| {
+        diesel::update(cluster::table).set(cluster::revision.eq(cluster::revision + 1)).execute(conn)?;
+        Ok(value)
+    });
+    match done {
+        Ok(value) => {
+            each_backend!(conn, |c| AnsiTransactionManager::commit_transaction(c))?;
+            Ok(value)
+        }
+        Err(e) => {
+            // The error that matters is `e`; a failed rollback leaves the manager marked broken,
+            // and the next BEGIN reports it.
+            let _ = each_backend!(conn, |c| AnsiTransactionManager::rollback_transaction(c));
+            Err(e)
+        }
+    }
+}
+
+fn ensure_cluster_id(conn: &mut AnyConnection) -> Result<String> {
+    let existing: Option<String> = cluster::table.select(cluster::id).first(conn).optional()?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    // Short enough for container names, random enough that two clusters never collide.
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    diesel::insert_into(cluster::table)
+        .values((cluster::singleton.eq(1), cluster::id.eq(&id), cluster::revision.eq(0)))
+        .execute(conn)?;
+    Ok(id)
+}
+
+#[async_trait::async_trait]
+impl orchestrator_core::StoreRevision for DieselStore {
+    /// A read of `cluster.revision`: sees the writes of every process sharing the database.
+    async fn revision(&self) -> orchestrator_core::Result<u64> {
+        let revision: i64 = self.read(|conn| Ok(cluster::table.select(cluster::revision).first(conn)?)).await?;
+        Ok(u64::try_from(revision).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::nodes;
+
+    /// The CHECK constraints are the last line of defence: even a write that bypasses the
+    /// store's own checks cannot push available capacity outside `0..=capacity`, and the
+    /// violation reaches callers as a typed `Conflict`, not an opaque store failure.
+    #[tokio::test]
+    async fn check_constraints_become_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DieselStore::open(&dir.path().join("db")).await.unwrap();
+        store
+            .write(|conn| {
+                diesel::insert_into(nodes::table)
+                    .values((
+                        nodes::name.eq("n1"),
+                        nodes::address.eq("tcp://127.0.0.1:1"),
+                        nodes::capacity.eq(2),
+                        nodes::available.eq(2),
+                        nodes::status.eq("online"),
+                    ))
+                    .execute(conn)?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        for bad in [-1_i64, 3] {
+            let err = store
+                .write(move |conn| Ok(diesel::update(nodes::table).set(nodes::available.eq(bad)).execute(conn)?))
+                .await
+                .unwrap_err();
+            let domain = orchestrator_core::Error::from(err);
+            assert!(
+                matches!(domain, orchestrator_core::Error::Conflict(ref m) if m.contains("constraint")),
+                "{domain}"
+            );
+        }
+        let available: i64 = store.read(|conn| Ok(nodes::table.select(nodes::available).first(conn)?)).await.unwrap();
+        assert_eq!(available, 2);
+    }
+}

@@ -1,0 +1,115 @@
+//! `cargo xtask pg up|down`: a throwaway PostgreSQL for tests and the HA setup, from Debian's
+//! `postgresql` package but not its system service: `initdb` and `pg_ctl` on a data dir of our
+//! own (target/pg/data), listening on 127.0.0.1:54329 only, trust authentication on loopback,
+//! fsync off (test data). The URL is written to target/pg/url for tests to find.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::packages::{self, Need};
+use crate::sh;
+
+pub const PORT: u16 = 54_329;
+
+#[derive(clap::Subcommand)]
+pub enum PgCommand {
+    /// Start a fresh server (removing any earlier one of ours).
+    Up {
+        /// Fail instead of installing missing system packages.
+        #[arg(long)]
+        no_install: bool,
+    },
+    /// Stop it and remove its data.
+    Down,
+}
+
+pub fn run(command: PgCommand) -> Result<()> {
+    match command {
+        PgCommand::Up { no_install } => up(no_install),
+        PgCommand::Down => down(),
+    }
+}
+
+fn state_dir() -> PathBuf {
+    sh::workspace_root().join("target/pg")
+}
+
+fn data_dir() -> PathBuf {
+    state_dir().join("data")
+}
+
+/// Debian installs the server programs under /usr/lib/postgresql/VERSION/bin, off the PATH.
+fn bin(program: &str) -> Result<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .context("PostgreSQL is not installed (Debian package postgresql)")?
+        .flatten()
+        .map(|e| e.path().join("bin").join(program))
+        .filter(|p| p.exists())
+        .collect();
+    versions.sort();
+    versions.pop().with_context(|| format!("no {program} under /usr/lib/postgresql"))
+}
+
+/// Runs a server program as the `postgres` user: PostgreSQL refuses to run as root.
+fn as_postgres(program: &str) -> Result<Command> {
+    let mut cmd = Command::new("runuser");
+    cmd.args(["-u", "postgres", "--"]).arg(bin(program)?);
+    Ok(cmd)
+}
+
+pub fn url() -> String {
+    format!("postgres://postgres@127.0.0.1:{PORT}/postgres")
+}
+
+pub fn up(no_install: bool) -> Result<()> {
+    packages::ensure(
+        &[
+            Need { program: "/usr/lib/postgresql", package: "postgresql" },
+            // diesel's postgres backend links libpq at build time.
+            Need { program: "pg_config", package: "libpq-dev" },
+            Need { program: "runuser", package: "util-linux" },
+        ],
+        no_install,
+    )?;
+    down()?;
+    let data = data_dir();
+    std::fs::create_dir_all(&data)?;
+    sh::run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(state_dir()))?;
+    sh::output(as_postgres("initdb")?.args(["--auth=trust", "--username=postgres", "--no-sync", "-D"]).arg(&data))
+        .context("initdb failed")?;
+    let options = format!(
+        "-c listen_addresses=127.0.0.1 -p {PORT} -c unix_socket_directories={} -c fsync=off \
+         -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+        data.display()
+    );
+    sh::run(
+        as_postgres("pg_ctl")?
+            .arg("-D")
+            .arg(&data)
+            .args(["-o", &options, "-w", "-l"])
+            .arg(data.join("log"))
+            .arg("start"),
+    )
+    .context("pg_ctl start failed (see target/pg/data/log)")?;
+    std::fs::write(state_dir().join("url"), url())?;
+    println!("PostgreSQL up at {}", url());
+    Ok(())
+}
+
+pub fn down() -> Result<()> {
+    let data = data_dir();
+    let _ = std::fs::remove_file(state_dir().join("url"));
+    if data.join("postmaster.pid").exists() {
+        let stopped = sh::quiet(as_postgres("pg_ctl")?.arg("-D").arg(&data).args(["-m", "fast", "-w", "stop"]));
+        if !stopped {
+            bail!("pg_ctl stop failed for {}", data.display());
+        }
+        println!("PostgreSQL stopped");
+    }
+    if data.exists() {
+        std::fs::remove_dir_all(&data)?;
+    }
+    Ok(())
+}
