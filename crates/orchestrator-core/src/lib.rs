@@ -13,6 +13,7 @@ pub mod control;
 pub mod deployment;
 pub mod error;
 pub mod image;
+pub mod lease;
 #[cfg(feature = "mock")]
 pub mod memory;
 pub mod name;
@@ -27,6 +28,7 @@ pub use control::{ControlPlane, LoopHealth, LoopStats};
 pub use deployment::{Deployment, DeploymentSpec, Limits};
 pub use error::{Error, Result};
 pub use image::ImageRef;
+pub use lease::{Lease, LeaseStore};
 pub use name::{DeploymentName, NodeName};
 pub use node::{NewNode, Node, NodeStatus};
 pub use replica::{Placement, Replica, ReplicaFilter, ReplicaId, ReplicaState};
@@ -37,6 +39,8 @@ pub use store::{ClusterStore, DeploymentStore, NodeStore, ReplicaStore, StoreRev
 pub use access::MockAccessStore;
 #[cfg(feature = "mock")]
 pub use control::MockControlPlane;
+#[cfg(feature = "mock")]
+pub use lease::MockLeaseStore;
 #[cfg(feature = "mock")]
 pub use runtime::MockContainerRuntime;
 #[cfg(feature = "mock")]

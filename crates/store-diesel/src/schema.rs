@@ -47,7 +47,7 @@ diesel::table! {
 
 diesel::joinable!(replicas -> deployments (deployment));
 diesel::joinable!(replicas -> nodes (node));
-diesel::allow_tables_to_appear_in_same_query!(cluster, nodes, deployments, replicas, tokens, audit);
+diesel::allow_tables_to_appear_in_same_query!(cluster, nodes, deployments, replicas, tokens, audit, lease);
 
 diesel::table! {
     tokens (id) {
@@ -65,5 +65,14 @@ diesel::table! {
         token_id -> Text,
         action -> Text,
         status -> Integer,
+    }
+}
+
+diesel::table! {
+    lease (singleton) {
+        singleton -> Integer,
+        holder -> Text,
+        term -> BigInt,
+        expires_at_ms -> BigInt,
     }
 }

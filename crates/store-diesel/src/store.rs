@@ -24,6 +24,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::connection::{AnyConnection, each_backend};
 use crate::error::{Error, Result};
+use crate::lease::Fence;
 use crate::schema::cluster;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -131,6 +132,8 @@ pub struct DieselStore {
     /// The file or the URL without its password: for logs.
     location: Arc<str>,
     cluster_id: Arc<str>,
+    /// Set on a leader's handle: every write checks the lease first (see `DieselStore::fenced`).
+    fence: Option<Arc<Fence>>,
 }
 
 impl std::fmt::Debug for DieselStore {
@@ -139,6 +142,7 @@ impl std::fmt::Debug for DieselStore {
             .field("backend", &self.backend)
             .field("location", &self.location)
             .field("cluster_id", &self.cluster_id)
+            .field("fence", &self.fence)
             .finish()
     }
 }
@@ -198,7 +202,14 @@ impl DieselStore {
             .build(Readers { backend, url: url.clone() })?;
         let location: Arc<str> = redact(&url).into();
         tracing::info!(?backend, %location, %cluster_id, "opened store");
-        Ok(Self { writer: Arc::new(Mutex::new(writer)), readers, backend, location, cluster_id: cluster_id.into() })
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            readers,
+            backend,
+            location,
+            cluster_id: cluster_id.into(),
+            fence: None,
+        })
     }
 
     /// This cluster's identity: random, made when the database was created, stable afterwards.
@@ -210,9 +221,30 @@ impl DieselStore {
         self.backend
     }
 
+    pub(crate) fn with_fence(&self, fence: Fence) -> Self {
+        Self { fence: Some(Arc::new(fence)), ..self.clone() }
+    }
+
     /// Runs `f` in one write transaction on the writer connection, off the executor. Any error
-    /// rolls the whole transaction back.
+    /// rolls the whole transaction back. On a fenced handle, nothing is written unless the
+    /// lease is still the fence's.
     pub(crate) async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
+    {
+        let fence = self.fence.clone();
+        self.write_unfenced(move |conn| {
+            if let Some(fence) = fence {
+                fence.check(conn)?;
+            }
+            f(conn)
+        })
+        .await
+    }
+
+    /// `write` without the fence: for the lease itself.
+    pub(crate) async fn write_unfenced<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,

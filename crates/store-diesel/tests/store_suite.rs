@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    DeploymentName, DeploymentSpec, DeploymentStore, Error, Limits, NewNode, NodeName, NodeStatus, NodeStore,
-    Placement, ReplicaFilter, ReplicaId, ReplicaState, ReplicaStore, StoreRevision,
+    DeploymentName, DeploymentSpec, DeploymentStore, Error, LeaseStore, Limits, NewNode, NodeName, NodeStatus,
+    NodeStore, Placement, ReplicaFilter, ReplicaId, ReplicaState, ReplicaStore, StoreRevision,
 };
 use store_diesel::DieselStore;
 
@@ -310,6 +310,59 @@ async fn tokens_and_audit_survive_reopening(db: TestDb) {
     assert_eq!(reopened.list_audit(1).await.unwrap().len(), 1);
 }
 
+async fn the_lease_has_one_live_holder_and_terms_only_grow(db: TestDb) {
+    let t = TempStore::new(db).await;
+    let other = t.reopen().await; // a second server
+    let ttl = Duration::from_secs(5);
+    let t0 = SystemTime::now();
+    assert_eq!(t.store.current_lease().await.unwrap(), None);
+
+    let a = t.store.acquire_lease("a", t0, ttl).await.unwrap().unwrap();
+    assert_eq!((a.holder.as_str(), a.term), ("a", 1));
+    assert_eq!(other.acquire_lease("b", t0 + Duration::from_secs(1), ttl).await.unwrap(), None, "a's lease is live");
+    let renewed = t.store.acquire_lease("a", t0 + Duration::from_secs(2), ttl).await.unwrap().unwrap();
+    assert_eq!(renewed.term, 1, "renewal keeps the term");
+
+    // a stops renewing: once its lease has run out, b takes it with the next term.
+    let later = t0 + Duration::from_secs(2) + ttl;
+    let b = other.acquire_lease("b", later, ttl).await.unwrap().unwrap();
+    assert_eq!((b.holder.as_str(), b.term), ("b", 2));
+    assert_eq!(t.store.acquire_lease("a", later, ttl).await.unwrap(), None, "a cannot renew a lease it lost");
+    t.store.release_lease("a", 1).await.unwrap(); // a stale release changes nothing
+    assert_eq!(t.store.current_lease().await.unwrap().unwrap().holder, "b");
+
+    // A graceful release lets the next server lead at once.
+    other.release_lease("b", 2).await.unwrap();
+    let c = t.store.acquire_lease("c", later, ttl).await.unwrap().unwrap();
+    assert_eq!((c.holder.as_str(), c.term), ("c", 3));
+}
+
+async fn a_fenced_store_writes_only_while_its_term_holds(db: TestDb) {
+    let t = TempStore::new(db).await;
+    let other = t.reopen().await;
+    let ttl = Duration::from_secs(5);
+    let t0 = SystemTime::now();
+    let a = t.store.acquire_lease("a", t0, ttl).await.unwrap().unwrap();
+    let a_writes = t.store.fenced("a", a.term);
+    a_writes.add_node(NewNode::new("n1", "tcp://127.0.0.1:1", 4).unwrap()).await.unwrap();
+
+    // a is paused past its lease; b takes over and writes.
+    let b = other.acquire_lease("b", t0 + ttl, ttl).await.unwrap().unwrap();
+    let b_writes = other.fenced("b", b.term);
+    b_writes.set_node_status(&node_name("n1"), NodeStatus::Online, None).await.unwrap();
+
+    // a wakes up: every write it still had in flight is refused, and nothing of b's changes.
+    let err = a_writes.set_node_status(&node_name("n1"), NodeStatus::Offline, None).await.unwrap_err();
+    assert!(matches!(&err, Error::Conflict(m) if m.contains("stale leader")), "{err}");
+    let err = a_writes.add_node(NewNode::new("n2", "tcp://127.0.0.1:2", 4).unwrap()).await.unwrap_err();
+    assert!(matches!(&err, Error::Conflict(m) if m.contains("stale leader")), "{err}");
+    assert_eq!(t.store.get_node(&node_name("n1")).await.unwrap().status, NodeStatus::Online);
+    assert!(matches!(t.store.get_node(&node_name("n2")).await.unwrap_err(), Error::NotFound { .. }));
+    // Reads are not fenced, and the unfenced store (the API's) still writes.
+    assert_eq!(a_writes.list_nodes().await.unwrap().len(), 1);
+    t.store.add_node(NewNode::new("n3", "tcp://127.0.0.1:3", 4).unwrap()).await.unwrap();
+}
+
 /// Each test, once per backend.
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
@@ -346,4 +399,6 @@ on_both_backends!(
     data_survives_reopening,
     rejects_unknown_store_urls,
     tokens_and_audit_survive_reopening,
+    the_lease_has_one_live_holder_and_terms_only_grow,
+    a_fenced_store_writes_only_while_its_term_holds,
 );

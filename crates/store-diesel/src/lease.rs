@@ -1,0 +1,108 @@
+//! `LeaseStore` on diesel, and the fence: a store handle whose every write first checks, under
+//! the database's write lock, that its holder still holds the lease at its term.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use diesel::prelude::*;
+use orchestrator_core::{Error as DomainError, Lease, LeaseStore, Result};
+
+use crate::connection::AnyConnection;
+use crate::error::Error;
+use crate::rows::{from_millis, to_millis};
+use crate::schema::lease;
+use crate::store::DieselStore;
+
+type LeaseRow = (String, i64, i64);
+
+fn load(conn: &mut AnyConnection) -> Result<Option<LeaseRow>, Error> {
+    Ok(lease::table.select((lease::holder, lease::term, lease::expires_at_ms)).first(conn).optional()?)
+}
+
+fn to_lease((holder, term, expires_at_ms): LeaseRow) -> Lease {
+    Lease { holder, term: u64::try_from(term).unwrap_or(0), expires_at: from_millis(expires_at_ms) }
+}
+
+/// Whose writes a fenced store may make: `holder` at `term`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fence {
+    pub holder: String,
+    pub term: i64,
+}
+
+impl Fence {
+    /// Inside a write transaction (so serialized with every lease change): `Conflict` unless the
+    /// lease is still ours at our term.
+    pub(crate) fn check(&self, conn: &mut AnyConnection) -> Result<(), Error> {
+        match load(conn)? {
+            Some((holder, term, _)) if holder == self.holder && term == self.term => Ok(()),
+            found => Err(DomainError::Conflict(format!(
+                "stale leader: {} at term {} may no longer write ({})",
+                self.holder,
+                self.term,
+                found.map_or("no lease".to_string(), |(h, t, _)| format!("{h} leads at term {t}"))
+            ))
+            .into()),
+        }
+    }
+}
+
+impl DieselStore {
+    /// A handle on the same database whose writes land only while `holder` holds the lease at
+    /// `term`: what a leader gives its loops, so that, once paused past its lease and replaced,
+    /// nothing it still had in flight can change the cluster.
+    pub fn fenced(&self, holder: &str, term: u64) -> DieselStore {
+        self.with_fence(Fence { holder: holder.to_string(), term: i64::try_from(term).unwrap_or(i64::MAX) })
+    }
+}
+
+#[async_trait]
+impl LeaseStore for DieselStore {
+    async fn acquire_lease(&self, holder: &str, now: SystemTime, ttl: Duration) -> Result<Option<Lease>> {
+        let (holder, now_ms) = (holder.to_string(), to_millis(now));
+        let expires = to_millis(now + ttl);
+        Ok(self
+            .write_unfenced(move |conn| {
+                let term = match load(conn)? {
+                    None => {
+                        diesel::insert_into(lease::table)
+                            .values((
+                                lease::singleton.eq(1),
+                                lease::holder.eq(&holder),
+                                lease::term.eq(1_i64),
+                                lease::expires_at_ms.eq(expires),
+                            ))
+                            .execute(conn)?;
+                        1
+                    }
+                    // Ours: renew (even if it lapsed meanwhile, nobody took it: same term).
+                    Some((current, term, _)) if current == holder => term,
+                    // Free: the next term.
+                    Some((_, term, expires_at)) if expires_at <= now_ms => term + 1,
+                    Some(_) => return Ok(None),
+                };
+                diesel::update(lease::table)
+                    .set((lease::holder.eq(&holder), lease::term.eq(term), lease::expires_at_ms.eq(expires)))
+                    .execute(conn)?;
+                Ok(Some(to_lease((holder, term, expires))))
+            })
+            .await?)
+    }
+
+    async fn current_lease(&self) -> Result<Option<Lease>> {
+        Ok(self.read(|conn| Ok(load(conn)?.map(to_lease))).await?)
+    }
+
+    async fn release_lease(&self, holder: &str, term: u64) -> Result<()> {
+        let (holder, term) = (holder.to_string(), i64::try_from(term).unwrap_or(i64::MAX));
+        Ok(self
+            .write_unfenced(move |conn| {
+                // Expired now: the next server takes it at once, with the next term.
+                diesel::update(lease::table.filter(lease::holder.eq(&holder)).filter(lease::term.eq(term)))
+                    .set(lease::expires_at_ms.eq(0_i64))
+                    .execute(conn)?;
+                Ok(())
+            })
+            .await?)
+    }
+}
