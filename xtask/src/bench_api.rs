@@ -79,7 +79,6 @@ fn rss_kib(pid: u32) -> Result<u64> {
 
 pub fn run() -> Result<()> {
     packages::ensure(&[Need { program: "hey", package: "hey" }], false)?;
-    packages::ensure_build_deps(false)?;
     sh::run(sh::cargo().args(["build", "--release", "-p", "orchestrator"]))?;
     let root = sh::workspace_root();
     let dir = root.join("target/bench-api");

@@ -77,7 +77,6 @@ struct Figures {
 }
 
 pub fn run(no_install: bool) -> Result<()> {
-    crate::packages::ensure_build_deps(no_install)?;
     sh::run(sh::cargo().args(["build", "--release", "-p", "orchestrator"]))?;
     let cluster = Cluster::new(state_dir());
     let result = (|| {

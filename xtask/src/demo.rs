@@ -156,7 +156,6 @@ fn tour(
     cluster.up(3, args.no_install)?;
 
     say("Building the orchestrator");
-    crate::packages::ensure_build_deps(args.no_install)?;
     sh::run(sh::cargo().args(["build", "--quiet", "-p", "orchestrator"]))?;
     let binary = root.join("target/debug/orchestrator");
 

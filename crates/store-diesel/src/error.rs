@@ -25,7 +25,9 @@ pub enum Error {
     #[error("stored row is not valid: {0}")]
     Corrupt(String),
 
-    #[error("unsupported store URL {0:?} (use sqlite://PATH or a file path)")]
+    #[error(
+        "unsupported store URL {0:?} (sqlite://PATH or a file path; postgres:// needs a build with the `postgres` feature)"
+    )]
     UnsupportedUrl(String),
 
     #[error("blocking task failed: {0}")]

@@ -134,6 +134,60 @@ pub struct DieselStore {
     cluster_id: Arc<str>,
     /// Set on a leader's handle: every write checks the lease first (see `DieselStore::fenced`).
     fence: Option<Arc<Fence>>,
+    revision: Arc<RevisionCache>,
+}
+
+/// How stale another process's writes may look to `revision()`; this process's own writes
+/// count at once.
+const REVISION_REFRESH: Duration = Duration::from_millis(100);
+/// Room for this process's own commits between two reads of the stored revision.
+const LOCAL_BITS: u32 = 24;
+
+/// `StoreRevision` without a database read per call (it is asked on every `GET /status`).
+#[derive(Debug, Default)]
+struct RevisionCache {
+    state: Mutex<RevisionState>,
+}
+
+#[derive(Debug, Default)]
+struct RevisionState {
+    /// The stored revision at the last read, and when that was.
+    stored: u64,
+    read_at: Option<std::time::Instant>,
+    /// This process's commits since.
+    local: u64,
+    /// The largest value handed out: what is handed out never goes back.
+    last: u64,
+}
+
+impl RevisionCache {
+    fn committed(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).local += 1;
+    }
+
+    /// The current value if the stored revision was read recently enough.
+    fn fresh(&self) -> Option<u64> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = s.read_at.is_some_and(|at| at.elapsed() < REVISION_REFRESH);
+        recent.then(|| s.value())
+    }
+
+    fn refreshed(&self, stored: u64) -> u64 {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // A stored revision read before one of our commits landed must not hide that commit.
+        if stored > s.stored || s.read_at.is_none() {
+            (s.stored, s.local) = (stored, 0);
+        }
+        s.read_at = Some(std::time::Instant::now());
+        s.value()
+    }
+}
+
+impl RevisionState {
+    fn value(&mut self) -> u64 {
+        self.last = self.last.max((self.stored << LOCAL_BITS) + self.local.min((1 << LOCAL_BITS) - 1));
+        self.last
+    }
 }
 
 impl std::fmt::Debug for DieselStore {
@@ -209,6 +263,7 @@ impl DieselStore {
             location,
             cluster_id: cluster_id.into(),
             fence: None,
+            revision: Arc::default(),
         })
     }
 
@@ -250,11 +305,16 @@ impl DieselStore {
         F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
     {
         let writer = Arc::clone(&self.writer);
+        let revision = Arc::clone(&self.revision);
         tokio::task::spawn_blocking(move || {
             // A panic in an earlier write poisons the mutex; the connection itself is still sound
             // (the transaction was rolled back), so keep using it.
             let mut conn = writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            write_transaction(&mut conn, f)
+            let done = write_transaction(&mut conn, f);
+            if done.is_ok() {
+                revision.committed();
+            }
+            done
         })
         .await?
     }
@@ -325,10 +385,14 @@ fn ensure_cluster_id(conn: &mut AnyConnection) -> Result<String> {
 
 #[async_trait::async_trait]
 impl orchestrator_core::StoreRevision for DieselStore {
-    /// A read of `cluster.revision`: sees the writes of every process sharing the database.
+    /// This process's commits at once; every process's, through `cluster.revision`, read at
+    /// most every `REVISION_REFRESH`.
     async fn revision(&self) -> orchestrator_core::Result<u64> {
-        let revision: i64 = self.read(|conn| Ok(cluster::table.select(cluster::revision).first(conn)?)).await?;
-        Ok(u64::try_from(revision).unwrap_or(0))
+        if let Some(value) = self.revision.fresh() {
+            return Ok(value);
+        }
+        let stored: i64 = self.read(|conn| Ok(cluster::table.select(cluster::revision).first(conn)?)).await?;
+        Ok(self.revision.refreshed(u64::try_from(stored).unwrap_or(0)))
     }
 }
 

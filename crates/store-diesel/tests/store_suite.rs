@@ -264,7 +264,17 @@ async fn data_survives_reopening(db: TestDb) {
     t.store.mark_running(placed[0].id, "c1").await.unwrap();
     let cluster_id = t.store.cluster_id().to_string();
     let reopened = t.reopen().await;
-    let revision = t.store.revision().await.unwrap();
+
+    // The revision: a process sees its own writes at once, another's within 100 ms.
+    let seen = reopened.revision().await.unwrap();
+    t.store.mark_running(placed[0].id, "c1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let moved = reopened.revision().await.unwrap();
+    assert!(moved > seen, "another process's write: {seen} -> {moved}");
+    reopened.release_replica(ReplicaId(u64::MAX)).await.unwrap_err(); // fails: no new revision
+    assert_eq!(reopened.revision().await.unwrap(), moved);
+    reopened.mark_running(placed[0].id, "c1").await.unwrap();
+    assert!(reopened.revision().await.unwrap() > moved, "its own write, at once");
     drop(t.store);
 
     assert_eq!(reopened.cluster_id(), cluster_id);
@@ -273,10 +283,6 @@ async fn data_survives_reopening(db: TestDb) {
     let replicas = reopened.list_replicas(ReplicaFilter::deployment(&deployment_name("web"))).await.unwrap();
     assert_eq!(replicas.len(), 1);
     assert_eq!(replicas[0].container_id.as_deref(), Some("c1"));
-    // The revision lives in the database: another process sees it, and sees it move.
-    assert_eq!(reopened.revision().await.unwrap(), revision);
-    reopened.mark_running(placed[0].id, "c2").await.unwrap();
-    assert!(reopened.revision().await.unwrap() > revision);
 }
 
 async fn rejects_unknown_store_urls(_db: TestDb) {
