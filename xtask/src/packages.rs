@@ -41,13 +41,23 @@ pub fn ensure(needs: &[Need], no_install: bool) -> Result<()> {
     }
     eprintln!("installing missing system packages: {}", missing.join(" "));
     sh::run(Command::new("apt-get").arg("update").arg("-qq"))?;
-    sh::run(
+    // Packages only: their system services (dockerd, a postgresql cluster) must not start, we
+    // run instances of our own. policy-rc.d answering 101 means "do not start".
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let made_policy = !policy.exists() && std::fs::write(policy, "#!/bin/sh\nexit 101\n").is_ok();
+    if made_policy {
+        sh::quiet(Command::new("chmod").arg("+x").arg(policy));
+    }
+    let installed = sh::run(
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
             .args(&missing),
-    )?;
-    Ok(())
+    );
+    if made_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    installed
 }
 
 /// What building the orchestrator binary needs beyond Rust: libpq for diesel's PostgreSQL

@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the control plane: API, heartbeat, rebalancer, reconciler.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Show every node and deployment.
     Status(ClientArgs),
     /// Manage deployments.
@@ -159,7 +159,7 @@ pub enum NodeCommand {
 
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Status(c) => client::status(&c).await,
         Command::Deploy(DeployCommand::Create { image, replicas, name, units, wait, client: c, command }) => {
             client::create(&c, &image, replicas, name, units, command, &wait).await

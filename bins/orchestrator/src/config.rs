@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use orchestrator_core::{Limits, NewNode};
-use scheduler::{SchedulerConfig, Strategy};
+use scheduler::{ElectionConfig, SchedulerConfig, Strategy};
 use serde::Deserialize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -56,6 +56,16 @@ pub struct ServeArgs {
     /// Time between reconcile passes [default: 2s].
     #[arg(long, env = "ORCH_RECONCILE_INTERVAL", value_parser = humantime::parse_duration)]
     pub reconcile_interval: Option<Duration>,
+    /// Leader lease: how long it lasts unrenewed [default: 5s]. Servers sharing a store elect
+    /// one leader to run the loops.
+    #[arg(long, env = "ORCH_LEASE_TTL", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Option<Duration>,
+    /// Leader lease: time between renewals [default: 1s]; less than half the TTL.
+    #[arg(long, env = "ORCH_LEASE_RENEW", value_parser = humantime::parse_duration)]
+    pub lease_renew: Option<Duration>,
+    /// This server's id in leader election [default: HOSTNAME-PID].
+    #[arg(long, env = "ORCH_SERVER_ID")]
+    pub server_id: Option<String>,
     /// Placement strategy: spread or binpack [default: spread].
     #[arg(long, env = "ORCH_STRATEGY")]
     pub strategy: Option<String>,
@@ -96,6 +106,9 @@ struct FileConfig {
     engine_timeout: Option<String>,
     stop_grace: Option<String>,
     reconcile_interval: Option<String>,
+    lease_ttl: Option<String>,
+    lease_renew: Option<String>,
+    server_id: Option<String>,
     strategy: Option<String>,
     max_replicas: Option<u32>,
     rebalance_on_join: Option<bool>,
@@ -129,6 +142,15 @@ pub struct Settings {
     pub admin_token_file: Option<PathBuf>,
     pub reader_token: Option<String>,
     pub metrics_public: bool,
+    pub election: ElectionConfig,
+    pub server_id: String,
+}
+
+/// `HOSTNAME-PID`: unique among the servers of one store, and says where to look.
+fn default_server_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    format!("{}-{}", if host.is_empty() { "orchestrator" } else { host }, std::process::id())
 }
 
 fn duration(field: &str, flag: Option<Duration>, file: Option<&String>, default: Duration) -> Result<Duration> {
@@ -191,6 +213,18 @@ impl ServeArgs {
             )?,
             ..defaults
         };
+        let election = ElectionConfig {
+            ttl: duration("lease_ttl", self.lease_ttl, file.lease_ttl.as_ref(), ElectionConfig::default().ttl)?,
+            renew_every: duration(
+                "lease_renew",
+                self.lease_renew,
+                file.lease_renew.as_ref(),
+                ElectionConfig::default().renew_every,
+            )?,
+        };
+        if election.renew_every.is_zero() || election.renew_every * 2 > election.ttl {
+            bail!("lease renew interval must be more than 0 and at most half the lease TTL");
+        }
         let limits = Limits {
             max_replicas: self.max_replicas.or(file.max_replicas).unwrap_or(Limits::default().max_replicas),
             ..Limits::default()
@@ -220,6 +254,8 @@ impl ServeArgs {
             admin_token_file: self.admin_token_file.or(file.admin_token_file),
             reader_token: self.reader_token,
             metrics_public: self.metrics_public || file.metrics_public.unwrap_or(false),
+            election,
+            server_id: self.server_id.or(file.server_id).unwrap_or_else(default_server_id),
         })
     }
 }

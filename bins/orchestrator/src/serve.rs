@@ -6,9 +6,9 @@ use std::sync::Arc;
 use actix_web::{App, HttpServer};
 use anyhow::{Context, Result};
 use api_actix::{ApiState, Role, Tokens};
-use orchestrator_core::{AccessStore, ClusterStore, Error};
+use orchestrator_core::{AccessStore, ClusterStore, Error, LeaseStore};
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig};
-use scheduler::{Loops, Scheduler, SchedulerControl};
+use scheduler::{Election, Lead, Loops, Scheduler, SchedulerControl};
 use store_diesel::DieselStore;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -32,7 +32,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let runtime = Arc::new(DockerRuntime::new(runtime_config));
     let sqlite = Arc::new(sqlite);
     let access: Arc<dyn AccessStore> = Arc::clone(&sqlite) as _;
-    let store: Arc<dyn ClusterStore> = sqlite;
+    let store: Arc<dyn ClusterStore> = Arc::clone(&sqlite) as _;
 
     // The seed's "cluster already has some nodes": added once, kept across restarts.
     for node in settings.nodes {
@@ -44,13 +44,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
 
     let scheduler = Arc::new(Scheduler::new(Arc::clone(&store), runtime, settings.scheduler));
-    let loops = Loops::new(&scheduler);
+    // Every server takes part in the election; the leader runs the loops on a store fenced by
+    // its term. Alone on its store, a server leads from its first renewal.
+    let election = Election::new(
+        Arc::clone(&sqlite) as Arc<dyn LeaseStore>,
+        settings.server_id.clone(),
+        settings.election,
+        lead(Arc::clone(&scheduler), Arc::clone(&sqlite), settings.server_id.clone()),
+    );
+    let leadership = election.watch();
     let shutdown = CancellationToken::new();
-    let tasks = vec![
-        tokio::spawn(loops.heartbeat.run(shutdown.clone())),
-        tokio::spawn(loops.rebalancer.run(shutdown.clone())),
-        tokio::spawn(loops.reconciler.run(shutdown.clone())),
-    ];
+    let tasks = vec![tokio::spawn(election.run(shutdown.clone()))];
 
     let mut tokens = Tokens::new().with(&admin, Role::Admin);
     if let Some(reader) = &settings.reader_token {
@@ -58,7 +62,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     let metrics = api_actix::Metrics::new().context("cannot set up metrics")?;
     let http_metrics = metrics.http_middleware().map_err(anyhow::Error::msg)?;
-    let mut state = ApiState::new(store, access, Arc::new(SchedulerControl::new(scheduler)));
+    let mut state = ApiState::new(store, access, Arc::new(SchedulerControl::new(scheduler, leadership)));
     state.limits = settings.limits;
     state.metrics = Some(metrics);
     state.metrics_public = settings.metrics_public;
@@ -76,6 +80,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             let _ = tcp.set_nodelay(true);
         }
     })
+    .workers(1)
     .shutdown_timeout(10)
     .bind(settings.listen)
     .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -85,7 +90,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     // actix stops on SIGINT/SIGTERM: no new connections, in-flight requests finish.
     server.run().await.context("HTTP server failed")?;
-    info!("API stopped; stopping loops");
+    info!("API stopped; stopping loops and handing over the lease");
     shutdown.cancel();
     for task in tasks {
         if let Err(e) = task.await {
@@ -94,4 +99,24 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// What this server runs while it leads: the three loops, on a scheduler sharing the API's
+/// locks and counters but writing through a store fenced by the term.
+fn lead(scheduler: Arc<Scheduler>, store: Arc<DieselStore>, id: String) -> Lead {
+    Box::new(move |term, stop| {
+        let fenced: Arc<dyn ClusterStore> = Arc::new(store.fenced(&id, term));
+        let scheduler = Arc::new(scheduler.with_store(fenced));
+        Box::pin(async move {
+            scheduler.stats().clear_running();
+            let loops = Loops::new(&scheduler);
+            // One task: stopping leadership drops all three at once.
+            tokio::join!(
+                loops.heartbeat.run(stop.clone()),
+                loops.rebalancer.run(stop.clone()),
+                loops.reconciler.run(stop),
+            );
+            scheduler.stats().clear_running();
+        })
+    })
 }

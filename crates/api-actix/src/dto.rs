@@ -141,6 +141,8 @@ impl DeploymentView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatusView {
+    /// The server that runs the loops now (several may serve the API).
+    pub leader: Option<String>,
     pub nodes: Vec<NodeView>,
     pub deployments: Vec<DeploymentView>,
 }

@@ -24,18 +24,20 @@ use crate::error::ApiError;
 pub struct Document {
     /// The store revision read before the document was built: it holds at least that state.
     revision: u64,
+    /// The leading server when it was built; a new leader means a new document.
+    leader: Option<String>,
     pub json: Bytes,
     pub gzip: Bytes,
 }
 
 impl Document {
-    fn new(revision: u64, view: &StatusView) -> Result<Self, ApiError> {
+    fn new(revision: u64, leader: Option<String>, view: &StatusView) -> Result<Self, ApiError> {
         let internal = |e: std::io::Error| ApiError::Internal(format!("cannot encode /status: {e}"));
         let json = serde_json::to_vec(view).map_err(|e| internal(e.into()))?;
         let mut encoder = GzEncoder::new(Vec::with_capacity(json.len() / 8), Compression::fast());
         encoder.write_all(&json).map_err(internal)?;
         let gzip = encoder.finish().map_err(internal)?;
-        Ok(Self { revision, json: json.into(), gzip: gzip.into() })
+        Ok(Self { revision, leader, json: json.into(), gzip: gzip.into() })
     }
 }
 
@@ -47,9 +49,9 @@ pub struct StatusCache {
 
 impl StatusCache {
     /// The body of `GET /status`.
-    pub async fn get(&self, store: &dyn ClusterStore) -> Result<Arc<Document>, ApiError> {
+    pub async fn get(&self, store: &dyn ClusterStore, leader: Option<String>) -> Result<Arc<Document>, ApiError> {
         let revision = store.revision().await?;
-        let cached = self.fresh_or_stale(revision);
+        let cached = self.fresh_or_stale(revision, leader.as_deref());
         let cached = match cached {
             Ok(body) => return Ok(body),
             Err(stale) => stale,
@@ -60,7 +62,7 @@ impl StatusCache {
             (Err(_), None) => self.rebuilding.lock().await,
         };
         // Another request may have rebuilt it while this one waited for the lock.
-        if let Ok(body) = self.fresh_or_stale(revision) {
+        if let Ok(body) = self.fresh_or_stale(revision, leader.as_deref()) {
             return Ok(body);
         }
         let nodes = store.list_nodes().await?;
@@ -68,26 +70,28 @@ impl StatusCache {
         let replicas = store.list_replicas(ReplicaFilter::default().active()).await?;
         // Tens of milliseconds of CPU for a large cluster: off the actix worker, which meanwhile
         // keeps answering its other connections with the previous document.
-        let document =
-            tokio::task::spawn_blocking(move || Document::new(revision, &view(&nodes, &deployments, &replicas)))
-                .await
-                .map_err(|e| ApiError::Internal(format!("building /status failed: {e}")))??;
+        let document = tokio::task::spawn_blocking(move || {
+            let view = view(leader.clone(), &nodes, &deployments, &replicas);
+            Document::new(revision, leader, &view)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("building /status failed: {e}")))??;
         let document = Arc::new(document);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&document));
         Ok(document)
     }
 
     /// `Ok` with the cached document if it is at least `revision`, else `Err` with the stale one.
-    fn fresh_or_stale(&self, revision: u64) -> Result<Arc<Document>, Option<Arc<Document>>> {
+    fn fresh_or_stale(&self, revision: u64, leader: Option<&str>) -> Result<Arc<Document>, Option<Arc<Document>>> {
         match self.current.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            Some(doc) if doc.revision >= revision => Ok(Arc::clone(doc)),
+            Some(doc) if doc.revision >= revision && doc.leader.as_deref() == leader => Ok(Arc::clone(doc)),
             Some(doc) => Err(Some(Arc::clone(doc))),
             None => Err(None),
         }
     }
 }
 
-fn view(nodes: &[Node], deployments: &[Deployment], replicas: &[Replica]) -> StatusView {
+fn view(leader: Option<String>, nodes: &[Node], deployments: &[Deployment], replicas: &[Replica]) -> StatusView {
     let mut by_deployment: HashMap<&str, Vec<&Replica>> = HashMap::new();
     for r in replicas {
         by_deployment.entry(r.deployment.as_str()).or_default().push(r);
@@ -99,5 +103,5 @@ fn view(nodes: &[Node], deployments: &[Deployment], replicas: &[Replica]) -> Sta
             DeploymentView::new(d, by_deployment.get(d.name.as_str()).map_or(&[], Vec::as_slice), &addresses, true)
         })
         .collect();
-    StatusView { nodes: nodes.iter().map(NodeView::from).collect(), deployments }
+    StatusView { leader, nodes: nodes.iter().map(NodeView::from).collect(), deployments }
 }

@@ -10,8 +10,8 @@ use actix_web::{App, test};
 use api_actix::{ApiState, Role, Tokens};
 use orchestrator_core::memory::MemoryStore;
 use orchestrator_core::{
-    Deployment, DeploymentSpec, DeploymentStore, Error, Limits, LoopHealth, MockControlPlane, NewNode, NodeName,
-    NodeStatus, NodeStore, Placement, ReplicaFilter, ReplicaStore,
+    Deployment, DeploymentSpec, DeploymentStore, Error, Leadership, Limits, LoopHealth, MockControlPlane, NewNode,
+    NodeName, NodeStatus, NodeStore, Placement, ReplicaFilter, ReplicaStore,
 };
 use serde_json::{Value, json};
 
@@ -71,6 +71,7 @@ fn control() -> MockControlPlane {
         ..Default::default()
     });
     control.expect_loop_health().returning(|| LoopHealth { heartbeat: true, rebalancer: true, reconciler: true });
+    control.expect_leadership().returning(|| Leadership::Leader { id: "server-a".into(), term: 3 });
     control
 }
 
@@ -128,6 +129,7 @@ async fn seed_routes_create_and_status() {
     let resp = test::call_service(&app, request(Method::GET, "/status", Some(READER), None).to_request()).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let status: Value = test::read_body_json(resp).await;
+    assert_eq!(status["leader"], "server-a");
     assert_eq!(status["nodes"][0]["name"], "node1");
     assert_eq!(status["nodes"][0]["available"], 8);
     assert_eq!(status["nodes"][0]["status"], "online");

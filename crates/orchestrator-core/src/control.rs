@@ -61,4 +61,30 @@ pub trait ControlPlane: Send + Sync {
     fn loop_health(&self) -> LoopHealth;
 
     fn loop_stats(&self) -> LoopStats;
+
+    /// Whether this server leads (runs the loops) or follows, and who leads.
+    fn leadership(&self) -> Leadership;
+}
+
+/// This server's place among the servers sharing a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leadership {
+    /// Holds the lease at `term` and runs the loops.
+    Leader { id: String, term: u64 },
+    /// Serves the API only; `leader` is the lease's live holder, if any.
+    Follower { id: String, leader: Option<String> },
+}
+
+impl Leadership {
+    pub fn is_leader(&self) -> bool {
+        matches!(self, Leadership::Leader { .. })
+    }
+
+    /// The leading server's id, if one is known.
+    pub fn leader(&self) -> Option<&str> {
+        match self {
+            Leadership::Leader { id, .. } => Some(id),
+            Leadership::Follower { leader, .. } => leader.as_deref(),
+        }
+    }
 }

@@ -24,7 +24,7 @@ pub mod store;
 
 pub use access::{AccessStore, ApiToken, AuditEntry, Role};
 pub use address::{EngineAddress, Scheme};
-pub use control::{ControlPlane, LoopHealth, LoopStats};
+pub use control::{ControlPlane, Leadership, LoopHealth, LoopStats};
 pub use deployment::{Deployment, DeploymentSpec, Limits};
 pub use error::{Error, Result};
 pub use image::ImageRef;

@@ -4,26 +4,35 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use orchestrator_core::{
-    ControlPlane, Deployment, DeploymentName, DeploymentSpec, LoopHealth, LoopStats, NewNode, Node, NodeName, Result,
+    ControlPlane, Deployment, DeploymentName, DeploymentSpec, Leadership, LoopHealth, LoopStats, NewNode, Node,
+    NodeName, Result,
 };
+use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::scheduler::Scheduler;
 use crate::stats::Loop;
 
 /// Runs the convergence that follows a create or scale in the background, so the API answers
-/// at once; `--wait` clients poll until actual == required.
+/// at once; `--wait` clients poll until actual == required. On a follower the leader's
+/// reconciler does it instead (within its interval): two servers converging one deployment at
+/// once could both place the missing replicas.
 #[derive(Clone)]
 pub struct SchedulerControl {
     scheduler: Arc<Scheduler>,
+    leadership: watch::Receiver<Leadership>,
 }
 
 impl SchedulerControl {
-    pub fn new(scheduler: Arc<Scheduler>) -> Self {
-        Self { scheduler }
+    /// `leadership` follows this server's `Election`.
+    pub fn new(scheduler: Arc<Scheduler>, leadership: watch::Receiver<Leadership>) -> Self {
+        Self { scheduler, leadership }
     }
 
     fn converge_in_background(&self, name: DeploymentName) {
+        if !self.leadership.borrow().is_leader() {
+            return;
+        }
         let scheduler = Arc::clone(&self.scheduler);
         let span = tracing::info_span!("converge_after_request", deployment = %name);
         tokio::spawn(
@@ -81,6 +90,10 @@ impl ControlPlane for SchedulerControl {
             replicas_replaced: stats.replicas_replaced(),
             reconcile_passes: stats.reconcile_passes(),
         }
+    }
+
+    fn leadership(&self) -> Leadership {
+        self.leadership.borrow().clone()
     }
 
     fn loop_health(&self) -> LoopHealth {

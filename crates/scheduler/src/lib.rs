@@ -9,6 +9,7 @@
 
 mod config;
 mod control;
+mod election;
 mod heartbeat;
 mod locks;
 pub mod placement;
@@ -19,6 +20,7 @@ mod stats;
 
 pub use config::SchedulerConfig;
 pub use control::SchedulerControl;
+pub use election::{Election, ElectionConfig, Lead};
 pub use heartbeat::{Heartbeat, NodeDown, Tick, handoff};
 pub use placement::{Candidate, Plan, Strategy};
 pub use rebalancer::Rebalancer;

@@ -32,15 +32,28 @@ pub struct Scheduler {
     store: Arc<dyn ClusterStore>,
     runtime: Arc<dyn ContainerRuntime>,
     config: SchedulerConfig,
-    image_locks: ImageLocks,
-    permits: EnginePermits,
-    stats: Stats,
+    image_locks: Arc<ImageLocks>,
+    permits: Arc<EnginePermits>,
+    stats: Arc<Stats>,
 }
 
 impl Scheduler {
     pub fn new(store: Arc<dyn ClusterStore>, runtime: Arc<dyn ContainerRuntime>, config: SchedulerConfig) -> Self {
-        let permits = EnginePermits::new(config.per_node_concurrency);
-        Self { store, runtime, config, image_locks: ImageLocks::default(), permits, stats: Stats::default() }
+        let permits = Arc::new(EnginePermits::new(config.per_node_concurrency));
+        Self { store, runtime, config, image_locks: Arc::default(), permits, stats: Arc::default() }
+    }
+
+    /// The same scheduler (spawn locks, engine permits, counters) writing through another
+    /// store: the leader's loops get one fenced by its term.
+    pub fn with_store(&self, store: Arc<dyn ClusterStore>) -> Self {
+        Self {
+            store,
+            runtime: Arc::clone(&self.runtime),
+            config: self.config.clone(),
+            image_locks: Arc::clone(&self.image_locks),
+            permits: Arc::clone(&self.permits),
+            stats: Arc::clone(&self.stats),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn ClusterStore> {

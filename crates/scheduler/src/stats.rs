@@ -37,6 +37,13 @@ impl Stats {
         self.flag(which).store(running, Ordering::Relaxed);
     }
 
+    /// All loops stopped (a new leader's loops set their flags as they start).
+    pub fn clear_running(&self) {
+        for which in [Loop::Heartbeat, Loop::Rebalancer, Loop::Reconciler] {
+            self.set_running(which, false);
+        }
+    }
+
     pub fn is_running(&self, which: Loop) -> bool {
         self.flag(which).load(Ordering::Relaxed)
     }

@@ -18,15 +18,18 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
     let store_ok = state.store.list_nodes().await.is_ok();
     let loops = state.control.loop_health();
+    let leadership = state.control.leadership();
     let body = json!({
         "store": store_ok,
+        "role": if leadership.is_leader() { "leader" } else { "follower" },
+        "leader": leadership.leader(),
         "heartbeat": loops.heartbeat,
         "rebalancer": loops.rebalancer,
         "reconciler": loops.reconciler,
     });
-    if store_ok && loops.all_running() {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
+    // A follower serves the API as well as the leader: ready once its store answers and it
+    // knows a leader (not before its first election round). The leader is ready once its loops
+    // run (its first heartbeat has told which nodes are up).
+    let role_ready = if leadership.is_leader() { loops.all_running() } else { leadership.leader().is_some() };
+    if store_ok && role_ready { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }

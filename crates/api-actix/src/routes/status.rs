@@ -15,7 +15,8 @@ use crate::error::{ApiError, ErrorBody};
 #[utoipa::path(get, path = "/status", tag = "seed",
     responses((status = 200, description = "Every node and every deployment with its replicas, from the store (gzip when accepted)", body = StatusView), (status = 401, description = "No or invalid token", body = ErrorBody)))]
 pub async fn status(state: web::Data<ApiState>, request: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let document = state.status.get(state.store.as_ref()).await?;
+    let leader = state.control.leadership().leader().map(str::to_string);
+    let document = state.status.get(state.store.as_ref(), leader).await?;
     let mut response = HttpResponse::Ok();
     response
         .content_type(ContentType::json())
