@@ -29,8 +29,11 @@ fn lease_store(later: fn() -> orchestrator_core::Result<Option<Lease>>) -> MockL
     lease
 }
 
+/// One term led: the term, when the loops started, when they were told to stop.
+type Led = (u64, Instant, Option<Instant>);
+
 /// A lead that records when it started and when it was told to stop.
-fn recording_lead(log: Arc<Mutex<Vec<(u64, Instant, Option<Instant>)>>>) -> Lead {
+fn recording_lead(log: Arc<Mutex<Vec<Led>>>) -> Lead {
     Box::new(move |term, stop| {
         let log = Arc::clone(&log);
         Box::pin(async move {
