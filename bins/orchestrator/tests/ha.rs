@@ -50,6 +50,25 @@ async fn one_leader_among_servers_sharing_a_store_and_a_fast_takeover() {
     wait_for("6 running", Duration::from_secs(60), async || converged(&client, &follower.url, nodes, &name, 6).await)
         .await;
 
+    // The same PATCH, with the same version, through both servers at once: exactly one wins.
+    let (_, d) = server::get(&client, &format!("{}/v1/deployments/{name}", follower.url), READER).await;
+    let patch = |url: String, replicas: u32| {
+        let body = json!({"replicas": replicas, "version": d["version"]});
+        let (client, url) = (client.clone(), format!("{url}/v1/deployments/{name}"));
+        async move { client.patch(url).bearer_auth(ADMIN).json(&body).send().await.unwrap() }
+    };
+    let (one, other) = tokio::join!(patch(leader.url.clone(), 7), patch(follower.url.clone(), 5));
+    let mut codes = [one.status().as_u16(), other.status().as_u16()];
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 409], "two servers, one version: one scale wins");
+    let (_, d) = server::get(&client, &format!("{}/v1/deployments/{name}", follower.url), READER).await;
+    let winner = if one.status().is_success() { 7 } else { 5 };
+    assert_eq!(d["required"], winner);
+    wait_for("the winner's count running", Duration::from_secs(60), async || {
+        converged(&client, &follower.url, nodes, &name, winner).await
+    })
+    .await;
+
     // kill -9 the leader: the follower leads within TTL + 1 s.
     leader.child.kill().unwrap();
     leader.child.wait().unwrap();
