@@ -80,7 +80,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             let _ = tcp.set_nodelay(true);
         }
     })
-    .workers(1)
     .shutdown_timeout(10)
     .bind(settings.listen)
     .with_context(|| format!("cannot listen on {}", settings.listen))?;

@@ -62,7 +62,7 @@ impl LeaseStore for DieselStore {
         let (holder, now_ms) = (holder.to_string(), to_millis(now));
         let expires = to_millis(now + ttl);
         Ok(self
-            .write_unfenced(move |conn| {
+            .write_lease(move |conn| {
                 let term = match load(conn)? {
                     None => {
                         diesel::insert_into(lease::table)
@@ -96,7 +96,7 @@ impl LeaseStore for DieselStore {
     async fn release_lease(&self, holder: &str, term: u64) -> Result<()> {
         let (holder, term) = (holder.to_string(), i64::try_from(term).unwrap_or(i64::MAX));
         Ok(self
-            .write_unfenced(move |conn| {
+            .write_lease(move |conn| {
                 // Expired now: the next server takes it at once, with the next term.
                 diesel::update(lease::table.filter(lease::holder.eq(&holder)).filter(lease::term.eq(term)))
                     .set(lease::expires_at_ms.eq(0_i64))

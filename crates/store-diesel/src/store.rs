@@ -43,6 +43,13 @@ const READER_CACHE_KIB: u32 = 256;
 #[cfg(feature = "postgres")]
 const WRITE_LOCK_KEY: i64 = 0x6f72_6368;
 
+/// Whether a write transaction counts as a change of the cluster's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Revision {
+    Bump,
+    Keep,
+}
+
 /// Which database a store is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -147,6 +154,8 @@ const LOCAL_BITS: u32 = 24;
 #[derive(Debug, Default)]
 struct RevisionCache {
     state: Mutex<RevisionState>,
+    /// A background read of the stored revision is under way.
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -165,11 +174,12 @@ impl RevisionCache {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).local += 1;
     }
 
-    /// The current value if the stored revision was read recently enough.
-    fn fresh(&self) -> Option<u64> {
+    /// The current value, and whether the stored revision should be read again (`None`: it
+    /// was never read).
+    fn current(&self) -> Option<(u64, bool)> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let recent = s.read_at.is_some_and(|at| at.elapsed() < REVISION_REFRESH);
-        recent.then(|| s.value())
+        let stale = s.read_at?.elapsed() >= REVISION_REFRESH;
+        Some((s.value(), stale))
     }
 
     fn refreshed(&self, stored: u64) -> u64 {
@@ -247,7 +257,7 @@ impl DieselStore {
         for migration in applied {
             tracing::info!(%migration, "applied migration");
         }
-        let cluster_id = write_transaction(&mut writer, ensure_cluster_id)?;
+        let cluster_id = write_transaction(&mut writer, Revision::Keep, ensure_cluster_id)?;
         let readers = Pool::builder()
             .max_size(READ_POOL_SIZE)
             .min_idle(Some(1))
@@ -289,7 +299,7 @@ impl DieselStore {
         F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
     {
         let fence = self.fence.clone();
-        self.write_unfenced(move |conn| {
+        self.write_in(Revision::Bump, move |conn| {
             if let Some(fence) = fence {
                 fence.check(conn)?;
             }
@@ -298,8 +308,17 @@ impl DieselStore {
         .await
     }
 
-    /// `write` without the fence: for the lease itself.
-    pub(crate) async fn write_unfenced<T, F>(&self, f: F) -> Result<T>
+    /// A write of the lease itself: not fenced, and no new revision (nothing `GET /status`
+    /// shows changes when a lease is renewed every second).
+    pub(crate) async fn write_lease<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
+    {
+        self.write_in(Revision::Keep, f).await
+    }
+
+    async fn write_in<T, F>(&self, revision_change: Revision, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
@@ -310,8 +329,8 @@ impl DieselStore {
             // A panic in an earlier write poisons the mutex; the connection itself is still sound
             // (the transaction was rolled back), so keep using it.
             let mut conn = writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let done = write_transaction(&mut conn, f);
-            if done.is_ok() {
+            let done = write_transaction(&mut conn, revision_change, f);
+            if done.is_ok() && revision_change == Revision::Bump {
                 revision.committed();
             }
             done
@@ -336,11 +355,22 @@ impl DieselStore {
     }
 }
 
+impl DieselStore {
+    async fn stored_revision(&self) -> Result<u64> {
+        let stored: i64 = self.read(|conn| Ok(cluster::table.select(cluster::revision).first(conn)?)).await?;
+        Ok(u64::try_from(stored).unwrap_or(0))
+    }
+}
+
 /// BEGIN with the backend's write lock, `f`, the revision bump, COMMIT; ROLLBACK on any error.
 ///
 /// The inner connection's own transaction manager is told about the transaction, so a query
 /// that opens one of its own inside (diesel's multi-row INSERT on SQLite) nests as a savepoint.
-fn write_transaction<T>(conn: &mut AnyConnection, f: impl FnOnce(&mut AnyConnection) -> Result<T>) -> Result<T> {
+fn write_transaction<T>(
+    conn: &mut AnyConnection,
+    revision_change: Revision,
+    f: impl FnOnce(&mut AnyConnection) -> Result<T>,
+) -> Result<T> {
     match conn {
         AnyConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
         #[cfg(feature = "postgres")]
@@ -353,7 +383,9 @@ fn write_transaction<T>(conn: &mut AnyConnection, f: impl FnOnce(&mut AnyConnect
         }
     }
     let done = f(conn).and_then(|value| {
-        diesel::update(cluster::table).set(cluster::revision.eq(cluster::revision + 1)).execute(conn)?;
+        if revision_change == Revision::Bump {
+            diesel::update(cluster::table).set(cluster::revision.eq(cluster::revision + 1)).execute(conn)?;
+        }
         Ok(value)
     });
     match done {
@@ -385,14 +417,25 @@ fn ensure_cluster_id(conn: &mut AnyConnection) -> Result<String> {
 
 #[async_trait::async_trait]
 impl orchestrator_core::StoreRevision for DieselStore {
-    /// This process's commits at once; every process's, through `cluster.revision`, read at
-    /// most every `REVISION_REFRESH`.
+    /// This process's commits at once; every process's, through `cluster.revision`, read in
+    /// the background about every `REVISION_REFRESH`, so no caller waits for the database
+    /// (a read pool busy with a large scan would otherwise stall `GET /status`).
     async fn revision(&self) -> orchestrator_core::Result<u64> {
-        if let Some(value) = self.revision.fresh() {
-            return Ok(value);
+        match self.revision.current() {
+            Some((value, stale)) => {
+                if stale && !self.revision.refreshing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    let store = self.clone();
+                    tokio::spawn(async move {
+                        if let Ok(stored) = store.stored_revision().await {
+                            store.revision.refreshed(stored);
+                        }
+                        store.revision.refreshing.store(false, std::sync::atomic::Ordering::Release);
+                    });
+                }
+                Ok(value)
+            }
+            None => Ok(self.revision.refreshed(self.stored_revision().await?)),
         }
-        let stored: i64 = self.read(|conn| Ok(cluster::table.select(cluster::revision).first(conn)?)).await?;
-        Ok(self.revision.refreshed(u64::try_from(stored).unwrap_or(0)))
     }
 }
 
