@@ -1,7 +1,8 @@
 //! `cargo xtask pg up|down`: a throwaway PostgreSQL for tests and the HA setup, from Debian's
 //! `postgresql` package but not its system service: `initdb` and `pg_ctl` on a data dir of our
-//! own (target/pg/data), listening on 127.0.0.1:54329 only, trust authentication on loopback,
-//! fsync off (test data). The URL is written to target/pg/url for tests to find.
+//! own (target/pg/data), listening on a free loopback port only (so a server left by another
+//! checkout never collides), trust authentication on loopback, fsync off (test data). The URL
+//! is written to target/pg/url for tests to find.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,8 +11,6 @@ use anyhow::{Context, Result, bail};
 
 use crate::packages::{self, Need};
 use crate::sh;
-
-pub const PORT: u16 = 54_329;
 
 #[derive(clap::Subcommand)]
 pub enum PgCommand {
@@ -59,8 +58,13 @@ fn as_postgres(program: &str) -> Result<Command> {
     Ok(cmd)
 }
 
-pub fn url() -> String {
-    format!("postgres://postgres@127.0.0.1:{PORT}/postgres")
+fn url(port: u16) -> String {
+    format!("postgres://postgres@127.0.0.1:{port}/postgres")
+}
+
+/// A loopback port nothing listens on now.
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 pub fn up(no_install: bool) -> Result<()> {
@@ -79,8 +83,9 @@ pub fn up(no_install: bool) -> Result<()> {
     sh::run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(state_dir()))?;
     sh::output(as_postgres("initdb")?.args(["--auth=trust", "--username=postgres", "--no-sync", "-D"]).arg(&data))
         .context("initdb failed")?;
+    let port = free_port()?;
     let options = format!(
-        "-c listen_addresses=127.0.0.1 -p {PORT} -c unix_socket_directories={} -c fsync=off \
+        "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={} -c fsync=off \
          -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
         data.display()
     );
@@ -93,8 +98,8 @@ pub fn up(no_install: bool) -> Result<()> {
             .arg("start"),
     )
     .context("pg_ctl start failed (see target/pg/data/log)")?;
-    std::fs::write(state_dir().join("url"), url())?;
-    println!("PostgreSQL up at {}", url());
+    std::fs::write(state_dir().join("url"), url(port))?;
+    println!("PostgreSQL up at {}", url(port));
     Ok(())
 }
 
