@@ -1,6 +1,7 @@
 //! `cargo xtask pg up|down`: a throwaway PostgreSQL for tests and the HA setup, from Debian's
 //! `postgresql` package but not its system service: `initdb` and `pg_ctl` on a data dir of our
-//! own (target/pg/data), listening on a free loopback port only (so a server left by another
+//! own (under the system's temp dir, which the `postgres` user can reach whatever the
+//! permissions of the checkout's parents; one per checkout), listening on a free loopback port only (so a server left by another
 //! checkout never collides), trust authentication on loopback, fsync off (test data). The URL
 //! is written to target/pg/url for tests to find.
 
@@ -35,8 +36,13 @@ fn state_dir() -> PathBuf {
     sh::workspace_root().join("target/pg")
 }
 
+/// Outside the checkout: PostgreSQL runs as `postgres`, which may not traverse the checkout's
+/// parents (a clone under /root). Named after the checkout so `down` finds its own.
 fn data_dir() -> PathBuf {
-    state_dir().join("data")
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    sh::workspace_root().hash(&mut hasher);
+    std::env::temp_dir().join(format!("orchestrator-pg-{:016x}", hasher.finish()))
 }
 
 /// Debian installs the server programs under /usr/lib/postgresql/VERSION/bin, off the PATH.
@@ -80,7 +86,8 @@ pub fn up(no_install: bool) -> Result<()> {
     down()?;
     let data = data_dir();
     std::fs::create_dir_all(&data)?;
-    sh::run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(state_dir()))?;
+    std::fs::create_dir_all(state_dir())?;
+    sh::run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&data))?;
     sh::output(as_postgres("initdb")?.args(["--auth=trust", "--username=postgres", "--no-sync", "-D"]).arg(&data))
         .context("initdb failed")?;
     let port = free_port()?;
@@ -97,7 +104,7 @@ pub fn up(no_install: bool) -> Result<()> {
             .arg(data.join("log"))
             .arg("start"),
     )
-    .context("pg_ctl start failed (see target/pg/data/log)")?;
+    .with_context(|| format!("pg_ctl start failed (see {})", data.join("log").display()))?;
     std::fs::write(state_dir().join("url"), url(port))?;
     println!("PostgreSQL up at {}", url(port));
     Ok(())
