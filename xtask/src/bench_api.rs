@@ -4,8 +4,6 @@
 //! each change makes the server rebuild the document); and the resident memory of
 //! `orchestrator serve` idle and after the load.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -187,17 +185,9 @@ fn measure(pid: u32) -> Result<()> {
 
 /// `POST /v1/nodes/spare/drain`: a real write (node status, audit record) through the API.
 fn drain_spare() -> Result<()> {
-    let mut stream = TcpStream::connect(("127.0.0.1", PORT))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "POST /v1/nodes/{SPARE}/drain HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    if !answer.starts_with("HTTP/1.1 200") {
-        bail!("drain of the spare node failed: {}", answer.lines().next().unwrap_or_default());
-    }
+    ureq::post(format!("http://127.0.0.1:{PORT}/v1/nodes/{SPARE}/drain"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .send_empty()
+        .context("drain of the spare node failed")?;
     Ok(())
 }

@@ -77,8 +77,6 @@ pub fn up(no_install: bool) -> Result<()> {
     packages::ensure(
         &[
             Need { program: "/usr/lib/postgresql", package: "postgresql" },
-            // diesel's postgres backend links libpq at build time.
-            Need { program: "pg_config", package: "libpq-dev" },
             Need { program: "runuser", package: "util-linux" },
         ],
         no_install,

@@ -24,15 +24,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
     let admin = tokens::admin_token(settings.admin_token, settings.admin_token_file.as_deref(), &settings.data_dir)?;
 
-    let sqlite = DieselStore::open_url(&settings.store_url).await.context("cannot open the store")?;
-    let mut runtime_config = DockerRuntimeConfig::new(sqlite.cluster_id());
+    let db = DieselStore::open_url(&settings.store_url).await.context("cannot open the store")?;
+    let mut runtime_config = DockerRuntimeConfig::new(db.cluster_id());
     runtime_config.ping_timeout = settings.ping_timeout;
     runtime_config.request_timeout = settings.engine_timeout;
     runtime_config.stop_grace = settings.stop_grace;
     let runtime = Arc::new(DockerRuntime::new(runtime_config));
-    let sqlite = Arc::new(sqlite);
-    let access: Arc<dyn AccessStore> = Arc::clone(&sqlite) as _;
-    let store: Arc<dyn ClusterStore> = Arc::clone(&sqlite) as _;
+    let db = Arc::new(db);
+    let access: Arc<dyn AccessStore> = Arc::clone(&db) as _;
+    let store: Arc<dyn ClusterStore> = Arc::clone(&db) as _;
 
     // The seed's "cluster already has some nodes": added once, kept across restarts.
     for node in settings.nodes {
@@ -47,10 +47,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // Every server takes part in the election; the leader runs the loops on a store fenced by
     // its term. Alone on its store, a server leads from its first renewal.
     let election = Election::new(
-        Arc::clone(&sqlite) as Arc<dyn LeaseStore>,
+        Arc::clone(&db) as Arc<dyn LeaseStore>,
         settings.server_id.clone(),
         settings.election,
-        lead(Arc::clone(&scheduler), Arc::clone(&sqlite), settings.server_id.clone()),
+        lead(Arc::clone(&scheduler), Arc::clone(&db), settings.server_id.clone()),
     );
     let leadership = election.watch();
     let shutdown = CancellationToken::new();

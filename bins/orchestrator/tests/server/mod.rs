@@ -62,21 +62,10 @@ pub async fn get(client: &reqwest::Client, url: &str, token: &str) -> (u16, Valu
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
-/// Container ids of a deployment, running or not, as the engines themselves report them;
-/// `None` while an engine does not answer.
+/// Container ids of a deployment, running or not, as the engines themselves report them,
+/// sorted; `None` while an engine does not answer.
 pub fn try_containers_on_engines(nodes: &[local_cluster::ClusterNode], deployment: &str) -> Option<Vec<String>> {
-    let mut ids = Vec::new();
-    for n in nodes {
-        let out = Command::new("docker")
-            .args(["-H", &n.tcp, "ps", "-aq", "--no-trunc", "--filter"])
-            .arg(format!("label=io.orchestrator.deployment={deployment}"))
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        ids.extend(String::from_utf8_lossy(&out.stdout).lines().map(str::to_string));
-    }
+    let mut ids: Vec<String> = try_engine_containers(nodes, deployment)?.into_iter().map(|c| c.id).collect();
     ids.sort();
     Some(ids)
 }
