@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use api_actix::{ApiState, Role, Tokens};
 use orchestrator_core::{AccessStore, ClusterStore, Error, LeaseStore};
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig};
-use scheduler::{Election, Lead, Loops, Scheduler, SchedulerControl};
+use scheduler::{ActingLeader, Election, Lead, Loops, Scheduler, SchedulerControl, Tenure};
 use store_diesel::DieselStore;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -46,11 +46,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let scheduler = Arc::new(Scheduler::new(Arc::clone(&store), runtime, settings.scheduler));
     // Every server takes part in the election; the leader runs the loops on a store fenced by
     // its term. Alone on its store, a server leads from its first renewal.
+    let acting = ActingLeader::default();
     let election = Election::new(
         Arc::clone(&db) as Arc<dyn LeaseStore>,
         settings.server_id.clone(),
         settings.election,
-        lead(Arc::clone(&scheduler), Arc::clone(&db), settings.server_id.clone()),
+        lead(Arc::clone(&scheduler), Arc::clone(&db), settings.server_id.clone(), acting.clone()),
     );
     let leadership = election.watch();
     let shutdown = CancellationToken::new();
@@ -62,7 +63,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     let metrics = api_actix::Metrics::new().context("cannot set up metrics")?;
     let http_metrics = metrics.http_middleware().map_err(anyhow::Error::msg)?;
-    let mut state = ApiState::new(store, access, Arc::new(SchedulerControl::new(scheduler, leadership)));
+    let mut state = ApiState::new(store, access, Arc::new(SchedulerControl::new(scheduler, leadership, acting)));
     state.limits = settings.limits;
     state.metrics = Some(metrics);
     state.metrics_public = settings.metrics_public;
@@ -101,12 +102,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 }
 
 /// What this server runs while it leads: the three loops, on a scheduler sharing the API's
-/// locks and counters but writing through a store fenced by the term.
-fn lead(scheduler: Arc<Scheduler>, store: Arc<DieselStore>, id: String) -> Lead {
-    Box::new(move |term, stop| {
-        let fenced: Arc<dyn ClusterStore> = Arc::new(store.fenced(&id, term));
-        let scheduler = Arc::new(scheduler.with_store(fenced));
+/// locks and counters but writing through a store fenced by the term and changing containers
+/// only while the tenure lasts; the API's actions use the same scheduler for the term.
+fn lead(scheduler: Arc<Scheduler>, store: Arc<DieselStore>, id: String, acting: ActingLeader) -> Lead {
+    Box::new(move |tenure: Tenure| {
+        let fenced: Arc<dyn ClusterStore> = Arc::new(store.fenced(&id, tenure.term));
+        let stop = tenure.stop.clone();
+        let scheduler = Arc::new(scheduler.for_tenure(fenced, tenure));
+        let acting = acting.clone();
         Box::pin(async move {
+            let _published = acting.publish(Arc::clone(&scheduler));
             scheduler.stats().clear_running();
             let loops = Loops::new(&scheduler);
             // One task: stopping leadership drops all three at once.

@@ -25,6 +25,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{0}")]
     Unavailable(String),
+    /// Answered with `Retry-After`: another server leads, or none does yet.
+    #[error("{0}")]
+    NotLeader(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -57,6 +60,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::NotLeader(_) => "not_leader",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -73,7 +77,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::NotLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,6 +91,9 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unauthorized(_)) {
             response
                 .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"orchestrator\"")));
+        }
+        if matches!(self, ApiError::NotLeader(_)) {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
         }
         response.json(ErrorBody { error: ErrorDetail { code: self.code(), message: self.to_string(), field } })
     }
@@ -105,6 +112,7 @@ impl From<CoreError> for ApiError {
                 ApiError::Conflict(e.to_string())
             }
             e @ (CoreError::Timeout { .. } | CoreError::Unreachable { .. }) => ApiError::Unavailable(e.to_string()),
+            e @ CoreError::NotLeader { .. } => ApiError::NotLeader(e.to_string()),
             other => {
                 tracing::error!(error = %other, "request failed");
                 ApiError::Internal(other.to_string())

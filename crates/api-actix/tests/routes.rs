@@ -33,7 +33,12 @@ fn deployment_from(spec: &DeploymentSpec, version: u64) -> Deployment {
 
 fn control() -> MockControlPlane {
     let mut control = MockControlPlane::new();
-    control.expect_create_deployment().returning(|spec| Ok(deployment_from(&spec, 1)));
+    control.expect_create_deployment().returning(|spec| {
+        if spec.name.as_str() == "web" {
+            return Err(Error::already_exists(orchestrator_core::error::Kind::Deployment, "web"));
+        }
+        Ok(deployment_from(&spec, 1))
+    });
     control.expect_scale_deployment().returning(|name, replicas, version| {
         if version != 1 {
             return Err(Error::Conflict(format!("deployment {name} is at version 1, not {version}")));
@@ -232,6 +237,36 @@ async fn openapi_documents_every_route_and_each_needs_a_token() {
     assert_eq!(resp.status(), StatusCode::OK);
     let page = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
     assert!(page.contains("swagger-ui"), "{page}");
+}
+
+#[actix_web::test]
+async fn create_by_name_is_idempotent() {
+    let store = seeded_store().await;
+    let app = app!(store);
+    let call =
+        |uri: &str, body| test::call_service(&app, request(Method::POST, uri, Some(ADMIN), Some(body)).to_request());
+
+    // "web" exists with 2 replicas of local/busybox:1: the same create again is answered with it.
+    for uri in ["/v1/deployments", "/create"] {
+        let resp = call(uri, json!({"name": "web", "image": "local/busybox:1", "replicas": 2})).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{uri}");
+        let body: Value = test::read_body_json(resp).await;
+        assert_eq!((body["name"].as_str(), body["required"].as_u64()), (Some("web"), Some(2)));
+    }
+    // Another spec under the taken name is a conflict, whatever differs.
+    for other in [
+        json!({"name": "web", "image": "local/busybox:1", "replicas": 3}),
+        json!({"name": "web", "image": "local/busybox:2", "replicas": 2}),
+        json!({"name": "web", "image": "local/busybox:1", "replicas": 2, "units": 2}),
+        json!({"name": "web", "image": "local/busybox:1", "replicas": 2, "command": ["sleep", "1"]}),
+    ] {
+        let resp = call("/v1/deployments", other.clone()).await;
+        assert_eq!(resp.status(), StatusCode::CONFLICT, "{other}");
+        let err: Value = test::read_body_json(resp).await;
+        assert_eq!(err["error"]["code"], "conflict");
+    }
+    let resp = call("/v1/deployments", json!({"name": "api", "image": "local/busybox:1", "replicas": 1})).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
 }
 
 #[actix_web::test]

@@ -105,6 +105,18 @@ pub struct Deployment {
     pub updated_at: SystemTime,
 }
 
+impl Deployment {
+    /// Whether `spec` asks for exactly this deployment as it stands: a create retried after its
+    /// answer was lost (or sent twice through a load balancer) finds what it made.
+    pub fn is_created_by(&self, spec: &DeploymentSpec) -> bool {
+        self.name == spec.name
+            && self.image == spec.image
+            && self.command == spec.command
+            && self.replicas == spec.replicas
+            && self.units == spec.units
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

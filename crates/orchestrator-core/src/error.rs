@@ -61,6 +61,11 @@ pub enum Error {
     #[error("image {image:?} not found on node {node:?}")]
     ImageNotFound { image: String, node: String },
 
+    /// The action needs the leader (it acts on engines at once) and this server follows;
+    /// `leader` is the leading server's id, if one is known. Retry, or ask the leader.
+    #[error("this server is not the leader (leader: {}); retry, or send it to the leader", leader.as_deref().unwrap_or("none yet"))]
+    NotLeader { leader: Option<String> },
+
     /// The engine answered with an error we have no better variant for.
     #[error("node {node:?}: engine error: {message}")]
     Engine { node: String, message: String },

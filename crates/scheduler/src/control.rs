@@ -1,39 +1,80 @@
 //! The scheduler as the API sees it: `ControlPlane`.
+//!
+//! Every server serves the whole API, but only the leader acts on engines. On the leader an
+//! action runs with the scheduler its loops use (store fenced by the term, engines guarded by
+//! the tenure). On a follower an action only records the intent in the store (what a
+//! deployment should run, that a node drains, that a deployment is gone) and the leader's
+//! reconciler carries it out within its interval: two servers acting on one deployment at
+//! once could both place its missing replicas. The one action that is not an intent,
+//! rebalancing, is refused with `NotLeader`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use orchestrator_core::{
-    ControlPlane, Deployment, DeploymentName, DeploymentSpec, Leadership, LoopHealth, LoopStats, NewNode, Node,
-    NodeName, Result,
+    ControlPlane, Deployment, DeploymentName, DeploymentSpec, Error, Leadership, LoopHealth, LoopStats, NewNode, Node,
+    NodeName, NodeStatus, ReplicaFilter, Result,
 };
 use tokio::sync::watch;
-use tracing::Instrument;
+use tracing::{Instrument, info};
 
 use crate::scheduler::Scheduler;
 use crate::stats::Loop;
 
+/// How long a node removal sent to a follower waits for the leader to move the node's replicas.
+const FOLLOWER_DRAIN_WAIT: Duration = Duration::from_secs(60);
+const FOLLOWER_DRAIN_POLL: Duration = Duration::from_millis(250);
+
+/// The scheduler this server acts with while it leads, published by its `lead` for the API.
+#[derive(Clone)]
+pub struct ActingLeader(Arc<watch::Sender<Option<Arc<Scheduler>>>>);
+
+impl Default for ActingLeader {
+    fn default() -> Self {
+        Self(Arc::new(watch::channel(None).0))
+    }
+}
+
+impl ActingLeader {
+    /// Makes `scheduler` the one actions run with, until the returned guard drops.
+    pub fn publish(&self, scheduler: Arc<Scheduler>) -> Published {
+        self.0.send_replace(Some(scheduler));
+        Published(self.clone())
+    }
+
+    fn current(&self) -> Option<Arc<Scheduler>> {
+        self.0.borrow().clone()
+    }
+}
+
+/// Withdraws the published scheduler when dropped (the term ended).
+pub struct Published(ActingLeader);
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        (self.0).0.send_replace(None);
+    }
+}
+
 /// Runs the convergence that follows a create or scale in the background, so the API answers
-/// at once; `--wait` clients poll until actual == required. On a follower the leader's
-/// reconciler does it instead (within its interval): two servers converging one deployment at
-/// once could both place the missing replicas.
+/// at once; `--wait` clients poll until actual == required.
 #[derive(Clone)]
 pub struct SchedulerControl {
+    /// Unfenced: records intents, which are valid whoever leads.
     scheduler: Arc<Scheduler>,
     leadership: watch::Receiver<Leadership>,
+    acting: ActingLeader,
 }
 
 impl SchedulerControl {
-    /// `leadership` follows this server's `Election`.
-    pub fn new(scheduler: Arc<Scheduler>, leadership: watch::Receiver<Leadership>) -> Self {
-        Self { scheduler, leadership }
+    /// `leadership` follows this server's `Election`; `acting` is what its `lead` publishes.
+    pub fn new(scheduler: Arc<Scheduler>, leadership: watch::Receiver<Leadership>, acting: ActingLeader) -> Self {
+        Self { scheduler, leadership, acting }
     }
 
     fn converge_in_background(&self, name: DeploymentName) {
-        if !self.leadership.borrow().is_leader() {
-            return;
-        }
-        let scheduler = Arc::clone(&self.scheduler);
+        let Some(scheduler) = self.acting.current() else { return };
         let span = tracing::info_span!("converge_after_request", deployment = %name);
         tokio::spawn(
             async move {
@@ -43,6 +84,17 @@ impl SchedulerControl {
             }
             .instrument(span),
         );
+    }
+
+    async fn left_on(&self, name: &NodeName) -> Result<usize> {
+        Ok(self.scheduler.store().list_replicas(ReplicaFilter::node(name).active()).await?.len())
+    }
+
+    /// A follower's drain: the intent only; the leader's reconciler moves the replicas.
+    async fn mark_draining(&self, name: &NodeName) -> Result<usize> {
+        self.scheduler.store().set_node_status(name, NodeStatus::Draining, None).await?;
+        info!(node = %name, "node marked draining; the leader moves its replicas");
+        self.left_on(name).await
     }
 }
 
@@ -61,23 +113,53 @@ impl ControlPlane for SchedulerControl {
     }
 
     async fn delete_deployment(&self, name: &DeploymentName) -> Result<()> {
-        self.scheduler.delete_deployment(name).await
+        match self.acting.current() {
+            Some(leader) => leader.delete_deployment(name).await,
+            // The leader's reconciler removes containers whose deployment no longer exists.
+            None => self.scheduler.store().delete_deployment(name).await.map(drop),
+        }
     }
 
     async fn rebalance_deployment(&self, name: &DeploymentName) -> Result<usize> {
-        self.scheduler.rebalance_spread(name).await
+        match self.acting.current() {
+            Some(leader) => leader.rebalance_spread(name).await,
+            None => Err(Error::NotLeader { leader: self.leadership.borrow().leader().map(str::to_string) }),
+        }
     }
 
     async fn add_node(&self, node: NewNode) -> Result<Node> {
-        self.scheduler.add_node(node).await
+        match self.acting.current() {
+            Some(leader) => leader.add_node(node).await,
+            // Offline until the leader's heartbeat reaches it (within one interval).
+            None => self.scheduler.store().add_node(node).await,
+        }
     }
 
     async fn drain_node(&self, name: &NodeName) -> Result<usize> {
-        self.scheduler.drain_node(name).await
+        match self.acting.current() {
+            Some(leader) => leader.drain_node(name).await,
+            None => self.mark_draining(name).await,
+        }
     }
 
     async fn remove_node(&self, name: &NodeName) -> Result<()> {
-        self.scheduler.remove_node(name).await
+        if let Some(leader) = self.acting.current() {
+            return leader.remove_node(name).await;
+        }
+        let mut left = self.mark_draining(name).await?;
+        let deadline = tokio::time::Instant::now() + FOLLOWER_DRAIN_WAIT;
+        while left > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(FOLLOWER_DRAIN_POLL).await;
+            left = self.left_on(name).await?;
+        }
+        if left > 0 {
+            return Err(Error::Conflict(format!(
+                "node {name:?} still runs {left} replicas that found no room elsewhere; it stays draining"
+            )));
+        }
+        self.scheduler.store().remove_node(name).await?;
+        info!(node = %name, "node removed");
+        Ok(())
     }
 
     fn loop_stats(&self) -> LoopStats {

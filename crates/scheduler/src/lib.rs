@@ -17,16 +17,18 @@ mod rebalancer;
 mod reconciler;
 mod scheduler;
 mod stats;
+mod tenure_runtime;
 
 pub use config::SchedulerConfig;
-pub use control::SchedulerControl;
-pub use election::{Election, ElectionConfig, Lead};
+pub use control::{ActingLeader, Published, SchedulerControl};
+pub use election::{Election, ElectionConfig, Lead, Tenure};
 pub use heartbeat::{Heartbeat, NodeDown, Tick, handoff};
 pub use placement::{Candidate, Plan, Strategy};
 pub use rebalancer::Rebalancer;
 pub use reconciler::Reconciler;
 pub use scheduler::{Converged, Scheduler};
 pub use stats::{Loop, Stats};
+pub use tenure_runtime::TenureRuntime;
 
 use std::sync::Arc;
 

@@ -14,9 +14,11 @@ use orchestrator_core::{
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::config::SchedulerConfig;
+use crate::election::Tenure;
 use crate::locks::{EnginePermits, ImageLocks};
 use crate::placement::{self, Candidate};
 use crate::stats::Stats;
+use crate::tenure_runtime::TenureRuntime;
 
 /// What one `converge` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,6 +56,14 @@ impl Scheduler {
             permits: Arc::clone(&self.permits),
             stats: Arc::clone(&self.stats),
         }
+    }
+
+    /// The same scheduler as a leader acts with for one term: writes through `store` (fenced by
+    /// the term), container starts and removals only while `tenure` is current.
+    pub fn for_tenure(&self, store: Arc<dyn ClusterStore>, tenure: Tenure) -> Self {
+        let mut scheduler = self.with_store(store);
+        scheduler.runtime = Arc::new(TenureRuntime::new(Arc::clone(&self.runtime), tenure));
+        scheduler
     }
 
     pub fn store(&self) -> &Arc<dyn ClusterStore> {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use orchestrator_core::{Error, Leadership, Lease, MockLeaseStore};
-use scheduler::{Election, ElectionConfig, Lead};
+use scheduler::{Election, ElectionConfig, Lead, Tenure};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +34,8 @@ type Led = (u64, Instant, Option<Instant>);
 
 /// A lead that records when it started and when it was told to stop.
 fn recording_lead(log: Arc<Mutex<Vec<Led>>>) -> Lead {
-    Box::new(move |term, stop| {
+    Box::new(move |tenure: Tenure| {
+        let (term, stop) = (tenure.term, tenure.stop);
         let log = Arc::clone(&log);
         Box::pin(async move {
             let index = {

@@ -42,6 +42,13 @@ const READER_CACHE_KIB: u32 = 256;
 /// The key of PostgreSQL's advisory lock that serializes writers ("orch" in ASCII).
 #[cfg(feature = "postgres")]
 const WRITE_LOCK_KEY: i64 = 0x6f72_6368;
+/// A PostgreSQL session idle this long inside a transaction is ended by the server, which
+/// rolls the transaction back and frees the write lock. Our transactions never wait between
+/// statements, so only a paused process (SIGSTOP, a VM freeze) hits it: without it, a leader
+/// paused in the middle of a write would hold every other server's writes, the new leader's
+/// lease included, for as long as it stays paused. Shorter than the lease TTL (5 s).
+#[cfg(feature = "postgres")]
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whether a write transaction counts as a change of the cluster's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +84,14 @@ fn establish(backend: Backend, url: &str) -> Result<AnyConnection> {
             Ok(AnyConnection::Sqlite(conn))
         }
         #[cfg(feature = "postgres")]
-        Backend::Postgres => Ok(AnyConnection::Postgres(diesel::PgConnection::establish(url).map_err(connect)?)),
+        Backend::Postgres => {
+            let mut conn = diesel::PgConnection::establish(url).map_err(connect)?;
+            conn.batch_execute(&format!(
+                "SET idle_in_transaction_session_timeout = {}",
+                IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
+            ))?;
+            Ok(AnyConnection::Postgres(conn))
+        }
         #[cfg(not(feature = "postgres"))]
         Backend::Postgres => Err(Error::UnsupportedUrl(redact(url))),
     }
@@ -134,6 +148,8 @@ impl ManageConnection for Readers {
 #[derive(Clone)]
 pub struct DieselStore {
     writer: Arc<Mutex<AnyConnection>>,
+    /// To open the writer again when the server dropped it. Holds the password: never logged.
+    url: Arc<str>,
     readers: Pool<Readers>,
     backend: Backend,
     /// The file or the URL without its password: for logs.
@@ -268,6 +284,7 @@ impl DieselStore {
         tracing::info!(?backend, %location, %cluster_id, "opened store");
         Ok(Self {
             writer: Arc::new(Mutex::new(writer)),
+            url: url.into(),
             readers,
             backend,
             location,
@@ -325,6 +342,7 @@ impl DieselStore {
     {
         let writer = Arc::clone(&self.writer);
         let revision = Arc::clone(&self.revision);
+        let (backend, url) = (self.backend, Arc::clone(&self.url));
         tokio::task::spawn_blocking(move || {
             // A panic in an earlier write poisons the mutex; the connection itself is still sound
             // (the transaction was rolled back), so keep using it.
@@ -332,6 +350,9 @@ impl DieselStore {
             let done = write_transaction(&mut conn, revision_change, f);
             if done.is_ok() && revision_change == Revision::Bump {
                 revision.committed();
+            }
+            if done.is_err() {
+                reopen_if_broken(&mut conn, backend, &url);
             }
             done
         })
@@ -399,6 +420,23 @@ fn write_transaction<T>(
             let _ = each_backend!(conn, |c| AnsiTransactionManager::rollback_transaction(c));
             Err(e)
         }
+    }
+}
+
+/// After a failed write: a PostgreSQL server may have ended the session (restart, or the idle
+/// in transaction timeout after this process was paused). The failed write is reported as is;
+/// the next one gets a new connection instead of failing forever. A connection that still
+/// answers is kept (the failure was the write's own).
+fn reopen_if_broken(conn: &mut AnyConnection, backend: Backend, url: &str) {
+    if backend == Backend::Sqlite || conn.batch_execute("SELECT 1").is_ok() {
+        return;
+    }
+    match establish(backend, url) {
+        Ok(fresh) => {
+            tracing::warn!("the database ended the writer's session; reconnected");
+            *conn = fresh;
+        }
+        Err(e) => tracing::warn!(error = %e, "the writer's session is gone and reconnecting failed; will retry"),
     }
 }
 

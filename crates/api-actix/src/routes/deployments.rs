@@ -1,7 +1,7 @@
 //! `/create` (the seed's route) and `/v1/deployments`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use orchestrator_core::{DeploymentName, DeploymentSpec, ReplicaFilter};
+use orchestrator_core::{DeploymentName, DeploymentSpec, Error, ReplicaFilter};
 use tracing::info;
 
 use super::path_name;
@@ -11,8 +11,8 @@ use crate::dto::{Addresses, CreateDeployment, DeploymentView, Rebalanced, ScaleD
 use crate::error::{ApiError, ErrorBody};
 
 #[utoipa::path(post, path = "/v1/deployments", tag = "deployments", request_body = CreateDeployment,
-    responses((status = 201, description = "Created; replicas are being placed", body = DeploymentView), (status = 400, description = "Malformed JSON, unknown field or wrong type (the field is named)", body = ErrorBody), (status = 422, description = "A value out of range or badly formed (the field is named)", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 409, description = "The name is taken or capacity is short", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody), (status = 403, description = "A reader token on a mutating route", body = ErrorBody)))]
+    responses((status = 201, description = "Created; replicas are being placed", body = DeploymentView), (status = 200, description = "It already exists with exactly this spec (a retried create): nothing changed", body = DeploymentView), (status = 400, description = "Malformed JSON, unknown field or wrong type (the field is named)", body = ErrorBody), (status = 422, description = "A value out of range or badly formed (the field is named)", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody),
+        (status = 409, description = "The name is taken by a deployment with another spec", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody), (status = 403, description = "A reader token on a mutating route", body = ErrorBody)))]
 pub async fn create(
     req: HttpRequest,
     payload: web::Payload,
@@ -21,17 +21,30 @@ pub async fn create(
     let body: CreateDeployment = read_json(&req, payload, state.body_limit).await?;
     let spec =
         DeploymentSpec::new(body.name.as_deref(), &body.image, body.command, body.replicas, body.units, &state.limits)?;
-    let deployment = state.control.create_deployment(spec).await?;
-    info!(deployment = %deployment.name, "created via API");
-    Ok(HttpResponse::Created().json(DeploymentView::new(&deployment, &[], &Addresses::default(), false)))
+    // Create by name is idempotent: a client that retries after a lost answer, or whose
+    // request a load balancer sent twice, gets the deployment it made, never a second one.
+    match state.control.create_deployment(spec.clone()).await {
+        Ok(deployment) => {
+            info!(deployment = %deployment.name, "created via API");
+            Ok(HttpResponse::Created().json(DeploymentView::new(&deployment, &[], &Addresses::default(), false)))
+        }
+        Err(taken @ Error::AlreadyExists { .. }) => match state.store.get_deployment(&spec.name).await {
+            Ok(existing) if existing.is_created_by(&spec) => {
+                Ok(HttpResponse::Ok().json(DeploymentView::new(&existing, &[], &Addresses::default(), false)))
+            }
+            _ => Err(ApiError::Conflict(format!("{taken} with another spec"))),
+        },
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The seed's route, the same as `POST /v1/deployments`.
 #[utoipa::path(post, path = "/create", tag = "seed", request_body = CreateDeployment,
     responses((status = 201, description = "Created; replicas are being placed", body = DeploymentView),
+        (status = 200, description = "It already exists with exactly this spec (a retried create): nothing changed", body = DeploymentView),
         (status = 400, description = "Malformed JSON, unknown field or wrong type (the field is named)", body = ErrorBody),
         (status = 422, description = "A value out of range or badly formed (the field is named)", body = ErrorBody),
-        (status = 409, description = "The name is taken or capacity is short", body = ErrorBody),
+        (status = 409, description = "The name is taken by a deployment with another spec", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody),
         (status = 403, description = "A reader token", body = ErrorBody)))]
 pub async fn seed_create(
