@@ -19,6 +19,8 @@ pub enum Suite {
     Api,
     /// Ours vs Docker Swarm vs the raw Docker API on 3 local engines: converge and failover.
     E2e,
+    /// HA: takeover after kill -9 of the leader (median of 5) and requests through HAProxy.
+    Ha,
     All,
 }
 
@@ -41,6 +43,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if wants(Suite::E2e) {
         crate::bench_e2e::run(false)?;
+    }
+    if wants(Suite::Ha) {
+        crate::bench_ha::run()?;
     }
     if wants(Suite::Runtime) {
         let cluster = Cluster::new(state_dir());

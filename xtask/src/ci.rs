@@ -5,6 +5,7 @@ use std::process::Stdio;
 
 use anyhow::{Result, bail};
 
+use crate::packages::Need;
 use crate::{cluster, packages, pg, sh};
 
 #[derive(clap::Args)]
@@ -19,6 +20,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     packages::ensure_build_deps(args.no_install)?;
+    // The HA tests: HAProxy in front of servers on a PostgreSQL database they make with psql.
+    packages::ensure(
+        &[Need { program: "haproxy", package: "haproxy" }, Need { program: "psql", package: "postgresql-client" }],
+        args.no_install,
+    )?;
     sh::run(sh::cargo().args(["fmt", "--all", "--check"]))?;
     sh::run(sh::cargo().args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]))?;
     let cluster = cluster::Cluster::new(cluster::state_dir());

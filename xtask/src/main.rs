@@ -3,9 +3,11 @@
 mod bench;
 mod bench_api;
 mod bench_e2e;
+mod bench_ha;
 mod ci;
 mod cluster;
 mod demo;
+mod ha;
 mod image;
 mod packages;
 mod pg;
@@ -31,6 +33,9 @@ enum Command {
     /// A throwaway local PostgreSQL (tests, HA): initdb + pg_ctl, loopback only.
     #[command(subcommand)]
     Pg(pg::PgCommand),
+    /// The HA setup: PostgreSQL, N servers and HAProxy in front, on this machine.
+    #[command(subcommand)]
+    Ha(ha::HaCommand),
     /// Criterion benchmarks (starts the local cluster for the runtime suite).
     Bench(bench::Args),
     /// The guided tour: 3 nodes, 6 replicas, a node dies, replicas move, the node returns.
@@ -42,6 +47,7 @@ fn main() -> Result<()> {
         Command::Ci(args) => ci::run(args),
         Command::Cluster(command) => cluster::run(command),
         Command::Pg(command) => pg::run(command),
+        Command::Ha(command) => ha::run(command),
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => bench::run(args),
     }

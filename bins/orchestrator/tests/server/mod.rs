@@ -36,18 +36,34 @@ pub fn start_server(nodes: &[local_cluster::ClusterNode]) -> Server {
 
 /// A server on a data dir (and SQLite file) the caller keeps, e.g. to restart on it.
 pub fn start_server_in(nodes: &[local_cluster::ClusterNode], data: &std::path::Path) -> Server {
+    start_server_with(nodes, data, &[], None)
+}
+
+/// A server with extra `serve` arguments; its log (at info) goes to `log` when given.
+pub fn start_server_with(
+    nodes: &[local_cluster::ClusterNode],
+    data: &std::path::Path,
+    extra: &[&str],
+    log: Option<&std::path::Path>,
+) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
+    if let Some(log) = log {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        cmd.env("RUST_LOG", "info").stderr(file);
+    }
     // Default heartbeat settings: what the failover tests promise is what users get.
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--stop-grace", "1s"])
         .arg("--data-dir")
         .arg(data)
         .args(["--admin-token", ADMIN, "--reader-token", READER])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stdout(Stdio::piped());
+    if log.is_none() {
+        cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
+    }
     for n in nodes {
         cmd.arg("--node").arg(format!("{}={}", n.name, n.tcp));
     }
+    cmd.args(extra);
     let mut child = cmd.spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
