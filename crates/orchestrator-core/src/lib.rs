@@ -12,6 +12,7 @@ pub mod address;
 pub mod control;
 pub mod deployment;
 pub mod error;
+pub mod event;
 pub mod image;
 pub mod lease;
 #[cfg(feature = "mock")]
@@ -27,6 +28,7 @@ pub use address::{EngineAddress, Scheme};
 pub use control::{ControlPlane, Leadership, LoopHealth, LoopStats};
 pub use deployment::{Deployment, DeploymentSpec, Limits};
 pub use error::{Error, Result};
+pub use event::{EVENT_RETENTION, Event, EventKind, EventStore, NewEvent};
 pub use image::ImageRef;
 pub use lease::{Lease, LeaseStore};
 pub use name::{DeploymentName, NodeName};
@@ -39,6 +41,8 @@ pub use store::{ClusterStore, DeploymentStore, NodeStore, ReplicaStore, StoreRev
 pub use access::MockAccessStore;
 #[cfg(feature = "mock")]
 pub use control::MockControlPlane;
+#[cfg(feature = "mock")]
+pub use event::MockEventStore;
 #[cfg(feature = "mock")]
 pub use lease::MockLeaseStore;
 #[cfg(feature = "mock")]

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use crate::access::{AccessStore, ApiToken, AuditEntry};
 use crate::deployment::{Deployment, DeploymentSpec};
 use crate::error::{Error, Kind, Result};
+use crate::event::{EVENT_RETENTION, Event, EventStore, NewEvent};
 use crate::name::{DeploymentName, NodeName};
 use crate::node::{NewNode, Node, NodeStatus};
 use crate::replica::{Placement, Replica, ReplicaFilter, ReplicaId, ReplicaState};
@@ -28,6 +29,8 @@ struct State {
     tokens: Vec<ApiToken>,
     audit: Vec<AuditEntry>,
     revision: u64,
+    events: std::collections::VecDeque<Event>,
+    last_event: u64,
 }
 
 impl State {
@@ -37,6 +40,26 @@ impl State {
 
     fn replica_mut(&mut self, id: ReplicaId) -> Result<&mut Replica> {
         self.replicas.get_mut(&id).ok_or_else(|| Error::not_found(Kind::Replica, id.to_string()))
+    }
+
+    fn record(&mut self, new: impl IntoIterator<Item = NewEvent>) {
+        let at = SystemTime::now();
+        for e in new {
+            self.last_event += 1;
+            let id = self.last_event;
+            self.events.push_back(Event {
+                id,
+                at,
+                kind: e.kind,
+                node: e.node,
+                deployment: e.deployment,
+                replica: e.replica,
+                message: e.message,
+            });
+        }
+        while self.events.len() as u64 > EVENT_RETENTION {
+            self.events.pop_front();
+        }
     }
 
     fn release(&mut self, node: &NodeName, units: u32) {
@@ -77,6 +100,18 @@ impl StoreRevision for MemoryStore {
 }
 
 #[async_trait]
+impl EventStore for MemoryStore {
+    async fn list_events(&self, since: u64, limit: u32) -> Result<Vec<Event>> {
+        let s = self.lock();
+        Ok(s.events.iter().filter(|e| e.id > since).take(limit as usize).cloned().collect())
+    }
+
+    async fn last_event_id(&self) -> Result<u64> {
+        Ok(self.lock().last_event)
+    }
+}
+
+#[async_trait]
 impl NodeStore for MemoryStore {
     async fn add_node(&self, node: NewNode) -> Result<Node> {
         let mut s = self.write();
@@ -92,6 +127,7 @@ impl NodeStore for MemoryStore {
             last_heartbeat: None,
         };
         s.nodes.insert(node.name, stored.clone());
+        s.record([NewEvent::node_added(&stored)]);
         Ok(stored)
     }
 
@@ -111,11 +147,14 @@ impl NodeStore for MemoryStore {
     ) -> Result<Node> {
         let mut s = self.write();
         let node = s.node_mut(name)?;
+        let was = node.status;
         node.status = status;
         if heartbeat.is_some() {
             node.last_heartbeat = heartbeat;
         }
-        Ok(node.clone())
+        let node = node.clone();
+        s.record(NewEvent::node_status(name.as_str(), was, status));
+        Ok(node)
     }
 
     async fn record_heartbeats(&self, names: &[NodeName], at: SystemTime) -> Result<()> {
@@ -137,6 +176,7 @@ impl NodeStore for MemoryStore {
         }
         s.replicas.retain(|_, r| r.node != *name);
         s.nodes.remove(name);
+        s.record([NewEvent::node_removed(name.as_str())]);
         Ok(())
     }
 }
@@ -160,6 +200,7 @@ impl DeploymentStore for MemoryStore {
             updated_at: now,
         };
         s.deployments.insert(spec.name, deployment.clone());
+        s.record([NewEvent::deployment_created(&deployment)]);
         Ok(deployment)
     }
 
@@ -182,10 +223,13 @@ impl DeploymentStore for MemoryStore {
         if d.version != expected_version {
             return Err(Error::stale_version(name.as_str(), d.version, expected_version));
         }
+        let was = d.replicas;
         d.replicas = replicas;
         d.version += 1;
         d.updated_at = SystemTime::now();
-        Ok(d.clone())
+        let d = d.clone();
+        s.record([NewEvent::deployment_scaled(name.as_str(), was, replicas)]);
+        Ok(d)
     }
 
     async fn delete_deployment(&self, name: &DeploymentName) -> Result<Vec<Replica>> {
@@ -200,6 +244,7 @@ impl DeploymentStore for MemoryStore {
         for r in removed.iter().filter(|r| r.state.is_active()) {
             s.release(&r.node, r.units);
         }
+        s.record([NewEvent::deployment_deleted(name.as_str())]);
         Ok(removed)
     }
 }
@@ -245,6 +290,7 @@ impl ReplicaStore for MemoryStore {
             s.replicas.insert(replica.id, replica.clone());
             placed.push(replica);
         }
+        s.record(placed.iter().map(NewEvent::replica_placed));
         Ok(placed)
     }
 
@@ -254,9 +300,12 @@ impl ReplicaStore for MemoryStore {
         if r.state == ReplicaState::Lost {
             return Err(Error::replica_lost(id));
         }
+        let was = r.state;
         r.state = ReplicaState::Running;
         r.container_id = Some(container_id.to_string());
-        Ok(r.clone())
+        let r = r.clone();
+        s.record(NewEvent::replica_state(&r, was));
+        Ok(r)
     }
 
     async fn set_replica_state(&self, id: ReplicaId, state: ReplicaState) -> Result<Replica> {
@@ -268,11 +317,13 @@ impl ReplicaStore for MemoryStore {
         if r.state == ReplicaState::Lost {
             return Err(Error::replica_lost(id));
         }
+        let was = r.state;
         r.state = state;
         let r = r.clone();
         if state == ReplicaState::Lost {
             s.release(&r.node, r.units);
         }
+        s.record(NewEvent::replica_state(&r, was));
         Ok(r)
     }
 
@@ -282,6 +333,7 @@ impl ReplicaStore for MemoryStore {
         if r.state.is_active() {
             s.release(&r.node, r.units);
         }
+        s.record([NewEvent::replica_removed(&r)]);
         Ok(())
     }
 
@@ -299,6 +351,7 @@ impl ReplicaStore for MemoryStore {
         }
         let units: u32 = lost.iter().map(|r| r.units).sum();
         s.release(node, units);
+        s.record(lost.iter().map(NewEvent::replica_lost));
         Ok(lost)
     }
 }

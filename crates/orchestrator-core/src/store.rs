@@ -13,6 +13,7 @@ use async_trait::async_trait;
 
 use crate::deployment::{Deployment, DeploymentSpec};
 use crate::error::Result;
+use crate::event::EventStore;
 use crate::name::{DeploymentName, NodeName};
 use crate::node::{NewNode, Node, NodeStatus};
 use crate::replica::{Placement, Replica, ReplicaFilter, ReplicaId, ReplicaState};
@@ -96,6 +97,6 @@ pub trait StoreRevision: Send + Sync {
 }
 
 /// Everything the orchestrator keeps, as one value the scheduler and API can share.
-pub trait ClusterStore: NodeStore + DeploymentStore + ReplicaStore + StoreRevision {}
+pub trait ClusterStore: NodeStore + DeploymentStore + ReplicaStore + StoreRevision + EventStore {}
 
-impl<T: NodeStore + DeploymentStore + ReplicaStore + StoreRevision + ?Sized> ClusterStore for T {}
+impl<T: NodeStore + DeploymentStore + ReplicaStore + StoreRevision + EventStore + ?Sized> ClusterStore for T {}

@@ -6,11 +6,12 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    Deployment, DeploymentName, DeploymentSpec, DeploymentStore, Error as DomainError, Replica, Result,
+    Deployment, DeploymentName, DeploymentSpec, DeploymentStore, Error as DomainError, NewEvent, Replica, Result,
 };
 
 use crate::connection::AnyConnection;
 use crate::error::Error;
+use crate::events;
 use crate::replicas::release_units;
 use crate::rows::{DeploymentRow, ReplicaRow, command_json, to_millis};
 use crate::schema::{deployments, replicas};
@@ -43,7 +44,9 @@ impl DeploymentStore for DieselStore {
                     return Err(DomainError::already_exists(Kind::Deployment, row.name).into());
                 }
                 diesel::insert_into(deployments::table).values(&row).execute(conn)?;
-                load_deployment(conn, &row.name)
+                let created = load_deployment(conn, &row.name)?;
+                events::record(conn, &[NewEvent::deployment_created(&created)])?;
+                Ok(created)
             })
             .await?)
     }
@@ -73,6 +76,7 @@ impl DeploymentStore for DieselStore {
         let now = to_millis(SystemTime::now());
         Ok(self
             .write(move |conn| {
+                let before = load_deployment(conn, &name)?;
                 let expected = i64::try_from(expected_version).unwrap_or(i64::MAX);
                 let changed = diesel::update(
                     deployments::table.filter(deployments::name.eq(&name)).filter(deployments::version.eq(expected)),
@@ -84,9 +88,9 @@ impl DeploymentStore for DieselStore {
                 ))
                 .execute(conn)?;
                 if changed == 0 {
-                    let current = load_deployment(conn, &name)?;
-                    return Err(DomainError::stale_version(&name, current.version, expected_version).into());
+                    return Err(DomainError::stale_version(&name, before.version, expected_version).into());
                 }
+                events::record(conn, &[NewEvent::deployment_scaled(&name, before.replicas, replicas)])?;
                 load_deployment(conn, &name)
             })
             .await?)
@@ -105,6 +109,7 @@ impl DeploymentStore for DieselStore {
                 release_units(conn, removed.iter().filter(|r| r.state.is_active()))?;
                 diesel::delete(replicas::table.filter(replicas::deployment.eq(&name))).execute(conn)?;
                 diesel::delete(deployments::table.find(&name)).execute(conn)?;
+                events::record(conn, &[NewEvent::deployment_deleted(&name)])?;
                 Ok(removed)
             })
             .await?)

@@ -5,10 +5,11 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use diesel::prelude::*;
-use orchestrator_core::{Error as DomainError, Lease, LeaseStore, Result};
+use orchestrator_core::{Error as DomainError, Lease, LeaseStore, NewEvent, Result};
 
 use crate::connection::AnyConnection;
 use crate::error::Error;
+use crate::events;
 use crate::rows::{from_millis, to_millis};
 use crate::schema::lease;
 use crate::store::DieselStore;
@@ -73,12 +74,17 @@ impl LeaseStore for DieselStore {
                                 lease::expires_at_ms.eq(expires),
                             ))
                             .execute(conn)?;
+                        events::record(conn, &[NewEvent::leader_elected(&holder, 1)])?;
                         1
                     }
                     // Ours: renew (even if it lapsed meanwhile, nobody took it: same term).
                     Some((current, term, _)) if current == holder => term,
                     // Free: the next term.
-                    Some((_, term, expires_at)) if expires_at <= now_ms => term + 1,
+                    Some((_, term, expires_at)) if expires_at <= now_ms => {
+                        let next = term + 1;
+                        events::record(conn, &[NewEvent::leader_elected(&holder, u64::try_from(next).unwrap_or(0))])?;
+                        next
+                    }
                     Some(_) => return Ok(None),
                 };
                 diesel::update(lease::table)

@@ -8,6 +8,7 @@ mod access;
 mod connection;
 mod deployments;
 mod error;
+mod events;
 mod lease;
 mod nodes;
 mod replicas;

@@ -5,10 +5,11 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use diesel::prelude::*;
 use orchestrator_core::error::Kind;
-use orchestrator_core::{Error as DomainError, NewNode, Node, NodeName, NodeStatus, NodeStore, Result};
+use orchestrator_core::{Error as DomainError, NewEvent, NewNode, Node, NodeName, NodeStatus, NodeStore, Result};
 
 use crate::connection::AnyConnection;
 use crate::error::Error;
+use crate::events;
 use crate::rows::{NodeRow, to_millis};
 use crate::schema::{nodes, replicas};
 use crate::store::DieselStore;
@@ -39,7 +40,9 @@ impl NodeStore for DieselStore {
                     return Err(DomainError::already_exists(Kind::Node, row.name).into());
                 }
                 diesel::insert_into(nodes::table).values(&row).execute(conn)?;
-                load_node(conn, &row.name)
+                let node = load_node(conn, &row.name)?;
+                events::record(conn, &[NewEvent::node_added(&node)])?;
+                Ok(node)
             })
             .await?)
     }
@@ -67,6 +70,7 @@ impl NodeStore for DieselStore {
         let name = name.to_string();
         Ok(self
             .write(move |conn| {
+                let was = load_node(conn, &name)?.status;
                 let target = nodes::table.find(&name);
                 let changed = match heartbeat {
                     Some(at) => diesel::update(target)
@@ -77,6 +81,7 @@ impl NodeStore for DieselStore {
                 if changed == 0 {
                     return Err(DomainError::not_found(Kind::Node, name).into());
                 }
+                events::record(conn, NewEvent::node_status(&name, was, status).as_slice())?;
                 load_node(conn, &name)
             })
             .await?)
@@ -112,6 +117,7 @@ impl NodeStore for DieselStore {
                 }
                 diesel::delete(replicas::table.filter(replicas::node.eq(&name))).execute(conn)?;
                 diesel::delete(nodes::table.find(&name)).execute(conn)?;
+                events::record(conn, &[NewEvent::node_removed(&name)])?;
                 Ok(())
             })
             .await?)

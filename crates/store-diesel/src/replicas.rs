@@ -1,4 +1,4 @@
-//! `ReplicaStore` on SQLite: placement is a capacity reservation and a replica record written in
+//! `ReplicaStore` on diesel: placement is a capacity reservation and a replica record written in
 //! one transaction, so concurrent placements can never oversubscribe a node.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,12 +8,13 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    Error as DomainError, NodeName, NodeStatus, Placement, Replica, ReplicaFilter, ReplicaId, ReplicaState,
+    Error as DomainError, NewEvent, NodeName, NodeStatus, Placement, Replica, ReplicaFilter, ReplicaId, ReplicaState,
     ReplicaStore, Result,
 };
 
 use crate::connection::{AnyConnection, each_backend};
 use crate::error::Error;
+use crate::events;
 use crate::nodes::load_node;
 use crate::rows::{NewReplicaRow, ReplicaRow, replica_id, to_millis};
 use crate::schema::{deployments, nodes, replicas};
@@ -113,6 +114,8 @@ impl ReplicaStore for DieselStore {
                         placed.push(Replica::try_from(row)?);
                     }
                 }
+                let news: Vec<NewEvent> = placed.iter().map(NewEvent::replica_placed).collect();
+                events::record(conn, &news)?;
                 Ok(placed)
             })
             .await?)
@@ -130,7 +133,9 @@ impl ReplicaStore for DieselStore {
                 diesel::update(replicas::table.find(id))
                     .set((replicas::state.eq(ReplicaState::Running.as_str()), replicas::container_id.eq(container_id)))
                     .execute(conn)?;
-                load_replica(conn, id)
+                let now = load_replica(conn, id)?;
+                events::record(conn, NewEvent::replica_state(&now, current.state).as_slice())?;
+                Ok(now)
             })
             .await?)
     }
@@ -150,7 +155,9 @@ impl ReplicaStore for DieselStore {
                     release_units(conn, [&current])?;
                 }
                 diesel::update(replicas::table.find(id)).set(replicas::state.eq(state.as_str())).execute(conn)?;
-                load_replica(conn, id)
+                let now = load_replica(conn, id)?;
+                events::record(conn, NewEvent::replica_state(&now, current.state).as_slice())?;
+                Ok(now)
             })
             .await?)
     }
@@ -164,6 +171,7 @@ impl ReplicaStore for DieselStore {
                     release_units(conn, [&current])?;
                 }
                 diesel::delete(replicas::table.find(id)).execute(conn)?;
+                events::record(conn, &[NewEvent::replica_removed(&current)])?;
                 Ok(())
             })
             .await?)
@@ -207,13 +215,16 @@ impl ReplicaStore for DieselStore {
                 )
                 .set(replicas::state.eq(ReplicaState::Lost.as_str()))
                 .execute(conn)?;
-                Ok(lost
+                let lost: Vec<Replica> = lost
                     .into_iter()
                     .map(|mut r| {
                         r.state = ReplicaState::Lost;
                         r
                     })
-                    .collect())
+                    .collect();
+                let news: Vec<NewEvent> = lost.iter().map(NewEvent::replica_lost).collect();
+                events::record(conn, &news)?;
+                Ok(lost)
             })
             .await?)
     }

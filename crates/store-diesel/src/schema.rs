@@ -47,7 +47,7 @@ diesel::table! {
 
 diesel::joinable!(replicas -> deployments (deployment));
 diesel::joinable!(replicas -> nodes (node));
-diesel::allow_tables_to_appear_in_same_query!(cluster, nodes, deployments, replicas, tokens, audit, lease);
+diesel::allow_tables_to_appear_in_same_query!(cluster, nodes, deployments, replicas, tokens, audit, lease, events);
 
 diesel::table! {
     tokens (id) {
@@ -74,5 +74,17 @@ diesel::table! {
         holder -> Text,
         term -> BigInt,
         expires_at_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    events (id) {
+        id -> BigInt,
+        at_ms -> BigInt,
+        kind -> Text,
+        node -> Nullable<Text>,
+        deployment -> Nullable<Text>,
+        replica -> Nullable<BigInt>,
+        message -> Text,
     }
 }

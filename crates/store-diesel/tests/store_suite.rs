@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    DeploymentName, DeploymentSpec, DeploymentStore, Error, LeaseStore, Limits, NewNode, NodeName, NodeStatus,
-    NodeStore, Placement, ReplicaFilter, ReplicaId, ReplicaState, ReplicaStore, StoreRevision,
+    DeploymentName, DeploymentSpec, DeploymentStore, Error, EventStore, LeaseStore, Limits, NewNode, NodeName,
+    NodeStatus, NodeStore, Placement, ReplicaFilter, ReplicaId, ReplicaState, ReplicaStore, StoreRevision,
 };
 use store_diesel::DieselStore;
 
@@ -375,6 +375,74 @@ async fn a_fenced_store_writes_only_while_its_term_holds(db: TestDb) {
     t.store.add_node(NewNode::new("n3", "tcp://127.0.0.1:3", 4).unwrap()).await.unwrap();
 }
 
+async fn every_change_is_an_event_in_order_and_failed_writes_leave_none(db: TestDb) {
+    let t = TempStore::new(db).await;
+    let s = &t.store;
+    assert_eq!(s.last_event_id().await.unwrap(), 0);
+    online_node(s, "n1", 4).await;
+    online_node(s, "n2", 4).await;
+    // The heartbeat confirming a status is not news.
+    s.set_node_status(&node_name("n1"), NodeStatus::Online, Some(SystemTime::now())).await.unwrap();
+    deployment(s, "web", 2).await;
+    let web = deployment_name("web");
+    let placed = s
+        .place_replicas(&[
+            Placement { deployment: web.clone(), node: node_name("n1"), units: 1 },
+            Placement { deployment: web.clone(), node: node_name("n2"), units: 1 },
+        ])
+        .await
+        .unwrap();
+    s.mark_running(placed[0].id, "c0").await.unwrap();
+    let before_failures = s.last_event_id().await.unwrap();
+    // Writes that fail record nothing.
+    assert!(s.scale_deployment(&web, 5, 99).await.is_err());
+    assert!(
+        s.place_replicas(&[Placement { deployment: web.clone(), node: node_name("n1"), units: 50 }]).await.is_err()
+    );
+    assert_eq!(s.last_event_id().await.unwrap(), before_failures);
+    s.scale_deployment(&web, 3, 1).await.unwrap();
+    s.set_node_status(&node_name("n2"), NodeStatus::Offline, None).await.unwrap();
+    s.mark_node_lost(&node_name("n2")).await.unwrap();
+    s.release_replica(placed[1].id).await.unwrap();
+    s.delete_deployment(&web).await.unwrap();
+    s.remove_node(&node_name("n2")).await.unwrap();
+    s.acquire_lease("a", SystemTime::now(), Duration::from_secs(5)).await.unwrap();
+
+    let events = s.list_events(0, 100).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "node.added",
+            "node.online",
+            "node.added",
+            "node.online",
+            "deployment.created",
+            "replica.placed",
+            "replica.placed",
+            "replica.started",
+            "deployment.scaled",
+            "node.offline",
+            "replica.lost",
+            "replica.removed",
+            "deployment.deleted",
+            "node.removed",
+            "leader.elected",
+        ]
+    );
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id), "ids only grow");
+    let lost = &events[10];
+    assert_eq!(
+        (lost.node.as_deref(), lost.deployment.as_deref(), lost.replica),
+        (Some("n2"), Some("web"), Some(placed[1].id.0))
+    );
+    assert_eq!(events[8].message, "web: 2 -> 3 replicas");
+    // Paging: after an id, at most a limit; another process sees the same.
+    let page = t.reopen().await.list_events(events[4].id, 3).await.unwrap();
+    assert_eq!(page, events[5..8].to_vec());
+    assert_eq!(s.last_event_id().await.unwrap(), events.last().unwrap().id);
+}
+
 /// Each test, once per backend.
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
@@ -413,4 +481,5 @@ on_both_backends!(
     tokens_and_audit_survive_reopening,
     the_lease_has_one_live_holder_and_terms_only_grow,
     a_fenced_store_writes_only_while_its_term_holds,
+    every_change_is_an_event_in_order_and_failed_writes_leave_none,
 );

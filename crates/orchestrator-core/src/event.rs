@@ -1,0 +1,232 @@
+//! What happened in the cluster, in order: every change of state is an event with an id that
+//! only grows, recorded by the store in the same transaction as the change itself (so there is
+//! no change without its event, and no event of a change that was rolled back).
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::deployment::Deployment;
+use crate::error::{Error, Result};
+use crate::node::{Node, NodeStatus};
+use crate::replica::{Replica, ReplicaState};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    NodeAdded,
+    NodeOnline,
+    NodeOffline,
+    NodeDraining,
+    NodeRemoved,
+    DeploymentCreated,
+    DeploymentScaled,
+    DeploymentDeleted,
+    ReplicaPlaced,
+    ReplicaStarted,
+    ReplicaExited,
+    ReplicaLost,
+    ReplicaRemoved,
+    LeaderElected,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 14] = [
+        EventKind::NodeAdded,
+        EventKind::NodeOnline,
+        EventKind::NodeOffline,
+        EventKind::NodeDraining,
+        EventKind::NodeRemoved,
+        EventKind::DeploymentCreated,
+        EventKind::DeploymentScaled,
+        EventKind::DeploymentDeleted,
+        EventKind::ReplicaPlaced,
+        EventKind::ReplicaStarted,
+        EventKind::ReplicaExited,
+        EventKind::ReplicaLost,
+        EventKind::ReplicaRemoved,
+        EventKind::LeaderElected,
+    ];
+
+    /// The stable name on the wire and in the store: `node.offline`, `replica.placed`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::NodeAdded => "node.added",
+            EventKind::NodeOnline => "node.online",
+            EventKind::NodeOffline => "node.offline",
+            EventKind::NodeDraining => "node.draining",
+            EventKind::NodeRemoved => "node.removed",
+            EventKind::DeploymentCreated => "deployment.created",
+            EventKind::DeploymentScaled => "deployment.scaled",
+            EventKind::DeploymentDeleted => "deployment.deleted",
+            EventKind::ReplicaPlaced => "replica.placed",
+            EventKind::ReplicaStarted => "replica.started",
+            EventKind::ReplicaExited => "replica.exited",
+            EventKind::ReplicaLost => "replica.lost",
+            EventKind::ReplicaRemoved => "replica.removed",
+            EventKind::LeaderElected => "leader.elected",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EventKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        EventKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| Error::invalid("event kind", format!("unknown event kind {s:?}")))
+    }
+}
+
+/// One recorded event. Names are kept as the strings they were when it happened (the node or
+/// deployment may be gone since).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Grows with every event; never reused.
+    pub id: u64,
+    pub at: SystemTime,
+    pub kind: EventKind,
+    pub node: Option<String>,
+    pub deployment: Option<String>,
+    pub replica: Option<u64>,
+    /// For people: what changed, e.g. "3 -> 5 replicas".
+    pub message: String,
+}
+
+/// An event about to be recorded (the store gives it its id and time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    pub node: Option<String>,
+    pub deployment: Option<String>,
+    pub replica: Option<u64>,
+    pub message: String,
+}
+
+impl NewEvent {
+    pub fn new(kind: EventKind, message: impl Into<String>) -> Self {
+        Self { kind, node: None, deployment: None, replica: None, message: message.into() }
+    }
+
+    pub fn node(mut self, node: impl Into<String>) -> Self {
+        self.node = Some(node.into());
+        self
+    }
+
+    pub fn deployment(mut self, deployment: impl Into<String>) -> Self {
+        self.deployment = Some(deployment.into());
+        self
+    }
+
+    pub fn replica(mut self, replica: u64) -> Self {
+        self.replica = Some(replica);
+        self
+    }
+}
+
+/// The events of each change, made the same way by every store.
+impl NewEvent {
+    pub fn node_added(node: &Node) -> Self {
+        NewEvent::new(EventKind::NodeAdded, format!("{} at {}, capacity {}", node.name, node.address, node.capacity))
+            .node(node.name.as_str())
+    }
+
+    /// `None` when the status does not change (the heartbeat confirms it every tick).
+    pub fn node_status(name: &str, from: NodeStatus, to: NodeStatus) -> Option<Self> {
+        let kind = match to {
+            _ if from == to => return None,
+            NodeStatus::Online => EventKind::NodeOnline,
+            NodeStatus::Offline => EventKind::NodeOffline,
+            NodeStatus::Draining => EventKind::NodeDraining,
+        };
+        Some(NewEvent::new(kind, format!("{name}: {} -> {}", from.as_str(), to.as_str())).node(name))
+    }
+
+    pub fn node_removed(name: &str) -> Self {
+        NewEvent::new(EventKind::NodeRemoved, format!("{name} removed")).node(name)
+    }
+
+    pub fn deployment_created(d: &Deployment) -> Self {
+        NewEvent::new(EventKind::DeploymentCreated, format!("{}: {} replicas of {}", d.name, d.replicas, d.image))
+            .deployment(d.name.as_str())
+    }
+
+    pub fn deployment_scaled(name: &str, from: u32, to: u32) -> Self {
+        NewEvent::new(EventKind::DeploymentScaled, format!("{name}: {from} -> {to} replicas")).deployment(name)
+    }
+
+    pub fn deployment_deleted(name: &str) -> Self {
+        NewEvent::new(EventKind::DeploymentDeleted, format!("{name} deleted")).deployment(name)
+    }
+
+    fn about(kind: EventKind, r: &Replica, what: &str) -> Self {
+        NewEvent::new(kind, format!("{} replica {} {what} {}", r.deployment, r.id, r.node))
+            .node(r.node.as_str())
+            .deployment(r.deployment.as_str())
+            .replica(r.id.0)
+    }
+
+    pub fn replica_placed(r: &Replica) -> Self {
+        Self::about(EventKind::ReplicaPlaced, r, "placed on")
+    }
+
+    pub fn replica_started(r: &Replica) -> Self {
+        Self::about(EventKind::ReplicaStarted, r, "running on")
+    }
+
+    /// `None` for a state that is not news (pending, or unchanged).
+    pub fn replica_state(r: &Replica, from: ReplicaState) -> Option<Self> {
+        match r.state {
+            _ if r.state == from => None,
+            ReplicaState::Running => Some(Self::replica_started(r)),
+            ReplicaState::Exited => Some(Self::about(EventKind::ReplicaExited, r, "exited on")),
+            ReplicaState::Lost => Some(Self::replica_lost(r)),
+            ReplicaState::Pending => None,
+        }
+    }
+
+    pub fn replica_lost(r: &Replica) -> Self {
+        Self::about(EventKind::ReplicaLost, r, "lost with")
+    }
+
+    pub fn replica_removed(r: &Replica) -> Self {
+        Self::about(EventKind::ReplicaRemoved, r, "removed from")
+    }
+
+    pub fn leader_elected(holder: &str, term: u64) -> Self {
+        NewEvent::new(EventKind::LeaderElected, format!("{holder} leads (term {term})"))
+    }
+}
+
+/// How many events a store keeps: older ones are dropped as new ones come.
+pub const EVENT_RETENTION: u64 = 10_000;
+
+/// The events the store recorded with its writes.
+#[cfg_attr(feature = "mock", mockall::automock)]
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Events with an id above `since`, oldest first, at most `limit`.
+    async fn list_events(&self, since: u64, limit: u32) -> Result<Vec<Event>>;
+
+    /// The id of the newest event (0 when there is none).
+    async fn last_event_id(&self) -> Result<u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for kind in EventKind::ALL {
+            assert_eq!(kind.as_str().parse::<EventKind>().unwrap(), kind);
+        }
+        assert!("node.exploded".parse::<EventKind>().is_err());
+    }
+}
