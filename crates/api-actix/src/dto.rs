@@ -195,3 +195,35 @@ impl From<&orchestrator_core::AuditEntry> for AuditView {
         Self { at_ms: millis(e.at), token_id: e.token_id.clone(), action: e.action.clone(), status: e.status }
     }
 }
+
+/// One event: a change of the cluster's state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventView {
+    /// Grows with every event; resume after it with `?since=` or `Last-Event-ID`.
+    pub id: u64,
+    pub at_ms: u64,
+    /// `node.added|online|offline|draining|removed`, `deployment.created|scaled|deleted`,
+    /// `replica.placed|started|exited|lost|removed`, `leader.elected`.
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replica: Option<u64>,
+    pub message: String,
+}
+
+impl From<&orchestrator_core::Event> for EventView {
+    fn from(e: &orchestrator_core::Event) -> Self {
+        Self {
+            id: e.id,
+            at_ms: millis(e.at),
+            kind: e.kind.as_str(),
+            node: e.node.clone(),
+            deployment: e.deployment.clone(),
+            replica: e.replica,
+            message: e.message.clone(),
+        }
+    }
+}

@@ -94,6 +94,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) 
                 .route("/v1/nodes/{name}/drain", web::post().to(routes::nodes::drain))
                 .route("/v1/tokens", web::post().to(routes::access::create_token))
                 .route("/v1/audit", web::get().to(routes::access::audit))
+                .route("/v1/events", web::get().to(routes::events::list))
+                .route("/v1/events/stream", web::get().to(routes::events::stream))
                 .route("/metrics", web::get().to(metrics::metrics))
                 .default_service(web::to(routes::not_found)),
         );

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{access, deployments, health, nodes, status};
+use crate::routes::{access, deployments, events, health, nodes, status};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,6 +32,8 @@ use crate::routes::{access, deployments, health, nodes, status};
         nodes::drain,
         access::create_token,
         access::audit,
+        events::list,
+        events::stream,
         health::healthz,
         health::readyz,
     ),
@@ -40,7 +42,7 @@ use crate::routes::{access, deployments, health, nodes, status};
     security(("bearer" = [])),
     tags(
         (name = "seed", description = "The original design's routes: `POST /create` is `POST /v1/deployments`."),
-        (name = "deployments"), (name = "nodes"), (name = "access"), (name = "health"),
+        (name = "deployments"), (name = "nodes"), (name = "access"), (name = "events"), (name = "health"),
     )
 )]
 pub struct ApiDoc;

@@ -213,6 +213,8 @@ async fn openapi_documents_every_route_and_each_needs_a_token() {
         ("GET", "/v1/audit"),
         ("GET", "/v1/deployments"),
         ("GET", "/v1/deployments/{name}"),
+        ("GET", "/v1/events"),
+        ("GET", "/v1/events/stream"),
         ("GET", "/v1/nodes"),
         ("GET", "/v1/nodes/{name}"),
         ("PATCH", "/v1/deployments/{name}"),
@@ -237,6 +239,84 @@ async fn openapi_documents_every_route_and_each_needs_a_token() {
     assert_eq!(resp.status(), StatusCode::OK);
     let page = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
     assert!(page.contains("swagger-ui"), "{page}");
+}
+
+#[actix_web::test]
+async fn events_are_listed_after_an_id_and_validated() {
+    let store = seeded_store().await;
+    let app = app!(store);
+    let get = |uri: &str| test::call_service(&app, request(Method::GET, uri, Some(READER), None).to_request());
+
+    let resp = get("/v1/events").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let all: Value = test::read_body_json(resp).await;
+    let kinds: Vec<&str> = all.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["node.added", "node.online", "deployment.created", "replica.placed", "replica.placed", "replica.started"]
+    );
+    assert_eq!(all[3]["node"], "node1");
+    assert_eq!(all[3]["deployment"], "web");
+    assert!(all[0].get("deployment").is_none(), "absent fields are left out: {}", all[0]);
+
+    let resp = get("/v1/events?since=3&limit=2").await;
+    let page: Value = test::read_body_json(resp).await;
+    let ids: Vec<u64> = page.as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [4, 5]);
+
+    for (uri, field) in [
+        ("/v1/events?since=-1", "since"),
+        ("/v1/events?since=abc", "since"),
+        ("/v1/events?limit=0", "limit"),
+        ("/v1/events?limit=1001", "limit"),
+    ] {
+        let resp = get(uri).await;
+        assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{uri}");
+        let err: Value = test::read_body_json(resp).await;
+        assert_eq!(err["error"]["field"], field, "{uri}");
+    }
+}
+
+/// The next chunk of a streaming body, or `None` if none comes within `wait`.
+async fn next_chunk<B: actix_web::body::MessageBody + Unpin>(
+    body: &mut B,
+    wait: std::time::Duration,
+) -> Option<String> {
+    let chunk = tokio::time::timeout(wait, std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_next(cx)))
+        .await
+        .ok()??;
+    Some(String::from_utf8(chunk.ok()?.to_vec()).unwrap())
+}
+
+#[actix_web::test]
+async fn the_event_stream_resumes_after_last_event_id_and_sends_new_events_live() {
+    let store = seeded_store().await;
+    let app = app!(store);
+    let req = request(Method::GET, "/v1/events/stream", Some(READER), None).insert_header(("Last-Event-ID", "4"));
+    let resp = test::call_service(&app, req.to_request()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers().get("content-type").unwrap(), "text/event-stream");
+    let mut body = resp.into_body();
+    let wait = std::time::Duration::from_secs(3);
+    assert_eq!(next_chunk(&mut body, wait).await.unwrap(), "retry: 1000\n\n");
+    let fifth = next_chunk(&mut body, wait).await.unwrap();
+    assert!(fifth.starts_with("id: 5\nevent: replica.placed\ndata: {"), "{fifth}");
+    assert!(fifth.ends_with("}\n\n"), "{fifth}");
+    let sixth = next_chunk(&mut body, wait).await.unwrap();
+    assert!(sixth.starts_with("id: 6\nevent: replica.started\n"), "{sixth}");
+    assert_eq!(next_chunk(&mut body, std::time::Duration::from_millis(500)).await, None, "nothing new yet");
+
+    // A change now is streamed as it happens.
+    store.scale_deployment(&orchestrator_core::DeploymentName::new("web").unwrap(), 3, 1).await.unwrap();
+    let live = next_chunk(&mut body, wait).await.unwrap();
+    assert!(live.starts_with("id: 7\nevent: deployment.scaled\n"), "{live}");
+    assert!(live.contains(r#""message":"web: 2 -> 3 replicas""#), "{live}");
+
+    let bad = request(Method::GET, "/v1/events/stream", Some(READER), None).insert_header(("Last-Event-ID", "x"));
+    let resp = test::call_service(&app, bad.to_request()).await;
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let err: Value = test::read_body_json(resp).await;
+    assert_eq!(err["error"]["field"], "Last-Event-ID");
 }
 
 #[actix_web::test]

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod deployments;
+pub mod events;
 pub mod health;
 pub mod nodes;
 pub mod status;

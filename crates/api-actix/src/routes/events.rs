@@ -1,0 +1,147 @@
+//! `GET /v1/events` (a page of events after an id) and `GET /v1/events/stream` (Server-Sent
+//! Events, resumable with `Last-Event-ID`). Both read what the store recorded with its writes,
+//! so every server of an HA setup streams the same events with the same ids.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, web};
+use orchestrator_core::{ClusterStore, Event};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::ApiState;
+use crate::dto::EventView;
+use crate::error::{ApiError, ErrorBody};
+
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1_000;
+/// How often a stream looks at the store's revision for news.
+const POLL: Duration = Duration::from_millis(200);
+/// A stream reads the events even without a revision change this often (lease changes do not
+/// move the revision).
+const READ_AT_LEAST_EVERY: Duration = Duration::from_secs(2);
+/// A comment line this often keeps proxies from closing an idle stream.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Only events with a larger id (default 0: from the oldest kept).
+    since: Option<String>,
+    /// At most this many, oldest first (1..=1,000, default 100).
+    limit: Option<String>,
+}
+
+fn parse<T: std::str::FromStr>(field: &'static str, raw: Option<&str>) -> Result<Option<T>, ApiError> {
+    raw.map(|v| {
+        v.trim().parse().map_err(|_| ApiError::BadRequest {
+            code: "invalid_value",
+            message: format!("invalid {field}: {v:?} is not a non-negative integer"),
+            field: Some(field.into()),
+        })
+    })
+    .transpose()
+}
+
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
+    responses((status = 200, description = "Events after `since`, oldest first", body = [EventView]),
+        (status = 422, description = "`since` or `limit` out of range (the field is named)", body = ErrorBody),
+        (status = 401, description = "No or invalid token", body = ErrorBody)))]
+pub async fn list(query: web::Query<EventsQuery>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let since = parse::<u64>("since", query.since.as_deref())?.unwrap_or(0);
+    let limit = parse::<u32>("limit", query.limit.as_deref())?.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_value",
+            message: format!("invalid limit: must be 1..={MAX_LIMIT}"),
+            field: Some("limit".into()),
+        });
+    }
+    let events = state.store.list_events(since, limit).await?;
+    Ok(HttpResponse::Ok().json(events.iter().map(EventView::from).collect::<Vec<_>>()))
+}
+
+#[utoipa::path(get, path = "/v1/events/stream", tag = "events", params(EventsQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this id (wins over `since`)")),
+    responses((status = 200, description = "`text/event-stream`: one message per event (`id`, `event` = kind, `data` = the event as JSON); without `since` or `Last-Event-ID`, only events from now on", content_type = "text/event-stream", body = String),
+        (status = 422, description = "`since` or `Last-Event-ID` not an id (the field is named)", body = ErrorBody),
+        (status = 401, description = "No or invalid token", body = ErrorBody)))]
+pub async fn stream(
+    req: HttpRequest,
+    query: web::Query<EventsQuery>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let header = req.headers().get("Last-Event-ID").map(|v| v.to_str().unwrap_or("?"));
+    let resume = parse::<u64>("Last-Event-ID", header)?;
+    let since = parse::<u64>("since", query.since.as_deref())?;
+    let after = match resume.or(since) {
+        Some(id) => id,
+        None => state.store.last_event_id().await?,
+    };
+    let feed = Feed::new(Arc::clone(&state.store), after);
+    // The first bytes go out at once (headers flushed, the client knows it is connected) and
+    // tell an EventSource to reconnect after a second.
+    let hello = futures::stream::once(async { Ok::<_, Infallible>(Bytes::from_static(b"retry: 1000\n\n")) });
+    let events = futures::stream::unfold(feed, |mut feed| async move { Some((Ok(feed.next().await), feed)) });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        // nginx and the like would otherwise hold the messages back.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(futures::StreamExt::chain(hello, events)))
+}
+
+/// One client's position in the events: what it has been sent, and what is ready to send.
+struct Feed {
+    store: Arc<dyn ClusterStore>,
+    after: u64,
+    ready: VecDeque<Event>,
+    revision: Option<u64>,
+    read_at: Instant,
+    sent_at: Instant,
+}
+
+impl Feed {
+    fn new(store: Arc<dyn ClusterStore>, after: u64) -> Self {
+        let now = Instant::now();
+        Self { store, after, ready: VecDeque::new(), revision: None, read_at: now, sent_at: now }
+    }
+
+    /// The next message: an event, or a keep-alive comment after a quiet while.
+    async fn next(&mut self) -> Bytes {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                self.after = event.id;
+                self.sent_at = Instant::now();
+                return message(&event);
+            }
+            if self.sent_at.elapsed() >= KEEP_ALIVE {
+                self.sent_at = Instant::now();
+                return Bytes::from_static(b": keep-alive\n\n");
+            }
+            let revision = self.store.revision().await.ok();
+            if revision != self.revision || self.read_at.elapsed() >= READ_AT_LEAST_EVERY {
+                self.revision = revision;
+                self.read_at = Instant::now();
+                match self.store.list_events(self.after, MAX_LIMIT).await {
+                    Ok(events) if !events.is_empty() => {
+                        self.ready.extend(events);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "event stream: reading events failed; retrying"),
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+}
+
+fn message(event: &Event) -> Bytes {
+    let data = serde_json::to_string(&EventView::from(event)).unwrap_or_else(|_| "{}".into());
+    Bytes::from(format!("id: {}\nevent: {}\ndata: {data}\n\n", event.id, event.kind))
+}
