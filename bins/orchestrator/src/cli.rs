@@ -36,6 +36,20 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Show what happened in the cluster, oldest first; with --follow, keep printing new events
+    /// as they happen (reconnecting, without gaps, if the server goes away).
+    Events {
+        /// Only events after this id.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// At most this many past events (1..=1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -179,6 +193,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Node(NodeCommand::Drain { name, client: c }) => client::drain_node(&c, &name).await,
         Command::Token(TokenCommand::Create { role, client: c }) => client::create_token(&c, &role).await,
         Command::Audit { limit, client: c } => client::audit(&c, limit).await,
+        Command::Events { since, limit, follow, client: c } => client::events(&c, since, limit, follow).await,
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "orchestrator", &mut std::io::stdout());
             Ok(())

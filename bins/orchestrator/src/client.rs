@@ -232,6 +232,81 @@ pub async fn audit(c: &ClientArgs, limit: u32) -> Result<()> {
     Ok(())
 }
 
+fn event_row(e: &Value) -> Vec<String> {
+    let at = e["at_ms"].as_u64().map_or_else(
+        || "-".to_string(),
+        |ms| humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)).to_string(),
+    );
+    vec![text(&e["id"]), at, text(&e["kind"]), text(&e["message"])]
+}
+
+const EVENT_HEADERS: [&str; 4] = ["ID", "AT", "KIND", "MESSAGE"];
+
+/// One event as it arrives: a line of JSON, or a row of the table (whose header was printed once).
+fn print_event(c: &ClientArgs, e: &Value) {
+    match c.output {
+        Output::Json => println!("{e}"),
+        Output::Table => println!("{}", event_row(e).join("  ")),
+    }
+}
+
+pub async fn events(c: &ClientArgs, since: u64, limit: u32, follow: bool) -> Result<()> {
+    if !(1..=1000).contains(&limit) {
+        bail!("--limit must be 1..=1000");
+    }
+    let past = call(c, Method::GET, &format!("/v1/events?since={since}&limit={limit}"), None).await?;
+    if !follow {
+        show(c, &past, |l| print_table(&EVENT_HEADERS, l.as_array().into_iter().flatten().map(event_row).collect()));
+        return Ok(());
+    }
+    if c.output == Output::Table {
+        println!("{}", EVENT_HEADERS.join("  "));
+    }
+    let mut last = since;
+    for e in past.as_array().into_iter().flatten() {
+        print_event(c, e);
+        last = e["id"].as_u64().unwrap_or(last);
+    }
+    // Follow until interrupted; a dropped stream (server restart, failover behind a load
+    // balancer) is resumed after the last event printed, so nothing is missed or repeated.
+    loop {
+        match follow_stream(c, &mut last).await {
+            Ok(()) => eprintln!("event stream ended; reconnecting"),
+            Err(e) => eprintln!("event stream: {e:#}; reconnecting"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// Reads one SSE connection, printing each event and advancing `last`.
+async fn follow_stream(c: &ClientArgs, last: &mut u64) -> Result<()> {
+    let url = format!("{}/v1/events/stream", c.server.trim_end_matches('/'));
+    let mut request = reqwest::Client::new().get(&url).header("Last-Event-ID", last.to_string());
+    if let Some(token) = &c.token {
+        request = request.bearer_auth(token);
+    }
+    let mut response = request.send().await.with_context(|| format!("cannot reach {}", c.server))?;
+    if !response.status().is_success() {
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        bail!("{}", body["error"]["message"].as_str().unwrap_or("no details"));
+    }
+    let mut buffer = String::new();
+    while let Some(chunk) = response.chunk().await? {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let message: String = buffer.drain(..end + 2).collect();
+            let data: String = message.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+            if data.is_empty() {
+                continue; // retry:, keep-alive comments
+            }
+            let event: Value = serde_json::from_str(&data).context("a malformed event")?;
+            print_event(c, &event);
+            *last = event["id"].as_u64().unwrap_or(*last);
+        }
+    }
+    Ok(())
+}
+
 pub async fn nodes(c: &ClientArgs) -> Result<()> {
     let list = call(c, Method::GET, "/v1/nodes", None).await?;
     show(c, &list, |l| print_table(&["NODE", "STATUS", "FREE/CAPACITY", "ADDRESS"], node_rows(l)));
