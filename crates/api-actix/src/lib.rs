@@ -72,6 +72,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) 
     // and a browser cannot send a bearer token when it opens a page.
     cfg.route("/openapi.json", web::get().to(openapi::document))
         .service(SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")));
+    // The dashboard's files: public for the same reason (the page asks for a token).
+    cfg.configure(routes::ui::configure);
     cfg.app_data(web::Data::new(state))
         .route("/healthz", web::get().to(routes::health::healthz))
         .route("/readyz", web::get().to(routes::health::readyz))

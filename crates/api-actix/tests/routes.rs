@@ -264,7 +264,14 @@ async fn events_are_listed_after_an_id_and_validated() {
     let ids: Vec<u64> = page.as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect();
     assert_eq!(ids, [4, 5]);
 
+    let resp = get("/v1/events?tail=2").await;
+    let newest: Value = test::read_body_json(resp).await;
+    let ids: Vec<u64> = newest.as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [5, 6]);
+
     for (uri, field) in [
+        ("/v1/events?tail=0", "tail"),
+        ("/v1/events?tail=5&since=1", "tail"),
         ("/v1/events?since=-1", "since"),
         ("/v1/events?since=abc", "since"),
         ("/v1/events?limit=0", "limit"),
@@ -317,6 +324,33 @@ async fn the_event_stream_resumes_after_last_event_id_and_sends_new_events_live(
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let err: Value = test::read_body_json(resp).await;
     assert_eq!(err["error"]["field"], "Last-Event-ID");
+}
+
+#[actix_web::test]
+async fn the_dashboard_is_served_without_a_token_and_holds_no_data() {
+    let store = seeded_store().await;
+    let app = app!(store);
+    let resp = test::call_service(&app, request(Method::GET, "/ui", None, None).to_request()).await;
+    assert_eq!(resp.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(resp.headers().get("location").unwrap(), "/ui/");
+    for (path, kind, marker) in [
+        ("/ui/", "text/html", "<main>"),
+        ("/ui/app.js", "text/javascript", "/v1/events/stream"),
+        ("/ui/style.css", "text/css", ".card"),
+    ] {
+        let resp = test::call_service(&app, request(Method::GET, path, None, None).to_request()).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert!(resp.headers().get("content-type").unwrap().to_str().unwrap().starts_with(kind), "{path}");
+        let csp = resp.headers().get("content-security-policy").unwrap().to_str().unwrap().to_string();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{csp}");
+        let body = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+        assert!(body.contains(marker), "{path}");
+        // Nothing of the cluster in the static files.
+        assert!(!body.contains("node1") && !body.contains("c0ffee"), "{path}");
+    }
+    // The page's data still needs a token.
+    let resp = test::call_service(&app, request(Method::GET, "/status", None, None).to_request()).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
 }
 
 #[actix_web::test]

@@ -34,6 +34,8 @@ pub struct EventsQuery {
     since: Option<String>,
     /// At most this many, oldest first (1..=1,000, default 100).
     limit: Option<String>,
+    /// Instead of `since`: the newest this many events (1..=1,000), oldest first.
+    tail: Option<String>,
 }
 
 fn parse<T: std::str::FromStr>(field: &'static str, raw: Option<&str>) -> Result<Option<T>, ApiError> {
@@ -52,22 +54,41 @@ fn parse<T: std::str::FromStr>(field: &'static str, raw: Option<&str>) -> Result
         (status = 422, description = "`since` or `limit` out of range (the field is named)", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody)))]
 pub async fn list(query: web::Query<EventsQuery>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    let since = parse::<u64>("since", query.since.as_deref())?.unwrap_or(0);
-    let limit = parse::<u32>("limit", query.limit.as_deref())?.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_value",
-            message: format!("invalid limit: must be 1..={MAX_LIMIT}"),
-            field: Some("limit".into()),
-        });
-    }
+    let in_range = |field: &'static str, n: u32| {
+        if (1..=MAX_LIMIT).contains(&n) {
+            Ok(n)
+        } else {
+            Err(ApiError::BadRequest {
+                code: "invalid_value",
+                message: format!("invalid {field}: must be 1..={MAX_LIMIT}"),
+                field: Some(field.into()),
+            })
+        }
+    };
+    let (since, limit) = match parse::<u32>("tail", query.tail.as_deref())? {
+        Some(tail) => {
+            if query.since.is_some() {
+                return Err(ApiError::BadRequest {
+                    code: "invalid_value",
+                    message: "invalid tail: give since or tail, not both".into(),
+                    field: Some("tail".into()),
+                });
+            }
+            let tail = in_range("tail", tail)?;
+            (state.store.last_event_id().await?.saturating_sub(u64::from(tail)), tail)
+        }
+        None => (
+            parse::<u64>("since", query.since.as_deref())?.unwrap_or(0),
+            in_range("limit", parse::<u32>("limit", query.limit.as_deref())?.unwrap_or(DEFAULT_LIMIT))?,
+        ),
+    };
     let events = state.store.list_events(since, limit).await?;
     Ok(HttpResponse::Ok().json(events.iter().map(EventView::from).collect::<Vec<_>>()))
 }
 
 #[utoipa::path(get, path = "/v1/events/stream", tag = "events", params(EventsQuery,
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this id (wins over `since`)")),
-    responses((status = 200, description = "`text/event-stream`: one message per event (`id`, `event` = kind, `data` = the event as JSON); without `since` or `Last-Event-ID`, only events from now on", content_type = "text/event-stream", body = String),
+    responses((status = 200, description = "`text/event-stream`: one message per event (`id`, `event` = kind, `data` = the event as JSON); without `since`, `tail` or `Last-Event-ID`, only events from now on", content_type = "text/event-stream", body = String),
         (status = 422, description = "`since` or `Last-Event-ID` not an id (the field is named)", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody)))]
 pub async fn stream(
@@ -78,9 +99,10 @@ pub async fn stream(
     let header = req.headers().get("Last-Event-ID").map(|v| v.to_str().unwrap_or("?"));
     let resume = parse::<u64>("Last-Event-ID", header)?;
     let since = parse::<u64>("since", query.since.as_deref())?;
+    let tail = parse::<u64>("tail", query.tail.as_deref())?;
     let after = match resume.or(since) {
         Some(id) => id,
-        None => state.store.last_event_id().await?,
+        None => state.store.last_event_id().await?.saturating_sub(tail.unwrap_or(0)),
     };
     let feed = Feed::new(Arc::clone(&state.store), after);
     // The first bytes go out at once (headers flushed, the client knows it is connected) and

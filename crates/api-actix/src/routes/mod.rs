@@ -6,6 +6,7 @@ pub mod events;
 pub mod health;
 pub mod nodes;
 pub mod status;
+pub mod ui;
 
 use actix_web::HttpRequest;
 
