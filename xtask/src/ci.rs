@@ -20,9 +20,15 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     packages::ensure_build_deps(args.no_install)?;
-    // The HA tests: HAProxy in front of servers on a PostgreSQL database they make with psql.
+    // The HA tests: HAProxy in front of servers on a PostgreSQL database they make with psql;
+    // the dashboard's browser test: Debian's chromium driven through chromedriver.
     packages::ensure(
-        &[Need { program: "haproxy", package: "haproxy" }, Need { program: "psql", package: "postgresql-client" }],
+        &[
+            Need { program: "haproxy", package: "haproxy" },
+            Need { program: "psql", package: "postgresql-client" },
+            Need { program: "/usr/bin/chromium", package: "chromium" },
+            Need { program: "/usr/bin/chromedriver", package: "chromium-driver" },
+        ],
         args.no_install,
     )?;
     sh::run(sh::cargo().args(["fmt", "--all", "--check"]))?;

@@ -40,8 +40,9 @@ function renderStatus(status) {
   const deployments = status.deployments || [];
   const online = nodes.filter((n) => n.status === "online").length;
   const degraded = deployments.filter((d) => d.actual < d.required).length;
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
   $("summary").textContent =
-    `${nodes.length} nodes (${online} online) · ${deployments.length} deployments` +
+    `${plural(nodes.length, "node")} (${online} online) · ${plural(deployments.length, "deployment")}` +
     (degraded ? ` (${degraded} degraded)` : "") +
     ` · leader: ${status.leader || "none"}`;
 
@@ -171,6 +172,7 @@ function signOut(message = "") {
 }
 
 async function start() {
+  $("login-error").textContent = "";
   $("login").hidden = true;
   $("dashboard").hidden = false;
   $("signout").hidden = false;

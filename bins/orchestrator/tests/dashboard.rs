@@ -1,0 +1,263 @@
+//! The dashboard in a real browser (Debian's chromium through chromedriver) against the real
+//! binary and the local cluster: the page shows the nodes and the deployment; when a node's
+//! engine is killed, its card turns offline and the replicas move, without a reload. Also a
+//! narrow window, and accessibility checks on the page's structure. Screenshots go to
+//! target/dashboard/.
+
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use server::{ADMIN, READER, converged, create, local_cluster, start_ready_server, wait_for};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const REPLICAS: usize = 6;
+
+fn required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var("ORCH_REQUIRE_DOCKER").is_ok_and(|v| v == "1")
+}
+
+fn screenshots() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_chromedriver() -> Option<Driver> {
+    if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+        assert!(!required(), "chromium and chromedriver are not installed (Debian chromium chromium-driver)");
+        eprintln!("skipping: chromium or chromedriver missing (apt-get install chromium chromium-driver)");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Some(Driver { child, url: format!("http://127.0.0.1:{port}") })
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            // Root in CI: no sandbox; small /dev/shm in containers.
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"]
+        }),
+    );
+    for _ in 0..50 {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        if let Ok(client) = ClientBuilder::new(connector).capabilities(caps.clone()).connect(&driver.url).await {
+            return client;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not start a browser");
+}
+
+async fn js(c: &Client, script: &str) -> Value {
+    c.execute(script, vec![]).await.unwrap()
+}
+
+/// Waits until `script` (a JS expression) is true in the page.
+async fn until(c: &Client, what: &str, timeout: Duration, script: &str) {
+    let body = format!("return Boolean({script});");
+    wait_for(what, timeout, async || (js(c, &body).await == Value::Bool(true)).then_some(())).await;
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(screenshots().join(name), png).unwrap();
+}
+
+/// Brings a killed engine back even when an assertion fails (later tests share it).
+struct Revive<'a>(&'a local_cluster::ClusterNode);
+
+impl Drop for Revive<'_> {
+    fn drop(&mut self) {
+        self.0.restart();
+    }
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_the_cluster_and_follows_a_node_failure_live() {
+    let Some(nodes) = local_cluster::nodes() else { return };
+    let Some(driver) = start_chromedriver() else { return };
+    let nodes = &nodes[..3];
+    let (server, client) = start_ready_server(nodes).await;
+    let name = format!("dash{}", std::process::id());
+    create(
+        &client,
+        &server.url,
+        &json!({"image": "local/busybox:1", "replicas": REPLICAS, "name": name, "command": ["sleep", "3600"]}),
+    )
+    .await;
+    wait_for("replicas running", Duration::from_secs(60), async || {
+        converged(&client, &server.url, nodes, &name, REPLICAS).await
+    })
+    .await;
+
+    let c = browser(&driver).await;
+    c.goto(&format!("{}/ui", server.url)).await.unwrap();
+    // Signed out: the form asks for a token; a wrong one is refused with a message.
+    until(&c, "the sign-in form", Duration::from_secs(10), "!document.getElementById('login').hidden").await;
+    c.find(Locator::Css("#token")).await.unwrap().send_keys("not-a-token-0123456789abcdef").await.unwrap();
+    c.find(Locator::Css("#login button[type=submit]")).await.unwrap().click().await.unwrap();
+    until(
+        &c,
+        "the refusal",
+        Duration::from_secs(10),
+        "document.getElementById('login-error').textContent.includes('refused')",
+    )
+    .await;
+    c.find(Locator::Css("#token")).await.unwrap().send_keys(READER).await.unwrap();
+    c.find(Locator::Css("#login button[type=submit]")).await.unwrap().click().await.unwrap();
+
+    // Signed in: the form is gone (not just marked hidden), the cluster is shown.
+    until(
+        &c,
+        "the form gone",
+        Duration::from_secs(10),
+        "document.getElementById('login').getClientRects().length === 0",
+    )
+    .await;
+    until(
+        &c,
+        "the dashboard shown",
+        Duration::from_secs(10),
+        "document.getElementById('nodes').getClientRects().length > 0",
+    )
+    .await;
+    // The cluster: three online node cards holding the six replicas, the deployment at 6 / 6.
+    until(
+        &c,
+        "three online nodes",
+        Duration::from_secs(10),
+        "document.querySelectorAll('li.card[data-status=online]').length === 3",
+    )
+    .await;
+    let row = format!("document.querySelector('tr[data-deployment={name}]')");
+    until(
+        &c,
+        "the deployment at 6 / 6",
+        Duration::from_secs(10),
+        &format!("{row} && {row}.textContent.includes('{REPLICAS} / {REPLICAS}')"),
+    )
+    .await;
+    let on_cards = js(&c, "return document.querySelectorAll('li.card .replicas li').length;").await;
+    assert_eq!(on_cards, json!(REPLICAS));
+    until(
+        &c,
+        "events in the feed",
+        Duration::from_secs(10),
+        "document.querySelectorAll('#events li[data-kind=\"replica.started\"]').length >= 6",
+    )
+    .await;
+    screenshot(&c, "1-cluster.png").await;
+
+    // Kill the engine of a node holding replicas: without a reload, its card turns offline,
+    // its replicas move to the other two, and the feed says so.
+    let victim = &nodes[1];
+    let reloads = js(&c, "window.__notReloaded = true; return 1;").await;
+    assert_eq!(reloads, json!(1));
+    victim.signal("KILL");
+    let revive = Revive(victim);
+    let card = format!("document.querySelector('li.card[data-node={}]')", victim.name);
+    until(&c, "the card offline", Duration::from_secs(15), &format!("{card}.dataset.status === 'offline'")).await;
+    until(
+        &c,
+        "the node.offline event",
+        Duration::from_secs(5),
+        "document.querySelector('#events li[data-kind=\"node.offline\"]') !== null",
+    )
+    .await;
+    until(
+        &c,
+        "the replicas moved",
+        Duration::from_secs(60),
+        &format!(
+            "{card}.querySelectorAll('.replicas li').length === 0 && \
+             document.querySelectorAll('li.card[data-status=online] .replicas li').length === {REPLICAS} && \
+             {row}.textContent.includes('{REPLICAS} / {REPLICAS}')"
+        ),
+    )
+    .await;
+    assert_eq!(js(&c, "return window.__notReloaded === true;").await, json!(true), "the page was reloaded");
+    let badge = js(&c, &format!("return {card}.querySelector('.badge').textContent;")).await;
+    assert_eq!(badge, json!("offline"), "the status is said in words, not only in colour");
+    screenshot(&c, "2-node-offline.png").await;
+
+    // A narrow window: everything still fits its width (no sideways scrolling of the page).
+    c.set_window_size(400, 900).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let overflow = js(&c, "return document.documentElement.scrollWidth - document.documentElement.clientWidth;").await;
+    assert!(overflow.as_i64().unwrap() <= 0, "the page scrolls sideways by {overflow} px");
+    screenshot(&c, "3-narrow.png").await;
+
+    // Accessibility checks on structure: a language, one h1, labelled controls and regions,
+    // the live region for events, meters with values, and table headers with scope.
+    let report = js(
+        &c,
+        r#"
+        const problems = [];
+        if (!document.documentElement.lang) problems.push('no lang on <html>');
+        if (document.querySelectorAll('h1').length !== 1) problems.push('not exactly one h1');
+        for (const input of document.querySelectorAll('input')) {
+            if (!document.querySelector(`label[for="${input.id}"]`)) problems.push(`unlabelled input ${input.id}`);
+        }
+        for (const button of document.querySelectorAll('button')) {
+            if (!button.textContent.trim()) problems.push('a button without a name');
+        }
+        for (const section of document.querySelectorAll('section')) {
+            const id = section.getAttribute('aria-labelledby');
+            if (!id || !document.getElementById(id)) problems.push('a section without a heading');
+        }
+        if (document.getElementById('events').getAttribute('aria-live') !== 'polite') problems.push('events not a live region');
+        for (const m of document.querySelectorAll('[role=meter]')) {
+            if (!m.getAttribute('aria-label') || m.getAttribute('aria-valuenow') === null) problems.push('a meter without label or value');
+        }
+        for (const th of document.querySelectorAll('thead th')) {
+            if (th.getAttribute('scope') !== 'col') problems.push('a column header without scope');
+        }
+        return problems;
+        "#,
+    )
+    .await;
+    assert_eq!(report, json!([]), "accessibility problems");
+
+    // Signing out forgets the token.
+    c.set_window_size(1280, 1000).await.unwrap();
+    c.find(Locator::Css("#signout")).await.unwrap().click().await.unwrap();
+    assert_eq!(js(&c, "return sessionStorage.length;").await, json!(0));
+    c.close().await.unwrap();
+
+    drop(revive);
+    let resp = client.delete(format!("{}/v1/deployments/{name}", server.url)).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    wait_for("containers removed", Duration::from_secs(60), async || {
+        server::try_containers_on_engines(nodes, &name)?.is_empty().then_some(())
+    })
+    .await;
+}
