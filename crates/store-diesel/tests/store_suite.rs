@@ -443,6 +443,27 @@ async fn every_change_is_an_event_in_order_and_failed_writes_leave_none(db: Test
     assert_eq!(s.last_event_id().await.unwrap(), events.last().unwrap().id);
 }
 
+async fn old_events_are_dropped_beyond_the_retention(db: TestDb) {
+    let t = TempStore::new(db).await;
+    let s = &t.store;
+    online_node(s, "n1", 20_000).await;
+    deployment(s, "web", 0).await;
+    let web = deployment_name("web");
+    // 11 x 1,000 placements: 11,000 events and a few more.
+    for _ in 0..11 {
+        let batch = vec![Placement { deployment: web.clone(), node: node_name("n1"), units: 1 }; 1_000];
+        s.place_replicas(&batch).await.unwrap();
+    }
+    let last = s.last_event_id().await.unwrap();
+    assert!(last > 11_000);
+    let oldest = s.list_events(0, 1).await.unwrap()[0].id;
+    let kept = last - oldest + 1;
+    assert!(
+        (orchestrator_core::EVENT_RETENTION..=orchestrator_core::EVENT_RETENTION + 1_000).contains(&kept),
+        "kept {kept} events"
+    );
+}
+
 /// Each test, once per backend.
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
@@ -482,4 +503,5 @@ on_both_backends!(
     the_lease_has_one_live_holder_and_terms_only_grow,
     a_fenced_store_writes_only_while_its_term_holds,
     every_change_is_an_event_in_order_and_failed_writes_leave_none,
+    old_events_are_dropped_beyond_the_retention,
 );
