@@ -1,5 +1,6 @@
 //! `orchestrator`: `serve` runs the control plane; every other command is a client of its API.
 
+mod access_log;
 mod cli;
 mod client;
 mod config;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 use tracing_actix_web::TracingLogger;
 
+use crate::access_log::AccessLog;
 use crate::config::ServeArgs;
 use crate::{logging, tokens};
 
@@ -23,6 +24,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("cannot create data dir {}", settings.data_dir.display()))?;
     let admin = tokens::admin_token(settings.admin_token, settings.admin_token_file.as_deref(), &settings.data_dir)?;
+    if let Some(reader) = &settings.reader_token {
+        tokens::check_strength("the reader token", reader)?;
+    }
 
     let db = DieselStore::open_url(&settings.store_url).await.context("cannot open the store")?;
     let mut runtime_config = DockerRuntimeConfig::new(db.cluster_id());
@@ -71,7 +75,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let (state, tokens) = (state.clone(), tokens.clone());
         App::new()
             .wrap(http_metrics.clone())
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<AccessLog>::new())
             .configure(move |cfg| api_actix::configure(cfg, state, tokens))
     })
     // Responses go out in several writes (see api-actix's /status): without NODELAY, Nagle's

@@ -46,10 +46,20 @@ pub fn start_server_with(
     extra: &[&str],
     log: Option<&std::path::Path>,
 ) -> Server {
+    start_server_logging(nodes, data, extra, log.map(|l| (l, "info")))
+}
+
+/// As `start_server_with`, logging to a file at the given `RUST_LOG` filter.
+pub fn start_server_logging(
+    nodes: &[local_cluster::ClusterNode],
+    data: &std::path::Path,
+    extra: &[&str],
+    log: Option<(&std::path::Path, &str)>,
+) -> Server {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
-    if let Some(log) = log {
+    if let Some((log, filter)) = log {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-        cmd.env("RUST_LOG", "info").stderr(file);
+        cmd.env("RUST_LOG", filter).stderr(file);
     }
     // Default heartbeat settings: what the failover tests promise is what users get.
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--stop-grace", "1s"])
