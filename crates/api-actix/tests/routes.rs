@@ -241,6 +241,67 @@ async fn openapi_documents_every_route_and_each_needs_a_token() {
     assert!(page.contains("swagger-ui"), "{page}");
 }
 
+/// Every route of the OpenAPI document, with no token, a bad token, a reader token and an admin
+/// token: who may do what is decided by the role alone, and every mutation attempt (allowed or
+/// refused) is in the audit log under the caller's token id.
+#[actix_web::test]
+async fn the_auth_matrix_holds_for_every_documented_route_and_mutations_are_audited() {
+    let store = seeded_store().await;
+    let app = app!(store);
+    let resp = test::call_service(&app, request(Method::GET, "/openapi.json", None, None).to_request()).await;
+    let doc: Value = test::read_body_json(resp).await;
+    let mut routes: Vec<(Method, String)> = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            routes.push((Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(), path.clone()));
+        }
+    }
+    assert!(routes.len() >= 19, "{routes:?}");
+    let mut mutations = 0;
+    for (method, path) in &routes {
+        if path.ends_with("healthz") || path.ends_with("readyz") {
+            continue;
+        }
+        let uri = path.replace("{name}", if path.contains("nodes") { "node1" } else { "web" });
+        let call = |token: Option<&'static str>| {
+            let req = request(method.clone(), &uri, token, None);
+            test::call_service(&app, req.to_request())
+        };
+        assert_eq!(call(None).await.status(), StatusCode::UNAUTHORIZED, "no token: {method} {path}");
+        assert_eq!(
+            call(Some("not-a-real-token-0123456789abcdef0123")).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "bad token: {method} {path}"
+        );
+        let as_reader = call(Some(READER)).await.status();
+        let as_admin = call(Some(ADMIN)).await.status();
+        if *method == Method::GET && path == "/v1/audit" {
+            // Who changed what is for admins only.
+            assert_eq!(as_reader, StatusCode::FORBIDDEN, "reader: {method} {path}");
+            assert!(as_admin.is_success(), "admin: {method} {path}: {as_admin}");
+        } else if *method == Method::GET {
+            assert!(as_reader.is_success(), "reader: {method} {path}: {as_reader}");
+            assert!(as_admin.is_success(), "admin: {method} {path}: {as_admin}");
+        } else {
+            mutations += 1;
+            assert_eq!(as_reader, StatusCode::FORBIDDEN, "reader: {method} {path}");
+            assert!(
+                as_admin != StatusCode::UNAUTHORIZED && as_admin != StatusCode::FORBIDDEN,
+                "admin: {method} {path}: {as_admin}"
+            );
+        }
+    }
+    // Two audited attempts per mutating route (the reader's refused one and the admin's), plus
+    // the bad-token and no-token attempts, which are refused before a caller is known.
+    let resp = test::call_service(&app, request(Method::GET, "/v1/audit?limit=1000", Some(ADMIN), None).to_request()).await;
+    let audit: Value = test::read_body_json(resp).await;
+    let entries = audit.as_array().unwrap();
+    let by = |id: &str, status: u16| entries.iter().filter(|e| e["token_id"] == id && e["status"] == status).count();
+    assert_eq!(by("bootstrap-reader", 403), mutations, "{audit}");
+    let by_admin = entries.iter().filter(|e| e["token_id"] == "bootstrap-admin").count();
+    assert_eq!(by_admin, mutations, "{audit}");
+}
+
 #[actix_web::test]
 async fn events_are_listed_after_an_id_and_validated() {
     let store = seeded_store().await;
