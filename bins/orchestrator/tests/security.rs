@@ -58,7 +58,13 @@ async fn no_token_reaches_the_logs() {
     assert_eq!(resp.status().as_u16(), 200);
     let resp = client.get(url("/status")).bearer_auth(bad).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 401);
-    let resp = client.post(url("/v1/deployments")).bearer_auth(READER).json(&json!({"image": "a", "replicas": 0})).send().await.unwrap();
+    let resp = client
+        .post(url("/v1/deployments"))
+        .bearer_auth(READER)
+        .json(&json!({"image": "a", "replicas": 0}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 403);
     let resp = client.post(url("/v1/tokens")).bearer_auth(ADMIN).json(&json!({"role": "reader"})).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 201);
@@ -66,7 +72,13 @@ async fn no_token_reaches_the_logs() {
     let made = made["token"].as_str().unwrap().to_string();
     let resp = client.get(url("/v1/events")).bearer_auth(&made).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    let resp = client.post(url("/v1/deployments")).bearer_auth(ADMIN).json(&json!({"image": "local/busybox:1", "replicas": 0, "name": "quiet"})).send().await.unwrap();
+    let resp = client
+        .post(url("/v1/deployments"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"image": "local/busybox:1", "replicas": 0, "name": "quiet"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 201);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     drop(server);
@@ -79,4 +91,3 @@ async fn no_token_reaches_the_logs() {
     }
     assert!(!written.to_lowercase().contains("bearer "), "an Authorization header is in the log");
 }
-
