@@ -9,6 +9,7 @@ mod cluster;
 mod demo;
 mod ha;
 mod image;
+mod load;
 mod packages;
 mod pg;
 mod sh;
@@ -38,6 +39,8 @@ enum Command {
     Ha(ha::HaCommand),
     /// Criterion benchmarks (starts the local cluster for the runtime suite).
     Bench(bench::Args),
+    /// wrk against the release binary: GET /status, then mixed read/write traffic; no error allowed.
+    Load(load::Args),
     /// The guided tour: 3 nodes, 6 replicas, a node dies, replicas move, the node returns.
     Demo(demo::Args),
 }
@@ -49,6 +52,7 @@ fn main() -> Result<()> {
         Command::Pg(command) => pg::run(command),
         Command::Ha(command) => ha::run(command),
         Command::Demo(args) => demo::run(args),
+        Command::Load(args) => load::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }

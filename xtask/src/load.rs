@@ -1,0 +1,184 @@
+//! `cargo xtask load [--seconds 60]`: wrk (Debian's) against the release binary. Two passes of
+//! the given length: `GET /status` alone (gzip, as browsers ask), then mixed traffic (70%
+//! `/status`, 10% one deployment, 10% the newest events, 10% creates of new deployments).
+//! Fails if any request errs (a non-2xx answer or a socket error). The local cluster's nodes
+//! are registered when it is up. Prints a table and writes target/bench/load.json.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::packages::{self, Need};
+use crate::{cluster, sh};
+
+const TOKEN: &str = "load-test-token-0123456789abcdef0123456789";
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Length of each pass.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Open connections.
+    #[arg(long, default_value_t = 32)]
+    connections: u32,
+}
+
+const MIXED: &str = r#"
+local counter = 0
+local next_thread = 0
+function setup(thread)
+  thread:set("tid", next_thread)
+  next_thread = next_thread + 1
+end
+local headers = {
+  ["Authorization"] = "Bearer TOKEN",
+  ["Accept-Encoding"] = "gzip",
+  ["Content-Type"] = "application/json",
+}
+function request()
+  counter = counter + 1
+  local pick = counter % 10
+  if pick < 7 then
+    return wrk.format("GET", "/status", headers)
+  elseif pick == 7 then
+    return wrk.format("GET", "/v1/deployments/load-seed", headers)
+  elseif pick == 8 then
+    return wrk.format("GET", "/v1/events?tail=50", headers)
+  end
+  local body = string.format('{"name":"load-%d-%d","image":"local/busybox:1","replicas":0}', tid, counter)
+  return wrk.format("POST", "/v1/deployments", headers, body)
+end
+"#;
+
+pub fn run(args: Args) -> Result<()> {
+    packages::ensure(&[Need { program: "wrk", package: "wrk" }], false)?;
+    sh::run(sh::cargo().args(["build", "--release", "-p", "orchestrator"]))?;
+    let root = sh::workspace_root();
+    let dir = root.join("target/load");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut cmd = Command::new(root.join("target/release/orchestrator"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(&dir)
+        .env("ORCH_ADMIN_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    let nodes = std::fs::read_to_string(cluster::state_dir().join("nodes")).unwrap_or_default();
+    for line in nodes.lines() {
+        let mut parts = line.split_whitespace();
+        if let (Some(name), Some(address)) = (parts.next(), parts.next()) {
+            cmd.arg("--node").arg(format!("{name}={address}"));
+        }
+    }
+    let mut server = cmd.spawn()?;
+    let result = passes(&url, &dir, &args);
+    let _ = server.kill();
+    let _ = server.wait();
+    let report = result?;
+    let out = root.join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("load.json"), serde_json::to_string_pretty(&report)?)?;
+    println!("written to target/bench/load.json");
+    let errors: u64 = report["passes"].as_array().into_iter().flatten().filter_map(|p| p["errors"].as_u64()).sum();
+    if errors > 0 {
+        bail!("{errors} requests failed");
+    }
+    Ok(())
+}
+
+fn passes(url: &str, dir: &std::path::Path, args: &Args) -> Result<Value> {
+    let started = Instant::now();
+    while crate::ha::http_get(&format!("{url}/readyz")).is_none_or(|(code, _)| code != 200) {
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("the server did not become ready");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    agent
+        .post(format!("{url}/v1/deployments"))
+        .header("Authorization", &format!("Bearer {TOKEN}"))
+        .send_json(json!({"name": "load-seed", "image": "local/busybox:1", "replicas": 0}))?;
+
+    let status_script = dir.join("status.lua");
+    std::fs::write(
+        &status_script,
+        format!(
+            "wrk.headers[\"Authorization\"] = \"Bearer {TOKEN}\"\nwrk.headers[\"Accept-Encoding\"] = \"gzip\"\nwrk.path = \"/status\"\n"
+        ),
+    )?;
+    let mixed_script = dir.join("mixed.lua");
+    std::fs::write(&mixed_script, MIXED.replace("TOKEN", TOKEN))?;
+    let mut reports = Vec::new();
+    for (label, script) in [("GET /status", &status_script), ("mixed read/write", &mixed_script)] {
+        let out = sh::output(
+            Command::new("wrk")
+                .args(["-t2", &format!("-c{}", args.connections), &format!("-d{}s", args.seconds), "--latency", "-s"])
+                .arg(script)
+                .arg(url),
+        )?;
+        let pass = parse_wrk(label, &out).with_context(|| format!("cannot read wrk's report:\n{out}"))?;
+        println!(
+            "{label}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} requests, {} errors",
+            pass["requests_per_s"].as_f64().unwrap_or(0.0),
+            pass["p50_ms"].as_f64().unwrap_or(0.0),
+            pass["p99_ms"].as_f64().unwrap_or(0.0),
+            pass["requests"],
+            pass["errors"]
+        );
+        reports.push(pass);
+    }
+    Ok(json!({"seconds": args.seconds, "connections": args.connections, "passes": reports}))
+}
+
+/// wrk's latency ("1.23ms", "850.00us", "1.02s") in milliseconds.
+fn millis(value: &str) -> Option<f64> {
+    let (number, unit) = value.split_at(value.find(|c: char| c.is_ascii_alphabetic())?);
+    let n: f64 = number.parse().ok()?;
+    Some(match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => return None,
+    })
+}
+
+fn parse_wrk(label: &str, out: &str) -> Option<Value> {
+    let field = |prefix: &str| {
+        out.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|rest| rest.trim().to_string()))
+    };
+    let requests: u64 = out.lines().find_map(|l| l.trim().split_once(" requests in ").map(|(n, _)| n.trim().parse().ok()))??;
+    let non_2xx: u64 = field("Non-2xx or 3xx responses:").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let socket_errors: u64 = field("Socket errors:")
+        .map(|v| v.split(',').filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    Some(json!({
+        "pass": label,
+        "requests": requests,
+        "requests_per_s": field("Requests/sec:")?.parse::<f64>().ok()?,
+        "p50_ms": millis(&field("50%")?)?,
+        "p99_ms": millis(&field("99%")?)?,
+        "errors": non_2xx + socket_errors,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrk_reports() {
+        let out = "Running 1s test @ http://127.0.0.1:1\n  2 threads and 32 connections\n  Latency Distribution\n     50%  850.00us\n     75%    1.20ms\n     90%    2.00ms\n     99%    5.10ms\n  12345 requests in 1.00s, 1.00MB read\n  Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 4\nRequests/sec:  12345.00\n";
+        let v = parse_wrk("x", out).unwrap();
+        assert_eq!(v["requests"], 12345);
+        assert_eq!(v["errors"], 7);
+        assert_eq!(v["p50_ms"], 0.85);
+        assert_eq!(v["p99_ms"], 5.1);
+    }
+}
