@@ -150,10 +150,10 @@ fn millis(value: &str) -> Option<f64> {
 }
 
 fn parse_wrk(label: &str, out: &str) -> Option<Value> {
-    let field = |prefix: &str| {
-        out.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|rest| rest.trim().to_string()))
-    };
-    let requests: u64 = out.lines().find_map(|l| l.trim().split_once(" requests in ").map(|(n, _)| n.trim().parse().ok()))??;
+    let field =
+        |prefix: &str| out.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|rest| rest.trim().to_string()));
+    let requests: u64 =
+        out.lines().find_map(|l| l.trim().split_once(" requests in ").map(|(n, _)| n.trim().parse().ok()))??;
     let non_2xx: u64 = field("Non-2xx or 3xx responses:").and_then(|v| v.parse().ok()).unwrap_or(0);
     let socket_errors: u64 = field("Socket errors:")
         .map(|v| v.split(',').filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok()).sum())
