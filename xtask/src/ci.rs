@@ -39,10 +39,14 @@ pub fn run(args: Args) -> Result<()> {
     // The store suite and the HA tests run on a real PostgreSQL too.
     let tests = pg::up(args.no_install).and_then(|()| run_tests());
     let _ = pg::down();
+    // A short chaos run on the same cluster (its own server and deployments), seed fixed so a
+    // failure can be replayed with `cargo xtask chaos --minutes 2 --seed 1`.
+    let chaos = if tests.is_ok() { crate::chaos::run(crate::chaos::Args { minutes: 2.0, seed: 1 }) } else { Ok(()) };
     if !args.keep_cluster {
         cluster.down()?;
     }
     let (passed, failed) = tests?;
+    chaos?;
     // One closing line for the whole workspace: cargo's own last line is that of the last
     // (often empty) doc-test run, which says nothing about the run as a whole.
     println!("{passed} passed, {failed} failed");

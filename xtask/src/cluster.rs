@@ -103,7 +103,7 @@ impl Cluster {
         Node { index, dir: self.dir.join(format!("node{index}")) }
     }
 
-    fn node(&self, name: &str) -> Result<Node> {
+    pub(crate) fn node(&self, name: &str) -> Result<Node> {
         let index: usize = name
             .strip_prefix("node")
             .and_then(|i| i.parse().ok())
@@ -235,7 +235,7 @@ impl Node {
         format!("orch-node{}", self.index)
     }
 
-    fn veth(&self) -> String {
+    pub(crate) fn veth(&self) -> String {
         format!("orch-v{}", self.index)
     }
 
@@ -263,7 +263,7 @@ impl Node {
         std::fs::read_to_string(self.pidfile()).ok()?.trim().parse().ok().filter(|p| alive(*p))
     }
 
-    fn signal(&self, signal: &str) -> Result<()> {
+    pub(crate) fn signal(&self, signal: &str) -> Result<()> {
         let pid = self.pid().with_context(|| format!("{}'s dockerd is not running", self.name()))?;
         sh::run(Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()))
     }
@@ -332,7 +332,7 @@ setsid nsenter --net=/run/netns/{ns} -- unshare --mount --uts --propagation slav
         Ok(())
     }
 
-    fn start(&self) -> Result<()> {
+    pub(crate) fn start(&self) -> Result<()> {
         if self.pid().is_some() {
             bail!("{} is already running", self.name());
         }
@@ -352,7 +352,7 @@ setsid nsenter --net=/run/netns/{ns} -- unshare --mount --uts --propagation slav
         answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
     }
 
-    fn wait_ready(&self) -> Result<()> {
+    pub(crate) fn wait_ready(&self) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             if self.ping() {

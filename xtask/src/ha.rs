@@ -133,6 +133,18 @@ fn stop_pid(pid: u32, grace: Duration) {
     }
 }
 
+/// GET with a bearer token: (status, body), or None without an answer.
+pub fn http_get_auth(url: &str, token: &str) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent.get(url).header("Authorization", &format!("Bearer {token}")).call().ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.body_mut().read_to_string().ok()?))
+}
+
 pub fn http_get(url: &str) -> Option<(u16, String)> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(2)))

@@ -4,6 +4,7 @@ mod bench;
 mod bench_api;
 mod bench_e2e;
 mod bench_ha;
+mod chaos;
 mod ci;
 mod cluster;
 mod demo;
@@ -39,6 +40,8 @@ enum Command {
     Ha(ha::HaCommand),
     /// Criterion benchmarks (starts the local cluster for the runtime suite).
     Bench(bench::Args),
+    /// A bounded, seeded chaos run on the local cluster with invariant checks after each fault.
+    Chaos(chaos::Args),
     /// wrk against the release binary: GET /status, then mixed read/write traffic; no error allowed.
     Load(load::Args),
     /// The guided tour: 3 nodes, 6 replicas, a node dies, replicas move, the node returns.
@@ -53,6 +56,7 @@ fn main() -> Result<()> {
         Command::Ha(command) => ha::run(command),
         Command::Demo(args) => demo::run(args),
         Command::Load(args) => load::run(args),
+        Command::Chaos(args) => chaos::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }

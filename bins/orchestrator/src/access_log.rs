@@ -3,6 +3,7 @@
 //! Headers are never recorded, so no token reaches the log; tokens are never taken from the
 //! query string either.
 
+use actix_web::HttpMessage;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
@@ -11,8 +12,13 @@ use tracing_actix_web::{DefaultRootSpanBuilder, RootSpanBuilder};
 
 pub struct AccessLog;
 
+/// When the request arrived, for its duration in the log line.
+#[derive(Clone, Copy)]
+struct Arrived(std::time::Instant);
+
 impl RootSpanBuilder for AccessLog {
     fn on_request_start(request: &ServiceRequest) -> Span {
+        request.extensions_mut().insert(Arrived(std::time::Instant::now()));
         tracing_actix_web::root_span!(request)
     }
 
@@ -22,10 +28,15 @@ impl RootSpanBuilder for AccessLog {
         match outcome {
             Ok(response) => {
                 let status = response.status().as_u16();
+                let ms = response
+                    .request()
+                    .extensions()
+                    .get::<Arrived>()
+                    .map_or(0.0, |a| a.0.elapsed().as_secs_f64() * 1000.0);
                 if response.request().method() == Method::GET {
-                    tracing::debug!(status, "request");
+                    tracing::debug!(status, ms, "request");
                 } else {
-                    tracing::info!(status, "request");
+                    tracing::info!(status, ms, "request");
                 }
             }
             Err(error) => tracing::warn!(%error, "request failed"),

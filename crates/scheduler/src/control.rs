@@ -112,9 +112,17 @@ impl ControlPlane for SchedulerControl {
         Ok(deployment)
     }
 
+    /// Answers once the deployment is gone from the store; its containers are removed in the
+    /// background (an engine that hangs must not hold the answer for its timeout).
     async fn delete_deployment(&self, name: &DeploymentName) -> Result<()> {
         match self.acting.current() {
-            Some(leader) => leader.delete_deployment(name).await,
+            Some(leader) => {
+                let removed = leader.store().delete_deployment(name).await?;
+                info!(deployment = %name, "deployment deleted");
+                let span = tracing::info_span!("remove_after_delete", deployment = %name);
+                tokio::spawn(async move { leader.remove_containers_of(removed).await }.instrument(span));
+                Ok(())
+            }
             // The leader's reconciler removes containers whose deployment no longer exists.
             None => self.scheduler.store().delete_deployment(name).await.map(drop),
         }

@@ -100,13 +100,26 @@ impl Scheduler {
 
     /// Deletes the deployment and removes its containers. Containers on unreachable nodes are
     /// removed by the reconciler when the node answers again (they are no longer in the store).
+    ///
+    /// Without the image's spawn lock: a convergence of the same image may hold it for as long
+    /// as an engine takes to time out, and a delete must not wait for that. A convergence still
+    /// under way for this deployment finds its records gone (its writes fail) and any container
+    /// it still starts is an orphan the reconciler removes.
     pub async fn delete_deployment(&self, name: &DeploymentName) -> Result<()> {
-        let deployment = self.store.get_deployment(name).await?;
-        let _spawn = self.image_locks.lock(&deployment.image).await;
         let removed = self.store.delete_deployment(name).await?;
-        let nodes = self.nodes_by_name().await?;
-        let work =
-            removed.into_iter().filter(|r| r.state.is_active()).filter_map(|r| Some((nodes.get(&r.node)?.clone(), r)));
+        info!(deployment = %name, "deployment deleted");
+        self.remove_containers_of(removed).await;
+        Ok(())
+    }
+
+    /// Removes the containers of replicas the store no longer has, on the nodes that answer
+    /// (online or draining); the reconciler removes the others when their node is back.
+    pub async fn remove_containers_of(&self, removed: Vec<Replica>) {
+        let Ok(nodes) = self.nodes_by_name().await else { return };
+        let work = removed
+            .into_iter()
+            .filter(|r| r.state.is_active())
+            .filter_map(|r| Some((nodes.get(&r.node).filter(|n| n.status != NodeStatus::Offline)?.clone(), r)));
         futures::stream::iter(work)
             .map(|(node, replica)| async move {
                 let _permit = self.permits.acquire(&node.name).await;
@@ -117,8 +130,6 @@ impl Scheduler {
             .buffer_unordered(self.config.total_concurrency)
             .collect::<Vec<_>>()
             .await;
-        info!(deployment = %name, "deployment deleted");
-        Ok(())
     }
 
     /// `AddNodesToCluster`: the node starts offline and becomes eligible on its first good ping,

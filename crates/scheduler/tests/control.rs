@@ -87,6 +87,14 @@ async fn the_leader_acts_at_once_with_the_scheduler_it_published() {
     let control = SchedulerControl::new(Arc::clone(&h.scheduler), role, acting.clone());
     let published = acting.publish(Arc::clone(&h.scheduler));
     control.delete_deployment(&web).await.unwrap();
+    // The answer comes once the store has it; the removals follow in the background.
+    assert!(matches!(h.store.get_deployment(&web).await, Err(Error::NotFound { .. })));
+    for _ in 0..100 {
+        if h.engines.containers().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     assert_eq!(h.engines.containers().len(), 0);
     // Once the term ends, the same control plane only records intents.
     drop(published);
