@@ -8,6 +8,7 @@ mod chaos;
 mod ci;
 mod cluster;
 mod demo;
+mod fuzz;
 mod ha;
 mod image;
 mod load;
@@ -42,6 +43,8 @@ enum Command {
     Bench(bench::Args),
     /// A bounded, seeded chaos run on the local cluster with invariant checks after each fault.
     Chaos(chaos::Args),
+    /// schemathesis against the server's own OpenAPI document (with and without a token).
+    Fuzz(fuzz::Args),
     /// wrk against the release binary: GET /status, then mixed read/write traffic; no error allowed.
     Load(load::Args),
     /// The guided tour: 3 nodes, 6 replicas, a node dies, replicas move, the node returns.
@@ -57,6 +60,7 @@ fn main() -> Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Load(args) => load::run(args),
         Command::Chaos(args) => chaos::run(args),
+        Command::Fuzz(args) => fuzz::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }

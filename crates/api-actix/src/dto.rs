@@ -4,25 +4,72 @@ use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use orchestrator_core::{Deployment, Node, Replica};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
+
+// The `pattern`s below state in the OpenAPI document exactly what the domain validates (names
+// are DNS labels; images Docker references; addresses unix:// paths or host:port), so that a
+// client, or a fuzzer, generating from the document finds no disagreement.
+
+/// At most 256 arguments, none with a NUL (no program can receive one).
+fn command_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(ObjectBuilder::new().schema_type(Type::String).pattern(Some("^[^\\u0000]*$")))
+        .max_items(Some(256))
+        .build()
+}
+
+/// An integer as JSON Schema counts one: `3` or `3.0` (an integral float), not `3.5`.
+pub(crate) fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(i) = n.as_i64() {
+        return Ok(i);
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 => Ok(f as i64),
+        _ => Err(serde::de::Error::custom(format!("{n} is not an integer in range"))),
+    }
+}
+
+fn optional_integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    struct Wrapped(#[serde(deserialize_with = "integer")] i64);
+    Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
+}
+
+fn version<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(u) = n.as_u64() {
+        return Ok(u);
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..u64::MAX as f64).contains(&f) => Ok(f as u64),
+        _ => Err(serde::de::Error::custom(format!("{n} is not a version (a non-negative integer)"))),
+    }
+}
 
 /// `POST /create`, `POST /v1/deployments`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDeployment {
     /// A Docker image reference, e.g. `local/busybox:1`.
-    #[schema(example = "local/busybox:1")]
+    #[schema(example = "local/busybox:1", pattern = "^(((localhost|[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+)(:[0-9]{1,5})?|[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?:[0-9]{1,5})/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*|[a-z0-9]+((_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)+|[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[a-z0-9+._-]+:[0-9a-fA-F]{32,})?$", max_length = 255)]
     pub image: String,
     /// Required replicas, 0..=the server's maximum (10,000 by default).
-    #[schema(example = 6)]
+    #[schema(example = 6, minimum = 0, maximum = 10_000)]
+    #[serde(deserialize_with = "integer")]
     pub replicas: i64,
     /// A DNS label; derived from the image when absent.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)]
     pub name: Option<String>,
-    /// The container's command; the image's own when empty.
+    /// The container's command; the image's own when empty (at most 256 arguments, 16 KiB).
     #[serde(default)]
+    #[schema(schema_with = command_schema)]
     pub command: Vec<String>,
     /// Capacity units one replica takes on its node (default 1).
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    #[serde(default, deserialize_with = "optional_integer")]
     pub units: Option<i64>,
 }
 
@@ -30,7 +77,11 @@ pub struct CreateDeployment {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleDeployment {
+    #[schema(minimum = 0, maximum = 10_000)]
+    #[serde(deserialize_with = "integer")]
     pub replicas: i64,
+    #[schema(minimum = 0)]
+    #[serde(deserialize_with = "version")]
     pub version: u64,
 }
 
@@ -38,10 +89,13 @@ pub struct ScaleDeployment {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddNode {
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)]
     pub name: String,
     /// The Docker Engine API: `unix:///path`, `tcp://host:port`, `http://` or `https://`.
-    #[schema(example = "tcp://10.123.0.11:2375")]
+    #[schema(example = "tcp://192.0.2.10:2375", pattern = "^(unix:///[^\\u0000]+|(tcp|http|https)://[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})/?)$", max_length = 268)]
     pub address: String,
+    #[schema(minimum = 0, maximum = 4_294_967_295_u64)]
+    #[serde(deserialize_with = "integer")]
     pub capacity: i64,
 }
 
@@ -168,7 +222,7 @@ pub struct Drained {
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// `admin` or `reader`.
-    #[schema(example = "reader")]
+    #[schema(example = "reader", pattern = "^(admin|reader)$")]
     pub role: String,
 }
 

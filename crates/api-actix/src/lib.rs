@@ -74,9 +74,23 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) 
         .service(SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")));
     // The dashboard's files: public for the same reason (the page asks for a token).
     cfg.configure(routes::ui::configure);
-    cfg.app_data(web::Data::new(state))
-        .route("/healthz", web::get().to(routes::health::healthz))
-        .route("/readyz", web::get().to(routes::health::readyz))
+    // A query string that does not fit its handler's parameters: the same JSON error as the rest.
+    let query = web::QueryConfig::default().error_handler(|e, _| {
+        ApiError::BadRequest { code: "bad_query", message: format!("query string: {e}"), field: None }.into()
+    });
+    cfg.app_data(query)
+        .app_data(web::Data::new(state))
+        // Public like the probes they are; another method is a 405 here, before any token check.
+        .service(
+            web::resource("/healthz")
+                .route(web::get().to(routes::health::healthz))
+                .default_service(web::to(routes::not_found)),
+        )
+        .service(
+            web::resource("/readyz")
+                .route(web::get().to(routes::health::readyz))
+                .default_service(web::to(routes::not_found)),
+        )
         .service(
             web::scope("")
                 .wrap(actix_web::middleware::from_fn(auth::require_token))

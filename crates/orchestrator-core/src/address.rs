@@ -26,6 +26,10 @@ pub struct EngineAddress {
 impl EngineAddress {
     pub fn parse(value: &str) -> Result<Self> {
         let invalid = |why: &str| Error::invalid(FIELD, format!("{value:?}: {why}"));
+        // `https://` + a 253-character host + `:65535/`: nothing valid is longer.
+        if value.len() > MAX_ADDRESS_LEN {
+            return Err(invalid("longer than 268 characters"));
+        }
         let (scheme, rest) = value
             .split_once("://")
             .ok_or_else(|| invalid("expected unix:///path, tcp://host:port, http://host:port or https://host:port"))?;
@@ -71,6 +75,8 @@ impl EngineAddress {
 }
 
 /// A DNS host name or IPv4 address: dot-separated labels of letters, digits and inner '-'.
+pub const MAX_ADDRESS_LEN: usize = 268;
+
 pub(crate) fn is_hostname(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 253

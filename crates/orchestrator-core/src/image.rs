@@ -20,6 +20,11 @@ impl ImageRef {
         if value.is_empty() {
             return Err(invalid("empty"));
         }
+        // The whole reference, as the API's schema states it (Docker bounds the repository alone
+        // by the same number; a longer reference is not something anyone writes).
+        if value.len() > MAX_NAME_LEN {
+            return Err(invalid("longer than 255 characters"));
+        }
         let (rest, digest) = match value.split_once('@') {
             Some((rest, digest)) => (rest, Some(digest)),
             None => (value, None),

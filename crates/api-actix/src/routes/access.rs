@@ -38,13 +38,21 @@ pub async fn create_token(
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Newest entries first, at most this many (1..=10,000, default 100).
-    limit: Option<u32>,
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 10000)]
+    limit: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/audit", tag = "access", params(AuditQuery),
-    responses((status = 200, description = "Mutations, newest first", body = [AuditView]), (status = 401, description = "No or invalid token", body = ErrorBody), (status = 403, description = "A reader token on a mutating route", body = ErrorBody)))]
+    responses((status = 200, description = "Mutations, newest first", body = [AuditView]), (status = 400, description = "An unknown query parameter", body = ErrorBody), (status = 422, description = "`limit` out of range (the field is named)", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody), (status = 403, description = "A reader token on a mutating route", body = ErrorBody)))]
 pub async fn audit(query: web::Query<AuditQuery>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(100).clamp(1, 10_000);
+    let limit = super::events::parse::<u32>("limit", query.limit.as_deref())?.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_value",
+            message: "invalid limit: must be 1..=10000".into(),
+            field: Some("limit".into()),
+        });
+    }
     let entries = state.access.list_audit(limit).await?;
     Ok(HttpResponse::Ok().json(entries.iter().map(AuditView::from).collect::<Vec<_>>()))
 }

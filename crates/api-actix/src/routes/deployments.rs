@@ -44,6 +44,8 @@ pub async fn create(
         (status = 200, description = "It already exists with exactly this spec (a retried create): nothing changed", body = DeploymentView),
         (status = 400, description = "Malformed JSON, unknown field or wrong type (the field is named)", body = ErrorBody),
         (status = 422, description = "A value out of range or badly formed (the field is named)", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 409, description = "The name is taken by a deployment with another spec", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody),
         (status = 403, description = "A reader token", body = ErrorBody)))]
@@ -108,7 +110,7 @@ pub async fn delete(path: web::Path<String>, state: web::Data<ApiState>) -> Resu
 }
 
 #[utoipa::path(post, path = "/v1/deployments/{name}/rebalance", tag = "deployments", params(("name" = String, Path, description = "Deployment name")),
-    responses((status = 200, description = "Replicas moved to spread the load", body = Rebalanced), (status = 404, description = "No such deployment", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody), (status = 403, description = "A reader token on a mutating route", body = ErrorBody)))]
+    responses((status = 200, description = "Replicas moved to spread the load", body = Rebalanced), (status = 404, description = "No such deployment", body = ErrorBody), (status = 503, description = "Sent to a follower: rebalancing runs on the leader (`not_leader`, with `Retry-After`)", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody), (status = 403, description = "A reader token on a mutating route", body = ErrorBody)))]
 pub async fn rebalance(path: web::Path<String>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let name = path_name::<DeploymentName>(&path, "deployment")?;
     let moved = state.control.rebalance_deployment(&name).await?;

@@ -31,14 +31,17 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// Only events with a larger id (default 0: from the oldest kept).
+    #[param(value_type = Option<i64>, minimum = 0)]
     since: Option<String>,
     /// At most this many, oldest first (1..=1,000, default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
-    /// Instead of `since`: the newest this many events (1..=1,000), oldest first.
+    /// The newest this many events (1..=1,000), oldest first (and after `since`, if given).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     tail: Option<String>,
 }
 
-fn parse<T: std::str::FromStr>(field: &'static str, raw: Option<&str>) -> Result<Option<T>, ApiError> {
+pub(crate) fn parse<T: std::str::FromStr>(field: &'static str, raw: Option<&str>) -> Result<Option<T>, ApiError> {
     raw.map(|v| {
         v.trim().parse().map_err(|_| ApiError::BadRequest {
             code: "invalid_value",
@@ -49,8 +52,21 @@ fn parse<T: std::str::FromStr>(field: &'static str, raw: Option<&str>) -> Result
     .transpose()
 }
 
+/// An event id: 0..=2^63-1, as the OpenAPI document's int64 says.
+fn event_id(field: &'static str, raw: Option<&str>) -> Result<Option<u64>, ApiError> {
+    match parse::<i64>(field, raw)? {
+        Some(id) if id < 0 => Err(ApiError::BadRequest {
+            code: "invalid_value",
+            message: format!("invalid {field}: must not be negative"),
+            field: Some(field.into()),
+        }),
+        id => Ok(id.map(i64::unsigned_abs)),
+    }
+}
+
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
     responses((status = 200, description = "Events after `since`, oldest first", body = [EventView]),
+        (status = 400, description = "An unknown query parameter", body = ErrorBody),
         (status = 422, description = "`since` or `limit` out of range (the field is named)", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody)))]
 pub async fn list(query: web::Query<EventsQuery>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
@@ -65,22 +81,15 @@ pub async fn list(query: web::Query<EventsQuery>, state: web::Data<ApiState>) ->
             })
         }
     };
+    let since = event_id("since", query.since.as_deref())?.unwrap_or(0);
+    let limit = in_range("limit", parse::<u32>("limit", query.limit.as_deref())?.unwrap_or(DEFAULT_LIMIT))?;
     let (since, limit) = match parse::<u32>("tail", query.tail.as_deref())? {
+        // The newest `tail` (after `since`, when both are given).
         Some(tail) => {
-            if query.since.is_some() {
-                return Err(ApiError::BadRequest {
-                    code: "invalid_value",
-                    message: "invalid tail: give since or tail, not both".into(),
-                    field: Some("tail".into()),
-                });
-            }
             let tail = in_range("tail", tail)?;
-            (state.store.last_event_id().await?.saturating_sub(u64::from(tail)), tail)
+            (since.max(state.store.last_event_id().await?.saturating_sub(u64::from(tail))), tail)
         }
-        None => (
-            parse::<u64>("since", query.since.as_deref())?.unwrap_or(0),
-            in_range("limit", parse::<u32>("limit", query.limit.as_deref())?.unwrap_or(DEFAULT_LIMIT))?,
-        ),
+        None => (since, limit),
     };
     let events = state.store.list_events(since, limit).await?;
     Ok(HttpResponse::Ok().json(events.iter().map(EventView::from).collect::<Vec<_>>()))
@@ -89,6 +98,7 @@ pub async fn list(query: web::Query<EventsQuery>, state: web::Data<ApiState>) ->
 #[utoipa::path(get, path = "/v1/events/stream", tag = "events", params(EventsQuery,
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this id (wins over `since`)")),
     responses((status = 200, description = "`text/event-stream`: one message per event (`id`, `event` = kind, `data` = the event as JSON); without `since`, `tail` or `Last-Event-ID`, only events from now on", content_type = "text/event-stream", body = String),
+        (status = 400, description = "An unknown query parameter", body = ErrorBody),
         (status = 422, description = "`since` or `Last-Event-ID` not an id (the field is named)", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody)))]
 pub async fn stream(
@@ -97,8 +107,8 @@ pub async fn stream(
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     let header = req.headers().get("Last-Event-ID").map(|v| v.to_str().unwrap_or("?"));
-    let resume = parse::<u64>("Last-Event-ID", header)?;
-    let since = parse::<u64>("since", query.since.as_deref())?;
+    let resume = event_id("Last-Event-ID", header)?;
+    let since = event_id("since", query.since.as_deref())?;
     let tail = parse::<u64>("tail", query.tail.as_deref())?;
     let after = match resume.or(since) {
         Some(id) => id,
