@@ -283,7 +283,9 @@ fn check(url: &str, nodes: &[(String, String)], client: &Client) -> Result<(), S
             match known.get(&(node.clone(), id.clone())) {
                 Some((d, r)) if *d == deployment && *r == replica && running => seen += 1,
                 _ => {
-                    return Err(format!("container {id} ({deployment} replica {replica}) on {node} is unaccounted for"));
+                    return Err(format!(
+                        "container {id} ({deployment} replica {replica}) on {node} is unaccounted for"
+                    ));
                 }
             }
         }

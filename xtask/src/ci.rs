@@ -42,11 +42,14 @@ pub fn run(args: Args) -> Result<()> {
     // A short chaos run on the same cluster (its own server and deployments), seed fixed so a
     // failure can be replayed with `cargo xtask chaos --minutes 2 --seed 1`.
     let chaos = if tests.is_ok() { crate::chaos::run(crate::chaos::Args { minutes: 2.0, seed: 1 }) } else { Ok(()) };
+    // Fuzzing the API against its own OpenAPI document (schemathesis, from PyPI into a venv).
+    let fuzz = if tests.is_ok() { crate::fuzz::run(crate::fuzz::Args { seconds: 45, seed: 1 }) } else { Ok(()) };
     if !args.keep_cluster {
         cluster.down()?;
     }
     let (passed, failed) = tests?;
     chaos?;
+    fuzz?;
     // One closing line for the whole workspace: cargo's own last line is that of the last
     // (often empty) doc-test run, which says nothing about the run as a whole.
     println!("{passed} passed, {failed} failed");

@@ -91,7 +91,8 @@ fn passes(st: &Path, url: &str, dir: &Path, args: &Args) -> Result<(u64, u64)> {
         let out = cmd.output().context("cannot run schemathesis")?;
         let text = String::from_utf8_lossy(&out.stdout);
         print!("{text}");
-        let (generated, found) = summary(&text).with_context(|| format!("no summary in schemathesis' output ({label})"))?;
+        let (generated, found) =
+            summary(&text).with_context(|| format!("no summary in schemathesis' output ({label})"))?;
         println!("{label}: {generated} cases, {found} failures");
         cases += generated;
         failures += found;
@@ -123,7 +124,10 @@ mod tests {
 
     #[test]
     fn reads_schemathesis_summaries() {
-        assert_eq!(summary("Test cases:\n  14383 generated, 20 found 20 unique failures, 20 skipped\n"), Some((14383, 20)));
+        assert_eq!(
+            summary("Test cases:\n  14383 generated, 20 found 20 unique failures, 20 skipped\n"),
+            Some((14383, 20))
+        );
         assert_eq!(summary("  1795 generated, 1795 passed, 32 skipped\n"), Some((1795, 0)));
     }
 }

@@ -54,7 +54,11 @@ fn version<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 #[serde(deny_unknown_fields)]
 pub struct CreateDeployment {
     /// A Docker image reference, e.g. `local/busybox:1`.
-    #[schema(example = "local/busybox:1", pattern = "^(((localhost|[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+)(:[0-9]{1,5})?|[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?:[0-9]{1,5})/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*|[a-z0-9]+((_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)+|[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[a-z0-9+._-]+:[0-9a-fA-F]{32,})?$", max_length = 255)]
+    #[schema(
+        example = "local/busybox:1",
+        pattern = "^(((localhost|[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+)(:[0-9]{1,5})?|[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?:[0-9]{1,5})/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*|[a-z0-9]+((_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)+|[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[a-z0-9+._-]+:[0-9a-fA-F]{32,})?$",
+        max_length = 255
+    )]
     pub image: String,
     /// Required replicas, 0..=the server's maximum (10,000 by default).
     #[schema(example = 6, minimum = 0, maximum = 10_000)]
@@ -92,7 +96,11 @@ pub struct AddNode {
     #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)]
     pub name: String,
     /// The Docker Engine API: `unix:///path`, `tcp://host:port`, `http://` or `https://`.
-    #[schema(example = "tcp://192.0.2.10:2375", pattern = "^(unix:///[^\\u0000]+|(tcp|http|https)://[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})/?)$", max_length = 268)]
+    #[schema(
+        example = "tcp://192.0.2.10:2375",
+        pattern = "^(unix:///[^\\u0000]+|(tcp|http|https)://[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})/?)$",
+        max_length = 268
+    )]
     pub address: String,
     #[schema(minimum = 0, maximum = 4_294_967_295_u64)]
     #[serde(deserialize_with = "integer")]
