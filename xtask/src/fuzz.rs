@@ -107,7 +107,7 @@ fn passes(st: &Path, url: &str, dir: &Path, args: &Args) -> Result<(u64, u64)> {
 /// (generated, failures).
 fn summary(text: &str) -> Option<(u64, u64)> {
     let line = text.lines().find(|l| l.contains(" generated"))?;
-    let generated = line.trim().split_whitespace().next()?.parse().ok()?;
+    let generated = line.split_whitespace().next()?.parse().ok()?;
     let found = line
         .split(',')
         .find_map(|part| {
