@@ -54,6 +54,11 @@ pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiE
     }
 }
 
+/// A path segment as a validated name, or a 404 (a bad name cannot exist).
+pub fn path_name<T: std::str::FromStr>(raw: &str, kind: &str) -> Result<T, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound(format!("{kind} {raw:?} not found")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::allowed_methods;
@@ -65,9 +70,4 @@ mod tests {
         assert_eq!(allowed_methods("/v1/deployments//rebalance"), None);
         assert_eq!(allowed_methods("/v2/anything"), None);
     }
-}
-
-/// A path segment as a validated name, or a 404 (a bad name cannot exist).
-pub fn path_name<T: std::str::FromStr>(raw: &str, kind: &str) -> Result<T, ApiError> {
-    raw.parse().map_err(|_| ApiError::NotFound(format!("{kind} {raw:?} not found")))
 }
