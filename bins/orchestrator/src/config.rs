@@ -90,6 +90,14 @@ pub struct ServeArgs {
     /// A read-only token.
     #[arg(long, env = "ORCH_READER_TOKEN", hide_env_values = true)]
     pub reader_token: Option<String>,
+    /// For `https://` engines: the CA that signed the engines' certificates...
+    #[arg(long, env = "ORCH_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_ca: Option<PathBuf>,
+    /// ...and this server's client certificate and key (build with the `tls` feature).
+    #[arg(long, env = "ORCH_TLS_CERT", requires_all = ["tls_ca", "tls_key"])]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, env = "ORCH_TLS_KEY", requires_all = ["tls_ca", "tls_cert"])]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +152,7 @@ pub struct Settings {
     pub metrics_public: bool,
     pub election: ElectionConfig,
     pub server_id: String,
+    pub tls: Option<runtime_docker::TlsFiles>,
 }
 
 /// `HOSTNAME-PID`: unique among the servers of one store, and says where to look.
@@ -256,6 +265,15 @@ impl ServeArgs {
             metrics_public: self.metrics_public || file.metrics_public.unwrap_or(false),
             election,
             server_id: self.server_id.or(file.server_id).unwrap_or_else(default_server_id),
+            tls: match (self.tls_ca, self.tls_cert, self.tls_key) {
+                (Some(ca), Some(cert), Some(key)) => {
+                    for (flag, path) in [("--tls-ca", &ca), ("--tls-cert", &cert), ("--tls-key", &key)] {
+                        anyhow::ensure!(path.is_file(), "{flag} {}: no such file", path.display());
+                    }
+                    Some(runtime_docker::TlsFiles { cert, key, ca })
+                }
+                _ => None,
+            },
         })
     }
 }

@@ -33,6 +33,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     runtime_config.ping_timeout = settings.ping_timeout;
     runtime_config.request_timeout = settings.engine_timeout;
     runtime_config.stop_grace = settings.stop_grace;
+    runtime_config.tls = settings.tls.clone();
     let runtime = Arc::new(DockerRuntime::new(runtime_config));
     let db = Arc::new(db);
     let access: Arc<dyn AccessStore> = Arc::clone(&db) as _;
