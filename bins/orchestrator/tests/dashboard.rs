@@ -241,6 +241,22 @@ async fn the_dashboard_shows_the_cluster_and_follows_a_node_failure_live() {
         for (const th of document.querySelectorAll('thead th')) {
             if (th.getAttribute('scope') !== 'col') problems.push('a column header without scope');
         }
+        // Text contrast (WCAG AA, 4.5:1) of every piece of text that carries state.
+        const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+        const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+            .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+        const background = (el) => {
+            for (; el; el = el.parentElement) {
+                const c = rgb(getComputedStyle(el).backgroundColor);
+                if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c.slice(0, 3);
+            }
+            return [255, 255, 255];
+        };
+        for (const el of document.querySelectorAll('.badge, .units, .address, .summary, .events li span, .events time, td, th, h2, h3')) {
+            const [a, b] = [lum(rgb(getComputedStyle(el).color).slice(0, 3)), lum(background(el))];
+            const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+            if (ratio < 4.5) problems.push(`contrast ${ratio.toFixed(2)} for "${el.textContent.trim().slice(0, 20)}"`);
+        }
         return problems;
         "#,
     )
