@@ -45,5 +45,8 @@ async fn a_server_killed_mid_create_converges_to_exactly_n_after_restart() {
     let resp =
         client.delete(format!("{}/v1/deployments/{name}", server.url)).bearer_auth(server::ADMIN).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 204);
-    assert_eq!(try_engine_containers(nodes, &name).unwrap(), vec![]);
+    wait_for("no container left behind", Duration::from_secs(30), async || {
+        try_engine_containers(nodes, &name)?.is_empty().then_some(())
+    })
+    .await;
 }

@@ -88,7 +88,7 @@ async fn a_paused_leader_does_not_lead_again_and_nothing_it_had_in_flight_lands(
     let Some(store) = fresh_database() else { return };
     let nodes = &nodes[..3];
     let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(2)).build().unwrap();
     let a = start(nodes, &store, "pa", dir.path());
     let b = start(nodes, &store, "pb", dir.path());
     all_ready(&client, &[&a, &b]).await;
@@ -289,7 +289,11 @@ async fn creates_and_scales_through_haproxy_lose_nothing_and_duplicate_nothing_w
     let Some(store) = fresh_database() else { return };
     let nodes = &nodes[..3];
     let dir = tempfile::tempdir().unwrap();
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
     let mut servers: Vec<Server> =
         ["ha1", "ha2", "ha3"].iter().map(|id| start(nodes, &store, id, dir.path())).collect();
     all_ready(&client, &servers.iter().collect::<Vec<_>>()).await;

@@ -54,8 +54,11 @@ async fn thirty_replicas_match_the_engines_through_scale_up_scale_down_and_delet
 
     let resp = client.delete(format!("{base}/v1/deployments/{name}")).bearer_auth(ADMIN).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 204);
-    // Delete answers once the containers are gone: nothing to wait for.
-    assert_eq!(try_engine_containers(nodes, &name).unwrap(), vec![], "delete leaves no container behind");
+    // Delete answers once the store has it; the containers go right after, in the background.
+    wait_for("no container left behind", Duration::from_secs(30), async || {
+        try_engine_containers(nodes, &name)?.is_empty().then_some(())
+    })
+    .await;
     let (code, _) = get(&client, &format!("{base}/v1/deployments/{name}"), READER).await;
     assert_eq!(code, 404);
 }

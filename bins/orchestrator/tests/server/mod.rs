@@ -117,7 +117,9 @@ pub async fn start_ready_server(nodes: &[local_cluster::ClusterNode]) -> (Server
 }
 
 pub async fn ready(server: Server) -> (Server, reqwest::Client) {
-    let client = reqwest::Client::new();
+    // Idle connections are dropped before the server's keep-alive (5 s) can close them under
+    // a request reusing one (a test that waits out a failover leaves its pool idle that long).
+    let client = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(2)).build().unwrap();
     let base = server.url.clone();
     wait_for("readiness", Duration::from_secs(10), async || {
         client.get(format!("{base}/readyz")).send().await.ok()?.status().is_success().then_some(())
