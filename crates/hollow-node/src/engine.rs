@@ -1,0 +1,301 @@
+//! One simulated engine's containers, and the Docker Engine API answers about them: the
+//! status codes, JSON shapes and messages dockerd gives for the calls the orchestrator makes.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+/// The API version the simulated engines speak (dockerd 28's).
+pub const API_VERSION: &str = "1.49";
+
+#[derive(Debug, Clone)]
+struct Container {
+    id: String,
+    name: String,
+    image: String,
+    command: Vec<String>,
+    labels: BTreeMap<String, String>,
+    created: u64,
+    running: bool,
+    exit_code: i64,
+    /// Started at least once (a created-only container is "created", not "exited").
+    started: bool,
+}
+
+impl Container {
+    fn state(&self) -> &'static str {
+        match (self.running, self.started) {
+            (true, _) => "running",
+            (false, true) => "exited",
+            (false, false) => "created",
+        }
+    }
+}
+
+/// An HTTP answer: status and JSON body (`None`: no body).
+pub type Answer = (u16, Option<Value>);
+
+fn message(status: u16, text: impl Into<String>) -> Answer {
+    (status, Some(json!({ "message": text.into() })))
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[derive(Debug, Default)]
+pub struct Engine {
+    name: String,
+    containers: Vec<Container>,
+    next_id: u64,
+    /// Images this engine does not have (every other reference is "present").
+    pub missing_images: Vec<String>,
+}
+
+impl Engine {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into(), ..Self::default() }
+    }
+
+    pub fn container_count(&self) -> usize {
+        self.containers.len()
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.containers.iter().filter(|c| c.running).count()
+    }
+
+    /// Makes a running container exit with `code`, as if its process ended.
+    pub fn exit(&mut self, id_or_name: &str, code: i64) -> bool {
+        match self.find_mut(id_or_name) {
+            Some(c) if c.running => {
+                c.running = false;
+                c.exit_code = code;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn find(&self, id_or_name: &str) -> Option<usize> {
+        let wanted = id_or_name.trim_start_matches('/');
+        self.containers
+            .iter()
+            .position(|c| c.name == wanted || c.id == wanted)
+            .or_else(|| (wanted.len() >= 12).then(|| self.containers.iter().position(|c| c.id.starts_with(wanted)))?)
+    }
+
+    fn find_mut(&mut self, id_or_name: &str) -> Option<&mut Container> {
+        let i = self.find(id_or_name)?;
+        Some(&mut self.containers[i])
+    }
+
+    /// Answers one request; `path` has no `/vX.Y` prefix, `query` is decoded.
+    pub fn answer(&mut self, method: &str, path: &str, query: &BTreeMap<String, String>, body: &[u8]) -> Answer {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (method, segments.as_slice()) {
+            ("GET" | "HEAD", ["_ping"]) => (200, None),
+            ("GET", ["version"]) => (
+                200,
+                Some(json!({
+                    "ApiVersion": API_VERSION, "MinAPIVersion": "1.24", "Version": "28.2.2-hollow",
+                    "Os": "linux", "Arch": "amd64", "KernelVersion": "hollow", "GoVersion": "none"
+                })),
+            ),
+            ("GET", ["info"]) => (
+                200,
+                Some(json!({
+                    "ID": format!("hollow-{}", self.name), "Name": self.name,
+                    "Containers": self.containers.len(), "ContainersRunning": self.running_count(),
+                    "ContainersStopped": self.containers.len() - self.running_count(), "ContainersPaused": 0,
+                    "Images": 1, "NCPU": 2, "MemTotal": 1_u64 << 33, "ServerVersion": "28.2.2-hollow",
+                    "OperatingSystem": "hollow node", "OSType": "linux", "Architecture": "x86_64"
+                })),
+            ),
+            ("POST", ["containers", "create"]) => self.create(query, body),
+            ("GET", ["containers", "json"]) => self.list(query),
+            ("GET", ["containers", id, "json"]) => self.inspect(id),
+            ("POST", ["containers", id, "start"]) => self.start(id),
+            ("POST", ["containers", id, "stop"]) => self.stop(id),
+            ("POST", ["containers", id, "kill"]) => self.stop(id),
+            ("DELETE", ["containers", id]) => {
+                self.remove(id, query.get("force").is_some_and(|f| f == "true" || f == "1"))
+            }
+            _ => message(404, "page not found"),
+        }
+    }
+
+    fn create(&mut self, query: &BTreeMap<String, String>, body: &[u8]) -> Answer {
+        let Ok(spec) = serde_json::from_slice::<Value>(body) else {
+            return message(400, "invalid JSON body");
+        };
+        let Some(image) = spec["Image"].as_str().filter(|i| !i.is_empty()) else {
+            return message(400, "config cannot be empty in order to create a container");
+        };
+        if self.missing_images.iter().any(|m| m == image) {
+            return message(404, format!("No such image: {image}"));
+        }
+        self.next_id += 1;
+        let id = format!("{:064x}", (u128::from(self.next_id) << 64) | u128::from(crc(&self.name)));
+        let name = query.get("name").cloned().unwrap_or_else(|| format!("hollow_{}", self.next_id));
+        if let Some(existing) = self.find(&name).map(|i| &self.containers[i]) {
+            return message(
+                409,
+                format!(
+                    "Conflict. The container name \"/{name}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                    existing.id
+                ),
+            );
+        }
+        let labels = spec["Labels"]
+            .as_object()
+            .map(|l| l.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string())).collect())
+            .unwrap_or_default();
+        let command = spec["Cmd"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|a| a.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        self.containers.push(Container {
+            id: id.clone(),
+            name,
+            image: image.to_string(),
+            command,
+            labels,
+            created: now(),
+            running: false,
+            exit_code: 0,
+            started: false,
+        });
+        (201, Some(json!({ "Id": id, "Warnings": [] })))
+    }
+
+    fn start(&mut self, id: &str) -> Answer {
+        match self.find_mut(id) {
+            None => message(404, format!("No such container: {id}")),
+            Some(c) if c.running => (304, None),
+            Some(c) => {
+                c.running = true;
+                c.started = true;
+                c.exit_code = 0;
+                (204, None)
+            }
+        }
+    }
+
+    fn stop(&mut self, id: &str) -> Answer {
+        match self.find_mut(id) {
+            None => message(404, format!("No such container: {id}")),
+            Some(c) if !c.running => (304, None),
+            Some(c) => {
+                c.running = false;
+                c.exit_code = 143;
+                (204, None)
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str, force: bool) -> Answer {
+        match self.find(id) {
+            None => message(404, format!("No such container: {id}")),
+            Some(i) if self.containers[i].running && !force => message(
+                409,
+                format!(
+                    "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                    self.containers[i].name
+                ),
+            ),
+            Some(i) => {
+                self.containers.remove(i);
+                (204, None)
+            }
+        }
+    }
+
+    fn list(&self, query: &BTreeMap<String, String>) -> Answer {
+        let all = query.get("all").is_some_and(|a| a == "true" || a == "1");
+        let filters: Value = query.get("filters").and_then(|f| serde_json::from_str(f).ok()).unwrap_or(Value::Null);
+        // {"label": ["key=value", "key"]} (a list) or {"label": {"key=value": true}} (a map).
+        let wanted: Vec<String> = match &filters["label"] {
+            Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Value::Object(m) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let matches = |c: &Container| {
+            wanted.iter().all(|w| match w.split_once('=') {
+                Some((k, v)) => c.labels.get(k).is_some_and(|have| have == v),
+                None => c.labels.contains_key(w),
+            })
+        };
+        let listed: Vec<Value> = self
+            .containers
+            .iter()
+            .filter(|c| (all || c.running) && matches(c))
+            .map(|c| {
+                json!({
+                    "Id": c.id, "Names": [format!("/{}", c.name)], "Image": c.image, "ImageID": "sha256:hollow",
+                    "Command": c.command.join(" "), "Created": c.created, "Labels": c.labels, "State": c.state(),
+                    "Status": if c.running { "Up".to_string() } else { format!("Exited ({})", c.exit_code) },
+                    "Ports": [], "Mounts": []
+                })
+            })
+            .collect();
+        (200, Some(Value::Array(listed)))
+    }
+
+    fn inspect(&self, id: &str) -> Answer {
+        let Some(c) = self.find(id).map(|i| &self.containers[i]) else {
+            return message(404, format!("No such container: {id}"));
+        };
+        (
+            200,
+            Some(json!({
+                "Id": c.id, "Name": format!("/{}", c.name), "Created": "2026-01-01T00:00:00Z", "Image": "sha256:hollow",
+                "State": {
+                    "Status": c.state(), "Running": c.running, "Paused": false, "Restarting": false,
+                    "OOMKilled": false, "Dead": false, "Pid": if c.running { 1 } else { 0 }, "ExitCode": c.exit_code,
+                    "Error": "", "StartedAt": "2026-01-01T00:00:00Z", "FinishedAt": "0001-01-01T00:00:00Z"
+                },
+                "Config": { "Image": c.image, "Labels": c.labels, "Cmd": c.command },
+                "HostConfig": {}, "Mounts": [], "NetworkSettings": {}
+            })),
+        )
+    }
+}
+
+/// A small hash of the engine name, so ids differ across engines.
+fn crc(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn answers_like_dockerd() {
+        let mut e = Engine::new("n1");
+        let body = br#"{"Image": "local/busybox:1", "Labels": {"a": "1"}, "Cmd": ["sleep", "1"]}"#;
+        let (code, created) = e.answer("POST", "/containers/create", &q(&[("name", "c1")]), body);
+        assert_eq!(code, 201);
+        let id = created.unwrap()["Id"].as_str().unwrap().to_string();
+        assert_eq!(e.answer("POST", "/containers/create", &q(&[("name", "c1")]), body).0, 409);
+        assert_eq!(e.answer("POST", "/containers/c1/start", &q(&[]), b"").0, 204);
+        assert_eq!(e.answer("POST", &format!("/containers/{id}/start"), &q(&[]), b"").0, 304);
+        let (_, listed) = e.answer("GET", "/containers/json", &q(&[("filters", r#"{"label":["a=1"]}"#)]), b"");
+        assert_eq!(listed.unwrap().as_array().unwrap().len(), 1);
+        let (_, none) = e.answer("GET", "/containers/json", &q(&[("filters", r#"{"label":["a=2"]}"#)]), b"");
+        assert!(none.unwrap().as_array().unwrap().is_empty());
+        assert!(e.exit("c1", 3));
+        let (_, inspected) = e.answer("GET", "/containers/c1/json", &q(&[]), b"");
+        assert_eq!(inspected.unwrap()["State"]["ExitCode"], 3);
+        assert_eq!(e.answer("DELETE", "/containers/c1", &q(&[("force", "true")]), b"").0, 204);
+        assert_eq!(e.answer("DELETE", "/containers/c1", &q(&[]), b"").0, 404);
+        e.missing_images.push("nope:1".into());
+        assert_eq!(e.answer("POST", "/containers/create", &q(&[]), br#"{"Image": "nope:1"}"#).0, 404);
+    }
+}

@@ -1,0 +1,127 @@
+//! The orchestrator's real Docker runtime (bollard) against hollow engines: the same calls,
+//! answers and error classes as against dockerd (see runtime-docker's real_engines.rs).
+
+use std::time::{Duration, Instant};
+
+use hollow_node::HollowCluster;
+use orchestrator_core::{
+    ContainerRuntime, ContainerState, DeploymentName, EngineAddress, Error, ImageRef, Node, NodeName, NodeStatus,
+    ReplicaContainer, ReplicaId,
+};
+use runtime_docker::{DockerRuntime, DockerRuntimeConfig};
+
+fn node(cluster: &HollowCluster, i: usize) -> Node {
+    Node {
+        name: NodeName::new(format!("hollow{}", i + 1)).unwrap(),
+        address: EngineAddress::parse(&cluster.address(i).unwrap()).unwrap(),
+        capacity: 100,
+        available: 100,
+        status: NodeStatus::Online,
+        last_heartbeat: None,
+    }
+}
+
+fn runtime(cluster_id: &str) -> DockerRuntime {
+    let mut config = DockerRuntimeConfig::new(cluster_id);
+    config.ping_timeout = Duration::from_millis(500);
+    config.request_timeout = Duration::from_secs(2);
+    config.stop_grace = Duration::from_secs(1);
+    DockerRuntime::new(config)
+}
+
+fn replica(deployment: &str, id: u64) -> ReplicaContainer {
+    ReplicaContainer {
+        deployment: DeploymentName::new(deployment).unwrap(),
+        replica: ReplicaId(id),
+        image: ImageRef::parse("local/busybox:1").unwrap(),
+        command: vec!["sleep".into(), "3600".into()],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_drives_hollow_engines_as_it_drives_dockerd() {
+    let cluster = HollowCluster::start(2).await.unwrap();
+    let (n1, n2) = (node(&cluster, 0), node(&cluster, 1));
+    let rt = runtime("hollowtest1");
+    rt.ping(&n1).await.unwrap();
+    let info = rt.engine_info(&n1).await.unwrap();
+    assert!(info.version.contains("hollow"), "{info:?}");
+
+    // Create + start, idempotent by name; listed by our labels only.
+    let web1 = replica("web", 1);
+    let id = rt.start_replica(&n1, &web1).await.unwrap();
+    assert_eq!(rt.start_replica(&n1, &web1).await.unwrap(), id, "a retried start finds the first container");
+    rt.start_replica(&n1, &replica("web", 2)).await.unwrap();
+    let other = runtime("hollowtest2");
+    other.start_replica(&n1, &replica("web", 1)).await.unwrap();
+    let listed = rt.list_replicas(&n1).await.unwrap();
+    assert_eq!(listed.len(), 2, "only this cluster's containers: {listed:?}");
+    assert!(listed.iter().all(|c| c.state == ContainerState::Running));
+    assert!(rt.list_replicas(&n2).await.unwrap().is_empty());
+
+    // A container that exits is seen exited, with its code.
+    assert!(cluster.with_engine(0, |e| e.exit(&id, 7)).unwrap());
+    let inspected = rt.inspect_replica(&n1, &web1.deployment, web1.replica).await.unwrap();
+    assert_eq!((inspected.state, inspected.exit_code), (ContainerState::Exited, Some(7)));
+
+    // Removal, idempotent; a missing one is NotFound on inspect.
+    rt.remove_replica(&n1, &web1.deployment, web1.replica).await.unwrap();
+    rt.remove_replica(&n1, &web1.deployment, web1.replica).await.unwrap();
+    assert!(matches!(rt.inspect_replica(&n1, &web1.deployment, web1.replica).await, Err(Error::NotFound { .. })));
+
+    // A missing image is ImageNotFound naming the image and the node.
+    cluster.with_engine(1, |e| e.missing_images.push("local/busybox:1".into())).unwrap();
+    let missing = rt.start_replica(&n2, &replica("api", 1)).await.unwrap_err();
+    assert!(matches!(&missing, Error::ImageNotFound { node, .. } if node == "hollow2"), "{missing}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_hung_failing_and_revived_engines_fail_as_dockerd_does() {
+    let cluster = HollowCluster::start(1).await.unwrap();
+    let n1 = node(&cluster, 0);
+    let rt = runtime("hollowfail");
+    rt.start_replica(&n1, &replica("web", 1)).await.unwrap();
+
+    // Killed: refused at once (Unreachable), like a SIGKILLed dockerd.
+    cluster.kill(0).unwrap();
+    let started = Instant::now();
+    let dead = rt.ping(&n1).await.unwrap_err();
+    assert!(matches!(dead, Error::Unreachable { .. }), "{dead}");
+    assert!(started.elapsed() < Duration::from_millis(400));
+
+    // Revived on the same port, with its containers.
+    cluster.revive(0).unwrap();
+    rt.ping(&n1).await.unwrap();
+    assert_eq!(rt.list_replicas(&n1).await.unwrap().len(), 1);
+
+    // Hung: a Timeout after the ping timeout, like a SIGSTOPped dockerd.
+    cluster.set_hung(0, true).unwrap();
+    let started = Instant::now();
+    let hung = rt.ping(&n1).await.unwrap_err();
+    assert!(matches!(hung, Error::Timeout { .. }), "{hung}");
+    assert!(started.elapsed() >= Duration::from_millis(450) && started.elapsed() < Duration::from_secs(2));
+    cluster.set_hung(0, false).unwrap();
+
+    // Failing: 500s are engine errors; latency is added to every answer.
+    cluster.set_failure_rate(0, 1.0).unwrap();
+    assert!(matches!(rt.list_replicas(&n1).await, Err(Error::Engine { .. })));
+    cluster.set_failure_rate(0, 0.0).unwrap();
+    cluster.set_latency(0, Duration::from_millis(200)).unwrap();
+    let started = Instant::now();
+    rt.list_replicas(&n1).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+/// One process serves hundreds of engines; a heartbeat-like round of pings reaches them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_engines_in_one_process_answer_a_round_of_pings() {
+    let cluster = HollowCluster::start(500).await.unwrap();
+    let rt = runtime("hollowmany");
+    let nodes: Vec<Node> = (0..cluster.len()).map(|i| node(&cluster, i)).collect();
+    for round in 0..2 {
+        let started = Instant::now();
+        let pings = futures::future::join_all(nodes.iter().map(|n| rt.ping(n))).await;
+        assert!(pings.iter().all(Result::is_ok), "round {round}: {:?}", pings.iter().find(|p| p.is_err()));
+        eprintln!("round {round}: 500 pings in {:?}", started.elapsed());
+    }
+}
