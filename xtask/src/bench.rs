@@ -21,6 +21,8 @@ pub enum Suite {
     E2e,
     /// HA: takeover after kill -9 of the leader (median of 5) and requests through HAProxy.
     Ha,
+    /// Hollow engines (crates/hollow-node): --nodes N --replicas R (default 500 / 50,000).
+    Scale,
     All,
 }
 
@@ -28,6 +30,12 @@ pub enum Suite {
 pub struct Args {
     #[arg(value_enum, default_value_t = Suite::All)]
     suite: Suite,
+    /// `scale`: hollow engines.
+    #[arg(long, default_value_t = 500)]
+    nodes: usize,
+    /// `scale`: replicas in all.
+    #[arg(long, default_value_t = 50_000)]
+    replicas: u64,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -46,6 +54,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if wants(Suite::Ha) {
         crate::bench_ha::run()?;
+    }
+    if wants(Suite::Scale) {
+        crate::bench_scale::run(crate::bench_scale::Args { nodes: args.nodes, replicas: args.replicas })?;
     }
     if wants(Suite::Runtime) {
         let cluster = Cluster::new(state_dir());
