@@ -22,7 +22,7 @@ const RETRY_AFTER: Duration = Duration::from_millis(200);
 
 pub fn run() -> Result<()> {
     let _ = ha::down();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = crate::net::free_port()?;
     let setup = ha::up(&Options { servers: 3, port, release: true, no_install: false })?;
     let result = measure(&setup);
     let _ = ha::down();
@@ -117,7 +117,7 @@ fn fmt_list(values: &[f64]) -> String {
 }
 
 fn is_ready_leader(setup: &Setup, index: usize) -> bool {
-    ha::http_get(&format!("{}/readyz", setup.servers[index])).is_some_and(|(code, body)| {
+    crate::net::http_get(&format!("{}/readyz", setup.servers[index])).is_some_and(|(code, body)| {
         code == 200 && serde_json::from_str::<Value>(&body).is_ok_and(|v| v["role"] == "leader")
     })
 }
@@ -125,8 +125,9 @@ fn is_ready_leader(setup: &Setup, index: usize) -> bool {
 fn wait_all_ready(setup: &Setup) -> Result<()> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
-        let ready = (0..setup.servers.len())
-            .all(|i| ha::http_get(&format!("{}/readyz", setup.servers[i])).is_some_and(|(code, _)| code == 200));
+        let ready = (0..setup.servers.len()).all(|i| {
+            crate::net::http_get(&format!("{}/readyz", setup.servers[i])).is_some_and(|(code, _)| code == 200)
+        });
         if ready && setup.leader().is_some() {
             return Ok(());
         }

@@ -85,7 +85,7 @@ pub fn run(args: Args) -> Result<()> {
     let cluster = runtime.block_on(hollow_node::HollowCluster::start(args.nodes))?;
     println!("{} hollow engines listening", cluster.len());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = crate::net::free_port()?;
     let url = format!("http://127.0.0.1:{port}");
     let server = Server(
         Command::new(root.join("target/release/orchestrator"))
@@ -100,7 +100,7 @@ pub fn run(args: Args) -> Result<()> {
     );
     let pid = server.0.id();
     let started = Instant::now();
-    while crate::ha::http_get(&format!("{url}/healthz")).is_none() {
+    while crate::net::http_get(&format!("{url}/healthz")).is_none() {
         if started.elapsed() > Duration::from_secs(20) {
             bail!("the server did not start");
         }

@@ -88,7 +88,7 @@ impl Server {
 
     fn wait_ready(&self) -> Result<()> {
         let started = Instant::now();
-        while crate::ha::http_get(&format!("{}/readyz", self.url)).is_none_or(|(code, _)| code != 200) {
+        while crate::net::http_get(&format!("{}/readyz", self.url)).is_none_or(|(code, _)| code != 200) {
             if started.elapsed() > Duration::from_secs(30) {
                 bail!("the server did not become ready (see {})", self.log.display());
             }
@@ -230,7 +230,7 @@ fn engine_containers(address: &str) -> Option<Vec<(String, String, String, bool)
 
 /// The invariants, once: `Ok(())` or what is wrong now.
 fn check(url: &str, nodes: &[(String, String)], client: &Client) -> Result<(), String> {
-    let (code, body) = crate::ha::http_get_auth(&format!("{url}/status"), TOKEN).ok_or("no answer from /status")?;
+    let (code, body) = crate::net::http_get_auth(&format!("{url}/status"), TOKEN).ok_or("no answer from /status")?;
     if code != 200 {
         return Err(format!("/status answered {code}"));
     }
@@ -327,7 +327,7 @@ fn chaos(args: &Args, cluster: &Cluster) -> Result<()> {
             Some((p.next()?.to_string(), p.next()?.to_string()))
         })
         .collect();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = crate::net::free_port()?;
     let mut server_args: Vec<String> =
         vec!["serve".into(), "--listen".into(), format!("127.0.0.1:{port}"), "--data-dir".into()];
     server_args.push(dir.join("data").to_string_lossy().into_owned());

@@ -44,7 +44,7 @@ pub fn run(args: Args) -> Result<()> {
     sh::run(sh::cargo().args(["build", "-p", "orchestrator"]))?;
     let data = dir.join("data");
     let _ = std::fs::remove_dir_all(&data);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = crate::net::free_port()?;
     let url = format!("http://127.0.0.1:{port}");
     let log = std::fs::File::create(dir.join("server.log"))?;
     let mut server = Command::new(root.join("target/debug/orchestrator"))
@@ -69,7 +69,7 @@ pub fn run(args: Args) -> Result<()> {
 
 fn passes(st: &Path, url: &str, dir: &Path, args: &Args) -> Result<(u64, u64)> {
     let started = Instant::now();
-    while crate::ha::http_get(&format!("{url}/healthz")).is_none() {
+    while crate::net::http_get(&format!("{url}/healthz")).is_none() {
         if started.elapsed() > Duration::from_secs(20) {
             bail!("the server did not start (see target/fuzz/server.log)");
         }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::cluster::{self, Cluster};
+use crate::net::{free_port, http_get};
 use crate::packages::{self, Need};
 use crate::{pg, sh};
 
@@ -104,10 +105,6 @@ pub fn haproxy_config(template: &str, listen: u16, servers: &[u16]) -> String {
     out
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
@@ -131,29 +128,6 @@ fn stop_pid(pid: u32, grace: Duration) {
     if alive(pid) {
         signal(pid, "KILL");
     }
-}
-
-/// GET with a bearer token: (status, body), or None without an answer.
-pub fn http_get_auth(url: &str, token: &str) -> Option<(u16, String)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut resp = agent.get(url).header("Authorization", &format!("Bearer {token}")).call().ok()?;
-    let status = resp.status().as_u16();
-    Some((status, resp.body_mut().read_to_string().ok()?))
-}
-
-pub fn http_get(url: &str) -> Option<(u16, String)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(2)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut resp = agent.get(url).call().ok()?;
-    let status = resp.status().as_u16();
-    Some((status, resp.body_mut().read_to_string().ok()?))
 }
 
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {

@@ -59,7 +59,7 @@ pub fn run(args: Args) -> Result<()> {
     let dir = root.join("target/load");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = crate::net::free_port()?;
     let url = format!("http://127.0.0.1:{port}");
     let mut cmd = Command::new(root.join("target/release/orchestrator"));
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
@@ -93,7 +93,7 @@ pub fn run(args: Args) -> Result<()> {
 
 fn passes(url: &str, dir: &std::path::Path, args: &Args) -> Result<Value> {
     let started = Instant::now();
-    while crate::ha::http_get(&format!("{url}/readyz")).is_none_or(|(code, _)| code != 200) {
+    while crate::net::http_get(&format!("{url}/readyz")).is_none_or(|(code, _)| code != 200) {
         if started.elapsed() > Duration::from_secs(20) {
             bail!("the server did not become ready");
         }

@@ -13,6 +13,7 @@ mod fuzz;
 mod ha;
 mod image;
 mod load;
+mod net;
 mod packages;
 mod pg;
 mod sh;

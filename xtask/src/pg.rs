@@ -10,6 +10,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::net::free_port;
 use crate::packages::{self, Need};
 use crate::sh;
 
@@ -66,11 +67,6 @@ fn as_postgres(program: &str) -> Result<Command> {
 
 fn url(port: u16) -> String {
     format!("postgres://postgres@127.0.0.1:{port}/postgres")
-}
-
-/// A loopback port nothing listens on now.
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 pub fn up(no_install: bool) -> Result<()> {

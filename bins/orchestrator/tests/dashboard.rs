@@ -19,10 +19,6 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const REPLICAS: usize = 6;
 
-fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var("ORCH_REQUIRE_DOCKER").is_ok_and(|v| v == "1")
-}
-
 fn screenshots() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard");
     std::fs::create_dir_all(&dir).unwrap();
@@ -43,7 +39,10 @@ impl Drop for Driver {
 
 fn start_chromedriver() -> Option<Driver> {
     if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
-        assert!(!required(), "chromium and chromedriver are not installed (Debian chromium chromium-driver)");
+        assert!(
+            !local_cluster::required(),
+            "chromium and chromedriver are not installed (Debian chromium chromium-driver)"
+        );
         eprintln!("skipping: chromium or chromedriver missing (apt-get install chromium chromium-driver)");
         return None;
     }

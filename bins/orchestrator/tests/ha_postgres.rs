@@ -23,15 +23,11 @@ fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var("ORCH_REQUIRE_DOCKER").is_ok_and(|v| v == "1")
-}
-
 /// A new, empty database on the local PostgreSQL; `None` (after saying why) when there is none
 /// and the test may be skipped; a panic under CI, where `cargo xtask ci` starts it.
 fn fresh_database() -> Option<String> {
     let Ok(server) = std::fs::read_to_string(workspace().join("target/pg/url")) else {
-        assert!(!required(), "no local PostgreSQL (target/pg/url): `cargo xtask pg up` starts one");
+        assert!(!local_cluster::required(), "no local PostgreSQL (target/pg/url): `cargo xtask pg up` starts one");
         eprintln!("skipping: no local PostgreSQL (run `cargo xtask pg up`)");
         return None;
     };
@@ -213,7 +209,7 @@ fn haproxy_config(listen: u16, servers: &[&Server]) -> String {
 
 fn start_haproxy(dir: &Path, servers: &[&Server]) -> Option<Haproxy> {
     let Some(binary) = haproxy_binary() else {
-        assert!(!required(), "HAProxy is not installed (Debian package haproxy)");
+        assert!(!local_cluster::required(), "HAProxy is not installed (Debian package haproxy)");
         eprintln!("skipping: HAProxy is not installed");
         return None;
     };

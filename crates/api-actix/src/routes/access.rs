@@ -45,7 +45,7 @@ pub struct AuditQuery {
 #[utoipa::path(get, path = "/v1/audit", tag = "access", params(AuditQuery),
     responses((status = 200, description = "Mutations, newest first", body = [AuditView]), (status = 400, description = "An unknown query parameter", body = ErrorBody), (status = 422, description = "`limit` out of range (the field is named)", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody), (status = 403, description = "A reader token on a mutating route", body = ErrorBody)))]
 pub async fn audit(query: web::Query<AuditQuery>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    let limit = super::events::parse::<u32>("limit", query.limit.as_deref())?.unwrap_or(100);
+    let limit = super::query_number::<u32>("limit", query.limit.as_deref())?.unwrap_or(100);
     if !(1..=10_000).contains(&limit) {
         return Err(ApiError::BadRequest {
             code: "invalid_value",

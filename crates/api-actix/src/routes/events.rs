@@ -13,6 +13,7 @@ use orchestrator_core::{ClusterStore, Event};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::query_number as parse;
 use crate::ApiState;
 use crate::dto::EventView;
 use crate::error::{ApiError, ErrorBody};
@@ -39,17 +40,6 @@ pub struct EventsQuery {
     /// The newest this many events (1..=1,000), oldest first (and after `since`, if given).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     tail: Option<String>,
-}
-
-pub(crate) fn parse<T: std::str::FromStr>(field: &'static str, raw: Option<&str>) -> Result<Option<T>, ApiError> {
-    raw.map(|v| {
-        v.trim().parse().map_err(|_| ApiError::BadRequest {
-            code: "invalid_value",
-            message: format!("invalid {field}: {v:?} is not a non-negative integer"),
-            field: Some(field.into()),
-        })
-    })
-    .transpose()
 }
 
 /// An event id: 0..=2^63-1, as the OpenAPI document's int64 says.

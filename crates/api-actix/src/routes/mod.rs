@@ -59,6 +59,21 @@ pub fn path_name<T: std::str::FromStr>(raw: &str, kind: &str) -> Result<T, ApiEr
     raw.parse().map_err(|_| ApiError::NotFound(format!("{kind} {raw:?} not found")))
 }
 
+/// A numeric query parameter: absent, a number, or a 422 naming it.
+pub(crate) fn query_number<T: std::str::FromStr>(
+    field: &'static str,
+    raw: Option<&str>,
+) -> Result<Option<T>, ApiError> {
+    raw.map(|v| {
+        v.trim().parse().map_err(|_| ApiError::BadRequest {
+            code: "invalid_value",
+            message: format!("invalid {field}: {v:?} is not a non-negative integer"),
+            field: Some(field.into()),
+        })
+    })
+    .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::allowed_methods;

@@ -64,7 +64,8 @@ fn cluster_dir() -> PathBuf {
     std::env::var_os("ORCH_CLUSTER_DIR").map_or_else(|| workspace_root().join("target/cluster"), PathBuf::from)
 }
 
-fn required() -> bool {
+/// Under CI (or `ORCH_REQUIRE_DOCKER=1`) a missing component fails a test instead of skipping it.
+pub fn required() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var("ORCH_REQUIRE_DOCKER").is_ok_and(|v| v == "1")
 }
 
