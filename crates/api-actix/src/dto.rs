@@ -201,12 +201,63 @@ impl DeploymentView {
     }
 }
 
+impl DeploymentView {
+    /// Without replica details, `running` counted by the store.
+    pub fn counted(d: &Deployment, running: u64) -> Self {
+        let mut view = Self::new(d, &[], &Addresses::default(), false);
+        view.actual = usize::try_from(running).unwrap_or(usize::MAX);
+        view
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StatusView {
     /// The server that runs the loops now (several may serve the API).
     pub leader: Option<String>,
+    /// Every node; in a filtered or paged view, the nodes its replicas run on (and the
+    /// `node` asked for).
     pub nodes: Vec<NodeView>,
+    /// In name order when paged.
     pub deployments: Vec<DeploymentView>,
+    /// Paged views: the `cursor` of the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /status/summary`: the cluster in numbers, whatever its size.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusSummary {
+    pub leader: Option<String>,
+    pub nodes: NodeCounts,
+    pub deployments: DeploymentCounts,
+    pub replicas: ReplicaCounts,
+}
+
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct NodeCounts {
+    pub total: u64,
+    pub online: u64,
+    pub offline: u64,
+    pub draining: u64,
+    /// Units over all nodes, and the units not reserved by replicas.
+    pub capacity: u64,
+    pub available: u64,
+}
+
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct DeploymentCounts {
+    pub total: u64,
+    /// Running fewer replicas than required.
+    pub degraded: u64,
+}
+
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ReplicaCounts {
+    /// The sum of every deployment's required count.
+    pub required: u64,
+    pub running: u64,
+    /// Placed, container not (yet) running.
+    pub pending: u64,
 }
 
 /// `POST /v1/deployments/{name}/rebalance`.

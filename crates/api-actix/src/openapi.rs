@@ -19,6 +19,7 @@ use crate::routes::{access, deployments, events, health, nodes, status};
     paths(
         deployments::seed_create,
         status::status,
+        status::summary,
         deployments::create,
         deployments::list,
         deployments::get,

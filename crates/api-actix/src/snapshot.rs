@@ -91,7 +91,12 @@ impl StatusCache {
     }
 }
 
-fn view(leader: Option<String>, nodes: &[Node], deployments: &[Deployment], replicas: &[Replica]) -> StatusView {
+pub(crate) fn view(
+    leader: Option<String>,
+    nodes: &[Node],
+    deployments: &[Deployment],
+    replicas: &[Replica],
+) -> StatusView {
     let mut by_deployment: HashMap<&str, Vec<&Replica>> = HashMap::new();
     for r in replicas {
         by_deployment.entry(r.deployment.as_str()).or_default().push(r);
@@ -103,5 +108,5 @@ fn view(leader: Option<String>, nodes: &[Node], deployments: &[Deployment], repl
             DeploymentView::new(d, by_deployment.get(d.name.as_str()).map_or(&[], Vec::as_slice), &addresses, true)
         })
         .collect();
-    StatusView { leader, nodes: nodes.iter().map(NodeView::from).collect(), deployments }
+    StatusView { leader, nodes: nodes.iter().map(NodeView::from).collect(), deployments, next_cursor: None }
 }

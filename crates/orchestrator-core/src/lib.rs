@@ -33,7 +33,7 @@ pub use image::ImageRef;
 pub use lease::{Lease, LeaseStore};
 pub use name::{DeploymentName, NodeName};
 pub use node::{NewNode, Node, NodeStatus};
-pub use replica::{Placement, Replica, ReplicaFilter, ReplicaId, ReplicaState};
+pub use replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
 pub use runtime::{ContainerRuntime, ContainerState, ContainerSummary, EngineInfo, ReplicaContainer};
 pub use store::{ClusterStore, DeploymentStore, NodeStore, ReplicaStore, StoreRevision};
 

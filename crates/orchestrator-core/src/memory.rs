@@ -17,7 +17,7 @@ use crate::error::{Error, Kind, Result};
 use crate::event::{EVENT_RETENTION, Event, EventStore, NewEvent};
 use crate::name::{DeploymentName, NodeName};
 use crate::node::{NewNode, Node, NodeStatus};
-use crate::replica::{Placement, Replica, ReplicaFilter, ReplicaId, ReplicaState};
+use crate::replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
 use crate::store::{DeploymentStore, NodeStore, ReplicaStore, StoreRevision};
 
 #[derive(Default)]
@@ -308,6 +308,25 @@ impl ReplicaStore for MemoryStore {
         Ok(r)
     }
 
+    async fn mark_running_many(&self, started: &[(ReplicaId, String)]) -> Result<Vec<ReplicaId>> {
+        let mut s = self.write();
+        let mut refused = Vec::new();
+        let mut events = Vec::new();
+        for (id, container_id) in started {
+            match s.replicas.get_mut(id) {
+                Some(r) if r.state != ReplicaState::Lost => {
+                    let was = r.state;
+                    r.state = ReplicaState::Running;
+                    r.container_id = Some(container_id.clone());
+                    events.extend(NewEvent::replica_state(r, was));
+                }
+                _ => refused.push(*id),
+            }
+        }
+        s.record(events);
+        Ok(refused)
+    }
+
     async fn set_replica_state(&self, id: ReplicaId, state: ReplicaState) -> Result<Replica> {
         let mut s = self.write();
         let r = s.replica_mut(id)?;
@@ -339,6 +358,18 @@ impl ReplicaStore for MemoryStore {
 
     async fn list_replicas(&self, filter: ReplicaFilter) -> Result<Vec<Replica>> {
         Ok(self.lock().replicas.values().filter(|r| filter.matches(r)).cloned().collect())
+    }
+
+    async fn count_replicas(&self) -> Result<Vec<ReplicaCount>> {
+        let mut counts: BTreeMap<(&DeploymentName, ReplicaState), u64> = BTreeMap::new();
+        let s = self.lock();
+        for r in s.replicas.values() {
+            *counts.entry((&r.deployment, r.state)).or_default() += 1;
+        }
+        Ok(counts
+            .into_iter()
+            .map(|((deployment, state), count)| ReplicaCount { deployment: deployment.clone(), state, count })
+            .collect())
     }
 
     async fn mark_node_lost(&self, node: &NodeName) -> Result<Vec<Replica>> {

@@ -17,7 +17,7 @@ impl std::fmt::Display for ReplicaId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ReplicaState {
     /// Capacity reserved, container not (yet) confirmed running.
     Pending,
@@ -82,6 +82,14 @@ pub struct Placement {
     pub deployment: DeploymentName,
     pub node: NodeName,
     pub units: u32,
+}
+
+/// How many replicas of one deployment are in one state: what summaries need, without rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaCount {
+    pub deployment: DeploymentName,
+    pub state: ReplicaState,
+    pub count: u64,
 }
 
 /// Which replicas to list; `None` fields match everything.

@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::event::EventStore;
 use crate::name::{DeploymentName, NodeName};
 use crate::node::{NewNode, Node, NodeStatus};
-use crate::replica::{Placement, Replica, ReplicaFilter, ReplicaId, ReplicaState};
+use crate::replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
 
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
@@ -71,6 +71,12 @@ pub trait ReplicaStore: Send + Sync {
     /// Marks a replica `Running` with the container that backs it.
     async fn mark_running(&self, id: ReplicaId, container_id: &str) -> Result<Replica>;
 
+    /// `mark_running` for many replicas in one transaction: the scheduler commits the starts
+    /// of a convergence together instead of one transaction per container. Replicas that are
+    /// `Lost` or no longer stored are left as they are and returned; every other one is
+    /// `Running` with its container afterwards.
+    async fn mark_running_many(&self, started: &[(ReplicaId, String)]) -> Result<Vec<ReplicaId>>;
+
     /// Moves a replica to another state. Moving to `Lost` releases its capacity; a `Lost`
     /// replica cannot come back (`Conflict`): a new replica replaces it.
     async fn set_replica_state(&self, id: ReplicaId, state: ReplicaState) -> Result<Replica>;
@@ -79,6 +85,10 @@ pub trait ReplicaStore: Send + Sync {
     async fn release_replica(&self, id: ReplicaId) -> Result<()>;
 
     async fn list_replicas(&self, filter: ReplicaFilter) -> Result<Vec<Replica>>;
+
+    /// Replicas per deployment and state (states with none left out): counted where they are
+    /// stored, so a summary of a million replicas moves a few thousand numbers, not the rows.
+    async fn count_replicas(&self) -> Result<Vec<ReplicaCount>>;
 
     /// Marks every active replica on the node `Lost` (releasing capacity) in one transaction and
     /// returns them: the rebalancer's first step when a node dies.

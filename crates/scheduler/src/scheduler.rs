@@ -9,7 +9,7 @@ use futures::StreamExt;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
     ClusterStore, ContainerRuntime, Deployment, DeploymentName, DeploymentSpec, Error, NewNode, Node, NodeName,
-    NodeStatus, Placement, Replica, ReplicaContainer, ReplicaFilter, ReplicaState, Result,
+    NodeStatus, Placement, Replica, ReplicaContainer, ReplicaFilter, ReplicaId, ReplicaState, Result,
 };
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -19,6 +19,9 @@ use crate::locks::{EnginePermits, ImageLocks};
 use crate::placement::{self, Candidate};
 use crate::stats::Stats;
 use crate::tenure_runtime::TenureRuntime;
+
+/// Most starts recorded in one store transaction.
+const RECORD_BATCH: usize = 1_000;
 
 /// What one `converge` did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -233,17 +236,8 @@ impl Scheduler {
         let missing = required.saturating_sub(healthy.len());
         let mut to_start = pending;
         if missing > 0 {
-            let plan = self.plan(&deployment, &nodes, &healthy, missing as u32).await?;
-            report.unplaced = plan.unplaced;
-            if plan.unplaced > 0 {
-                warn!(unplaced = plan.unplaced, "not enough capacity: deployment degraded until room appears");
-            }
-            let placements: Vec<Placement> = plan
-                .nodes
-                .into_iter()
-                .map(|node| Placement { deployment: name.clone(), node, units: deployment.units })
-                .collect();
-            let placed = self.store.place_replicas(&placements).await?;
+            let (placed, unplaced) = self.place(&deployment, &nodes, &healthy, missing as u32).await?;
+            report.unplaced = unplaced;
             healthy.extend(placed.iter().cloned());
             to_start.extend(placed);
         }
@@ -333,6 +327,49 @@ impl Scheduler {
         Ok(moved)
     }
 
+    /// The placement half of `converge` alone: decides where the deployment's missing replicas
+    /// go and records them `Pending` with their capacity reserved, starting nothing (the
+    /// reconciler or a later `converge` starts them). `cargo xtask bench scale` times this as
+    /// "placements decided and persisted"; the API never calls it. Returns the replicas placed
+    /// and how many found no room.
+    pub async fn place_missing(&self, name: &DeploymentName) -> Result<(Vec<Replica>, u32)> {
+        let deployment = self.store.get_deployment(name).await?;
+        let _spawn = self.image_locks.lock(&deployment.image).await;
+        let nodes = self.nodes_by_name().await?;
+        let healthy: Vec<Replica> = self
+            .store
+            .list_replicas(ReplicaFilter::deployment(name).active())
+            .await?
+            .into_iter()
+            .filter(|r| nodes.get(&r.node).is_some_and(|n| n.status == NodeStatus::Online))
+            .collect();
+        let missing = (deployment.replicas as usize).saturating_sub(healthy.len());
+        if missing == 0 {
+            return Ok((Vec::new(), 0));
+        }
+        self.place(&deployment, &nodes, &healthy, missing as u32).await
+    }
+
+    /// Plans `count` more replicas beside `healthy` and records them in one transaction.
+    async fn place(
+        &self,
+        deployment: &Deployment,
+        nodes: &HashMap<NodeName, Node>,
+        healthy: &[Replica],
+        count: u32,
+    ) -> Result<(Vec<Replica>, u32)> {
+        let plan = self.plan(deployment, nodes, healthy, count).await?;
+        if plan.unplaced > 0 {
+            warn!(unplaced = plan.unplaced, "not enough capacity: deployment degraded until room appears");
+        }
+        let placements: Vec<Placement> = plan
+            .nodes
+            .into_iter()
+            .map(|node| Placement { deployment: deployment.name.clone(), node, units: deployment.units })
+            .collect();
+        Ok((self.store.place_replicas(&placements).await?, plan.unplaced))
+    }
+
     async fn plan(
         &self,
         deployment: &Deployment,
@@ -356,45 +393,91 @@ impl Scheduler {
         Ok(placement::place(self.config.strategy, &candidates, deployment.units, count))
     }
 
-    /// Starts replicas in parallel (bounded per engine and in total). Returns the ids that
-    /// failed; their reservations are released so a later pass places them again.
+    /// Starts replicas in parallel (bounded per engine and in total) and records them running
+    /// in batches: the starts that finished while the previous batch was being written go in
+    /// the next one, so the store sees one transaction per batch, not one per container, and
+    /// the engines never wait for it. Returns the ids that failed; their reservations are
+    /// released so a later pass places them again.
     async fn start_all(
         &self,
         deployment: &Deployment,
         nodes: &HashMap<NodeName, Node>,
         replicas: Vec<Replica>,
         report: &mut Converged,
-    ) -> Vec<orchestrator_core::ReplicaId> {
-        let results: Vec<(orchestrator_core::ReplicaId, bool)> = futures::stream::iter(replicas)
+    ) -> Vec<ReplicaId> {
+        let total = replicas.len();
+        let (done, mut finished) = tokio::sync::mpsc::unbounded_channel::<(ReplicaId, Result<String>)>();
+        let starting = futures::stream::iter(replicas)
             .map(|replica| async move {
-                let ok = match nodes.get(&replica.node) {
-                    Some(node) => self.start_one(deployment, node, &replica).await,
-                    None => false,
+                let outcome = match nodes.get(&replica.node) {
+                    Some(node) => self.start_container(deployment, node, &replica).await,
+                    None => Err(Error::not_found(Kind::Node, replica.node.as_str())),
                 };
-                (replica.id, ok)
+                (replica.id, outcome)
             })
             .buffer_unordered(self.config.total_concurrency)
-            .collect()
-            .await;
-        let failed: Vec<_> = results.iter().filter(|(_, ok)| !ok).map(|(id, _)| *id).collect();
-        report.started += results.len() - failed.len();
+            .for_each(move |outcome| {
+                // The receiver lives until every start is in: a send cannot fail.
+                let _ = done.send(outcome);
+                std::future::ready(())
+            });
+        let recording = async {
+            let mut failed = Vec::new();
+            let mut batch = Vec::with_capacity(RECORD_BATCH);
+            while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+                let mut started = Vec::with_capacity(batch.len());
+                for (id, outcome) in batch.drain(..) {
+                    match outcome {
+                        Ok(container_id) => started.push((id, container_id)),
+                        Err(e) => {
+                            warn!(replica = %id, error = %e, "start failed; releasing the reservation");
+                            failed.push(id);
+                        }
+                    }
+                }
+                match self.store.mark_running_many(&started).await {
+                    Ok(refused) => {
+                        for id in &refused {
+                            warn!(replica = %id, "started, but the replica was lost or removed meanwhile");
+                        }
+                        failed.extend(refused);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, replicas = started.len(), "recording starts failed; releasing them");
+                        failed.extend(started.into_iter().map(|(id, _)| id));
+                    }
+                }
+            }
+            failed
+        };
+        let ((), failed) = futures::join!(starting, recording);
+        for id in &failed {
+            if let Err(e) = self.store.release_replica(*id).await {
+                warn!(replica = %id, error = %e, "release failed");
+            }
+        }
+        report.started += total - failed.len();
         report.failed += failed.len();
         failed
     }
 
-    async fn start_one(&self, deployment: &Deployment, node: &Node, replica: &Replica) -> bool {
+    /// Creates and starts one replica's container (idempotent by name); its container id.
+    async fn start_container(&self, deployment: &Deployment, node: &Node, replica: &Replica) -> Result<String> {
         let _permit = self.permits.acquire(&node.name).await;
         let container = ReplicaContainer::new(deployment, replica);
-        let started = self.runtime.start_replica(node, &container).await;
-        let outcome = match started {
+        let container_id = self.runtime.start_replica(node, &container).await?;
+        debug!(node = %node.name, replica = %replica.id, "container running");
+        Ok(container_id)
+    }
+
+    /// Starts one replica and records it running; on failure releases its reservation.
+    async fn start_one(&self, deployment: &Deployment, node: &Node, replica: &Replica) -> bool {
+        let outcome = match self.start_container(deployment, node, replica).await {
             Ok(container_id) => self.store.mark_running(replica.id, &container_id).await.map(|_| ()),
             Err(e) => Err(e),
         };
         match outcome {
-            Ok(()) => {
-                debug!(node = %node.name, replica = %replica.id, "replica running");
-                true
-            }
+            Ok(()) => true,
             Err(e) => {
                 warn!(node = %node.name, replica = %replica.id, error = %e, "start failed; releasing the reservation");
                 if let Err(e) = self.store.release_replica(replica.id).await {

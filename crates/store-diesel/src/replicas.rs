@@ -1,15 +1,15 @@
 //! `ReplicaStore` on diesel: placement is a capacity reservation and a replica record written in
 //! one transaction, so concurrent placements can never oversubscribe a node.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use diesel::prelude::*;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    Error as DomainError, NewEvent, NodeName, NodeStatus, Placement, Replica, ReplicaFilter, ReplicaId, ReplicaState,
-    ReplicaStore, Result,
+    DeploymentName, Error as DomainError, NewEvent, NodeName, NodeStatus, Placement, Replica, ReplicaCount,
+    ReplicaFilter, ReplicaId, ReplicaState, ReplicaStore, Result,
 };
 
 use crate::connection::{AnyConnection, each_backend};
@@ -22,6 +22,8 @@ use crate::store::DieselStore;
 
 /// Rows per multi-row INSERT: 5 parameters each, well under SQLite's limit of 32,766.
 const INSERT_CHUNK: usize = 1_000;
+/// Ids per `IN (...)` list.
+const ID_CHUNK: usize = 1_000;
 
 /// Gives the units of `released` replicas back to their nodes, one UPDATE per node.
 pub(crate) fn release_units<'a>(
@@ -140,6 +142,50 @@ impl ReplicaStore for DieselStore {
             .await?)
     }
 
+    async fn mark_running_many(&self, started: &[(ReplicaId, String)]) -> Result<Vec<ReplicaId>> {
+        if started.is_empty() {
+            return Ok(Vec::new());
+        }
+        let started: Vec<(i64, String)> = started
+            .iter()
+            .map(|(id, container)| Ok((replica_id(*id)?, container.clone())))
+            .collect::<Result<_, Error>>()?;
+        Ok(self
+            .write(move |conn| {
+                // One SELECT per chunk for the current states, then one prepared UPDATE per
+                // replica (each has its own container id) and one multi-row INSERT of events.
+                let mut current: HashMap<i64, ReplicaRow> = HashMap::with_capacity(started.len());
+                for chunk in started.chunks(ID_CHUNK) {
+                    let ids: Vec<i64> = chunk.iter().map(|(id, _)| *id).collect();
+                    let rows: Vec<ReplicaRow> =
+                        replicas::table.filter(replicas::id.eq_any(&ids)).select(ReplicaRow::as_select()).load(conn)?;
+                    current.extend(rows.into_iter().map(|row| (row.id, row)));
+                }
+                let mut refused = Vec::new();
+                let mut news = Vec::with_capacity(started.len());
+                for (id, container_id) in started {
+                    let Some(row) = current.remove(&id).filter(|row| row.state != ReplicaState::Lost.as_str()) else {
+                        refused.push(ReplicaId(id.unsigned_abs()));
+                        continue;
+                    };
+                    diesel::update(replicas::table.find(id))
+                        .set((
+                            replicas::state.eq(ReplicaState::Running.as_str()),
+                            replicas::container_id.eq(&container_id),
+                        ))
+                        .execute(conn)?;
+                    let mut replica = Replica::try_from(row)?;
+                    let was = replica.state;
+                    replica.state = ReplicaState::Running;
+                    replica.container_id = Some(container_id);
+                    news.extend(NewEvent::replica_state(&replica, was));
+                }
+                events::record(conn, &news)?;
+                Ok(refused)
+            })
+            .await?)
+    }
+
     async fn set_replica_state(&self, id: ReplicaId, state: ReplicaState) -> Result<Replica> {
         let id = replica_id(id)?;
         Ok(self
@@ -192,6 +238,27 @@ impl ReplicaStore for DieselStore {
                 }
                 let rows: Vec<ReplicaRow> = query.load(conn)?;
                 rows.into_iter().map(Replica::try_from).collect()
+            })
+            .await?)
+    }
+
+    async fn count_replicas(&self) -> Result<Vec<ReplicaCount>> {
+        Ok(self
+            .read(|conn| {
+                let rows: Vec<(String, String, i64)> = replicas::table
+                    .group_by((replicas::deployment, replicas::state))
+                    .select((replicas::deployment, replicas::state, diesel::dsl::count_star()))
+                    .load(conn)?;
+                rows.into_iter()
+                    .map(|(deployment, state, count)| {
+                        Ok(ReplicaCount {
+                            deployment: DeploymentName::new(deployment)
+                                .map_err(|e| Error::Corrupt(format!("replica deployment: {e}")))?,
+                            state: state.parse().map_err(|e| Error::Corrupt(format!("replica state: {e}")))?,
+                            count: count.unsigned_abs(),
+                        })
+                    })
+                    .collect()
             })
             .await?)
     }

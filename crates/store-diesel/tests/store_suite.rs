@@ -532,6 +532,60 @@ async fn sqlite_eight_writers_times_ten_thousand_operations_lose_nothing() {
 }
 
 /// Each test, once per backend.
+/// Batched starts: one transaction marks many replicas running, each with its own container;
+/// lost and vanished ones are left alone and named; each started replica gets its event.
+async fn many_replicas_are_marked_running_at_once_and_counted(db: TestDb) {
+    let t = TempStore::new(db).await;
+    online_node(&t.store, "n1", 3_000).await;
+    online_node(&t.store, "n2", 10).await;
+    deployment(&t.store, "web", 2_500).await;
+    deployment(&t.store, "api", 2).await;
+    let web: Vec<Placement> = (0..2_500).map(|_| placement("web", "n1", 1)).collect();
+    let placed = t.store.place_replicas(&web).await.unwrap();
+    let api = t.store.place_replicas(&[placement("api", "n2", 1), placement("api", "n2", 1)]).await.unwrap();
+    t.store.mark_node_lost(&node_name("n2")).await.unwrap();
+    let events_before = t.store.last_event_id().await.unwrap();
+
+    // 2,500 of web (more than one IN list), api's two lost ones, and an id never stored.
+    let mut started: Vec<(ReplicaId, String)> = placed.iter().map(|r| (r.id, format!("c{}", r.id))).collect();
+    started.extend(api.iter().map(|r| (r.id, "late".to_string())));
+    started.push((ReplicaId(9_999_999), "ghost".into()));
+    let mut refused = t.store.mark_running_many(&started).await.unwrap();
+    refused.sort();
+    let mut expected: Vec<ReplicaId> = api.iter().map(|r| r.id).chain([ReplicaId(9_999_999)]).collect();
+    expected.sort();
+    assert_eq!(refused, expected);
+
+    let web_now = t.store.list_replicas(ReplicaFilter::deployment(&deployment_name("web"))).await.unwrap();
+    assert_eq!(web_now.len(), 2_500);
+    for r in &web_now {
+        assert_eq!(r.state, ReplicaState::Running);
+        assert_eq!(r.container_id.as_deref(), Some(format!("c{}", r.id).as_str()));
+    }
+    let api_now = t.store.list_replicas(ReplicaFilter::deployment(&deployment_name("api"))).await.unwrap();
+    assert!(api_now.iter().all(|r| r.state == ReplicaState::Lost && r.container_id.is_none()));
+    let events = t.store.list_events(events_before, 1_000).await.unwrap();
+    assert_eq!(t.store.last_event_id().await.unwrap() - events_before, 2_500, "one event per started replica");
+    assert!(events.iter().all(|e| e.kind == orchestrator_core::EventKind::ReplicaStarted));
+    assert_eq!(t.store.get_node(&node_name("n1")).await.unwrap().available, 500, "capacity unchanged");
+
+    // Counted where stored: per deployment and state, none for empty states.
+    let mut counts: Vec<(String, ReplicaState, u64)> = t
+        .store
+        .count_replicas()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.deployment.to_string(), c.state, c.count))
+        .collect();
+    counts.sort();
+    assert_eq!(counts, [("api".into(), ReplicaState::Lost, 2), ("web".into(), ReplicaState::Running, 2_500)]);
+    // An empty batch writes nothing.
+    let revision = t.store.revision().await.unwrap();
+    assert!(t.store.mark_running_many(&[]).await.unwrap().is_empty());
+    assert_eq!(t.store.revision().await.unwrap(), revision);
+}
+
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -571,4 +625,5 @@ on_both_backends!(
     a_fenced_store_writes_only_while_its_term_holds,
     every_change_is_an_event_in_order_and_failed_writes_leave_none,
     old_events_are_dropped_beyond_the_retention,
+    many_replicas_are_marked_running_at_once_and_counted,
 );

@@ -1,7 +1,9 @@
 //! `/create` (the seed's route) and `/v1/deployments`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use orchestrator_core::{DeploymentName, DeploymentSpec, Error, ReplicaFilter};
+use std::collections::HashMap;
+
+use orchestrator_core::{DeploymentName, DeploymentSpec, Error, ReplicaFilter, ReplicaState};
 use tracing::info;
 
 use super::path_name;
@@ -61,14 +63,15 @@ pub async fn seed_create(
     responses((status = 200, description = "Every deployment, without replica details", body = [DeploymentView]), (status = 401, description = "No or invalid token", body = ErrorBody)))]
 pub async fn list(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let deployments = state.store.list_deployments().await?;
-    let replicas = state.store.list_replicas(ReplicaFilter::default().active()).await?;
-    let views: Vec<DeploymentView> = deployments
-        .iter()
-        .map(|d| {
-            let mine: Vec<_> = replicas.iter().filter(|r| r.deployment == d.name).collect();
-            DeploymentView::new(d, &mine, &Addresses::default(), false)
-        })
-        .collect();
+    // Counted by the store: a million replicas stay there.
+    let mut running: HashMap<DeploymentName, u64> = HashMap::new();
+    for count in state.store.count_replicas().await? {
+        if count.state == ReplicaState::Running {
+            running.insert(count.deployment, count.count);
+        }
+    }
+    let views: Vec<DeploymentView> =
+        deployments.iter().map(|d| DeploymentView::counted(d, running.get(&d.name).copied().unwrap_or(0))).collect();
     Ok(HttpResponse::Ok().json(views))
 }
 

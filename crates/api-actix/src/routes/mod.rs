@@ -17,6 +17,7 @@ use crate::error::ApiError;
 const ROUTES: &[(&str, &[&str])] = &[
     ("/create", &["POST"]),
     ("/status", &["GET"]),
+    ("/status/summary", &["GET"]),
     ("/healthz", &["GET"]),
     ("/readyz", &["GET"]),
     ("/metrics", &["GET"]),
