@@ -36,6 +36,9 @@ pub struct Args {
     /// `scale`: replicas in all.
     #[arg(long, default_value_t = 50_000)]
     replicas: u64,
+    /// `scale`: record the server with perf while it converges (target/bench/scale-perf.txt).
+    #[arg(long)]
+    perf: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -56,7 +59,11 @@ pub fn run(args: Args) -> Result<()> {
         crate::bench_ha::run()?;
     }
     if wants(Suite::Scale) {
-        crate::bench_scale::run(crate::bench_scale::Args { nodes: args.nodes, replicas: args.replicas })?;
+        crate::bench_scale::run(crate::bench_scale::Args {
+            nodes: args.nodes,
+            replicas: args.replicas,
+            perf: args.perf,
+        })?;
     }
     if wants(Suite::Runtime) {
         let cluster = Cluster::new(state_dir());

@@ -4,7 +4,9 @@
 
 use actix_web::{HttpResponse, web};
 use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
-use orchestrator_core::{NodeStatus, ReplicaFilter, ReplicaState};
+use std::collections::HashMap;
+
+use orchestrator_core::{DeploymentName, NodeStatus, ReplicaState};
 use prometheus::{Encoder, Gauge, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::ApiState;
@@ -25,6 +27,7 @@ pub struct Metrics {
     rebalances: IntGauge,
     replicas_replaced: IntGauge,
     reconcile_passes: IntGauge,
+    reconcile_pass_seconds: Gauge,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
@@ -42,6 +45,10 @@ impl Metrics {
             Opts::new("heartbeat_tick_seconds", "Duration of the last heartbeat tick").namespace("orchestrator"),
         )?;
         registry.register(Box::new(heartbeat_tick_seconds.clone()))?;
+        let reconcile_pass_seconds = Gauge::with_opts(
+            Opts::new("reconcile_pass_seconds", "Duration of the last full reconcile pass").namespace("orchestrator"),
+        )?;
+        registry.register(Box::new(reconcile_pass_seconds.clone()))?;
         Ok(Self {
             nodes,
             deployments: gauge(&registry, "deployments", "Deployments")?,
@@ -54,6 +61,7 @@ impl Metrics {
             rebalances: gauge(&registry, "rebalances_total", "Nodes whose replicas were replaced")?,
             replicas_replaced: gauge(&registry, "replicas_replaced_total", "Replicas lost with their node")?,
             reconcile_passes: gauge(&registry, "reconcile_passes_total", "Full reconcile passes")?,
+            reconcile_pass_seconds,
             registry,
         })
     }
@@ -74,16 +82,20 @@ impl Metrics {
             self.nodes.with_label_values(&[status.as_str()]).set(count as i64);
         }
         let deployments = state.store.list_deployments().await?;
-        let replicas = state.store.list_replicas(ReplicaFilter::default().active()).await?;
-        let running = |d: &orchestrator_core::Deployment| {
-            replicas.iter().filter(|r| r.deployment == d.name && r.state == ReplicaState::Running).count()
-        };
+        // Counted by the store: no replica rows leave it.
+        let mut running: HashMap<&DeploymentName, i64> = HashMap::new();
+        let counts = state.store.count_replicas().await?;
+        for c in counts.iter().filter(|c| c.state == ReplicaState::Running) {
+            running.insert(&c.deployment, i64::try_from(c.count).unwrap_or(i64::MAX));
+        }
+        let running_of = |d: &orchestrator_core::Deployment| running.get(&d.name).copied().unwrap_or(0);
         self.deployments.set(deployments.len() as i64);
-        self.degraded.set(deployments.iter().filter(|d| running(d) < d.replicas as usize).count() as i64);
+        self.degraded.set(deployments.iter().filter(|d| running_of(d) < i64::from(d.replicas)).count() as i64);
         self.replicas_required.set(deployments.iter().map(|d| i64::from(d.replicas)).sum());
-        self.replicas_running.set(replicas.iter().filter(|r| r.state == ReplicaState::Running).count() as i64);
+        self.replicas_running.set(running.values().sum());
         let stats = state.control.loop_stats();
         self.heartbeat_tick_seconds.set(stats.last_heartbeat_tick.as_secs_f64());
+        self.reconcile_pass_seconds.set(stats.last_reconcile_pass.as_secs_f64());
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.heartbeat_ticks.set(as_i64(stats.heartbeat_ticks));
         self.nodes_marked_offline.set(as_i64(stats.nodes_marked_offline));

@@ -31,6 +31,7 @@ pub struct LoopStats {
     pub rebalances: u64,
     pub replicas_replaced: u64,
     pub reconcile_passes: u64,
+    pub last_reconcile_pass: std::time::Duration,
 }
 
 #[cfg_attr(feature = "mock", mockall::automock)]

@@ -360,6 +360,10 @@ impl ReplicaStore for MemoryStore {
         Ok(self.lock().replicas.values().filter(|r| filter.matches(r)).cloned().collect())
     }
 
+    async fn running_replica_ids(&self) -> Result<Vec<ReplicaId>> {
+        Ok(self.lock().replicas.values().filter(|r| r.state == ReplicaState::Running).map(|r| r.id).collect())
+    }
+
     async fn count_replicas(&self) -> Result<Vec<ReplicaCount>> {
         let mut counts: BTreeMap<(&DeploymentName, ReplicaState), u64> = BTreeMap::new();
         let s = self.lock();

@@ -86,6 +86,10 @@ pub trait ReplicaStore: Send + Sync {
 
     async fn list_replicas(&self, filter: ReplicaFilter) -> Result<Vec<Replica>>;
 
+    /// The ids of the replicas that are `Running`: what the reconciler needs to know before it
+    /// lists containers, without loading a million rows.
+    async fn running_replica_ids(&self) -> Result<Vec<ReplicaId>>;
+
     /// Replicas per deployment and state (states with none left out): counted where they are
     /// stored, so a summary of a million replicas moves a few thousand numbers, not the rows.
     async fn count_replicas(&self) -> Result<Vec<ReplicaCount>>;

@@ -179,6 +179,7 @@ impl ControlPlane for SchedulerControl {
             rebalances: stats.rebalances(),
             replicas_replaced: stats.replicas_replaced(),
             reconcile_passes: stats.reconcile_passes(),
+            last_reconcile_pass: stats.last_reconcile_pass(),
         }
     }
 

@@ -12,9 +12,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use tokio::time::Instant;
 
 use orchestrator_core::{
-    ContainerState, ContainerSummary, Deployment, DeploymentName, NodeName, NodeStatus, ReplicaFilter, ReplicaId,
+    ContainerState, ContainerSummary, Deployment, DeploymentName, Node, NodeName, NodeStatus, ReplicaFilter, ReplicaId,
     ReplicaState, Result,
 };
 use tokio::sync::Notify;
@@ -24,15 +25,49 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::scheduler::{Converged, Scheduler};
 use crate::stats::Loop;
 
-/// One pass's view of Docker: the containers on each node that answered.
+/// A pass never takes more than about this share of the time: after a pass of T, the next
+/// starts no sooner than T x `REST_FACTOR` later (and no sooner than the interval). A pass
+/// over a million replicas costs seconds; back to back it would hold a core for ever.
+const REST_FACTOR: u32 = 4;
+
+/// One container of ours as a pass saw it, kept small: a pass over a million containers
+/// holds one of these for each.
+struct Seen {
+    /// Index into `Observed::nodes`.
+    node: u32,
+    replica: ReplicaId,
+    state: ContainerState,
+    exit_code: Option<i64>,
+    /// Kept only where adoption may need it: replicas not already recorded `Running`.
+    container_id: Option<Box<str>>,
+}
+
+/// One pass's view of Docker: the containers on each node that answered, by deployment.
 struct Observed {
+    nodes: Vec<NodeName>,
     /// Nodes whose listing succeeded: absence of a container there means something.
     listed: HashSet<NodeName>,
-    containers: Vec<(NodeName, ContainerSummary)>,
+    by_deployment: HashMap<DeploymentName, Vec<Seen>>,
     /// Replicas that were `Running` before the listing began; only for these does a missing
     /// container mean the container vanished (others may have started after the listing).
     running_before: HashSet<ReplicaId>,
 }
+
+impl Observed {
+    fn add(&mut self, node: u32, c: ContainerSummary) {
+        let container_id = (!self.running_before.contains(&c.replica)).then(|| c.id.into_boxed_str());
+        self.by_deployment.entry(c.deployment).or_default().push(Seen {
+            node,
+            replica: c.replica,
+            state: c.state,
+            exit_code: c.exit_code,
+            container_id,
+        });
+    }
+}
+
+/// A container to remove: where, and whose.
+type Doomed = (NodeName, DeploymentName, ReplicaId);
 
 pub struct Reconciler {
     scheduler: Arc<Scheduler>,
@@ -47,16 +82,27 @@ impl Reconciler {
     pub async fn run(self, shutdown: CancellationToken) {
         let scheduler = Arc::clone(&self.scheduler);
         scheduler.stats().set_running(Loop::Reconciler, true);
-        let mut interval = tokio::time::interval(scheduler.config().reconcile_interval);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let interval = scheduler.config().reconcile_interval;
+        let mut rest = interval;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = interval.tick() => {}
+                () = tokio::time::sleep(rest) => {}
                 () = self.wake.notified() => {}
             }
+            let started = Instant::now();
             if let Err(e) = self.pass().instrument(info_span!("reconcile_pass")).await {
                 warn!(error = %e, "reconcile pass failed");
+            }
+            let took = started.elapsed();
+            scheduler.stats().reconcile_pass(took);
+            rest = interval.max(took * REST_FACTOR);
+            if rest > interval {
+                info!(
+                    took_ms = took.as_millis() as u64,
+                    rest_ms = rest.as_millis() as u64,
+                    "long reconcile pass; resting"
+                );
             }
         }
         scheduler.stats().set_running(Loop::Reconciler, false);
@@ -66,24 +112,27 @@ impl Reconciler {
     /// One full pass over every deployment.
     pub async fn pass(&self) -> Result<()> {
         let store = self.scheduler.store();
-        let running_before: HashSet<ReplicaId> = store
-            .list_replicas(ReplicaFilter::default())
-            .await?
-            .into_iter()
-            .filter(|r| r.state == ReplicaState::Running)
-            .map(|r| r.id)
-            .collect();
-        let nodes = store.list_nodes().await?;
-        let reachable: Vec<_> =
-            nodes.iter().filter(|n| matches!(n.status, NodeStatus::Online | NodeStatus::Draining)).collect();
+        let running_before: HashSet<ReplicaId> = store.running_replica_ids().await?.into_iter().collect();
+        let nodes = self.scheduler.nodes_by_name().await?;
+        let reachable: Vec<&Node> =
+            nodes.values().filter(|n| matches!(n.status, NodeStatus::Online | NodeStatus::Draining)).collect();
         let runtime = self.scheduler.runtime();
         let listings = futures::future::join_all(reachable.iter().map(|n| runtime.list_replicas(n))).await;
-        let mut observed = Observed { listed: HashSet::new(), containers: Vec::new(), running_before };
+        let mut observed = Observed {
+            nodes: Vec::with_capacity(reachable.len()),
+            listed: HashSet::new(),
+            by_deployment: HashMap::new(),
+            running_before,
+        };
         for (node, listing) in reachable.iter().zip(listings) {
             match listing {
                 Ok(containers) => {
+                    let index = u32::try_from(observed.nodes.len()).unwrap_or(u32::MAX);
+                    observed.nodes.push(node.name.clone());
                     observed.listed.insert(node.name.clone());
-                    observed.containers.extend(containers.into_iter().map(|c| (node.name.clone(), c)));
+                    for c in containers {
+                        observed.add(index, c);
+                    }
                 }
                 Err(e) => warn!(node = %node.name, error = %e, "cannot list containers; skipping node this pass"),
             }
@@ -91,20 +140,31 @@ impl Reconciler {
 
         let deployments = store.list_deployments().await?;
         let known: HashSet<&DeploymentName> = deployments.iter().map(|d| &d.name).collect();
-        let orphans: Vec<(NodeName, ContainerSummary)> =
-            observed.containers.iter().filter(|(_, c)| !known.contains(&c.deployment)).cloned().collect();
+        let orphans: Vec<Doomed> = observed
+            .by_deployment
+            .iter()
+            .filter(|(deployment, _)| !known.contains(deployment))
+            .flat_map(|(deployment, seen)| {
+                seen.iter().map(|s| (observed.nodes[s.node as usize].clone(), deployment.clone(), s.replica))
+            })
+            .collect();
         self.remove_containers(orphans, "its deployment no longer exists").await;
 
         futures::future::join_all(deployments.iter().map(|d| {
             let span = info_span!("reconcile", deployment = %d.name);
-            self.reconcile(d, &observed).instrument(span)
+            self.reconcile(d, &observed, &nodes).instrument(span)
         }))
         .await;
         self.scheduler.stats().reconciled();
         Ok(())
     }
 
-    async fn reconcile(&self, deployment: &Deployment, observed: &Observed) -> Result<Converged> {
+    async fn reconcile(
+        &self,
+        deployment: &Deployment,
+        observed: &Observed,
+        nodes: &HashMap<NodeName, Node>,
+    ) -> Result<Converged> {
         let _spawn = self.scheduler.image_locks().lock(&deployment.image).await;
         let store = self.scheduler.store();
         let replicas: HashMap<ReplicaId, _> = store
@@ -114,33 +174,38 @@ impl Reconciler {
             .map(|r| (r.id, r))
             .collect();
         let mut seen = HashSet::new();
-        let mut surplus = Vec::new();
-        for (node, container) in observed.containers.iter().filter(|(_, c)| c.deployment == deployment.name) {
+        let mut surplus: Vec<Doomed> = Vec::new();
+        for container in observed.by_deployment.get(&deployment.name).map_or(&[][..], Vec::as_slice) {
+            let node = &observed.nodes[container.node as usize];
             let replica = replicas.get(&container.replica).filter(|r| r.node == *node);
             seen.insert(container.replica);
+            let doomed = || (node.clone(), deployment.name.clone(), container.replica);
             match replica {
                 Some(r) if r.state.is_active() => match container.state {
                     ContainerState::Exited | ContainerState::Dead => {
                         info!(node = %node, replica = %r.id, exit_code = ?container.exit_code, "container exited; replacing");
-                        surplus.push((node.clone(), container.clone()));
+                        surplus.push(doomed());
                         if let Err(e) = store.release_replica(r.id).await {
                             warn!(replica = %r.id, error = %e, "release failed");
                         }
                     }
                     ContainerState::Running if r.state != ReplicaState::Running => {
-                        info!(node = %node, replica = %r.id, "adopting running container");
-                        store.mark_running(r.id, &container.id).await?;
+                        // Not running before the listing, so the listing kept its container id.
+                        if let Some(container_id) = &container.container_id {
+                            info!(node = %node, replica = %r.id, "adopting running container");
+                            store.mark_running(r.id, container_id).await?;
+                        }
                     }
                     _ => {}
                 },
                 Some(r) => {
                     // Lost: the node came back after its replicas were replaced elsewhere.
-                    surplus.push((node.clone(), container.clone()));
+                    surplus.push(doomed());
                     if let Err(e) = store.release_replica(r.id).await {
                         warn!(replica = %r.id, error = %e, "release of a lost record failed; next pass retries");
                     }
                 }
-                None => surplus.push((node.clone(), container.clone())),
+                None => surplus.push(doomed()),
             }
         }
         self.remove_containers(surplus, "surplus or stale").await;
@@ -156,25 +221,25 @@ impl Reconciler {
                 }
             }
         }
-        let converged = self.scheduler.converge_locked(&deployment.name).await?;
+        let converged = self.scheduler.converge_locked(&deployment.name, Some(nodes)).await?;
         if self.scheduler.config().rebalance_on_join {
             self.scheduler.rebalance_spread_locked(&deployment.name).await?;
         }
         Ok(converged)
     }
 
-    async fn remove_containers(&self, containers: Vec<(NodeName, ContainerSummary)>, why: &str) {
+    async fn remove_containers(&self, containers: Vec<Doomed>, why: &str) {
         if containers.is_empty() {
             return;
         }
         let Ok(nodes) = self.scheduler.nodes_by_name().await else { return };
         let runtime = self.scheduler.runtime();
-        futures::future::join_all(containers.iter().filter_map(|(node, c)| {
+        futures::future::join_all(containers.iter().filter_map(|(node, deployment, replica)| {
             let node = nodes.get(node)?;
             Some(async move {
-                info!(node = %node.name, deployment = %c.deployment, replica = %c.replica, why, "removing container");
-                if let Err(e) = runtime.remove_replica(node, &c.deployment, c.replica).await {
-                    warn!(node = %node.name, replica = %c.replica, error = %e, "remove failed; next pass retries");
+                info!(node = %node.name, deployment = %deployment, replica = %replica, why, "removing container");
+                if let Err(e) = runtime.remove_replica(node, deployment, *replica).await {
+                    warn!(node = %node.name, replica = %replica, error = %e, "remove failed; next pass retries");
                 }
             })
         }))

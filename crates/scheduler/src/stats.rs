@@ -11,6 +11,7 @@ pub struct Stats {
     rebalances: AtomicU64,
     replicas_replaced: AtomicU64,
     reconcile_passes: AtomicU64,
+    reconcile_pass_micros: AtomicU64,
     heartbeat_running: AtomicBool,
     rebalancer_running: AtomicBool,
     reconciler_running: AtomicBool,
@@ -64,6 +65,14 @@ impl Stats {
 
     pub(crate) fn reconciled(&self) {
         self.reconcile_passes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn reconcile_pass(&self, took: Duration) {
+        self.reconcile_pass_micros.store(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub fn last_reconcile_pass(&self) -> Duration {
+        Duration::from_micros(self.reconcile_pass_micros.load(Ordering::Relaxed))
     }
 
     pub fn last_heartbeat_tick(&self) -> Duration {

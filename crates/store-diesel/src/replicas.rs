@@ -242,6 +242,18 @@ impl ReplicaStore for DieselStore {
             .await?)
     }
 
+    async fn running_replica_ids(&self) -> Result<Vec<ReplicaId>> {
+        Ok(self
+            .read(|conn| {
+                let ids: Vec<i64> = replicas::table
+                    .filter(replicas::state.eq(ReplicaState::Running.as_str()))
+                    .select(replicas::id)
+                    .load(conn)?;
+                Ok(ids.into_iter().map(|id| ReplicaId(id.unsigned_abs())).collect())
+            })
+            .await?)
+    }
+
     async fn count_replicas(&self) -> Result<Vec<ReplicaCount>> {
         Ok(self
             .read(|conn| {
