@@ -4,6 +4,7 @@ mod access_log;
 mod cli;
 mod client;
 mod config;
+mod fd_limit;
 mod logging;
 mod malloc;
 mod serve;
@@ -15,6 +16,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     malloc::tune();
+    fd_limit::raise();
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -1,7 +1,11 @@
 //! One bollard client per engine address, made on first use and kept.
 //!
-//! bollard keeps no idle connections (`pool_max_idle_per_host(0)`), so a cached client holds no
-//! socket: it stays valid across engine restarts, and a dead engine costs nothing but its entry.
+//! Over TCP a client keeps up to `IDLE_PER_ENGINE` connections alive for `IDLE_TIMEOUT`
+//! (bollard's own client keeps none: a connection per call, which at thousands of starts a
+//! second was most of the control plane's CPU and filled the port range with TIME_WAIT). A
+//! pooled connection to an engine that restarted fails at its next use and hyper retries the
+//! request on a new one when nothing was sent yet; a dead engine's idle connections are gone
+//! after the timeout. Unix sockets keep bollard's client (a local connect is cheap).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -46,12 +50,40 @@ fn connect(node: &str, address: &EngineAddress, config: &DockerRuntimeConfig) ->
     let backstop = config.request_timeout.as_secs().max(1) + config.stop_grace.as_secs() + 1;
     let connected = match address.scheme() {
         Scheme::Unix => Docker::connect_with_unix(address.target(), backstop, API_DEFAULT_VERSION),
-        Scheme::Tcp | Scheme::Http => {
-            Docker::connect_with_http(&format!("http://{}", address.target()), backstop, API_DEFAULT_VERSION)
-        }
+        Scheme::Tcp | Scheme::Http => pooled_http(address.target(), backstop),
         Scheme::Https => return connect_tls(node, address, config, backstop),
     };
     connected.map_err(|e| engine_error(node, "connect", e))
+}
+
+/// Idle connections kept per engine: the scheduler runs up to 4 calls on one engine at once.
+const IDLE_PER_ENGINE: usize = 4;
+/// Shorter than any engine's or proxy's idle timeout we know of (HAProxy's default 50 s), so
+/// a connection is never reused just as the other end closes it.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn pooled_http(target: &str, backstop: u64) -> std::result::Result<Docker, bollard::errors::Error> {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(IDLE_PER_ENGINE)
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .build(connector);
+    let client = std::sync::Arc::new(client);
+    Docker::connect_with_custom_transport(
+        move |request: bollard::BollardRequest| {
+            let client = std::sync::Arc::clone(&client);
+            async move { client.request(request).await.map_err(bollard::errors::Error::from) }
+        },
+        Some(format!("http://{target}")),
+        backstop,
+        API_DEFAULT_VERSION,
+    )
 }
 
 #[cfg(feature = "tls")]
