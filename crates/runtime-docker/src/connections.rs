@@ -1,6 +1,7 @@
 //! One bollard client per engine address, made on first use and kept.
 //!
-//! Over TCP a client keeps up to `IDLE_PER_ENGINE` connections alive for `IDLE_TIMEOUT`
+//! Over TCP one shared client keeps up to `IDLE_PER_ENGINE` connections per engine alive for
+//! `IDLE_TIMEOUT`
 //! (bollard's own client keeps none: a connection per call, which at thousands of starts a
 //! second was most of the control plane's CPU and filled the port range with TIME_WAIT). A
 //! pooled connection to an engine that restarted fails at its next use and hyper retries the
@@ -56,30 +57,58 @@ fn connect(node: &str, address: &EngineAddress, config: &DockerRuntimeConfig) ->
     connected.map_err(|e| engine_error(node, "connect", e))
 }
 
-/// Idle connections kept per engine: the scheduler runs up to 4 calls on one engine at once.
-const IDLE_PER_ENGINE: usize = 4;
+/// Idle connections kept per engine: the heartbeat's and one more for bursts of starts; a
+/// busier moment opens more and closes the extra ones after use.
+const IDLE_PER_ENGINE: usize = 2;
 /// Shorter than any engine's or proxy's idle timeout we know of (HAProxy's default 50 s), so
 /// a connection is never reused just as the other end closes it.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Each kept connection's read buffer, fixed: hyper's adaptive buffer grew to the largest
+/// answer seen (a container listing, ~100 KB on a busy engine) and kept it while idle, which
+/// was half a gigabyte over 5,000 engines. Answers larger than this are read in pieces.
+const READ_BUFFER: usize = 8 * 1024;
 
-fn pooled_http(target: &str, backstop: u64) -> std::result::Result<Docker, bollard::errors::Error> {
+/// A request through the shared client (bollard's body type is private: the client's type is
+/// only ever inferred, and the shared value is this function).
+type SharedTransport = std::sync::Arc<
+    dyn Fn(
+            bollard::BollardRequest,
+        ) -> futures::future::BoxFuture<
+            'static,
+            std::result::Result<hyper::Response<hyper::body::Incoming>, bollard::errors::Error>,
+        > + Send
+        + Sync,
+>;
+
+/// One HTTP client for every TCP engine: its pool keeps connections per engine address, and
+/// 5,000 engines cost one client, not 5,000.
+fn shared_transport() -> SharedTransport {
     use hyper_util::client::legacy::Client;
     use hyper_util::client::legacy::connect::HttpConnector;
     use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(IDLE_PER_ENGINE)
-        .pool_idle_timeout(IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .build(connector);
-    let client = std::sync::Arc::new(client);
+    static SHARED: std::sync::OnceLock<SharedTransport> = std::sync::OnceLock::new();
+    std::sync::Arc::clone(SHARED.get_or_init(|| {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(IDLE_PER_ENGINE)
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .http1_read_buf_exact_size(READ_BUFFER)
+            .build(connector);
+        std::sync::Arc::new(move |request: bollard::BollardRequest| {
+            let response = client.request(request);
+            Box::pin(async move { response.await.map_err(bollard::errors::Error::from) })
+                as futures::future::BoxFuture<'static, _>
+        })
+    }))
+}
+
+fn pooled_http(target: &str, backstop: u64) -> std::result::Result<Docker, bollard::errors::Error> {
+    let transport = shared_transport();
     Docker::connect_with_custom_transport(
-        move |request: bollard::BollardRequest| {
-            let client = std::sync::Arc::clone(&client);
-            async move { client.request(request).await.map_err(bollard::errors::Error::from) }
-        },
+        move |request: bollard::BollardRequest| transport(request),
         Some(format!("http://{target}")),
         backstop,
         API_DEFAULT_VERSION,

@@ -1,16 +1,100 @@
-//! `DockerRuntime` against real dockerd nodes of the local cluster.
+//! `DockerRuntime` against real engines: the dockerd nodes of the local cluster, and the same
+//! tests against hollow engines (crates/hollow-node), which the scale benchmark stands in for
+//! dockerd with: whatever the runtime relies on, both must answer alike.
 
 mod local_cluster;
 
 use std::time::{Duration, Instant};
 
+use hollow_node::HollowCluster;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    ContainerRuntime, ContainerState, DeploymentName, Error, ImageRef, ReplicaContainer, ReplicaId,
+    ContainerRuntime, ContainerState, DeploymentName, EngineAddress, Error, ImageRef, Node, NodeName, NodeStatus,
+    ReplicaContainer, ReplicaId,
 };
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig};
 
-use local_cluster::{TEST_IMAGE, nodes, unique_cluster_id};
+use local_cluster::{ClusterNode, TEST_IMAGE, unique_cluster_id};
+
+/// What the tests need from a set of engines, whichever kind they are.
+trait Engines: Sync {
+    /// Engine `i` over TCP.
+    fn node(&self, i: usize) -> Node;
+    /// Engine `i` over its unix socket, where it has one.
+    fn unix_node(&self, i: usize) -> Option<Node>;
+    /// Stop answering (SIGSTOP) or answer again.
+    fn hang(&self, i: usize, hung: bool);
+    /// Cut the engine off the network, or connect it again (a hollow engine: it stops answering).
+    fn partition(&self, i: usize, cut: bool);
+    /// Die (SIGKILL: connections refused).
+    fn kill(&self, i: usize);
+    fn restart(&self, i: usize);
+}
+
+struct Dockerd(Vec<ClusterNode>);
+
+impl Engines for Dockerd {
+    fn node(&self, i: usize) -> Node {
+        self.0[i].node(false)
+    }
+    fn unix_node(&self, i: usize) -> Option<Node> {
+        Some(self.0[i].node(true))
+    }
+    fn hang(&self, i: usize, hung: bool) {
+        self.0[i].signal(if hung { "STOP" } else { "CONT" });
+    }
+    fn partition(&self, i: usize, cut: bool) {
+        self.0[i].set_link(!cut);
+    }
+    fn kill(&self, i: usize) {
+        self.0[i].signal("KILL");
+    }
+    fn restart(&self, i: usize) {
+        self.0[i].restart();
+    }
+}
+
+struct Hollow(HollowCluster);
+
+impl Hollow {
+    async fn start() -> Self {
+        let cluster = HollowCluster::start(3).await.unwrap();
+        for i in 0..3 {
+            cluster.with_engine(i, |e| e.missing_images.push(MISSING_IMAGE.into())).unwrap();
+        }
+        Self(cluster)
+    }
+}
+
+impl Engines for Hollow {
+    fn node(&self, i: usize) -> Node {
+        Node {
+            name: NodeName::new(format!("hollow{}", i + 1)).unwrap(),
+            address: EngineAddress::parse(&self.0.address(i).unwrap()).unwrap(),
+            capacity: 100,
+            available: 100,
+            status: NodeStatus::Online,
+            last_heartbeat: None,
+        }
+    }
+    fn unix_node(&self, _: usize) -> Option<Node> {
+        None
+    }
+    fn hang(&self, i: usize, hung: bool) {
+        self.0.set_hung(i, hung).unwrap();
+    }
+    fn partition(&self, i: usize, cut: bool) {
+        self.0.set_hung(i, cut).unwrap();
+    }
+    fn kill(&self, i: usize) {
+        self.0.kill(i).unwrap();
+    }
+    fn restart(&self, i: usize) {
+        self.0.revive(i).unwrap();
+    }
+}
+
+const MISSING_IMAGE: &str = "local/does-not-exist:9";
 
 fn runtime(tag: &str) -> DockerRuntime {
     let mut config = DockerRuntimeConfig::new(unique_cluster_id(tag));
@@ -27,12 +111,11 @@ fn container(deployment: &str, replica: u64, command: &[&str]) -> ReplicaContain
     }
 }
 
-#[tokio::test]
-async fn create_list_inspect_remove_over_tcp_and_unix() {
-    let Some(nodes) = nodes() else { return };
+async fn create_list_inspect_remove_over_tcp_and_unix(engines: &dyn Engines) {
     let rt = runtime("crud");
     for over_unix in [false, true] {
-        let node = nodes[0].node(over_unix);
+        let node = if over_unix { engines.unix_node(0) } else { Some(engines.node(0)) };
+        let Some(node) = node else { continue };
         let web = container("web", if over_unix { 2 } else { 1 }, &["sleep", "3600"]);
         let id = rt.start_replica(&node, &web).await.unwrap();
 
@@ -56,11 +139,9 @@ async fn create_list_inspect_remove_over_tcp_and_unix() {
     }
 }
 
-#[tokio::test]
-async fn a_retried_start_makes_no_second_container() {
-    let Some(nodes) = nodes() else { return };
+async fn a_retried_start_makes_no_second_container(engines: &dyn Engines) {
     let rt = runtime("retry");
-    let node = nodes[1].node(false);
+    let node = engines.node(1);
     let web = container("web", 7, &["sleep", "3600"]);
     let first = rt.start_replica(&node, &web).await.unwrap();
     let second = rt.start_replica(&node, &web).await.unwrap();
@@ -69,11 +150,9 @@ async fn a_retried_start_makes_no_second_container() {
     rt.remove_replica(&node, &web.deployment, web.replica).await.unwrap();
 }
 
-#[tokio::test]
-async fn two_clusters_on_one_engine_never_see_each_other() {
-    let Some(nodes) = nodes() else { return };
+async fn two_clusters_on_one_engine_never_see_each_other(engines: &dyn Engines) {
     let (a, b) = (runtime("a"), runtime("b"));
-    let node = nodes[1].node(false);
+    let node = engines.node(1);
     let web = container("shared", 1, &["sleep", "3600"]);
     let id_a = rt_start(&a, &node, &web).await;
     assert!(b.list_replicas(&node).await.unwrap().is_empty());
@@ -88,11 +167,9 @@ async fn rt_start(rt: &DockerRuntime, node: &orchestrator_core::Node, c: &Replic
     rt.start_replica(node, c).await.unwrap()
 }
 
-#[tokio::test]
-async fn exited_containers_report_their_exit_code() {
-    let Some(nodes) = nodes() else { return };
+async fn exited_containers_report_their_exit_code(engines: &dyn Engines) {
     let rt = runtime("exit");
-    let node = nodes[0].node(false);
+    let node = engines.node(0);
     let job = container("job", 1, &["sh", "-c", "exit 3"]);
     rt.start_replica(&node, &job).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -109,24 +186,20 @@ async fn exited_containers_report_their_exit_code() {
     rt.remove_replica(&node, &job.deployment, job.replica).await.unwrap();
 }
 
-#[tokio::test]
-async fn a_missing_image_names_image_and_node() {
-    let Some(nodes) = nodes() else { return };
+async fn a_missing_image_names_image_and_node(engines: &dyn Engines) {
     let rt = runtime("img");
-    let node = nodes[0].node(false);
+    let node = engines.node(0);
     let mut web = container("web", 1, &[]);
-    web.image = ImageRef::parse("local/does-not-exist:9").unwrap();
+    web.image = ImageRef::parse(MISSING_IMAGE).unwrap();
     let err = rt.start_replica(&node, &web).await.unwrap_err();
-    assert_eq!(err, Error::ImageNotFound { image: "local/does-not-exist:9".into(), node: nodes[0].name.clone() });
+    assert_eq!(err, Error::ImageNotFound { image: MISSING_IMAGE.into(), node: node.name.to_string() });
 }
 
-#[tokio::test]
-async fn engine_info_reports_resources() {
-    let Some(nodes) = nodes() else { return };
+async fn engine_info_reports_resources(engines: &dyn Engines) {
     let rt = runtime("info");
     let mut ids = Vec::new();
-    for n in &nodes[..3] {
-        let info = rt.engine_info(&n.node(false)).await.unwrap();
+    for i in 0..3 {
+        let info = rt.engine_info(&engines.node(i)).await.unwrap();
         assert!(info.cpus >= 1 && info.memory_bytes > 0 && !info.version.is_empty(), "{info:?}");
         ids.push(info.id);
     }
@@ -134,50 +207,82 @@ async fn engine_info_reports_resources() {
     assert_eq!(ids.len(), 3, "each node is its own engine");
 }
 
-/// One test, run in order, because it hurts node3 and heals it again.
-#[tokio::test]
-async fn hung_partitioned_and_dead_engines_fail_fast_and_typed() {
-    let Some(nodes) = nodes() else { return };
-    let victim = &nodes[2];
+/// One test, run in order, because it hurts the third engine and heals it again.
+async fn hung_partitioned_and_dead_engines_fail_fast_and_typed(engines: &dyn Engines) {
+    let victim = 2;
     let mut config = DockerRuntimeConfig::new(unique_cluster_id("fail"));
     config.request_timeout = Duration::from_secs(2);
     let rt = DockerRuntime::new(config);
-    let node = victim.node(false);
+    let node = engines.node(victim);
     rt.ping(&node).await.unwrap();
 
     // Hung engine: TCP connects, nothing answers.
-    victim.signal("STOP");
+    engines.hang(victim, true);
     let started = Instant::now();
     let err = rt.ping(&node).await.unwrap_err();
     let took = started.elapsed();
     let err_list = rt.list_replicas(&node).await.unwrap_err();
-    victim.signal("CONT");
+    engines.hang(victim, false);
     assert!(matches!(err, Error::Timeout { .. }) && err.is_node_failure(), "{err}");
     assert!(took < Duration::from_millis(1_500), "ping took {took:?} with a 1 s timeout");
     assert!(matches!(err_list, Error::Timeout { operation: "list", .. }), "{err_list}");
     rt.ping(&node).await.unwrap();
 
     // Partition: the node's TCP address stops answering.
-    victim.set_link(false);
+    engines.partition(victim, true);
     let started = Instant::now();
     let err = rt.ping(&node).await.unwrap_err();
     let took = started.elapsed();
-    victim.set_link(true);
+    engines.partition(victim, false);
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
     assert!(took < Duration::from_millis(1_500), "ping took {took:?}");
 
     // Dead engine: refused at once.
-    victim.signal("KILL");
+    engines.kill(victim);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     let err = rt.ping(&node).await.unwrap_err();
     let took = started.elapsed();
-    victim.restart();
+    engines.restart(victim);
     assert!(matches!(err, Error::Unreachable { .. }), "{err}");
     assert!(took < Duration::from_millis(500), "refused took {took:?}");
     let deadline = Instant::now() + Duration::from_secs(60);
     while rt.ping(&node).await.is_err() {
-        assert!(Instant::now() < deadline, "node3 did not come back");
+        assert!(Instant::now() < deadline, "the engine did not come back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Each test above, once against the local cluster's dockerd nodes and once against hollow
+/// engines started by the test.
+macro_rules! on_both_engines {
+    ($($test:ident),* $(,)?) => {
+        mod dockerd {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let Some(nodes) = super::local_cluster::nodes() else { return };
+                    super::$test(&super::Dockerd(nodes)).await;
+                }
+            )*
+        }
+        mod hollow {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(&super::Hollow::start().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    create_list_inspect_remove_over_tcp_and_unix,
+    a_retried_start_makes_no_second_container,
+    two_clusters_on_one_engine_never_see_each_other,
+    exited_containers_report_their_exit_code,
+    a_missing_image_names_image_and_node,
+    engine_info_reports_resources,
+    hung_partitioned_and_dead_engines_fail_fast_and_typed,
+);

@@ -3,8 +3,10 @@
 //! hand-off, and level-triggered too: a periodic pass re-reads the store for offline nodes
 //! still holding replicas, so no loss is missed even across a restart.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use orchestrator_core::{DeploymentName, NodeName, NodeStatus, Result};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -24,54 +26,81 @@ impl Rebalancer {
         Self { scheduler, events }
     }
 
+    /// Takes every loss as it comes (marks it, acknowledges it) while replacements run: the
+    /// deployments to converge gather in one set, and one batch converges at a time. So the
+    /// heartbeat's hand-off never waits for a replacement (with 50 nodes lost at once and a
+    /// few seconds of converging each, it used to wait minutes, and the next losses with it),
+    /// and a deployment hit by several losses converges once for all of them.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let scheduler = Arc::clone(&self.scheduler);
         scheduler.stats().set_running(Loop::Rebalancer, true);
         let mut interval = tokio::time::interval(scheduler.config().rebalance_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pending: BTreeSet<DeploymentName> = BTreeSet::new();
+        let mut replacing: Option<BoxFuture<'static, ()>> = None;
         loop {
+            if replacing.is_none() && !pending.is_empty() {
+                let batch: Vec<DeploymentName> = std::mem::take(&mut pending).into_iter().collect();
+                let scheduler = Arc::clone(&scheduler);
+                replacing = Some(Box::pin(
+                    async move {
+                        scheduler.converge_many(batch).await;
+                    }
+                    .instrument(info_span!("replace")),
+                ));
+            }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                Some(event) = self.events.recv() => self.node_down(event).await,
-                _ = interval.tick() => {
-                    if let Err(e) = self.pass().await {
-                        warn!(error = %e, "rebalance pass failed");
-                    }
+                Some(event) = self.events.recv() => pending.extend(self.take(event).await),
+                () = async { replacing.as_mut().expect("guarded by the condition").await }, if replacing.is_some() => {
+                    replacing = None;
                 }
+                _ = interval.tick() => match self.losses().await {
+                    Ok(deployments) => pending.extend(deployments),
+                    Err(e) => warn!(error = %e, "rebalance pass failed"),
+                },
             }
         }
         scheduler.stats().set_running(Loop::Rebalancer, false);
         info!("rebalancer stopped");
     }
 
-    /// Handles one hand-off: record the loss, acknowledge, then replace.
+    /// Handles one hand-off at once: record the loss, acknowledge, then replace.
     pub async fn node_down(&self, event: NodeDown) {
+        let deployments = self.take(event).await;
+        self.replace(deployments).await;
+    }
+
+    /// Records a hand-off's loss and acknowledges it; the deployments to converge.
+    async fn take(&self, event: NodeDown) -> Vec<DeploymentName> {
         let span = info_span!("rebalance", node = %event.node);
         async {
             let lost = self.mark_lost(&event.node).await;
             let _ = event.ack.send(());
-            if let Ok(deployments) = lost {
-                self.replace(deployments).await;
-            }
+            lost.unwrap_or_default()
         }
         .instrument(span)
         .await
     }
 
-    /// The level-triggered pass: every offline node that still holds active replicas.
+    /// The level-triggered pass at once: every offline node that still holds active replicas.
     pub async fn pass(&self) -> Result<()> {
+        let deployments = self.losses().await?;
+        self.replace(deployments).await;
+        Ok(())
+    }
+
+    /// Marks lost the replicas still recorded on offline nodes; the deployments that lost some.
+    async fn losses(&self) -> Result<Vec<DeploymentName>> {
         let store = self.scheduler.store();
+        let mut deployments = Vec::new();
         for node in store.list_nodes().await?.into_iter().filter(|n| n.status == NodeStatus::Offline) {
             let span = info_span!("rebalance", node = %node.name);
-            async {
-                if let Ok(deployments) = self.mark_lost(&node.name).await {
-                    self.replace(deployments).await;
-                }
+            if let Ok(lost) = self.mark_lost(&node.name).instrument(span).await {
+                deployments.extend(lost);
             }
-            .instrument(span)
-            .await;
         }
-        Ok(())
+        Ok(deployments)
     }
 
     /// Marks the node's replicas lost; returns the deployments that lost some.
