@@ -39,6 +39,9 @@ pub struct Args {
     /// `scale`: record the server with perf while it converges (target/bench/scale-perf.txt).
     #[arg(long)]
     perf: bool,
+    /// `scale`: only the store-side figures (raw SQLite, placement), no server.
+    #[arg(long)]
+    store_only: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -63,6 +66,7 @@ pub fn run(args: Args) -> Result<()> {
             nodes: args.nodes,
             replicas: args.replicas,
             perf: args.perf,
+            store_only: args.store_only,
         })?;
     }
     if wants(Suite::Runtime) {

@@ -57,9 +57,10 @@ fn connect(node: &str, address: &EngineAddress, config: &DockerRuntimeConfig) ->
     connected.map_err(|e| engine_error(node, "connect", e))
 }
 
-/// Idle connections kept per engine: the heartbeat's and one more for bursts of starts; a
-/// busier moment opens more and closes the extra ones after use.
-const IDLE_PER_ENGINE: usize = 2;
+/// Idle connections kept per engine: the heartbeat's, which every call may reuse; a busier
+/// moment opens more and closes the extra ones after use (each kept one costs memory: with
+/// 5,000 engines, two each held 10,000 sockets and their buffers).
+const IDLE_PER_ENGINE: usize = 1;
 /// Shorter than any engine's or proxy's idle timeout we know of (HAProxy's default 50 s), so
 /// a connection is never reused just as the other end closes it.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(15);

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::StreamExt;
 use orchestrator_core::{ContainerRuntime, Error, Node, NodeName, NodeStatus, Result};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -12,6 +13,10 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::scheduler::Scheduler;
 use crate::stats::Loop;
+
+/// Pings in flight at once: far more than one tick's worth of engines answer in time, and
+/// a few hundred hung engines still leave room for the others.
+const PINGS_AT_ONCE: usize = 512;
 
 /// A node went offline. The rebalancer answers on `ack` once it has recorded the loss, which is
 /// what makes the hand-off reliable (the seed's unbuffered channel, with a receipt).
@@ -113,8 +118,11 @@ impl Heartbeat {
         // hung engine is offline after K intervals, like a dead one, and ticks keep their pace.
         let deadline = self.scheduler.config().heartbeat_interval;
         let threshold = self.scheduler.config().misses_to_offline.max(1);
-        let pings =
-            futures::future::join_all(nodes.iter().map(|n| probe(runtime.as_ref(), n, deadline, threshold))).await;
+        // Bounded: 5,000 pings in flight at once held tens of megabytes of request state for a
+        // moment every tick. Each probe's deadline starts when it does, so a slot held by a hung
+        // engine delays the others, never counts a miss against them.
+        let probes: Vec<_> = nodes.iter().map(|n| probe(runtime.as_ref(), n, deadline, threshold)).collect();
+        let pings: Vec<_> = futures::stream::iter(probes).buffered(PINGS_AT_ONCE).collect().await;
         self.misses.retain(|name, _| nodes.iter().any(|n| n.name == *name));
 
         let now = SystemTime::now();

@@ -120,30 +120,33 @@ impl Reconciler {
         let reachable: Vec<&Node> =
             nodes.values().filter(|n| matches!(n.status, NodeStatus::Online | NodeStatus::Draining)).collect();
         let runtime = self.scheduler.runtime();
-        // A bounded number of listings at once: each answer is read whole before it is parsed
-        // (~100 KB for 200 containers), and all 5,000 at once held half a gigabyte.
-        // (Collected first: boxed futures keep the loop's future `Send` for every lifetime.)
-        let listing: Vec<_> = reachable.iter().map(|n| runtime.list_replicas(n)).collect();
-        let listings: Vec<_> = futures::stream::iter(listing).buffered(LISTINGS_AT_ONCE).collect().await;
+        // A bounded number of listings at once (each answer is read whole before it is parsed,
+        // ~100 KB for 200 containers, and all 5,000 at once held half a gigabyte), each folded
+        // into the compact view as it arrives. (Collected first: boxed futures keep the loop's
+        // future `Send` for every lifetime.)
+        let listing: Vec<_> =
+            reachable.iter().map(|n| async move { (n.name.clone(), runtime.list_replicas(n).await) }).collect();
+        let mut listings = futures::stream::iter(listing).buffer_unordered(LISTINGS_AT_ONCE);
         let mut observed = Observed {
             nodes: Vec::with_capacity(reachable.len()),
             listed: HashSet::new(),
             by_deployment: HashMap::new(),
             running_before,
         };
-        for (node, listing) in reachable.iter().zip(listings) {
+        while let Some((node, listing)) = listings.next().await {
             match listing {
                 Ok(containers) => {
                     let index = u32::try_from(observed.nodes.len()).unwrap_or(u32::MAX);
-                    observed.nodes.push(node.name.clone());
-                    observed.listed.insert(node.name.clone());
+                    observed.nodes.push(node.clone());
+                    observed.listed.insert(node);
                     for c in containers {
                         observed.add(index, c);
                     }
                 }
-                Err(e) => warn!(node = %node.name, error = %e, "cannot list containers; skipping node this pass"),
+                Err(e) => warn!(node = %node, error = %e, "cannot list containers; skipping node this pass"),
             }
         }
+        drop(listings);
 
         let deployments = store.list_deployments().await?;
         let known: HashSet<&DeploymentName> = deployments.iter().map(|d| &d.name).collect();

@@ -35,6 +35,7 @@ pub struct Args {
     pub nodes: usize,
     pub replicas: u64,
     pub perf: bool,
+    pub store_only: bool,
 }
 
 /// (resident, peak resident) in MiB.
@@ -195,9 +196,11 @@ pub fn run(args: Args) -> Result<()> {
         if args.perf {
             again.arg("--perf");
         }
+        if args.store_only {
+            again.arg("--store-only");
+        }
         return sh::run(&mut again);
     }
-    sh::run(sh::cargo().args(["build", "--release", "-p", "orchestrator"]))?;
     let root = sh::workspace_root();
     let dir = root.join("target/bench-scale");
     let _ = std::fs::remove_dir_all(&dir);
@@ -221,6 +224,11 @@ pub fn run(args: Args) -> Result<()> {
         placed.deployments,
         args.nodes
     );
+
+    if args.store_only {
+        return Ok(());
+    }
+    sh::run(sh::cargo().args(["build", "--release", "-p", "orchestrator"]))?;
 
     // 2. The server against hollow engines.
     let cluster = runtime.block_on(hollow_node::HollowCluster::start(args.nodes))?;
