@@ -9,7 +9,7 @@
 //!
 //! Each phase gets a freshly started cluster. Prints a table and writes target/bench/e2e.json.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -94,15 +94,6 @@ pub fn run(no_install: bool) -> Result<()> {
 
 // ---- ours -------------------------------------------------------------------------------
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn api(method: &str, path: &str, body: Option<Value>) -> Result<Value> {
     let url = format!("http://127.0.0.1:{PORT}{path}");
     let request = ureq::http::Request::builder()
@@ -137,7 +128,7 @@ fn ours() -> Result<Figures> {
     for n in &nodes {
         serve.arg("--node").arg(format!("{}={}", n.name, n.tcp));
     }
-    let _server = Server(serve.spawn()?);
+    let _server = sh::KillOnDrop(serve.spawn()?);
     until("the server ready", Duration::from_secs(20), || {
         Ok(ureq::get(format!("http://127.0.0.1:{PORT}/readyz")).call().is_ok())
     })?;

@@ -87,14 +87,8 @@ impl Server {
     }
 
     fn wait_ready(&self) -> Result<()> {
-        let started = Instant::now();
-        while crate::net::http_get(&format!("{}/readyz", self.url)).is_none_or(|(code, _)| code != 200) {
-            if started.elapsed() > Duration::from_secs(30) {
-                bail!("the server did not become ready (see {})", self.log.display());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(())
+        crate::net::wait_for_ok(&format!("{}/readyz", self.url), Duration::from_secs(30))
+            .with_context(|| format!("the server did not become ready (see {})", self.log.display()))
     }
 
     fn kill_and_restart(&mut self) -> Result<()> {

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
@@ -68,13 +68,8 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn passes(st: &Path, url: &str, dir: &Path, args: &Args) -> Result<(u64, u64)> {
-    let started = Instant::now();
-    while crate::net::http_get(&format!("{url}/healthz")).is_none() {
-        if started.elapsed() > Duration::from_secs(20) {
-            bail!("the server did not start (see target/fuzz/server.log)");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::net::wait_for_ok(&format!("{url}/healthz"), Duration::from_secs(20))
+        .context("the server did not start (see target/fuzz/server.log)")?;
     let (mut cases, mut failures) = (0, 0);
     for (label, token, seconds) in [("admin", true, args.seconds), ("no-token", false, args.seconds.div_ceil(4))] {
         let mut cmd = Command::new(st);

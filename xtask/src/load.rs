@@ -5,7 +5,7 @@
 //! are registered when it is up. Prints a table and writes target/bench/load.json.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -92,13 +92,8 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn passes(url: &str, dir: &std::path::Path, args: &Args) -> Result<Value> {
-    let started = Instant::now();
-    while crate::net::http_get(&format!("{url}/readyz")).is_none_or(|(code, _)| code != 200) {
-        if started.elapsed() > Duration::from_secs(20) {
-            bail!("the server did not become ready");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::net::wait_for_ok(&format!("{url}/readyz"), Duration::from_secs(20))
+        .context("the server did not become ready")?;
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     agent
         .post(format!("{url}/v1/deployments"))

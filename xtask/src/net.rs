@@ -1,9 +1,9 @@
-//! Loopback helpers shared by the xtask commands that start servers: a free port, and GETs
-//! that report the status instead of failing on it.
+//! Loopback helpers shared by the xtask commands that start servers: a free port, GETs that
+//! report the status instead of failing on it, and waiting for a server to answer.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 /// A loopback port nothing listens on now.
 pub fn free_port() -> Result<u16> {
@@ -33,4 +33,16 @@ pub fn http_get(url: &str) -> Option<(u16, String)> {
 /// GET with a bearer token.
 pub fn http_get_auth(url: &str, token: &str) -> Option<(u16, String)> {
     get(url, Some(token))
+}
+
+/// Polls `url` every 100 ms until it answers 200 (a server's `/healthz` or `/readyz`).
+pub fn wait_for_ok(url: &str, within: Duration) -> Result<()> {
+    let started = Instant::now();
+    while http_get(url).is_none_or(|(code, _)| code != 200) {
+        if started.elapsed() > within {
+            bail!("{url} did not answer 200 within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
 }

@@ -14,6 +14,7 @@ mod metrics;
 mod openapi;
 mod routes;
 mod snapshot;
+mod summary;
 
 use std::sync::Arc;
 

@@ -4,13 +4,12 @@
 
 use actix_web::{HttpResponse, web};
 use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
-use std::collections::HashMap;
-
-use orchestrator_core::{DeploymentName, NodeStatus, ReplicaState};
+use orchestrator_core::NodeStatus;
 use prometheus::{Encoder, Gauge, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::ApiState;
 use crate::error::ApiError;
+use crate::summary::summarize;
 
 /// The registry and the cluster gauges. Cheap to clone (prometheus types are shared handles).
 #[derive(Clone)]
@@ -76,27 +75,22 @@ impl Metrics {
     }
 
     async fn refresh(&self, state: &ApiState) -> Result<(), ApiError> {
-        let nodes = state.store.list_nodes().await?;
-        for status in [NodeStatus::Online, NodeStatus::Offline, NodeStatus::Draining] {
-            let count = nodes.iter().filter(|n| n.status == status).count();
-            self.nodes.with_label_values(&[status.as_str()]).set(count as i64);
+        let summary = summarize(state.store.as_ref(), None).await?;
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for (status, count) in [
+            (NodeStatus::Online, summary.nodes.online),
+            (NodeStatus::Offline, summary.nodes.offline),
+            (NodeStatus::Draining, summary.nodes.draining),
+        ] {
+            self.nodes.with_label_values(&[status.as_str()]).set(as_i64(count));
         }
-        let deployments = state.store.list_deployments().await?;
-        // Counted by the store: no replica rows leave it.
-        let mut running: HashMap<&DeploymentName, i64> = HashMap::new();
-        let counts = state.store.count_replicas().await?;
-        for c in counts.iter().filter(|c| c.state == ReplicaState::Running) {
-            running.insert(&c.deployment, i64::try_from(c.count).unwrap_or(i64::MAX));
-        }
-        let running_of = |d: &orchestrator_core::Deployment| running.get(&d.name).copied().unwrap_or(0);
-        self.deployments.set(deployments.len() as i64);
-        self.degraded.set(deployments.iter().filter(|d| running_of(d) < i64::from(d.replicas)).count() as i64);
-        self.replicas_required.set(deployments.iter().map(|d| i64::from(d.replicas)).sum());
-        self.replicas_running.set(running.values().sum());
+        self.deployments.set(as_i64(summary.deployments.total));
+        self.degraded.set(as_i64(summary.deployments.degraded));
+        self.replicas_required.set(as_i64(summary.replicas.required));
+        self.replicas_running.set(as_i64(summary.replicas.running));
         let stats = state.control.loop_stats();
         self.heartbeat_tick_seconds.set(stats.last_heartbeat_tick.as_secs_f64());
         self.reconcile_pass_seconds.set(stats.last_reconcile_pass.as_secs_f64());
-        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.heartbeat_ticks.set(as_i64(stats.heartbeat_ticks));
         self.nodes_marked_offline.set(as_i64(stats.nodes_marked_offline));
         self.rebalances.set(as_i64(stats.rebalances));

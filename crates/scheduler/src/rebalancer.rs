@@ -65,12 +65,6 @@ impl Rebalancer {
         info!("rebalancer stopped");
     }
 
-    /// Handles one hand-off at once: record the loss, acknowledge, then replace.
-    pub async fn node_down(&self, event: NodeDown) {
-        let deployments = self.take(event).await;
-        self.replace(deployments).await;
-    }
-
     /// Records a hand-off's loss and acknowledges it; the deployments to converge.
     async fn take(&self, event: NodeDown) -> Vec<DeploymentName> {
         let span = info_span!("rebalance", node = %event.node);
@@ -83,14 +77,8 @@ impl Rebalancer {
         .await
     }
 
-    /// The level-triggered pass at once: every offline node that still holds active replicas.
-    pub async fn pass(&self) -> Result<()> {
-        let deployments = self.losses().await?;
-        self.replace(deployments).await;
-        Ok(())
-    }
-
-    /// Marks lost the replicas still recorded on offline nodes; the deployments that lost some.
+    /// The level-triggered pass: marks lost the replicas still recorded on offline nodes (a
+    /// hand-off missed across a restart); the deployments that lost some.
     async fn losses(&self) -> Result<Vec<DeploymentName>> {
         let store = self.scheduler.store();
         let mut deployments = Vec::new();
@@ -103,7 +91,7 @@ impl Rebalancer {
         Ok(deployments)
     }
 
-    /// Marks the node's replicas lost; returns the deployments that lost some.
+    /// Marks the node's replicas lost; returns the deployment of each.
     async fn mark_lost(&self, node: &NodeName) -> Result<Vec<DeploymentName>> {
         let lost =
             self.scheduler.store().mark_node_lost(node).await.inspect_err(|e| warn!(error = %e, "mark lost failed"))?;
@@ -112,15 +100,7 @@ impl Rebalancer {
         }
         info!(lost = lost.len(), "replicas lost with their node; replacing");
         self.scheduler.stats().rebalanced(lost.len());
-        let mut deployments: Vec<DeploymentName> = lost.into_iter().map(|r| r.deployment).collect();
-        deployments.sort();
-        deployments.dedup();
-        Ok(deployments)
-    }
-
-    async fn replace(&self, deployments: Vec<DeploymentName>) {
-        if !deployments.is_empty() {
-            self.scheduler.converge_many(deployments).await;
-        }
+        // Repeats are fine: the loop gathers them in a set.
+        Ok(lost.into_iter().map(|r| r.deployment).collect())
     }
 }

@@ -98,7 +98,7 @@ impl Reconciler {
                 warn!(error = %e, "reconcile pass failed");
             }
             let took = started.elapsed();
-            scheduler.stats().reconcile_pass(took);
+            scheduler.stats().reconciled(took);
             rest = interval.max(took * REST_FACTOR);
             if rest > interval {
                 info!(
@@ -165,7 +165,6 @@ impl Reconciler {
             self.reconcile(d, &observed, &nodes).instrument(span)
         }))
         .await;
-        self.scheduler.stats().reconciled();
         Ok(())
     }
 

@@ -231,13 +231,7 @@ impl Scheduler {
             Some(nodes) => Cow::Borrowed(nodes),
             None => Cow::Owned(self.nodes_by_name().await?),
         };
-        let replicas = self.store.list_replicas(ReplicaFilter::deployment(name).active()).await?;
-        let status_of = |r: &Replica| nodes.get(&r.node).map(|n| n.status);
-        let (mut healthy, moving): (Vec<Replica>, Vec<Replica>) = replicas
-            .into_iter()
-            .filter(|r| matches!(status_of(r), Some(NodeStatus::Online | NodeStatus::Draining)))
-            .partition(|r| status_of(r) == Some(NodeStatus::Online));
-        // Replicas on offline nodes count for nothing; the rebalancer marks them lost.
+        let (mut healthy, moving) = self.serving_replicas(name, &nodes).await?;
         let mut report = Converged::default();
 
         // Pending replicas (a start that failed half-way, or a crash before it) are started again:
@@ -350,18 +344,27 @@ impl Scheduler {
         let deployment = self.store.get_deployment(name).await?;
         let _spawn = self.image_locks.lock(&deployment.image).await;
         let nodes = self.nodes_by_name().await?;
-        let healthy: Vec<Replica> = self
-            .store
-            .list_replicas(ReplicaFilter::deployment(name).active())
-            .await?
-            .into_iter()
-            .filter(|r| nodes.get(&r.node).is_some_and(|n| n.status == NodeStatus::Online))
-            .collect();
+        let (healthy, _) = self.serving_replicas(name, &nodes).await?;
         let missing = (deployment.replicas as usize).saturating_sub(healthy.len());
         if missing == 0 {
             return Ok((Vec::new(), 0));
         }
         self.place(&deployment, &nodes, &healthy, missing as u32).await
+    }
+
+    /// The deployment's active replicas on online nodes, and those on draining nodes (to move).
+    /// Replicas on offline nodes count for nothing; the rebalancer marks them lost.
+    async fn serving_replicas(
+        &self,
+        name: &DeploymentName,
+        nodes: &HashMap<NodeName, Node>,
+    ) -> Result<(Vec<Replica>, Vec<Replica>)> {
+        let replicas = self.store.list_replicas(ReplicaFilter::deployment(name).active()).await?;
+        let status_of = |r: &Replica| nodes.get(&r.node).map(|n| n.status);
+        Ok(replicas
+            .into_iter()
+            .filter(|r| matches!(status_of(r), Some(NodeStatus::Online | NodeStatus::Draining)))
+            .partition(|r| status_of(r) == Some(NodeStatus::Online)))
     }
 
     /// Plans `count` more replicas beside `healthy` and records them in one transaction.

@@ -63,11 +63,8 @@ impl Stats {
         self.replicas_replaced.fetch_add(replaced as u64, Ordering::Relaxed);
     }
 
-    pub(crate) fn reconciled(&self) {
+    pub(crate) fn reconciled(&self, took: Duration) {
         self.reconcile_passes.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn reconcile_pass(&self, took: Duration) {
         self.reconcile_pass_micros.store(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 

@@ -19,8 +19,10 @@ const INSERT_CHUNK: usize = 1_000;
 /// Old events are dropped once every this many ids, not on every write.
 const PRUNE_EVERY: i64 = 256;
 
+/// `None` is inserted as NULL, not "leave to the column's default": with the default, diesel
+/// cannot write one multi-row INSERT on SQLite and inserts row by row inside a savepoint.
 #[derive(Insertable)]
-#[diesel(table_name = events)]
+#[diesel(table_name = events, treat_none_as_default_value = false)]
 struct NewEventRow<'a> {
     at_ms: i64,
     kind: &'a str,

@@ -17,4 +17,4 @@ mod schema;
 mod store;
 
 pub use error::Error;
-pub use store::{Backend, DieselStore};
+pub use store::{Backend, DieselStore, SQLITE_WRITER_PRAGMAS};

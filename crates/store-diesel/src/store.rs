@@ -39,16 +39,17 @@ const READ_POOL_SIZE: u32 = 4;
 /// four default-sized caches (2 MiB each) filled by the reconciler's full scans were most of an
 /// idle server's memory.
 const READER_CACHE_KIB: u32 = 256;
-/// The writer's page cache and checkpoint interval. A placement of 1,000 replicas over 1,000
-/// nodes dirties a page of the node index per replica and most of the nodes table: more than
-/// the default 2 MiB cache holds, so SQLite spilled pages to the WAL in the middle of the
-/// transaction, and the default checkpoint (every 1,000 pages, 4 MiB) copied nearly every
-/// transaction back into the database and fsynced it. 16 MiB of cache and a checkpoint every
-/// 64 MiB of WAL write a hot page about once per checkpoint instead of once per transaction.
-/// Statement journals in memory: every multi-row statement inside our transactions (diesel nests
-/// its batch INSERT in a savepoint, and CHECK constraints may abort an UPDATE half-way) copied
-/// each page it touched to a temporary file first, a third of a placement's time.
-const WRITER_PRAGMAS: &str =
+/// The SQLite writer's settings (beside WAL and the per-connection ones). A placement of 1,000
+/// replicas over 1,000 nodes dirties a page of the node index per replica and most of the
+/// nodes table: more than the default 2 MiB cache holds, so SQLite spilled pages to the WAL in
+/// the middle of the transaction, and the default checkpoint (every 1,000 pages, 4 MiB) copied
+/// nearly every transaction back into the database and fsynced it. 16 MiB of cache and a
+/// checkpoint every 64 MiB of WAL write a hot page about once per checkpoint instead of once
+/// per transaction. Statement journals in memory: a multi-row statement that a CHECK or
+/// foreign-key constraint may abort half-way keeps a journal of every page it touches, which
+/// went to a temporary file, a third of a placement's time. Public so that benchmarks measure
+/// raw SQLite with the same settings.
+pub const SQLITE_WRITER_PRAGMAS: &str =
     "PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 16384; PRAGMA temp_store = MEMORY;";
 /// The key of PostgreSQL's advisory lock that serializes writers ("orch" in ASCII).
 #[cfg(feature = "postgres")]
@@ -266,7 +267,7 @@ impl DieselStore {
             AnyConnection::Sqlite(conn) => {
                 // WAL is a property of the file: set once here, every later connection inherits it.
                 conn.batch_execute("PRAGMA journal_mode = WAL;")?;
-                conn.batch_execute(WRITER_PRAGMAS)?;
+                conn.batch_execute(SQLITE_WRITER_PRAGMAS)?;
                 conn.run_pending_migrations(SQLITE_MIGRATIONS)
                     .map(|v| v.iter().map(ToString::to_string).collect::<Vec<String>>())
             }

@@ -72,15 +72,6 @@ fn raise_fd_limit(pid: u32) {
     }
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(120)))
@@ -160,7 +151,7 @@ impl Profile {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("perf (Debian: linux-perf) is needed for --perf")?;
+            .context("cannot run perf")?;
         Ok(Self { child, data })
     }
 
@@ -185,6 +176,9 @@ impl Profile {
 pub fn run(args: Args) -> Result<()> {
     if args.nodes == 0 || args.replicas == 0 {
         bail!("--nodes and --replicas must be positive");
+    }
+    if args.perf {
+        crate::packages::ensure(&[crate::packages::Need { program: "perf", package: "linux-perf" }], false)?;
     }
     // The hollow engines, the raw SQLite reference and the in-process placement run in this
     // process: measured in the debug build `cargo xtask` is, they would time unoptimized code
@@ -235,7 +229,7 @@ pub fn run(args: Args) -> Result<()> {
     println!("{} hollow engines listening", cluster.len());
     let port = crate::net::free_port()?;
     let url = format!("http://127.0.0.1:{port}");
-    let server = Server(
+    let server = sh::KillOnDrop(
         Command::new(root.join("target/release/orchestrator"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
@@ -247,13 +241,8 @@ pub fn run(args: Args) -> Result<()> {
             .spawn()?,
     );
     let pid = server.0.id();
-    let started = Instant::now();
-    while crate::net::http_get(&format!("{url}/healthz")).is_none() {
-        if started.elapsed() > Duration::from_secs(20) {
-            bail!("the server did not start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crate::net::wait_for_ok(&format!("{url}/healthz"), Duration::from_secs(20))
+        .context("the server did not start (see target/bench-scale/server.log)")?;
     std::thread::sleep(Duration::from_secs(1));
     let (rss_idle, _) = rss_mib(pid);
 

@@ -22,17 +22,17 @@ const ROWS_PER_INSERT: u64 = 1_000;
 const INSERTS_PER_TRANSACTION: u64 = 10;
 
 /// Inserts `rows` replica-shaped rows (the replicas table's columns and indexes) into a fresh
-/// SQLite file with the store writer's settings (WAL, synchronous=NORMAL, 16 MiB cache, a
-/// checkpoint every 64 MiB of WAL), 1,000 per statement,
-/// 10,000 per transaction. Rows per second.
+/// SQLite file with the store writer's settings (WAL, synchronous=NORMAL,
+/// `store_diesel::SQLITE_WRITER_PRAGMAS`), 1,000 per statement, 10,000 per transaction. Rows per
+/// second.
 pub fn raw_sqlite_inserts(dir: &std::path::Path, rows: u64) -> Result<f64> {
     let path = dir.join("raw-reference.db");
     let _ = std::fs::remove_file(&path);
     let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
+    conn.batch_execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
+    conn.batch_execute(store_diesel::SQLITE_WRITER_PRAGMAS)?;
     conn.batch_execute(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
-         PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 16384; PRAGMA temp_store = MEMORY;
-         CREATE TABLE replicas (
+        "CREATE TABLE replicas (
              id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, deployment TEXT NOT NULL, node TEXT NOT NULL,
              units BIGINT NOT NULL, container_id TEXT, state TEXT NOT NULL, created_at_ms BIGINT NOT NULL);
          CREATE INDEX replicas_by_deployment ON replicas (deployment);

@@ -1,9 +1,7 @@
 //! `/create` (the seed's route) and `/v1/deployments`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use std::collections::HashMap;
-
-use orchestrator_core::{DeploymentName, DeploymentSpec, Error, ReplicaFilter, ReplicaState};
+use orchestrator_core::{DeploymentName, DeploymentSpec, Error, ReplicaFilter};
 use tracing::info;
 
 use super::path_name;
@@ -11,6 +9,7 @@ use crate::ApiState;
 use crate::body::read_json;
 use crate::dto::{Addresses, CreateDeployment, DeploymentView, Rebalanced, ScaleDeployment};
 use crate::error::{ApiError, ErrorBody};
+use crate::summary::running_by_deployment;
 
 #[utoipa::path(post, path = "/v1/deployments", tag = "deployments", request_body = CreateDeployment,
     responses((status = 201, description = "Created; replicas are being placed", body = DeploymentView), (status = 200, description = "It already exists with exactly this spec (a retried create): nothing changed", body = DeploymentView), (status = 400, description = "Malformed JSON, unknown field or wrong type (the field is named)", body = ErrorBody), (status = 422, description = "A value out of range or badly formed (the field is named)", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody),
@@ -64,12 +63,8 @@ pub async fn seed_create(
 pub async fn list(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let deployments = state.store.list_deployments().await?;
     // Counted by the store: a million replicas stay there.
-    let mut running: HashMap<DeploymentName, u64> = HashMap::new();
-    for count in state.store.count_replicas().await? {
-        if count.state == ReplicaState::Running {
-            running.insert(count.deployment, count.count);
-        }
-    }
+    let counts = state.store.count_replicas().await?;
+    let running = running_by_deployment(&counts);
     let views: Vec<DeploymentView> =
         deployments.iter().map(|d| DeploymentView::counted(d, running.get(&d.name).copied().unwrap_or(0))).collect();
     Ok(HttpResponse::Ok().json(views))

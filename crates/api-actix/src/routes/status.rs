@@ -10,17 +10,16 @@ use actix_web::http::header::{self, ContentType, HeaderValue};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::Stream;
-use orchestrator_core::{
-    ClusterStore, Deployment, DeploymentName, NodeName, NodeStatus, Replica, ReplicaFilter, ReplicaState,
-};
+use orchestrator_core::{ClusterStore, Deployment, DeploymentName, NodeName, Replica, ReplicaFilter};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::query_number;
 use crate::ApiState;
-use crate::dto::{DeploymentCounts, NodeCounts, ReplicaCounts, StatusSummary, StatusView};
+use crate::dto::{StatusSummary, StatusView};
 use crate::error::{ApiError, ErrorBody};
 use crate::snapshot::view;
+use crate::summary::summarize;
 
 /// Deployments per page when `cursor` comes without `limit`.
 const DEFAULT_PAGE: u32 = 100;
@@ -170,42 +169,8 @@ async fn part(store: &dyn ClusterStore, leader: Option<String>, scope: &Scope) -
     responses((status = 200, description = "The cluster in numbers: nodes by status and capacity, deployments and how many are degraded, replicas required, running and pending. Its size does not grow with the cluster.", body = StatusSummary),
         (status = 401, description = "No or invalid token", body = ErrorBody)))]
 pub async fn summary(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    let store = state.store.as_ref();
-    let nodes = store.list_nodes().await?;
-    let deployments = store.list_deployments().await?;
-    let counts = store.count_replicas().await?;
-    let mut node_counts = NodeCounts::default();
-    for n in &nodes {
-        node_counts.total += 1;
-        match n.status {
-            NodeStatus::Online => node_counts.online += 1,
-            NodeStatus::Offline => node_counts.offline += 1,
-            NodeStatus::Draining => node_counts.draining += 1,
-        }
-        node_counts.capacity += u64::from(n.capacity);
-        node_counts.available += u64::from(n.available);
-    }
-    let mut running: std::collections::HashMap<&DeploymentName, u64> = std::collections::HashMap::new();
-    let mut replicas = ReplicaCounts::default();
-    for c in &counts {
-        match c.state {
-            ReplicaState::Running => {
-                replicas.running += c.count;
-                running.insert(&c.deployment, c.count);
-            }
-            ReplicaState::Pending => replicas.pending += c.count,
-            ReplicaState::Exited | ReplicaState::Lost => {}
-        }
-    }
-    let mut deployment_counts = DeploymentCounts { total: deployments.len() as u64, degraded: 0 };
-    for d in &deployments {
-        replicas.required += u64::from(d.replicas);
-        if running.get(&d.name).copied().unwrap_or(0) < u64::from(d.replicas) {
-            deployment_counts.degraded += 1;
-        }
-    }
     let leader = state.control.leadership().leader().map(str::to_string);
-    Ok(HttpResponse::Ok().json(StatusSummary { leader, nodes: node_counts, deployments: deployment_counts, replicas }))
+    Ok(HttpResponse::Ok().json(summarize(state.store.as_ref(), leader).await?))
 }
 
 /// The shared buffer as a stream of slices (no copy): actix copies a whole body into its write

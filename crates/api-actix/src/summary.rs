@@ -1,0 +1,45 @@
+//! The cluster in numbers, from counts the store makes (no replica row leaves it): the body of
+//! `GET /status/summary`, and what `/metrics` and `GET /v1/deployments` report.
+
+use std::collections::HashMap;
+
+use orchestrator_core::{ClusterStore, DeploymentName, NodeStatus, ReplicaCount, ReplicaState};
+
+use crate::dto::{DeploymentCounts, NodeCounts, ReplicaCounts, StatusSummary};
+use crate::error::ApiError;
+
+/// Running replicas per deployment (deployments with none left out).
+pub(crate) fn running_by_deployment(counts: &[ReplicaCount]) -> HashMap<&DeploymentName, u64> {
+    counts.iter().filter(|c| c.state == ReplicaState::Running).map(|c| (&c.deployment, c.count)).collect()
+}
+
+pub(crate) async fn summarize(store: &dyn ClusterStore, leader: Option<String>) -> Result<StatusSummary, ApiError> {
+    let nodes = store.list_nodes().await?;
+    let deployments = store.list_deployments().await?;
+    let counts = store.count_replicas().await?;
+    let mut node_counts = NodeCounts::default();
+    for n in &nodes {
+        node_counts.total += 1;
+        match n.status {
+            NodeStatus::Online => node_counts.online += 1,
+            NodeStatus::Offline => node_counts.offline += 1,
+            NodeStatus::Draining => node_counts.draining += 1,
+        }
+        node_counts.capacity += u64::from(n.capacity);
+        node_counts.available += u64::from(n.available);
+    }
+    let running = running_by_deployment(&counts);
+    let mut replicas = ReplicaCounts {
+        running: running.values().sum(),
+        pending: counts.iter().filter(|c| c.state == ReplicaState::Pending).map(|c| c.count).sum(),
+        ..ReplicaCounts::default()
+    };
+    let mut deployment_counts = DeploymentCounts { total: deployments.len() as u64, degraded: 0 };
+    for d in &deployments {
+        replicas.required += u64::from(d.replicas);
+        if running.get(&d.name).copied().unwrap_or(0) < u64::from(d.replicas) {
+            deployment_counts.degraded += 1;
+        }
+    }
+    Ok(StatusSummary { leader, nodes: node_counts, deployments: deployment_counts, replicas })
+}
