@@ -4,6 +4,11 @@
 //! input refused, valid input accepted, 405 for undeclared methods...), once with an admin
 //! token and once without one. The server runs with no nodes: nothing reaches an engine.
 //! The event stream is left out (it never ends); its parameters are those of `/v1/events`.
+//!
+//! The venv is exactly `xtask/fuzz-requirements.txt` (every package pinned with its hashes,
+//! made by pip-compile from `fuzz-requirements.in`), so every machine fuzzes with the same
+//! tool. A crash of the tool itself (no summary in its output) is retried once with the same
+//! seed and reported as a tool failure; a finding (a failing check) is never retried.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,7 +18,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::sh;
 
-const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+/// Every package of the fuzz venv, pinned with hashes (pip installs nothing else).
+const REQUIREMENTS: &str = "xtask/fuzz-requirements.txt";
 const TOKEN: &str = "fuzz-admin-token-0123456789abcdef0123456789";
 
 #[derive(clap::Args)]
@@ -26,12 +32,22 @@ pub struct Args {
     pub seed: u64,
 }
 
+/// The venv, (re)made when the requirements file changed since it was made.
 fn venv(dir: &Path) -> Result<std::path::PathBuf> {
     let venv = dir.join("venv");
     let st = venv.join("bin/schemathesis");
-    if !st.exists() {
+    let requirements = sh::workspace_root().join(REQUIREMENTS);
+    let wanted = std::fs::read_to_string(&requirements).with_context(|| format!("cannot read {REQUIREMENTS}"))?;
+    let installed = venv.join("installed-requirements.txt");
+    if !st.exists() || std::fs::read_to_string(&installed).ok().as_deref() != Some(wanted.as_str()) {
+        let _ = std::fs::remove_dir_all(&venv);
         sh::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-        sh::run(Command::new(venv.join("bin/pip")).args(["install", "-q", SCHEMATHESIS]))?;
+        sh::run(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "-q", "--no-deps", "--require-hashes", "-r"])
+                .arg(&requirements),
+        )?;
+        std::fs::write(&installed, wanted)?;
     }
     Ok(st)
 }
@@ -72,30 +88,62 @@ fn passes(st: &Path, url: &str, dir: &Path, args: &Args) -> Result<(u64, u64)> {
         .context("the server did not start (see target/fuzz/server.log)")?;
     let (mut cases, mut failures) = (0, 0);
     for (label, token, seconds) in [("admin", true, args.seconds), ("no-token", false, args.seconds.div_ceil(4))] {
-        let mut cmd = Command::new(st);
-        cmd.args(["run", &format!("{url}/openapi.json"), "--checks", "all", "--exclude-path", "/v1/events/stream"])
-            .args(["--max-time", &seconds.to_string(), "--request-timeout", "30", "--workers", "2"])
-            .args(["--seed", &args.seed.to_string(), "--report", "junit"])
-            .arg("--report-junit-path")
-            .arg(dir.join(format!("{label}.xml")))
-            .env("NO_COLOR", "1");
-        if token {
-            cmd.args(["-H", &format!("Authorization: Bearer {TOKEN}")]);
+        let mut outcome = one_pass(st, url, dir, args.seed, label, token, seconds)?;
+        if let Pass::ToolCrashed(why) = &outcome {
+            println!("{label}: schemathesis itself crashed ({why}); once more with the same seed");
+            outcome = one_pass(st, url, dir, args.seed, label, token, seconds)?;
         }
-        eprintln!("$ {}", sh::display(&cmd));
-        let out = cmd.output().context("cannot run schemathesis")?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        print!("{text}");
-        let (generated, found) =
-            summary(&text).with_context(|| format!("no summary in schemathesis' output ({label})"))?;
+        let (generated, found) = match outcome {
+            Pass::Ran { generated, found } => (generated, found),
+            Pass::ToolCrashed(why) => {
+                bail!("schemathesis crashed twice ({label}): a tool failure, not a finding: {why}")
+            }
+        };
         println!("{label}: {generated} cases, {found} failures");
         cases += generated;
         failures += found;
-        if !out.status.success() && found == 0 {
-            bail!("schemathesis failed ({label}): {}", String::from_utf8_lossy(&out.stderr));
-        }
     }
     Ok((cases, failures))
+}
+
+/// How one schemathesis run ended.
+enum Pass {
+    /// It reached its summary: `found` failing checks (findings) among `generated` cases.
+    Ran { generated: u64, found: u64 },
+    /// It ended without a summary (a traceback inside the tool): nothing was judged.
+    ToolCrashed(String),
+}
+
+fn one_pass(st: &Path, url: &str, dir: &Path, seed: u64, label: &str, token: bool, seconds: u64) -> Result<Pass> {
+    let mut cmd = Command::new(st);
+    cmd.args(["run", &format!("{url}/openapi.json"), "--checks", "all", "--exclude-path", "/v1/events/stream"])
+        .args(["--max-time", &seconds.to_string(), "--request-timeout", "30", "--workers", "2"])
+        .args(["--seed", &seed.to_string(), "--report", "junit"])
+        .arg("--report-junit-path")
+        .arg(dir.join(format!("{label}.xml")))
+        .env("NO_COLOR", "1");
+    if token {
+        cmd.args(["-H", &format!("Authorization: Bearer {TOKEN}")]);
+    }
+    eprintln!("$ {}", sh::display(&cmd));
+    let out = cmd.output().context("cannot run schemathesis")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{text}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprint!("{stderr}");
+    Ok(classify(&text, &stderr, out.status.success()))
+}
+
+/// A summary means the tool ran to its end: its findings count, whatever its exit status. No
+/// summary, or a failed exit with no finding, means the tool broke.
+fn classify(stdout: &str, stderr: &str, success: bool) -> Pass {
+    match summary(stdout) {
+        Some((generated, found)) if success || found > 0 => Pass::Ran { generated, found },
+        _ => {
+            let last = stderr.lines().chain(stdout.lines()).filter(|l| !l.trim().is_empty()).last().unwrap_or("");
+            Pass::ToolCrashed(format!("no summary; last line: {}", last.trim()))
+        }
+    }
 }
 
 /// `14383 generated, 20 found 20 unique failures, ...` or `1795 generated, 1795 passed` ->
@@ -115,7 +163,7 @@ fn summary(text: &str) -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::summary;
+    use super::{Pass, classify, summary};
 
     #[test]
     fn reads_schemathesis_summaries() {
@@ -124,5 +172,16 @@ mod tests {
             Some((14383, 20))
         );
         assert_eq!(summary("  1795 generated, 1795 passed, 32 skipped\n"), Some((1795, 0)));
+    }
+
+    #[test]
+    fn a_crash_of_the_tool_is_told_apart_from_a_finding() {
+        let crash = "Traceback (most recent call last):\nSystemError: AST constructor recursion depth mismatch\n";
+        assert!(matches!(classify("Schemathesis v4\n", crash, false), Pass::ToolCrashed(why) if why.contains("AST")));
+        let found = "  700 generated, 3 found 3 unique failures\n";
+        assert!(matches!(classify(found, "", false), Pass::Ran { generated: 700, found: 3 }));
+        assert!(matches!(classify("  9 generated, 9 passed\n", "", true), Pass::Ran { generated: 9, found: 0 }));
+        // A failed exit with a clean summary is no finding: the tool broke after its summary.
+        assert!(matches!(classify("  9 generated, 9 passed\n", "boom", false), Pass::ToolCrashed(_)));
     }
 }

@@ -9,9 +9,17 @@
 //! - replica `Lost` (the node came back after its replicas were replaced), or unknown to the
 //!   store, or of a deleted deployment -> remove the container: it is surplus;
 //! - replica `Running` in the store with no container (it vanished) -> release the replica.
+//!
+//! A pass is two parts. The sweep (list every engine, read the store, remove the containers of
+//! deployments that no longer exist) runs every interval. Each deployment's part (the fixes
+//! above, then `converge`) runs as a task of its own: converges wait for engines and for their
+//! image's spawn lock, and a backlog of them (a new leader finding the intents a follower took
+//! while nobody led) must not hold up the next sweep, or a deployment deleted on a follower
+//! keeps its containers until the backlog is done. A deployment whose task from an earlier
+//! pass is still running is left out of the next one: it is never reconciled twice at once.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
 use futures::StreamExt;
@@ -20,15 +28,17 @@ use orchestrator_core::{
     ReplicaState, Result,
 };
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::scheduler::{Converged, Scheduler};
 use crate::stats::Loop;
 
-/// A pass never takes more than about this share of the time: after a pass of T, the next
-/// starts no sooner than T x `REST_FACTOR` later (and no sooner than the interval). A pass
-/// over a million replicas costs seconds; back to back it would hold a core for ever.
+/// A sweep never takes more than about this share of the time: after a sweep of T, the next
+/// starts no sooner than T x `REST_FACTOR` later (and no sooner than the interval). A sweep
+/// over a million replicas costs seconds; back to back it would hold a core for ever. Only the
+/// sweep counts: the converges it hands out wait on engines and locks, not on this core.
 const REST_FACTOR: u32 = 4;
 /// Container listings in flight at once during a pass.
 const LISTINGS_AT_ONCE: usize = 64;
@@ -45,20 +55,29 @@ struct Seen {
     container_id: Option<Box<str>>,
 }
 
-/// One pass's view of Docker: the containers on each node that answered, by deployment.
-struct Observed {
-    nodes: Vec<NodeName>,
+/// What every deployment's part of one pass shares: the nodes as read, and what the engines
+/// said about them.
+struct Snapshot {
+    /// The nodes as the sweep read them.
+    nodes: HashMap<NodeName, Node>,
+    /// Names of the nodes that answered, indexed by `Seen::node`.
+    listed_names: Vec<NodeName>,
     /// Nodes whose listing succeeded: absence of a container there means something.
     listed: HashSet<NodeName>,
-    by_deployment: HashMap<DeploymentName, Vec<Seen>>,
     /// Replicas that were `Running` before the listing began; only for these does a missing
     /// container mean the container vanished (others may have started after the listing).
     running_before: HashSet<ReplicaId>,
 }
 
+/// One pass's view of Docker: the containers on each node that answered, by deployment.
+struct Observed {
+    snapshot: Snapshot,
+    by_deployment: HashMap<DeploymentName, Vec<Seen>>,
+}
+
 impl Observed {
     fn add(&mut self, node: u32, c: ContainerSummary) {
-        let container_id = (!self.running_before.contains(&c.replica)).then(|| c.id.into_boxed_str());
+        let container_id = (!self.snapshot.running_before.contains(&c.replica)).then(|| c.id.into_boxed_str());
         self.by_deployment.entry(c.deployment).or_default().push(Seen {
             node,
             replica: c.replica,
@@ -71,6 +90,12 @@ impl Observed {
 
 /// A container to remove: where, and whose.
 type Doomed = (NodeName, DeploymentName, ReplicaId);
+
+/// One deployment's part of a pass: the deployment as the sweep read it, and its containers.
+struct Work {
+    deployment: Deployment,
+    seen: Vec<Seen>,
+}
 
 pub struct Reconciler {
     scheduler: Arc<Scheduler>,
@@ -86,6 +111,10 @@ impl Reconciler {
         let scheduler = Arc::clone(&self.scheduler);
         scheduler.stats().set_running(Loop::Reconciler, true);
         let interval = scheduler.config().reconcile_interval;
+        // Deployments whose part of an earlier pass still runs. The tasks end with the loop
+        // (dropping the set aborts them): a leader that steps down stops converging.
+        let busy: Arc<Mutex<HashSet<DeploymentName>>> = Arc::default();
+        let mut tasks = JoinSet::new();
         let mut rest = interval;
         loop {
             tokio::select! {
@@ -93,27 +122,62 @@ impl Reconciler {
                 () = tokio::time::sleep(rest) => {}
                 () = self.wake.notified() => {}
             }
+            while tasks.try_join_next().is_some() {}
             let started = Instant::now();
-            if let Err(e) = self.pass().instrument(info_span!("reconcile_pass")).await {
-                warn!(error = %e, "reconcile pass failed");
-            }
+            let skip = busy.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let swept = self.sweep(&skip).instrument(info_span!("reconcile_sweep")).await;
             let took = started.elapsed();
+            match swept {
+                Ok((snapshot, work)) => {
+                    let snapshot = Arc::new(snapshot);
+                    for item in work {
+                        let name = item.deployment.name.clone();
+                        busy.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
+                        let (scheduler, snapshot, busy) =
+                            (Arc::clone(&scheduler), Arc::clone(&snapshot), Arc::clone(&busy));
+                        let span = info_span!("reconcile", deployment = %name);
+                        tasks.spawn(
+                            async move {
+                                if let Err(e) = reconcile(&scheduler, item, &snapshot).await {
+                                    warn!(error = %e, "reconcile failed; next pass retries");
+                                }
+                                busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
+                            }
+                            .instrument(span),
+                        );
+                    }
+                }
+                Err(e) => warn!(error = %e, "reconcile pass failed"),
+            }
             scheduler.stats().reconciled(took);
             rest = interval.max(took * REST_FACTOR);
             if rest > interval {
                 info!(
                     took_ms = took.as_millis() as u64,
                     rest_ms = rest.as_millis() as u64,
-                    "long reconcile pass; resting"
+                    "long reconcile sweep; resting"
                 );
             }
         }
+        tasks.shutdown().await;
         scheduler.stats().set_running(Loop::Reconciler, false);
         info!("reconciler stopped");
     }
 
-    /// One full pass over every deployment.
+    /// One full pass over every deployment, its per-deployment parts awaited.
     pub async fn pass(&self) -> Result<()> {
+        let (snapshot, work) = self.sweep(&HashSet::new()).instrument(info_span!("reconcile_pass")).await?;
+        futures::future::join_all(work.into_iter().map(|item| {
+            let span = info_span!("reconcile", deployment = %item.deployment.name);
+            reconcile(&self.scheduler, item, &snapshot).instrument(span)
+        }))
+        .await;
+        Ok(())
+    }
+
+    /// Lists every reachable engine, removes the containers of deployments that no longer
+    /// exist, and hands out each deployment's part (but those in `skip`).
+    async fn sweep(&self, skip: &HashSet<DeploymentName>) -> Result<(Snapshot, Vec<Work>)> {
         let store = self.scheduler.store();
         let running_before: HashSet<ReplicaId> = store.running_replica_ids().await?.into_iter().collect();
         let nodes = self.scheduler.nodes_by_name().await?;
@@ -127,131 +191,136 @@ impl Reconciler {
         let listing: Vec<_> =
             reachable.iter().map(|n| async move { (n.name.clone(), runtime.list_replicas(n).await) }).collect();
         let mut listings = futures::stream::iter(listing).buffer_unordered(LISTINGS_AT_ONCE);
-        let mut observed = Observed {
-            nodes: Vec::with_capacity(reachable.len()),
-            listed: HashSet::new(),
-            by_deployment: HashMap::new(),
-            running_before,
-        };
+        let mut listed_names = Vec::with_capacity(reachable.len());
+        let mut listed = HashSet::new();
+        let mut found: Vec<(u32, ContainerSummary)> = Vec::new();
         while let Some((node, listing)) = listings.next().await {
             match listing {
                 Ok(containers) => {
-                    let index = u32::try_from(observed.nodes.len()).unwrap_or(u32::MAX);
-                    observed.nodes.push(node.clone());
-                    observed.listed.insert(node);
-                    for c in containers {
-                        observed.add(index, c);
-                    }
+                    let index = u32::try_from(listed_names.len()).unwrap_or(u32::MAX);
+                    listed_names.push(node.clone());
+                    listed.insert(node);
+                    found.extend(containers.into_iter().map(|c| (index, c)));
                 }
                 Err(e) => warn!(node = %node, error = %e, "cannot list containers; skipping node this pass"),
             }
         }
         drop(listings);
+        drop(reachable);
+        let mut observed = Observed {
+            snapshot: Snapshot { nodes, listed_names, listed, running_before },
+            by_deployment: HashMap::new(),
+        };
+        for (index, c) in found {
+            observed.add(index, c);
+        }
 
         let deployments = store.list_deployments().await?;
         let known: HashSet<&DeploymentName> = deployments.iter().map(|d| &d.name).collect();
+        let names = &observed.snapshot.listed_names;
         let orphans: Vec<Doomed> = observed
             .by_deployment
             .iter()
             .filter(|(deployment, _)| !known.contains(deployment))
             .flat_map(|(deployment, seen)| {
-                seen.iter().map(|s| (observed.nodes[s.node as usize].clone(), deployment.clone(), s.replica))
+                seen.iter().map(|s| (names[s.node as usize].clone(), deployment.clone(), s.replica))
             })
             .collect();
-        self.remove_containers(orphans, "its deployment no longer exists").await;
+        remove_containers(&self.scheduler, orphans, "its deployment no longer exists").await;
 
-        futures::future::join_all(deployments.iter().map(|d| {
-            let span = info_span!("reconcile", deployment = %d.name);
-            self.reconcile(d, &observed, &nodes).instrument(span)
-        }))
-        .await;
-        Ok(())
-    }
-
-    async fn reconcile(
-        &self,
-        deployment: &Deployment,
-        observed: &Observed,
-        nodes: &HashMap<NodeName, Node>,
-    ) -> Result<Converged> {
-        let _spawn = self.scheduler.image_locks().lock(&deployment.image).await;
-        let store = self.scheduler.store();
-        let replicas: HashMap<ReplicaId, _> = store
-            .list_replicas(ReplicaFilter::deployment(&deployment.name))
-            .await?
+        let Observed { snapshot, mut by_deployment } = observed;
+        let work = deployments
             .into_iter()
-            .map(|r| (r.id, r))
+            .filter(|d| !skip.contains(&d.name))
+            .map(|deployment| {
+                let seen = by_deployment.remove(&deployment.name).unwrap_or_default();
+                Work { deployment, seen }
+            })
             .collect();
-        let mut seen = HashSet::new();
-        let mut surplus: Vec<Doomed> = Vec::new();
-        for container in observed.by_deployment.get(&deployment.name).map_or(&[][..], Vec::as_slice) {
-            let node = &observed.nodes[container.node as usize];
-            let replica = replicas.get(&container.replica).filter(|r| r.node == *node);
-            seen.insert(container.replica);
-            let doomed = || (node.clone(), deployment.name.clone(), container.replica);
-            match replica {
-                Some(r) if r.state.is_active() => match container.state {
-                    ContainerState::Exited | ContainerState::Dead => {
-                        info!(node = %node, replica = %r.id, exit_code = ?container.exit_code, "container exited; replacing");
-                        surplus.push(doomed());
-                        if let Err(e) = store.release_replica(r.id).await {
-                            warn!(replica = %r.id, error = %e, "release failed");
-                        }
-                    }
-                    ContainerState::Running if r.state != ReplicaState::Running => {
-                        // Not running before the listing, so the listing kept its container id.
-                        if let Some(container_id) = &container.container_id {
-                            info!(node = %node, replica = %r.id, "adopting running container");
-                            store.mark_running(r.id, container_id).await?;
-                        }
-                    }
-                    _ => {}
-                },
-                Some(r) => {
-                    // Lost: the node came back after its replicas were replaced elsewhere.
+        Ok((snapshot, work))
+    }
+}
+
+/// One deployment's part of a pass, under its image's spawn lock.
+async fn reconcile(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<Converged> {
+    let Work { deployment, seen: containers } = work;
+    let _spawn = scheduler.image_locks().lock(&deployment.image).await;
+    let store = scheduler.store();
+    let replicas: HashMap<ReplicaId, _> = store
+        .list_replicas(ReplicaFilter::deployment(&deployment.name))
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect();
+    let mut seen = HashSet::new();
+    let mut surplus: Vec<Doomed> = Vec::new();
+    for container in &containers {
+        let node = &snapshot.listed_names[container.node as usize];
+        let replica = replicas.get(&container.replica).filter(|r| r.node == *node);
+        seen.insert(container.replica);
+        let doomed = || (node.clone(), deployment.name.clone(), container.replica);
+        match replica {
+            Some(r) if r.state.is_active() => match container.state {
+                ContainerState::Exited | ContainerState::Dead => {
+                    info!(node = %node, replica = %r.id, exit_code = ?container.exit_code, "container exited; replacing");
                     surplus.push(doomed());
                     if let Err(e) = store.release_replica(r.id).await {
-                        warn!(replica = %r.id, error = %e, "release of a lost record failed; next pass retries");
+                        warn!(replica = %r.id, error = %e, "release failed");
                     }
                 }
-                None => surplus.push(doomed()),
-            }
-        }
-        self.remove_containers(surplus, "surplus or stale").await;
-
-        for r in replicas.values().filter(|r| observed.listed.contains(&r.node) && !seen.contains(&r.id)) {
-            let vanished = r.state == ReplicaState::Running && observed.running_before.contains(&r.id);
-            if vanished || r.state == ReplicaState::Lost {
-                if vanished {
-                    info!(node = %r.node, replica = %r.id, "container vanished; replacing");
+                ContainerState::Running if r.state != ReplicaState::Running => {
+                    // Not running before the listing, so the listing kept its container id.
+                    if let Some(container_id) = &container.container_id {
+                        info!(node = %node, replica = %r.id, "adopting running container");
+                        store.mark_running(r.id, container_id).await?;
+                    }
                 }
+                _ => {}
+            },
+            Some(r) => {
+                // Lost: the node came back after its replicas were replaced elsewhere.
+                surplus.push(doomed());
                 if let Err(e) = store.release_replica(r.id).await {
-                    warn!(replica = %r.id, error = %e, "release failed");
+                    warn!(replica = %r.id, error = %e, "release of a lost record failed; next pass retries");
                 }
             }
+            None => surplus.push(doomed()),
         }
-        let converged = self.scheduler.converge_locked(&deployment.name, Some(nodes)).await?;
-        if self.scheduler.config().rebalance_on_join {
-            self.scheduler.rebalance_spread_locked(&deployment.name).await?;
-        }
-        Ok(converged)
     }
+    remove_containers(scheduler, surplus, "surplus or stale").await;
 
-    async fn remove_containers(&self, containers: Vec<Doomed>, why: &str) {
-        if containers.is_empty() {
-            return;
+    for r in replicas.values().filter(|r| snapshot.listed.contains(&r.node) && !seen.contains(&r.id)) {
+        let vanished = r.state == ReplicaState::Running && snapshot.running_before.contains(&r.id);
+        if vanished || r.state == ReplicaState::Lost {
+            if vanished {
+                info!(node = %r.node, replica = %r.id, "container vanished; replacing");
+            }
+            if let Err(e) = store.release_replica(r.id).await {
+                warn!(replica = %r.id, error = %e, "release failed");
+            }
         }
-        let Ok(nodes) = self.scheduler.nodes_by_name().await else { return };
-        let runtime = self.scheduler.runtime();
-        futures::future::join_all(containers.iter().filter_map(|(node, deployment, replica)| {
-            let node = nodes.get(node)?;
-            Some(async move {
-                info!(node = %node.name, deployment = %deployment, replica = %replica, why, "removing container");
-                if let Err(e) = runtime.remove_replica(node, deployment, *replica).await {
-                    warn!(node = %node.name, replica = %replica, error = %e, "remove failed; next pass retries");
-                }
-            })
-        }))
-        .await;
     }
+    let converged = scheduler.converge_locked(&deployment.name, Some(&snapshot.nodes)).await?;
+    if scheduler.config().rebalance_on_join {
+        scheduler.rebalance_spread_locked(&deployment.name).await?;
+    }
+    Ok(converged)
+}
+
+async fn remove_containers(scheduler: &Scheduler, containers: Vec<Doomed>, why: &str) {
+    if containers.is_empty() {
+        return;
+    }
+    let Ok(nodes) = scheduler.nodes_by_name().await else { return };
+    let runtime = scheduler.runtime();
+    futures::future::join_all(containers.iter().filter_map(|(node, deployment, replica)| {
+        let node = nodes.get(node)?;
+        Some(async move {
+            info!(node = %node.name, deployment = %deployment, replica = %replica, why, "removing container");
+            if let Err(e) = runtime.remove_replica(node, deployment, *replica).await {
+                warn!(node = %node.name, replica = %replica, error = %e, "remove failed; next pass retries");
+            }
+        })
+    }))
+    .await;
 }

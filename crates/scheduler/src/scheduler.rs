@@ -423,6 +423,7 @@ impl Scheduler {
         report: &mut Converged,
     ) -> Vec<ReplicaId> {
         let total = replicas.len();
+        let node_of: HashMap<ReplicaId, NodeName> = replicas.iter().map(|r| (r.id, r.node.clone())).collect();
         let (done, mut finished) = tokio::sync::mpsc::unbounded_channel::<(ReplicaId, Result<String>)>();
         let starting = futures::stream::iter(replicas)
             .map(|replica| async move {
@@ -440,6 +441,7 @@ impl Scheduler {
             });
         let recording = async {
             let mut failed = Vec::new();
+            let mut refused_all = Vec::new();
             let mut batch = Vec::with_capacity(RECORD_BATCH);
             while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
                 let mut started = Vec::with_capacity(batch.len());
@@ -457,7 +459,8 @@ impl Scheduler {
                         for id in &refused {
                             warn!(replica = %id, "started, but the replica was lost or removed meanwhile");
                         }
-                        failed.extend(refused);
+                        failed.extend(refused.iter().copied());
+                        refused_all.extend(refused);
                     }
                     Err(e) => {
                         warn!(error = %e, replicas = started.len(), "recording starts failed; releasing them");
@@ -465,9 +468,12 @@ impl Scheduler {
                     }
                 }
             }
-            failed
+            (failed, refused_all)
         };
-        let ((), failed) = futures::join!(starting, recording);
+        let ((), (failed, refused)) = futures::join!(starting, recording);
+        let refused: Vec<(ReplicaId, NodeName)> =
+            refused.into_iter().filter_map(|id| Some((id, node_of.get(&id)?.clone()))).collect();
+        self.remove_if_deleted(deployment, nodes, &refused).await;
         for id in &failed {
             if let Err(e) = self.store.release_replica(*id).await {
                 warn!(replica = %id, error = %e, "release failed");
@@ -476,6 +482,44 @@ impl Scheduler {
         report.started += total - failed.len();
         report.failed += failed.len();
         failed
+    }
+
+    /// A start whose record was refused left a container behind. If the deployment is gone
+    /// (deleted while the start was under way, perhaps on another server), nobody wants it:
+    /// remove it now rather than leave it to the reconciler. Refused for another reason (the
+    /// node was marked offline and its replicas lost), the node may not answer; the reconciler
+    /// removes it when the node is back.
+    async fn remove_if_deleted(
+        &self,
+        deployment: &Deployment,
+        nodes: &HashMap<NodeName, Node>,
+        refused: &[(ReplicaId, NodeName)],
+    ) {
+        if refused.is_empty()
+            || !matches!(
+                self.store.get_deployment(&deployment.name).await,
+                Err(Error::NotFound { kind: Kind::Deployment, .. })
+            )
+        {
+            return;
+        }
+        let work: Vec<(ReplicaId, Node)> =
+            refused.iter().filter_map(|(id, node)| Some((*id, nodes.get(node)?.clone()))).collect();
+        futures::stream::iter(work)
+            .map(|(id, node)| async move {
+                let _permit = self.permits.acquire(&node.name).await;
+                match self.runtime.remove_replica(&node, &deployment.name, id).await {
+                    Ok(()) => {
+                        info!(node = %node.name, replica = %id, "removed a container started for a deleted deployment")
+                    }
+                    Err(e) => {
+                        warn!(node = %node.name, replica = %id, error = %e, "remove failed; the reconciler will retry")
+                    }
+                }
+            })
+            .buffer_unordered(self.config.total_concurrency)
+            .collect::<Vec<_>>()
+            .await;
     }
 
     /// Creates and starts one replica's container (idempotent by name); its container id.

@@ -353,3 +353,125 @@ async fn a_hung_engine_is_a_miss_after_one_interval_not_after_the_runtime_timeou
     assert!(started.elapsed() <= Duration::from_millis(1_600), "3 misses took {:?}", started.elapsed());
     shutdown.cancel();
 }
+
+/// Stores `count` deployments of one replica of `image` without converging them: intents a
+/// follower recorded while no server led.
+async fn intents(h: &Harness, prefix: &str, image: &str, count: usize) -> Vec<orchestrator_core::DeploymentName> {
+    let mut names = Vec::new();
+    for i in 0..count {
+        let spec = orchestrator_core::DeploymentSpec::new(
+            Some(&format!("{prefix}{i}")),
+            image,
+            vec![],
+            1,
+            None,
+            &orchestrator_core::Limits::default(),
+        )
+        .unwrap();
+        names.push(h.store.create_deployment(spec).await.unwrap().name);
+    }
+    names
+}
+
+fn containers_of(h: &Harness, names: &[orchestrator_core::DeploymentName]) -> Vec<(String, String, u64)> {
+    h.engines.containers().into_iter().filter(|(_, d, _)| names.iter().any(|n| n.as_str() == d)).collect()
+}
+
+/// The HA test's leak: a new leader's first pass converges a backlog of intents (all of one
+/// image, so one after another) for many seconds; deployments deleted on a follower meanwhile
+/// (in the store only) must still lose their containers within two reconcile intervals, not
+/// after the pass and a rest proportional to it.
+#[tokio::test(start_paused = true)]
+async fn deletes_on_a_follower_are_carried_out_within_two_intervals_while_a_long_pass_converges() {
+    let engines = Engines::default();
+    let runtime = Arc::new(Slow {
+        inner: engines.mock(),
+        delay: Duration::from_millis(500),
+        ping_delay: Duration::ZERO,
+        starts: Arc::default(),
+    });
+    let config = SchedulerConfig::default();
+    let interval = config.reconcile_interval;
+    let h = Harness::with_runtime(config, engines, runtime);
+    h.online_nodes(3, 100).await;
+    let backlog = intents(&h, "backlog", "local/busybox:1", 30).await;
+    let shutdown = CancellationToken::new();
+    let reconciler = tokio::spawn(Reconciler::new(h.scheduler.clone(), Arc::new(Notify::new())).run(shutdown.clone()));
+
+    // Well into the first pass (30 starts of 0.5 s, one at a time): some have run.
+    tokio::time::sleep(interval + Duration::from_secs(5)).await;
+    let started: Vec<_> = backlog.iter().filter(|n| !containers_of(&h, &[(*n).clone()]).is_empty()).cloned().collect();
+    assert!(started.len() >= 4 && started.len() < 30, "the pass is under way: {} started", started.len());
+    for name in &started {
+        h.store.delete_deployment(name).await.unwrap();
+    }
+    tokio::time::sleep(2 * interval).await;
+    assert_eq!(containers_of(&h, &started), vec![], "containers of deleted deployments survived two intervals");
+    // And the backlog still converges in full.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let left: Vec<_> = backlog.iter().filter(|n| !started.contains(n)).cloned().collect();
+    assert_eq!(containers_of(&h, &left).len(), left.len());
+    shutdown.cancel();
+    reconciler.await.unwrap();
+}
+
+/// The lease changes hands while the old leader's converge is starting a container; the
+/// deployment is deleted on a follower before the start returns. Whatever the old leader may
+/// still do, the new leader's reconciler removes that container within two intervals.
+#[tokio::test(start_paused = true)]
+async fn a_container_started_by_a_deposed_leader_after_the_delete_is_removed_by_the_new_one() {
+    let engines = Engines::default();
+    let slow = Arc::new(Slow {
+        inner: engines.mock(),
+        delay: Duration::from_secs(3),
+        ping_delay: Duration::ZERO,
+        starts: Arc::default(),
+    });
+    let config = SchedulerConfig::default();
+    let interval = config.reconcile_interval;
+    let old = Harness::with_runtime(config.clone(), engines.clone(), slow);
+    old.online_nodes(3, 100).await;
+    let names = intents(&old, "web", "local/busybox:1", 1).await;
+    let in_flight = {
+        let scheduler = old.scheduler.clone();
+        let name = names[0].clone();
+        tokio::spawn(async move { scheduler.converge(&name).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The new leader, on the same store and engines, with its own (quick) runtime.
+    let new = scheduler::Scheduler::new(old.store.clone(), Arc::new(engines.mock()), config);
+    let shutdown = CancellationToken::new();
+    let reconciler = tokio::spawn(Reconciler::new(Arc::new(new), Arc::new(Notify::new())).run(shutdown.clone()));
+    old.store.delete_deployment(&names[0]).await.unwrap();
+    in_flight.await.unwrap().unwrap();
+    let started_at = tokio::time::Instant::now();
+    tokio::time::sleep(2 * interval).await;
+    assert_eq!(containers_of(&old, &names), vec![], "left running {:?} after the start", started_at.elapsed());
+    shutdown.cancel();
+    reconciler.await.unwrap();
+}
+
+/// A converge whose deployment is deleted while its starts are under way removes what it
+/// started as soon as the store refuses the records, without waiting for the reconciler.
+#[tokio::test(start_paused = true)]
+async fn a_converge_removes_what_it_started_for_a_deployment_deleted_meanwhile() {
+    let engines = Engines::default();
+    let slow = Arc::new(Slow {
+        inner: engines.mock(),
+        delay: Duration::from_secs(3),
+        ping_delay: Duration::ZERO,
+        starts: Arc::default(),
+    });
+    let h = Harness::with_runtime(SchedulerConfig::default(), engines, slow);
+    h.online_nodes(2, 100).await;
+    let names = intents(&h, "web", "local/busybox:1", 1).await;
+    let converging = {
+        let (scheduler, name) = (h.scheduler.clone(), names[0].clone());
+        tokio::spawn(async move { scheduler.converge(&name).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.store.delete_deployment(&names[0]).await.unwrap();
+    let report = converging.await.unwrap().unwrap();
+    assert_eq!(report.failed, 1, "the start's record was refused");
+    assert_eq!(containers_of(&h, &names), vec![]);
+}
