@@ -23,7 +23,14 @@ const RETRY_AFTER: Duration = Duration::from_millis(200);
 pub fn run() -> Result<()> {
     let _ = ha::down();
     let port = crate::net::free_port()?;
-    let setup = ha::up(&Options { servers: 3, port, release: true, no_install: false })?;
+    let setup = ha::up(&Options {
+        servers: 3,
+        port,
+        release: true,
+        no_install: false,
+        max_nodes: None,
+        server_args: Vec::new(),
+    })?;
     let result = measure(&setup);
     let _ = ha::down();
     let report = result?;

@@ -1,15 +1,24 @@
-//! `cargo xtask chaos --minutes 10 --seed S`: a bounded chaos run on the local real cluster.
+//! `cargo xtask chaos --minutes 10 --seed S [--ha [--servers 3]]`: a bounded chaos run on the
+//! local real cluster.
 //!
 //! Random faults (SIGKILL, SIGSTOP of a node's engine, a network partition of a node, kill -9
 //! and restart of the server) interleaved with random valid API calls, all drawn from a
-//! generator seeded with S, so a run can be repeated. After each fault is undone, a
-//! quiescence check waits for the cluster to settle and checks the invariants:
+//! generator seeded with S, so a run can be repeated. With `--ha`, the documented HA setup
+//! (`cargo xtask ha up`: servers on PostgreSQL behind HAProxy) takes the single server's place,
+//! the calls go through HAProxy, and the server faults are kill -9 of the leader, SIGSTOP of
+//! the leader beyond its lease's TTL, and kill -9 of a follower (each restarted or resumed
+//! after the fault). After each fault is undone, a quiescence check waits for the cluster to
+//! settle and checks the invariants:
 //! - every deployment runs exactly its required replicas (capacity is never short here), and
 //!   the store's deployments are exactly those the client made, at the counts it asked;
 //! - every container of ours on the engines is a replica the store knows, on the node it
 //!   names, running; no replica id has two containers (no duplicates, no unaccounted ones);
 //! - no node over capacity: each node's used units are exactly the replicas on it;
-//! - every API call was answered, and never with a 5xx.
+//! - no container of a deleted deployment on any engine;
+//! - exactly one server leads, and every other one names it (`--ha`);
+//! - every API call was answered, and never with a 5xx (through HAProxy, a call whose server
+//!   died under it is retried as a client of the documented setup would; how often is
+//!   reported).
 //!
 //! Writes target/chaos/report.json; fails if any invariant was broken.
 
@@ -23,7 +32,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use crate::cluster::{self, Cluster};
-use crate::sh;
+use crate::{ha, sh};
 
 const TOKEN: &str = "chaos-admin-token-0123456789abcdef0123456789";
 const NODES: usize = 3;
@@ -31,12 +40,23 @@ const MAX_DEPLOYMENTS: usize = 4;
 const MAX_REPLICAS: u64 = 4;
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// The lease's TTL (the servers' default): a paused leader is held past it.
+const LEASE_TTL: Duration = Duration::from_secs(5);
+/// Retries of a call through HAProxy whose server died under it.
+const HA_RETRIES: u32 = 8;
+
 #[derive(clap::Args)]
 pub struct Args {
     #[arg(long, default_value_t = 10.0)]
     pub minutes: f64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Several servers on PostgreSQL behind HAProxy, with leader and follower faults.
+    #[arg(long)]
+    pub ha: bool,
+    /// How many servers with `--ha`.
+    #[arg(long, default_value_t = 3)]
+    pub servers: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -45,6 +65,9 @@ enum Fault {
     EnginePause,
     Partition,
     ServerKill,
+    LeaderKill,
+    LeaderPause,
+    FollowerKill,
 }
 
 impl Fault {
@@ -54,7 +77,14 @@ impl Fault {
             Fault::EnginePause => "engine SIGSTOP",
             Fault::Partition => "network partition",
             Fault::ServerKill => "server kill -9",
+            Fault::LeaderKill => "leader kill -9",
+            Fault::LeaderPause => "leader SIGSTOP past the lease",
+            Fault::FollowerKill => "follower kill -9",
         }
+    }
+
+    fn on_engine(self) -> bool {
+        matches!(self, Fault::EngineKill | Fault::EnginePause | Fault::Partition)
     }
 }
 
@@ -109,6 +139,10 @@ impl Drop for Server {
 /// The client's side: what it asked for, and how the API answered.
 #[derive(Default)]
 struct Client {
+    token: String,
+    /// Through HAProxy: a call whose server died under it (no answer, 502, 504) is retried.
+    retry: bool,
+    retries: u64,
     wanted: BTreeMap<String, u64>,
     next: u64,
     calls: u64,
@@ -127,7 +161,16 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
+/// An answer that says the server went away under the call, not what the API decided.
+fn server_gone(answer: &Result<u16, ureq::Error>) -> bool {
+    matches!(answer, Err(_) | Ok(502 | 504))
+}
+
 impl Client {
+    fn new(token: String, retry: bool) -> Self {
+        Self { token, retry, ..Self::default() }
+    }
+
     fn record(&mut self, what: &str, answer: Result<u16, ureq::Error>) -> Option<u16> {
         self.calls += 1;
         if let Some(since) = self.sent.take()
@@ -150,10 +193,41 @@ impl Client {
         }
     }
 
+    /// Sends `call` and, through HAProxy, sends it again while its server went away under it.
+    fn send(&mut self, mut call: impl FnMut() -> Result<u16, ureq::Error>) -> Result<u16, ureq::Error> {
+        let mut answer = call();
+        let mut tries = 0;
+        while self.retry && server_gone(&answer) && tries < HA_RETRIES {
+            tries += 1;
+            self.retries += 1;
+            std::thread::sleep(Duration::from_millis(500));
+            answer = call();
+        }
+        answer
+    }
+
+    /// The deployment's required count as the API reads it now: `Ok(None)` when it is gone.
+    fn read(&mut self, url: &str, name: &str) -> Result<Option<(u64, Value)>, Result<u16, ureq::Error>> {
+        let auth = format!("Bearer {}", self.token);
+        let mut body = None;
+        let answer = self.send(|| {
+            let mut r = agent().get(format!("{url}/v1/deployments/{name}")).header("Authorization", &auth).call()?;
+            let code = r.status().as_u16();
+            if code == 200 {
+                body = r.body_mut().read_json::<Value>().ok();
+            }
+            Ok(code)
+        });
+        match (answer, body) {
+            (Ok(200), Some(d)) => Ok(Some((d["required"].as_u64().unwrap_or(u64::MAX), d["version"].clone()))),
+            (Ok(404), _) => Ok(None),
+            (other, _) => Err(other),
+        }
+    }
+
     /// One random valid call: create, scale or delete.
     fn random_call(&mut self, rng: &mut StdRng, url: &str) {
-        let agent = agent();
-        let auth = format!("Bearer {TOKEN}");
+        let auth = format!("Bearer {}", self.token);
         let choice = rng.random_range(0..10);
         self.sent = Some(Instant::now());
         if self.wanted.is_empty() || (choice < 3 && self.wanted.len() < MAX_DEPLOYMENTS) {
@@ -162,8 +236,16 @@ impl Client {
             let replicas = rng.random_range(1..=MAX_REPLICAS);
             let body =
                 json!({"name": name, "image": "local/busybox:1", "replicas": replicas, "command": ["sleep", "3600"]});
-            let answer = agent.post(format!("{url}/v1/deployments")).header("Authorization", &auth).send_json(&body);
-            if self.record(&format!("create {name}"), answer.map(|r| r.status().as_u16())) == Some(201) {
+            let answer = self.send(|| {
+                Ok(agent()
+                    .post(format!("{url}/v1/deployments"))
+                    .header("Authorization", &auth)
+                    .send_json(&body)?
+                    .status()
+                    .as_u16())
+            });
+            // 200: the same spec exists already (an earlier attempt of this very call landed).
+            if matches!(self.record(&format!("create {name}"), answer), Some(200 | 201)) {
                 self.wanted.insert(name, replicas);
             }
             return;
@@ -172,26 +254,54 @@ impl Client {
         let name = names[rng.random_range(0..names.len())].clone();
         if choice < 8 {
             let replicas = rng.random_range(0..=MAX_REPLICAS);
-            let read = agent.get(format!("{url}/v1/deployments/{name}")).header("Authorization", &auth).call();
-            let version = match read {
-                Ok(mut r) if r.status().is_success() => {
-                    r.body_mut().read_json::<Value>().ok().map(|d| d["version"].clone())
+            let version = match self.read(url, &name) {
+                Ok(Some((_, version))) => version,
+                Ok(None) => {
+                    self.failures.push(format!("get {name}: 404 for a deployment the client made"));
+                    return;
                 }
-                other => {
-                    self.record(&format!("get {name}"), other.map(|r| r.status().as_u16()));
+                Err(answer) => {
+                    self.record(&format!("get {name}"), answer);
                     return;
                 }
             };
             let body = json!({"replicas": replicas, "version": version});
-            let answer =
-                agent.patch(format!("{url}/v1/deployments/{name}")).header("Authorization", &auth).send_json(&body);
-            if self.record(&format!("scale {name}"), answer.map(|r| r.status().as_u16())) == Some(200) {
-                self.wanted.insert(name, replicas);
+            let answer = self.send(|| {
+                Ok(agent()
+                    .patch(format!("{url}/v1/deployments/{name}"))
+                    .header("Authorization", &auth)
+                    .send_json(&body)?
+                    .status()
+                    .as_u16())
+            });
+            match self.record(&format!("scale {name}"), answer) {
+                Some(200) => {
+                    self.wanted.insert(name, replicas);
+                }
+                // A retried scale whose first attempt landed: the version moved, by us.
+                Some(409) if self.retry && matches!(self.read(url, &name), Ok(Some((r, _))) if r == replicas) => {
+                    self.wanted.insert(name, replicas);
+                }
+                _ => {}
             }
         } else {
-            let answer = agent.delete(format!("{url}/v1/deployments/{name}")).header("Authorization", &auth).call();
-            if self.record(&format!("delete {name}"), answer.map(|r| r.status().as_u16())) == Some(204) {
-                self.wanted.remove(&name);
+            let answer = self.send(|| {
+                Ok(agent()
+                    .delete(format!("{url}/v1/deployments/{name}"))
+                    .header("Authorization", &auth)
+                    .call()?
+                    .status()
+                    .as_u16())
+            });
+            // 404 after a retry: the first attempt deleted it.
+            match self.record(&format!("delete {name}"), answer) {
+                Some(204) => {
+                    self.wanted.remove(&name);
+                }
+                Some(404) if self.retry => {
+                    self.wanted.remove(&name);
+                }
+                _ => {}
             }
         }
     }
@@ -224,7 +334,8 @@ fn engine_containers(address: &str) -> Option<Vec<(String, String, String, bool)
 
 /// The invariants, once: `Ok(())` or what is wrong now.
 fn check(url: &str, nodes: &[(String, String)], client: &Client) -> Result<(), String> {
-    let (code, body) = crate::net::http_get_auth(&format!("{url}/status"), TOKEN).ok_or("no answer from /status")?;
+    let (code, body) =
+        crate::net::http_get_auth(&format!("{url}/status"), &client.token).ok_or("no answer from /status")?;
     if code != 200 {
         return Err(format!("/status answered {code}"));
     }
@@ -274,6 +385,11 @@ fn check(url: &str, nodes: &[(String, String)], client: &Client) -> Result<(), S
         let containers = engine_containers(address).ok_or(format!("{node}'s engine does not answer"))?;
         for (deployment, replica, id, running) in containers {
             *replica_ids.entry(format!("{deployment}/{replica}")).or_default() += 1;
+            if !client.wanted.contains_key(&deployment) {
+                return Err(format!(
+                    "container {id} of the deleted deployment {deployment} (replica {replica}) on {node}"
+                ));
+            }
             match known.get(&(node.clone(), id.clone())) {
                 Some((d, r)) if *d == deployment && *r == replica && running => seen += 1,
                 _ => {
@@ -293,7 +409,82 @@ fn check(url: &str, nodes: &[(String, String)], client: &Client) -> Result<(), S
     Ok(())
 }
 
+/// Exactly one server leads and every other one names it as the leader.
+fn check_leadership(setup: &ha::Setup) -> Result<(), String> {
+    let roles: Vec<Option<(String, Option<String>)>> = (0..setup.servers.len()).map(|i| setup.readyz(i)).collect();
+    let leaders: Vec<String> = roles
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.as_ref().is_some_and(|(role, _)| role == "leader"))
+        .map(|(i, _)| ha::server_id(i))
+        .collect();
+    let [leader] = leaders.as_slice() else {
+        return Err(format!("{} servers say they lead: {leaders:?}", leaders.len()));
+    };
+    for (i, role) in roles.iter().enumerate() {
+        match role {
+            None => return Err(format!("{} does not answer /readyz", ha::server_id(i))),
+            Some((role, named)) if role != "leader" && named.as_deref() != Some(leader.as_str()) => {
+                return Err(format!("{} is {role} and names {named:?} as the leader, not {leader}", ha::server_id(i)));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// What the faults are played against: one server on SQLite, or the HA setup.
+enum Servers {
+    One(Server),
+    Ha(ha::Setup),
+}
+
+impl Servers {
+    /// Where the client sends its calls.
+    fn url(&self) -> &str {
+        match self {
+            Servers::One(server) => &server.url,
+            Servers::Ha(setup) => &setup.url,
+        }
+    }
+
+    fn faults(&self) -> &'static [Fault] {
+        match self {
+            Servers::One(_) => &[Fault::EngineKill, Fault::EnginePause, Fault::Partition, Fault::ServerKill],
+            Servers::Ha(_) => &[
+                Fault::EngineKill,
+                Fault::EnginePause,
+                Fault::Partition,
+                Fault::LeaderKill,
+                Fault::LeaderPause,
+                Fault::FollowerKill,
+            ],
+        }
+    }
+
+    fn setup(&self) -> Result<&ha::Setup> {
+        match self {
+            Servers::Ha(setup) => Ok(setup),
+            Servers::One(_) => bail!("a fault of several servers without --ha"),
+        }
+    }
+
+    fn leader(&self) -> Result<usize> {
+        self.setup()?.leader().context("no server leads")
+    }
+
+    /// Any server but the leader, drawn from `rng`.
+    fn follower(&self, rng: &mut StdRng) -> Result<usize> {
+        let leader = self.leader()?;
+        let others: Vec<usize> = (0..self.setup()?.servers.len()).filter(|i| *i != leader).collect();
+        others.get(rng.random_range(0..others.len().max(1))).copied().context("no follower (--servers 1)")
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
+    if args.ha && !(2..=9).contains(&args.servers) {
+        bail!("--servers must be 2..=9 with --ha");
+    }
     let cluster = Cluster::new(cluster::state_dir());
     let listing = std::fs::read_to_string(cluster::state_dir().join("nodes")).unwrap_or_default();
     let started_cluster = listing.lines().count() < NODES;
@@ -307,123 +498,61 @@ pub fn run(args: Args) -> Result<()> {
     result
 }
 
-fn chaos(args: &Args, cluster: &Cluster) -> Result<()> {
+/// The single server on SQLite, as `serve` runs by default.
+fn one_server(dir: &std::path::Path, nodes: &[(String, String)]) -> Result<Server> {
     sh::run(sh::cargo().args(["build", "-p", "orchestrator"]))?;
-    let root = sh::workspace_root();
-    let dir = root.join("target/chaos");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let nodes: Vec<(String, String)> = std::fs::read_to_string(cluster::state_dir().join("nodes"))?
+    let port = crate::net::free_port()?;
+    let mut server_args: Vec<String> =
+        vec!["serve".into(), "--listen".into(), format!("127.0.0.1:{port}"), "--data-dir".into()];
+    server_args.push(dir.join("data").to_string_lossy().into_owned());
+    server_args.extend(["--stop-grace".into(), "1s".into()]);
+    for (name, address) in nodes {
+        server_args.extend(["--node".into(), format!("{name}={address}")]);
+    }
+    Server::start(&sh::workspace_root().join("target/debug/orchestrator"), server_args, dir.join("server.log"))
+}
+
+fn cluster_nodes() -> Result<Vec<(String, String)>> {
+    Ok(std::fs::read_to_string(cluster::state_dir().join("nodes"))?
         .lines()
         .take(NODES)
         .filter_map(|l| {
             let mut p = l.split_whitespace();
             Some((p.next()?.to_string(), p.next()?.to_string()))
         })
-        .collect();
-    let port = crate::net::free_port()?;
-    let mut server_args: Vec<String> =
-        vec!["serve".into(), "--listen".into(), format!("127.0.0.1:{port}"), "--data-dir".into()];
-    server_args.push(dir.join("data").to_string_lossy().into_owned());
-    server_args.extend(["--stop-grace".into(), "1s".into()]);
-    for (name, address) in &nodes {
-        server_args.extend(["--node".into(), format!("{name}={address}")]);
-    }
-    let mut server = Server::start(&root.join("target/debug/orchestrator"), server_args, dir.join("server.log"))?;
+        .collect())
+}
 
-    let mut rng = StdRng::seed_from_u64(args.seed);
-    let mut client = Client::default();
-    let mut faults: Vec<Value> = Vec::new();
-    let mut violations: Vec<String> = Vec::new();
-    let mut checks = 0;
-    let deadline = Instant::now() + Duration::from_secs_f64(args.minutes * 60.0);
-    let run_started = Instant::now();
-    for _ in 0..3 {
-        client.random_call(&mut rng, &server.url);
-    }
-    while Instant::now() < deadline {
-        let fault =
-            [Fault::EngineKill, Fault::EnginePause, Fault::Partition, Fault::ServerKill][rng.random_range(0..4)];
-        let (node_name, _) = nodes[rng.random_range(0..nodes.len())].clone();
-        let hold = Duration::from_millis(rng.random_range(1_000..6_000));
-        let at = run_started.elapsed().as_secs_f64();
-        println!(
-            "[{at:6.1}s] {} {} for {:.1}s",
-            fault.name(),
-            if fault == Fault::ServerKill { "" } else { &node_name },
-            hold.as_secs_f64()
-        );
-        let node = cluster.node(&node_name)?;
-        match fault {
-            Fault::EngineKill => node.signal("KILL")?,
-            Fault::EnginePause => node.signal("STOP")?,
-            Fault::Partition => sh::run(Command::new("ip").args(["link", "set", &node.veth(), "down"]))?,
-            Fault::ServerKill => server.kill_and_restart()?,
-        }
-        // API calls while the fault lasts (the server is back already after a kill -9).
-        let calls_until = Instant::now() + hold;
-        while Instant::now() < calls_until {
-            client.random_call(&mut rng, &server.url);
-            std::thread::sleep(Duration::from_millis(rng.random_range(100..800)));
-        }
-        match fault {
-            Fault::EngineKill => {
-                node.start()?;
-                node.wait_ready()?;
+fn chaos(args: &Args, cluster: &Cluster) -> Result<()> {
+    let root = sh::workspace_root();
+    let dir = root.join("target/chaos");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let nodes = cluster_nodes()?;
+    let mut servers = if args.ha {
+        let options = ha::Options {
+            servers: args.servers,
+            port: crate::net::free_port()?,
+            release: false,
+            no_install: false,
+            max_nodes: Some(NODES),
+            server_args: vec!["--stop-grace".into(), "1s".into()],
+        };
+        match ha::up(&options) {
+            Ok(setup) => Servers::Ha(setup),
+            Err(e) => {
+                let _ = ha::down();
+                return Err(e);
             }
-            Fault::EnginePause => node.signal("CONT")?,
-            Fault::Partition => sh::run(Command::new("ip").args(["link", "set", &node.veth(), "up"]))?,
-            Fault::ServerKill => {}
         }
-        // Quiescence: the invariants must all hold within the settle timeout.
-        let healed = Instant::now();
-        let mut last = Err(String::from("not checked"));
-        while healed.elapsed() < SETTLE_TIMEOUT {
-            last = check(&server.url, &nodes, &client);
-            if last.is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        checks += 1;
-        let settled = healed.elapsed().as_secs_f64();
-        if let Err(why) = &last {
-            println!("  VIOLATION after {settled:.1}s: {why}");
-            violations.push(format!("after {} on {node_name} at {at:.1}s: {why}", fault.name()));
-        } else {
-            println!("  settled in {settled:.1}s: {} deployments, invariants hold", client.wanted.len());
-        }
-        faults.push(json!({"at_s": at, "fault": fault.name(), "node": node_name, "held_s": hold.as_secs_f64(), "settled_s": settled, "ok": last.is_ok()}));
-        for _ in 0..rng.random_range(1..4) {
-            client.random_call(&mut rng, &server.url);
-        }
+    } else {
+        Servers::One(one_server(&dir, &nodes)?)
+    };
+    let result = play(args, cluster, &nodes, &mut servers, &dir);
+    if let Servers::Ha(_) = servers {
+        ha::down()?;
     }
-    violations.extend(client.failures.iter().map(|f| format!("API: {f}")));
-    let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
-    for f in &faults {
-        *by_kind.entry(f["fault"].as_str().unwrap_or("?")).or_default() += 1;
-    }
-    let report = json!({
-        "seed": args.seed,
-        "minutes": args.minutes,
-        "faults_injected": faults.len(),
-        "faults_by_kind": by_kind,
-        "quiescence_checks": checks,
-        "invariants_per_check": ["required replicas running", "store matches the client", "no unaccounted container", "no duplicate replica", "no node over capacity", "nodes online"],
-        "api_calls": client.calls,
-        "api_answers_by_status": client.by_status.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
-        "violations": violations,
-        "faults": faults,
-    });
-    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
-    println!(
-        "chaos: seed {}, {} faults ({by_kind:?}), {checks} quiescence checks, {} API calls, {} violations; report in target/chaos/report.json",
-        args.seed,
-        faults.len(),
-        client.calls,
-        violations.len()
-    );
-    drop(server);
+    drop(servers);
     // Leave the engines clean for whatever runs next.
     for (_, address) in &nodes {
         if let Some(containers) = engine_containers(address) {
@@ -433,6 +562,183 @@ fn chaos(args: &Args, cluster: &Cluster) -> Result<()> {
             }
         }
     }
+    result
+}
+
+/// A server fault under way: what undoes it.
+enum Undo {
+    Nothing,
+    Restart(usize),
+    Resume(u32),
+}
+
+fn play(
+    args: &Args,
+    cluster: &Cluster,
+    nodes: &[(String, String)],
+    servers: &mut Servers,
+    dir: &std::path::Path,
+) -> Result<()> {
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let token = match servers {
+        Servers::One(_) => TOKEN.to_string(),
+        Servers::Ha(setup) => setup.token()?,
+    };
+    let mut client = Client::new(token, args.ha);
+    let url = servers.url().to_string();
+    let mut faults: Vec<Value> = Vec::new();
+    let mut violations: Vec<String> = Vec::new();
+    let mut checks = 0;
+    let deadline = Instant::now() + Duration::from_secs_f64(args.minutes * 60.0);
+    let run_started = Instant::now();
+    for _ in 0..3 {
+        client.random_call(&mut rng, &url);
+    }
+    while Instant::now() < deadline {
+        let kinds = servers.faults();
+        let fault = kinds[rng.random_range(0..kinds.len())];
+        let (node_name, _) = nodes[rng.random_range(0..nodes.len())].clone();
+        let mut hold = Duration::from_millis(rng.random_range(1_000..6_000));
+        if fault == Fault::LeaderPause {
+            // Past the lease: another server takes over while this one sleeps.
+            hold = LEASE_TTL + Duration::from_millis(rng.random_range(1_000..3_000));
+        }
+        let at = run_started.elapsed().as_secs_f64();
+        let node = cluster.node(&node_name)?;
+        let mut target = if fault.on_engine() { node_name.clone() } else { String::new() };
+        let undo = match fault {
+            Fault::EngineKill => {
+                node.signal("KILL")?;
+                Undo::Nothing
+            }
+            Fault::EnginePause => {
+                node.signal("STOP")?;
+                Undo::Nothing
+            }
+            Fault::Partition => {
+                sh::run(Command::new("ip").args(["link", "set", &node.veth(), "down"]))?;
+                Undo::Nothing
+            }
+            Fault::ServerKill => {
+                let Servers::One(server) = servers else { bail!("server kill -9 is the single server's fault") };
+                server.kill_and_restart()?;
+                Undo::Nothing
+            }
+            Fault::LeaderKill | Fault::FollowerKill => {
+                let index = if fault == Fault::LeaderKill { servers.leader()? } else { servers.follower(&mut rng)? };
+                target = ha::server_id(index);
+                let pid = servers.setup()?.server_pid(index).context("the server is not running")?;
+                sh::run(Command::new("kill").args(["-KILL", &pid.to_string()]))?;
+                Undo::Restart(index)
+            }
+            Fault::LeaderPause => {
+                let index = servers.leader()?;
+                target = ha::server_id(index);
+                let pid = servers.setup()?.server_pid(index).context("the leader is not running")?;
+                sh::run(Command::new("kill").args(["-STOP", &pid.to_string()]))?;
+                Undo::Resume(pid)
+            }
+        };
+        println!("[{at:6.1}s] {} {target} for {:.1}s", fault.name(), hold.as_secs_f64());
+        // API calls while the fault lasts (the single server is back already after a kill -9).
+        let calls_until = Instant::now() + hold;
+        while Instant::now() < calls_until {
+            client.random_call(&mut rng, &url);
+            std::thread::sleep(Duration::from_millis(rng.random_range(100..800)));
+        }
+        match fault {
+            Fault::EngineKill => {
+                node.start()?;
+                node.wait_ready()?;
+            }
+            Fault::EnginePause => node.signal("CONT")?,
+            Fault::Partition => sh::run(Command::new("ip").args(["link", "set", &node.veth(), "up"]))?,
+            _ => {}
+        }
+        match undo {
+            Undo::Nothing => {}
+            Undo::Restart(index) => {
+                let setup = servers.setup()?;
+                // A killed process is reaped by its parent, which may be another xtask: wait
+                // until the port is free before binding it again.
+                let started = Instant::now();
+                while setup.server_pid(index).is_some() && started.elapsed() < Duration::from_secs(10) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                setup.start_server(index)?;
+            }
+            Undo::Resume(pid) => sh::run(Command::new("kill").args(["-CONT", &pid.to_string()]))?,
+        }
+        // Quiescence: the invariants must all hold within the settle timeout.
+        let healed = Instant::now();
+        let mut last = Err(String::from("not checked"));
+        while healed.elapsed() < SETTLE_TIMEOUT {
+            last = check(&url, nodes, &client);
+            if last.is_ok()
+                && let Servers::Ha(setup) = &*servers
+            {
+                last = check_leadership(setup);
+            }
+            if last.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        checks += 1;
+        let settled = healed.elapsed().as_secs_f64();
+        if let Err(why) = &last {
+            println!("  VIOLATION after {settled:.1}s: {why}");
+            violations.push(format!("after {} on {target} at {at:.1}s: {why}", fault.name()));
+        } else {
+            println!("  settled in {settled:.1}s: {} deployments, invariants hold", client.wanted.len());
+        }
+        faults.push(json!({"at_s": at, "fault": fault.name(), "target": target, "held_s": hold.as_secs_f64(), "settled_s": settled, "ok": last.is_ok()}));
+        for _ in 0..rng.random_range(1..4) {
+            client.random_call(&mut rng, &url);
+        }
+    }
+    violations.extend(client.failures.iter().map(|f| format!("API: {f}")));
+    let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
+    for f in &faults {
+        *by_kind.entry(f["fault"].as_str().unwrap_or("?")).or_default() += 1;
+    }
+    let mut invariants = vec![
+        "required replicas running",
+        "store matches the client",
+        "no unaccounted container",
+        "no container of a deleted deployment",
+        "no duplicate replica",
+        "no node over capacity",
+        "nodes online",
+        "every call answered, no 5xx",
+    ];
+    if args.ha {
+        invariants.push("exactly one leader");
+    }
+    let report = json!({
+        "seed": args.seed,
+        "minutes": args.minutes,
+        "servers": if args.ha { args.servers } else { 1 },
+        "faults_injected": faults.len(),
+        "faults_by_kind": by_kind,
+        "quiescence_checks": checks,
+        "invariants_per_check": invariants,
+        "api_calls": client.calls,
+        "api_calls_retried": client.retries,
+        "api_answers_by_status": client.by_status.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "violations": violations,
+        "faults": faults,
+    });
+    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    println!(
+        "chaos{}: seed {}, {} faults ({by_kind:?}), {checks} quiescence checks, {} API calls ({} retried through HAProxy), {} violations; report in target/chaos/report.json",
+        if args.ha { " --ha" } else { "" },
+        args.seed,
+        faults.len(),
+        client.calls,
+        client.retries,
+        violations.len()
+    );
     if !violations.is_empty() {
         bail!("{} invariant violations (see target/chaos/report.json)", violations.len());
     }

@@ -38,16 +38,20 @@ pub fn run(args: Args) -> Result<()> {
     cluster.up(4, args.no_install)?;
     // The store suite and the HA tests run on a real PostgreSQL too.
     let tests = pg::up(args.no_install).and_then(|()| run_tests());
+    // Short chaos runs on the same cluster (their own servers and deployments), seeds fixed so
+    // a failure can be replayed: `cargo xtask chaos --ha --minutes 2 --seed 1` (three servers
+    // on that PostgreSQL behind HAProxy), then `cargo xtask chaos --minutes 2 --seed 1`.
+    let chaos = |ha: bool| crate::chaos::run(crate::chaos::Args { minutes: 2.0, seed: 1, ha, servers: 3 });
+    let chaos_ha = if tests.is_ok() { chaos(true) } else { Ok(()) };
     let _ = pg::down();
-    // A short chaos run on the same cluster (its own server and deployments), seed fixed so a
-    // failure can be replayed with `cargo xtask chaos --minutes 2 --seed 1`.
-    let chaos = if tests.is_ok() { crate::chaos::run(crate::chaos::Args { minutes: 2.0, seed: 1 }) } else { Ok(()) };
+    let chaos = if tests.is_ok() && chaos_ha.is_ok() { chaos(false) } else { Ok(()) };
     // Fuzzing the API against its own OpenAPI document (schemathesis, from PyPI into a venv).
     let fuzz = if tests.is_ok() { crate::fuzz::run(crate::fuzz::Args { seconds: 45, seed: 1 }) } else { Ok(()) };
     if !args.keep_cluster {
         cluster.down()?;
     }
     let (passed, failed) = tests?;
+    chaos_ha?;
     chaos?;
     fuzz?;
     // One closing line for the whole workspace: cargo's own last line is that of the last

@@ -140,7 +140,9 @@ fn classify(stdout: &str, stderr: &str, success: bool) -> Pass {
     match summary(stdout) {
         Some((generated, found)) if success || found > 0 => Pass::Ran { generated, found },
         _ => {
-            let last = stderr.lines().chain(stdout.lines()).filter(|l| !l.trim().is_empty()).last().unwrap_or("");
+            // A traceback ends on stderr with the exception; else the tool's own last words.
+            let last_of = |text: &'_ str| text.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string);
+            let last = last_of(stderr).or_else(|| last_of(stdout)).unwrap_or_default();
             Pass::ToolCrashed(format!("no summary; last line: {}", last.trim()))
         }
     }

@@ -44,7 +44,7 @@ pub enum HaCommand {
 pub fn run(command: HaCommand) -> Result<()> {
     match command {
         HaCommand::Up { servers, port, release, no_install } => {
-            let setup = up(&Options { servers, port, release, no_install })?;
+            let setup = up(&Options { servers, port, release, no_install, max_nodes: None, server_args: Vec::new() })?;
             println!("HA setup up: {} servers behind HAProxy at {}", setup.servers.len(), setup.url);
             println!("admin token in {}", setup.dir.join("admin-token").display());
             println!(
@@ -64,6 +64,15 @@ pub struct Options {
     pub port: u16,
     pub release: bool,
     pub no_install: bool,
+    /// Use at most this many of the local cluster's nodes (all of them when `None`).
+    pub max_nodes: Option<usize>,
+    /// Passed to every `orchestrator serve` besides the setup's own.
+    pub server_args: Vec<String>,
+}
+
+/// The id server `index` runs with (`--server-id`), as `/readyz` names it.
+pub fn server_id(index: usize) -> String {
+    format!("s{}", index + 1)
 }
 
 /// A running HA setup, as recorded in target/ha.
@@ -76,6 +85,7 @@ pub struct Setup {
     pub binary: PathBuf,
     pub store: String,
     pub nodes: Vec<(String, String)>,
+    pub server_args: Vec<String>,
 }
 
 pub fn state_dir() -> PathBuf {
@@ -162,7 +172,17 @@ impl Setup {
             .lines()
             .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
             .collect();
-        Ok(Self { url: read("url")?, servers, binary: read("binary")?.into(), store: read("store")?, nodes, dir })
+        let server_args = std::fs::read_to_string(dir.join("server-args")).unwrap_or_default();
+        let server_args = server_args.lines().map(str::to_string).collect();
+        Ok(Self {
+            url: read("url")?,
+            servers,
+            binary: read("binary")?.into(),
+            store: read("store")?,
+            nodes,
+            server_args,
+            dir,
+        })
     }
 
     fn server_dir(&self, index: usize) -> PathBuf {
@@ -176,7 +196,8 @@ impl Setup {
         let listen = self.servers[index].trim_start_matches("http://").to_string();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("log"))?;
         let mut cmd = Command::new(&self.binary);
-        cmd.args(["serve", "--listen", &listen, "--server-id", &format!("s{}", index + 1)])
+        cmd.args(["serve", "--listen", &listen, "--server-id", &server_id(index)])
+            .args(&self.server_args)
             .arg("--data-dir")
             .arg(&dir)
             .arg("--admin-token-file")
@@ -258,13 +279,23 @@ pub fn up(options: &Options) -> Result<Setup> {
             let mut parts = l.split_whitespace();
             Some((parts.next()?.to_string(), parts.next()?.to_string()))
         })
+        .take(options.max_nodes.unwrap_or(usize::MAX))
         .collect();
 
     let ports: Vec<u16> = (0..options.servers).map(|_| free_port()).collect::<Result<_>>()?;
     let servers: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
     let token = format!("ha-{:032x}", rand_u128());
     write_private(&dir.join("admin-token"), &token)?;
-    let setup = Setup { url: format!("http://127.0.0.1:{}", options.port), servers, binary, store, nodes, dir };
+    let setup = Setup {
+        url: format!("http://127.0.0.1:{}", options.port),
+        servers,
+        binary,
+        store,
+        nodes,
+        server_args: options.server_args.clone(),
+        dir,
+    };
+    std::fs::write(setup.dir.join("server-args"), setup.server_args.join("\n"))?;
     std::fs::write(setup.dir.join("servers"), setup.servers.join("\n"))?;
     std::fs::write(setup.dir.join("url"), &setup.url)?;
     std::fs::write(setup.dir.join("binary"), setup.binary.to_string_lossy().as_bytes())?;

@@ -45,7 +45,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(heartbeat_tick_seconds.clone()))?;
         let reconcile_pass_seconds = Gauge::with_opts(
-            Opts::new("reconcile_pass_seconds", "Duration of the last full reconcile pass").namespace("orchestrator"),
+            Opts::new("reconcile_pass_seconds", "Duration of the last reconcile sweep (engine listings, store read, removal of deleted deployments' containers; the converges it hands out run apart)").namespace("orchestrator"),
         )?;
         registry.register(Box::new(reconcile_pass_seconds.clone()))?;
         Ok(Self {
