@@ -730,13 +730,13 @@ fn play(
         "faults": faults,
     });
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    let retried = if args.ha { format!(" ({} retried through HAProxy)", client.retries) } else { String::new() };
     println!(
-        "chaos{}: seed {}, {} faults ({by_kind:?}), {checks} quiescence checks, {} API calls ({} retried through HAProxy), {} violations; report in target/chaos/report.json",
+        "chaos{}: seed {}, {} faults ({by_kind:?}), {checks} quiescence checks, {} API calls{retried}, {} violations; report in target/chaos/report.json",
         if args.ha { " --ha" } else { "" },
         args.seed,
         faults.len(),
         client.calls,
-        client.retries,
         violations.len()
     );
     if !violations.is_empty() {
