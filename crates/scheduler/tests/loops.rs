@@ -263,12 +263,7 @@ async fn drain_without_room_keeps_replicas_and_says_so() {
 async fn spawning_is_serialized_per_image_and_parallel_across_images() {
     let engines = Engines::default();
     let starts = Arc::new(Mutex::new(Vec::new()));
-    let runtime = Arc::new(Slow {
-        inner: engines.mock(),
-        delay: Duration::from_millis(100),
-        ping_delay: Duration::ZERO,
-        starts: starts.clone(),
-    });
+    let runtime = Arc::new(Slow { starts: starts.clone(), ..Slow::starting_in(&engines, Duration::from_millis(100)) });
     let h = Harness::with_runtime(SchedulerConfig::default(), engines, runtime);
     h.online_nodes(2, 100).await;
     let (a, b, c) = tokio::join!(
@@ -335,12 +330,8 @@ async fn opt_in_rebalance_moves_replicas_onto_a_new_node_one_at_a_time() {
 #[tokio::test(start_paused = true)]
 async fn a_hung_engine_is_a_miss_after_one_interval_not_after_the_runtime_timeout() {
     let engines = Engines::default();
-    let runtime = Arc::new(Slow {
-        inner: engines.mock(),
-        delay: Duration::ZERO,
-        ping_delay: Duration::from_secs(3_600),
-        starts: Arc::new(Mutex::new(Vec::new())),
-    });
+    let runtime =
+        Arc::new(Slow { ping_delay: Duration::from_secs(3_600), ..Slow::starting_in(&engines, Duration::ZERO) });
     let h = Harness::with_runtime(SchedulerConfig::default(), engines, runtime);
     h.online_nodes(1, 10).await;
     let shutdown = CancellationToken::new();
@@ -384,12 +375,7 @@ fn containers_of(h: &Harness, names: &[orchestrator_core::DeploymentName]) -> Ve
 #[tokio::test(start_paused = true)]
 async fn deletes_on_a_follower_are_carried_out_within_two_intervals_while_a_long_pass_converges() {
     let engines = Engines::default();
-    let runtime = Arc::new(Slow {
-        inner: engines.mock(),
-        delay: Duration::from_millis(500),
-        ping_delay: Duration::ZERO,
-        starts: Arc::default(),
-    });
+    let runtime = Arc::new(Slow::starting_in(&engines, Duration::from_millis(500)));
     let config = SchedulerConfig::default();
     let interval = config.reconcile_interval;
     let h = Harness::with_runtime(config, engines, runtime);
@@ -421,15 +407,11 @@ async fn deletes_on_a_follower_are_carried_out_within_two_intervals_while_a_long
 #[tokio::test(start_paused = true)]
 async fn a_container_started_by_a_deposed_leader_after_the_delete_is_removed_by_the_new_one() {
     let engines = Engines::default();
-    let slow = Arc::new(Slow {
-        inner: engines.mock(),
-        delay: Duration::from_secs(3),
-        ping_delay: Duration::ZERO,
-        starts: Arc::default(),
-    });
+    let slow = Slow::starting_in(&engines, Duration::from_secs(3));
+    let deposed = slow.deposed.clone();
     let config = SchedulerConfig::default();
     let interval = config.reconcile_interval;
-    let old = Harness::with_runtime(config.clone(), engines.clone(), slow);
+    let old = Harness::with_runtime(config.clone(), engines.clone(), Arc::new(slow));
     old.online_nodes(3, 100).await;
     let names = intents(&old, "web", "local/busybox:1", 1).await;
     let in_flight = {
@@ -438,6 +420,9 @@ async fn a_container_started_by_a_deposed_leader_after_the_delete_is_removed_by_
         tokio::spawn(async move { scheduler.converge(&name).await })
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // The old leader's tenure ends: its start under way finishes, nothing after it reaches an
+    // engine (its own removal of what it started is refused too).
+    deposed.store(true, std::sync::atomic::Ordering::SeqCst);
     // The new leader, on the same store and engines, with its own (quick) runtime.
     let new = scheduler::Scheduler::new(old.store.clone(), Arc::new(engines.mock()), config);
     let shutdown = CancellationToken::new();
@@ -456,12 +441,7 @@ async fn a_container_started_by_a_deposed_leader_after_the_delete_is_removed_by_
 #[tokio::test(start_paused = true)]
 async fn a_converge_removes_what_it_started_for_a_deployment_deleted_meanwhile() {
     let engines = Engines::default();
-    let slow = Arc::new(Slow {
-        inner: engines.mock(),
-        delay: Duration::from_secs(3),
-        ping_delay: Duration::ZERO,
-        starts: Arc::default(),
-    });
+    let slow = Arc::new(Slow::starting_in(&engines, Duration::from_secs(3)));
     let h = Harness::with_runtime(SchedulerConfig::default(), engines, slow);
     h.online_nodes(2, 100).await;
     let names = intents(&h, "web", "local/busybox:1", 1).await;

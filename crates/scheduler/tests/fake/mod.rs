@@ -134,6 +134,29 @@ pub struct Slow {
     /// How long a ping takes (a hung engine answers never, or late).
     pub ping_delay: Duration,
     pub starts: Arc<Mutex<Vec<(String, tokio::time::Instant, tokio::time::Instant)>>>,
+    /// Set: the runtime of a leader whose tenure ended; starts begun before still finish, but
+    /// it refuses new container changes as `TenureRuntime` does.
+    pub deposed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Slow {
+    /// Starts that take `delay` on `engines`; pings answer at once.
+    pub fn starting_in(engines: &Engines, delay: Duration) -> Self {
+        Self {
+            inner: engines.mock(),
+            delay,
+            ping_delay: Duration::ZERO,
+            starts: Arc::default(),
+            deposed: Arc::default(),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.deposed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::NotLeader { leader: None });
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -146,6 +169,7 @@ impl ContainerRuntime for Slow {
         self.inner.engine_info(node).await
     }
     async fn start_replica(&self, node: &Node, c: &ReplicaContainer) -> Result<String> {
+        self.check()?;
         let begin = tokio::time::Instant::now();
         tokio::time::sleep(self.delay).await;
         let id = self.inner.start_replica(node, c).await;
@@ -153,6 +177,7 @@ impl ContainerRuntime for Slow {
         id
     }
     async fn remove_replica(&self, node: &Node, d: &DeploymentName, r: ReplicaId) -> Result<()> {
+        self.check()?;
         self.inner.remove_replica(node, d, r).await
     }
     async fn list_replicas(&self, node: &Node) -> Result<Vec<ContainerSummary>> {
