@@ -35,10 +35,14 @@ pub async fn read_json<T: DeserializeOwned>(
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = match (path.as_str(), unknown_field(&inner.to_string())) {
-            (_, Some(unknown)) => Some(unknown),
-            (".", None) | ("", None) => None,
-            (path, None) => Some(path.to_string()),
+        let message = inner.to_string();
+        let field = match (path.as_str(), unknown_field(&message), missing_field(&message)) {
+            (_, Some(unknown), _) => Some(unknown),
+            // Missing: serde's path is that of the object it is missing from.
+            ("." | "", None, Some(missing)) => Some(missing),
+            (path, None, Some(missing)) => Some(format!("{path}.{missing}")),
+            ("." | "", None, None) => None,
+            (path, None, None) => Some(path.to_string()),
         };
         let code = if inner.is_syntax() || inner.is_eof() { "malformed_json" } else { "invalid_field" };
         ApiError::BadRequest { code, message: format!("request body: {inner}"), field }
@@ -47,6 +51,15 @@ pub async fn read_json<T: DeserializeOwned>(
 
 /// serde names an unknown field only in its message: "unknown field `x`, expected ...".
 fn unknown_field(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("unknown field `")?;
+    quoted_after(message, "unknown field `")
+}
+
+/// ... and a missing one the same way: "missing field `x` at line 1 column 15".
+fn missing_field(message: &str) -> Option<String> {
+    quoted_after(message, "missing field `")
+}
+
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?;
     Some(rest[..rest.find('`')?].to_string())
 }

@@ -18,7 +18,7 @@ pub enum ApiError {
     #[error("{0}")]
     NotFound(String),
     #[error("{method} is not allowed here (allowed: {})", allowed.join(", "))]
-    MethodNotAllowed { method: String, allowed: &'static [&'static str] },
+    MethodNotAllowed { method: String, allowed: Vec<&'static str> },
     #[error("{0}")]
     Conflict(String),
     #[error("request body is larger than {limit} bytes")]

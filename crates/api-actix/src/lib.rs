@@ -66,12 +66,14 @@ impl ApiState {
 /// Registers every route, behind authentication (except the health probes), on an actix `App`:
 /// `App::new().configure(|cfg| api_actix::configure(cfg, state, tokens))`.
 pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) {
+    use actix_web::http::Method;
+    use routes::{access, deployments, events, health, nodes, path, status};
     if state.metrics_public {
-        cfg.route("/metrics", web::get().to(metrics::metrics));
+        cfg.service(path("/metrics").on(Method::GET, metrics::metrics).done());
     }
     // The API's description, public like any published API reference: no cluster data in it,
     // and a browser cannot send a bearer token when it opens a page.
-    cfg.route("/openapi.json", web::get().to(openapi::document))
+    cfg.service(path("/openapi.json").on(Method::GET, openapi::document).done())
         .service(SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")));
     // The dashboard's files: public for the same reason (the page asks for a token).
     cfg.configure(routes::ui::configure);
@@ -82,39 +84,38 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) 
     cfg.app_data(query)
         .app_data(web::Data::new(state))
         // Public like the probes they are; another method is a 405 here, before any token check.
-        .service(
-            web::resource("/healthz")
-                .route(web::get().to(routes::health::healthz))
-                .default_service(web::to(routes::not_found)),
-        )
-        .service(
-            web::resource("/readyz")
-                .route(web::get().to(routes::health::readyz))
-                .default_service(web::to(routes::not_found)),
-        )
+        .service(path("/healthz").on(Method::GET, health::healthz).done())
+        .service(path("/readyz").on(Method::GET, health::readyz).done())
         .service(
             web::scope("")
                 .wrap(actix_web::middleware::from_fn(auth::require_token))
                 .app_data(web::Data::new(tokens))
-                .route("/create", web::post().to(routes::deployments::seed_create))
-                .route("/status", web::get().to(routes::status::status))
-                .route("/status/summary", web::get().to(routes::status::summary))
-                .route("/v1/deployments", web::get().to(routes::deployments::list))
-                .route("/v1/deployments", web::post().to(routes::deployments::create))
-                .route("/v1/deployments/{name}", web::get().to(routes::deployments::get))
-                .route("/v1/deployments/{name}", web::patch().to(routes::deployments::scale))
-                .route("/v1/deployments/{name}", web::delete().to(routes::deployments::delete))
-                .route("/v1/deployments/{name}/rebalance", web::post().to(routes::deployments::rebalance))
-                .route("/v1/nodes", web::get().to(routes::nodes::list))
-                .route("/v1/nodes", web::post().to(routes::nodes::add))
-                .route("/v1/nodes/{name}", web::get().to(routes::nodes::get))
-                .route("/v1/nodes/{name}", web::delete().to(routes::nodes::remove))
-                .route("/v1/nodes/{name}/drain", web::post().to(routes::nodes::drain))
-                .route("/v1/tokens", web::post().to(routes::access::create_token))
-                .route("/v1/audit", web::get().to(routes::access::audit))
-                .route("/v1/events", web::get().to(routes::events::list))
-                .route("/v1/events/stream", web::get().to(routes::events::stream))
-                .route("/metrics", web::get().to(metrics::metrics))
+                .service(path("/create").on(Method::POST, deployments::seed_create).done())
+                .service(path("/status").on(Method::GET, status::status).done())
+                .service(path("/status/summary").on(Method::GET, status::summary).done())
+                .service(
+                    path("/v1/deployments")
+                        .on(Method::GET, deployments::list)
+                        .on(Method::POST, deployments::create)
+                        .done(),
+                )
+                .service(
+                    path("/v1/deployments/{name}")
+                        .on(Method::GET, deployments::get)
+                        .on(Method::PATCH, deployments::scale)
+                        .on(Method::DELETE, deployments::delete)
+                        .done(),
+                )
+                .service(path("/v1/deployments/{name}/rebalance").on(Method::POST, deployments::rebalance).done())
+                .service(path("/v1/nodes").on(Method::GET, nodes::list).on(Method::POST, nodes::add).done())
+                .service(path("/v1/nodes/{name}").on(Method::GET, nodes::get).on(Method::DELETE, nodes::remove).done())
+                .service(path("/v1/nodes/{name}/drain").on(Method::POST, nodes::drain).done())
+                .service(path("/v1/tokens").on(Method::POST, access::create_token).done())
+                .service(path("/v1/audit").on(Method::GET, access::audit).done())
+                .service(path("/v1/events").on(Method::GET, events::list).done())
+                .service(path("/v1/events/stream").on(Method::GET, events::stream).done())
+                .service(path("/metrics").on(Method::GET, metrics::metrics).done())
+                // Unknown paths, behind the token check like the rest.
                 .default_service(web::to(routes::not_found)),
         );
 }

@@ -1,11 +1,12 @@
 //! `GET /metrics` in Prometheus' text format: HTTP metrics from actix-web-prom, and cluster
-//! gauges refreshed from the store and the loops' counters at each scrape (so they cost
-//! nothing between scrapes).
+//! gauges and the loops' counters refreshed from the store and the scheduler at each scrape
+//! (so they cost nothing between scrapes). What only grows (`*_total`) is a counter, as
+//! Prometheus' conventions say, so `rate()` and `increase()` work on it.
 
 use actix_web::{HttpResponse, web};
 use actix_web_prom::{PrometheusMetrics, PrometheusMetricsBuilder};
 use orchestrator_core::NodeStatus;
-use prometheus::{Encoder, Gauge, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Gauge, IntCounter, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::ApiState;
 use crate::error::ApiError;
@@ -21,11 +22,11 @@ pub struct Metrics {
     replicas_required: IntGauge,
     replicas_running: IntGauge,
     heartbeat_tick_seconds: Gauge,
-    heartbeat_ticks: IntGauge,
-    nodes_marked_offline: IntGauge,
-    rebalances: IntGauge,
-    replicas_replaced: IntGauge,
-    reconcile_passes: IntGauge,
+    heartbeat_ticks: IntCounter,
+    nodes_marked_offline: IntCounter,
+    rebalances: IntCounter,
+    replicas_replaced: IntCounter,
+    reconcile_passes: IntCounter,
     reconcile_pass_seconds: Gauge,
 }
 
@@ -33,6 +34,20 @@ fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntG
     let g = IntGauge::with_opts(Opts::new(name, help).namespace("orchestrator"))?;
     registry.register(Box::new(g.clone()))?;
     Ok(g)
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    let c = IntCounter::with_opts(Opts::new(name, help).namespace("orchestrator"))?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+/// Brings a counter up to `total`, a count the scheduler keeps (it only grows in a process).
+fn catch_up(counter: &IntCounter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
 }
 
 impl Metrics {
@@ -55,11 +70,11 @@ impl Metrics {
             replicas_required: gauge(&registry, "replicas_required", "Replicas required, all deployments")?,
             replicas_running: gauge(&registry, "replicas_running", "Replicas running, all deployments")?,
             heartbeat_tick_seconds,
-            heartbeat_ticks: gauge(&registry, "heartbeat_ticks_total", "Heartbeat ticks since start")?,
-            nodes_marked_offline: gauge(&registry, "nodes_marked_offline_total", "Times a node was marked offline")?,
-            rebalances: gauge(&registry, "rebalances_total", "Nodes whose replicas were replaced")?,
-            replicas_replaced: gauge(&registry, "replicas_replaced_total", "Replicas lost with their node")?,
-            reconcile_passes: gauge(&registry, "reconcile_passes_total", "Full reconcile passes")?,
+            heartbeat_ticks: counter(&registry, "heartbeat_ticks_total", "Heartbeat ticks since start")?,
+            nodes_marked_offline: counter(&registry, "nodes_marked_offline_total", "Times a node was marked offline")?,
+            rebalances: counter(&registry, "rebalances_total", "Nodes whose replicas were replaced")?,
+            replicas_replaced: counter(&registry, "replicas_replaced_total", "Replicas lost with their node")?,
+            reconcile_passes: counter(&registry, "reconcile_passes_total", "Full reconcile passes")?,
             reconcile_pass_seconds,
             registry,
         })
@@ -91,11 +106,11 @@ impl Metrics {
         let stats = state.control.loop_stats();
         self.heartbeat_tick_seconds.set(stats.last_heartbeat_tick.as_secs_f64());
         self.reconcile_pass_seconds.set(stats.last_reconcile_pass.as_secs_f64());
-        self.heartbeat_ticks.set(as_i64(stats.heartbeat_ticks));
-        self.nodes_marked_offline.set(as_i64(stats.nodes_marked_offline));
-        self.rebalances.set(as_i64(stats.rebalances));
-        self.replicas_replaced.set(as_i64(stats.replicas_replaced));
-        self.reconcile_passes.set(as_i64(stats.reconcile_passes));
+        catch_up(&self.heartbeat_ticks, stats.heartbeat_ticks);
+        catch_up(&self.nodes_marked_offline, stats.nodes_marked_offline);
+        catch_up(&self.rebalances, stats.rebalances);
+        catch_up(&self.replicas_replaced, stats.replicas_replaced);
+        catch_up(&self.reconcile_passes, stats.reconcile_passes);
         Ok(())
     }
 }

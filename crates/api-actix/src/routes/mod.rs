@@ -8,51 +8,61 @@ pub mod nodes;
 pub mod status;
 pub mod ui;
 
-use actix_web::HttpRequest;
+use actix_web::http::Method;
+use actix_web::{FromRequest, Handler, HttpRequest, Responder, web};
 
 use crate::error::ApiError;
 
-/// Every route and its methods (`{}` matches one path segment): a known path asked with
-/// another method is a 405 naming the allowed ones, anything else a 404.
-const ROUTES: &[(&str, &[&str])] = &[
-    ("/create", &["POST"]),
-    ("/status", &["GET"]),
-    ("/status/summary", &["GET"]),
-    ("/healthz", &["GET"]),
-    ("/readyz", &["GET"]),
-    ("/metrics", &["GET"]),
-    ("/openapi.json", &["GET"]),
-    ("/v1/deployments", &["GET", "POST"]),
-    ("/v1/deployments/{}", &["GET", "PATCH", "DELETE"]),
-    ("/v1/deployments/{}/rebalance", &["POST"]),
-    ("/v1/nodes", &["GET", "POST"]),
-    ("/v1/nodes/{}", &["GET", "DELETE"]),
-    ("/v1/nodes/{}/drain", &["POST"]),
-    ("/v1/tokens", &["POST"]),
-    ("/v1/audit", &["GET"]),
-    ("/v1/events", &["GET"]),
-    ("/v1/events/stream", &["GET"]),
-    ("/ui", &["GET"]),
-    ("/ui/", &["GET"]),
-    ("/ui/app.js", &["GET"]),
-    ("/ui/style.css", &["GET"]),
-];
-
-fn allowed_methods(path: &str) -> Option<&'static [&'static str]> {
-    let segments: Vec<&str> = path.split('/').collect();
-    ROUTES.iter().find_map(|(pattern, methods)| {
-        let expected: Vec<&str> = pattern.split('/').collect();
-        let matches = expected.len() == segments.len()
-            && expected.iter().zip(&segments).all(|(e, s)| *e == "{}" && !s.is_empty() || e == s);
-        matches.then_some(*methods)
-    })
+/// One path with its handlers. Any other method there is a 405 whose `Allow` lists exactly the
+/// methods registered, so the route table is the only list of them.
+pub(crate) struct Path {
+    methods: Vec<&'static str>,
+    resource: actix_web::Resource,
 }
 
-pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    match allowed_methods(req.path()) {
-        Some(methods) => Err(ApiError::MethodNotAllowed { method: req.method().to_string(), allowed: methods }),
-        None => Err(ApiError::NotFound(format!("no route for {} {}", req.method(), req.path()))),
+/// The routes of `path`, to add with [`Path::on`] and register with [`Path::done`].
+pub(crate) fn path(path: &'static str) -> Path {
+    Path { methods: Vec::new(), resource: web::resource(path) }
+}
+
+impl Path {
+    pub(crate) fn on<F, Args>(mut self, method: Method, handler: F) -> Self
+    where
+        F: Handler<Args>,
+        Args: FromRequest + 'static,
+        F::Output: Responder + 'static,
+    {
+        self.methods.push(static_name(&method));
+        self.resource = self.resource.route(web::method(method).to(handler));
+        self
     }
+
+    pub(crate) fn done(self) -> actix_web::Resource {
+        let allowed = self.methods;
+        self.resource.default_service(web::to(move |req: HttpRequest| {
+            let allowed = allowed.clone();
+            async move {
+                Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed {
+                    method: req.method().to_string(),
+                    allowed,
+                })
+            }
+        }))
+    }
+}
+
+/// The name of a method the API serves (the standard ones only are registered).
+fn static_name(method: &Method) -> &'static str {
+    [Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::HEAD, Method::OPTIONS]
+        .iter()
+        .zip(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+        .find_map(|(m, name)| (m == method).then_some(name))
+        .expect("routes are registered with standard methods")
+}
+
+/// No route for this path, whatever the method.
+pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())))
 }
 
 /// A path segment as a validated name, or a 404 (a bad name cannot exist).
@@ -73,17 +83,4 @@ pub(crate) fn query_number<T: std::str::FromStr>(
         })
     })
     .transpose()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::allowed_methods;
-
-    #[test]
-    fn known_paths_name_their_methods() {
-        assert_eq!(allowed_methods("/v1/deployments/web"), Some(&["GET", "PATCH", "DELETE"][..]));
-        assert_eq!(allowed_methods("/v1/nodes/n1/drain"), Some(&["POST"][..]));
-        assert_eq!(allowed_methods("/v1/deployments//rebalance"), None);
-        assert_eq!(allowed_methods("/v2/anything"), None);
-    }
 }

@@ -5,8 +5,9 @@
 use std::collections::HashSet;
 use std::convert::Infallible;
 
+use actix_web::HttpMessage;
 use actix_web::body::SizedStream;
-use actix_web::http::header::{self, ContentType, HeaderValue};
+use actix_web::http::header::{self, AcceptEncoding, ContentType, Encoding, HeaderValue, Preference, Quality};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::Stream;
@@ -183,14 +184,13 @@ fn in_slices(body: Bytes) -> SizedStream<impl Stream<Item = Result<Bytes, Infall
     SizedStream::new(len as u64, futures::stream::iter(slices))
 }
 
-/// `Accept-Encoding` lists gzip without refusing it (`gzip;q=0`).
+/// The client takes gzip: `Accept-Encoding`, parsed by actix-web (q-values in any of their
+/// spellings, `q=0.0` included), gives gzip, or failing an entry for it, `*`, a non-zero
+/// quality. A header that does not parse gets the plain document.
 fn accepts_gzip(request: &HttpRequest) -> bool {
-    request.headers().get_all(header::ACCEPT_ENCODING).filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(
-        |coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            let name = parts.next().unwrap_or_default();
-            let refused = parts.any(|p| p.replace(' ', "").eq_ignore_ascii_case("q=0"));
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
-        },
-    )
+    let Some(accept) = request.get_header::<AcceptEncoding>() else { return false };
+    let quality_of = |wanted: &Preference<Encoding>| accept.iter().find(|q| q.item == *wanted).map(|q| q.quality);
+    quality_of(&Preference::Specific(Encoding::gzip()))
+        .or_else(|| quality_of(&Preference::Any))
+        .is_some_and(|q| q > Quality::ZERO)
 }

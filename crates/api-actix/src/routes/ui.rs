@@ -2,8 +2,10 @@
 //! CDN). They hold no cluster data, so they are served without a token; the page asks for one
 //! and reads everything through the API like any client.
 
-use actix_web::http::header;
+use actix_web::http::{Method, header};
 use actix_web::{HttpResponse, web};
+
+use super::path;
 
 const INDEX: &str = include_str!("../ui/index.html");
 const SCRIPT: &str = include_str!("../ui/app.js");
@@ -41,8 +43,8 @@ pub async fn style() -> HttpResponse {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ui", web::get().to(redirect))
-        .route("/ui/", web::get().to(index))
-        .route("/ui/app.js", web::get().to(script))
-        .route("/ui/style.css", web::get().to(style));
+    cfg.service(path("/ui").on(Method::GET, redirect).done())
+        .service(path("/ui/").on(Method::GET, index).done())
+        .service(path("/ui/app.js").on(Method::GET, script).done())
+        .service(path("/ui/style.css").on(Method::GET, style).done());
 }
