@@ -14,6 +14,9 @@ use server::{
 };
 
 const REPLICAS: usize = 9;
+/// The shortest time the server waits on a hung engine: the heartbeat counts a ping as missed
+/// after its 500 ms interval (the runtime's own ping timeout is 1 s, other calls 30 s).
+const SHORTEST_ENGINE_WAIT: Duration = Duration::from_millis(500);
 
 async fn deployment(client: &reqwest::Client, base: &str, name: &str) -> Value {
     get(client, &format!("{base}/v1/deployments/{name}"), READER).await.1
@@ -96,11 +99,21 @@ async fn killed_and_hung_engines_fail_over_and_come_back_to_exactly_n() {
         }
         latencies.sort();
         let p99 = latencies[latencies.len() * 99 / 100];
-        eprintln!("SIG{signal} {}: replicas replaced after {moved:?}; status p99 {p99:?}", victim.name);
+        let slowest = latencies[latencies.len() - 1];
+        eprintln!(
+            "SIG{signal} {}: replicas replaced after {moved:?}; status p99 {p99:?}, slowest {slowest:?}",
+            victim.name
+        );
         // The hang is where a store-only /status matters: a call that waited on the hung engine
-        // would take its full timeout. (A killed engine refuses at once; not asserted there.)
+        // would take at least the shortest wait on an engine, so no answer may take that long.
+        // How fast the answers are is the benchmarks' business (`cargo xtask bench api`): a
+        // bound of 50 ms here measured a debug build on a shared machine and failed at 52 ms.
+        // (A killed engine refuses at once; not asserted there.)
         if signal == "STOP" {
-            assert!(p99 < Duration::from_millis(50), "status p99 {p99:?} during SIG{signal}");
+            assert!(
+                slowest < SHORTEST_ENGINE_WAIT,
+                "an answer took {slowest:?} during SIG{signal}: it waited on the engine"
+            );
         }
 
         // The node comes back: its stale copies go, exactly N remain, all of them known.
