@@ -117,7 +117,12 @@ enum Pass {
 fn one_pass(st: &Path, url: &str, dir: &Path, seed: u64, label: &str, token: bool, seconds: u64) -> Result<Pass> {
     let mut cmd = Command::new(st);
     cmd.args(["run", &format!("{url}/openapi.json"), "--checks", "all", "--exclude-path", "/v1/events/stream"])
-        .args(["--max-time", &seconds.to_string(), "--request-timeout", "30", "--workers", "2"])
+        // One worker: CPython 3.11 before 3.11.8 keeps the AST constructor's recursion depth
+        // where two threads can both move it (python/cpython#106905), and schemathesis' coverage
+        // phase, run from two workers, died of it (`AST constructor recursion depth mismatch`)
+        // in one CI run out of four, twice with the same seed. One worker also makes a seed
+        // replay the same cases in the same order.
+        .args(["--max-time", &seconds.to_string(), "--request-timeout", "30", "--workers", "1"])
         .args(["--seed", &seed.to_string(), "--report", "junit"])
         .arg("--report-junit-path")
         .arg(dir.join(format!("{label}.xml")))
