@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::placement::Strategy;
+use crate::queue::Backoff;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchedulerConfig {
@@ -23,6 +24,11 @@ pub struct SchedulerConfig {
     /// Move replicas onto new or returning nodes to even out spread (one at a time, new copy
     /// started before the old one stops). Off by default, as in Swarm.
     pub rebalance_on_join: bool,
+    /// Deployments converging at once (the queue's bound; one converge per deployment always).
+    pub converge_concurrency: usize,
+    /// How long a converge that failed (or whose starts did) waits before its retry; an
+    /// operator's request for the deployment cuts the wait short.
+    pub converge_retry: Backoff,
 }
 
 impl Default for SchedulerConfig {
@@ -36,6 +42,8 @@ impl Default for SchedulerConfig {
             per_node_concurrency: 4,
             total_concurrency: 64,
             rebalance_on_join: false,
+            converge_concurrency: 32,
+            converge_retry: Backoff { first: Duration::from_secs(1), cap: Duration::from_secs(10) },
         }
     }
 }

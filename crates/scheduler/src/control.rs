@@ -57,8 +57,8 @@ impl Drop for Published {
     }
 }
 
-/// Runs the convergence that follows a create or scale in the background, so the API answers
-/// at once; `--wait` clients poll until actual == required.
+/// Hands the convergence that follows a create or scale to the leader's queue, so the API
+/// answers at once; `--wait` clients poll until actual == required.
 #[derive(Clone)]
 pub struct SchedulerControl {
     /// Unfenced: records intents, which are valid whoever leads.
@@ -73,17 +73,12 @@ impl SchedulerControl {
         Self { scheduler, leadership, acting }
     }
 
+    /// The leader's queue converges the deployment soon; a follower leaves it to the leader's
+    /// reconciler, which finds the intent within its interval.
     fn converge_in_background(&self, name: DeploymentName) {
-        let Some(scheduler) = self.acting.current() else { return };
-        let span = tracing::info_span!("converge_after_request", deployment = %name);
-        tokio::spawn(
-            async move {
-                if let Err(e) = scheduler.converge(&name).await {
-                    tracing::warn!(error = %e, "converge failed; the reconciler will retry");
-                }
-            }
-            .instrument(span),
-        );
+        if let Some(leader) = self.acting.current() {
+            leader.enqueue(name);
+        }
     }
 
     async fn left_on(&self, name: &NodeName) -> Result<usize> {
@@ -120,7 +115,8 @@ impl ControlPlane for SchedulerControl {
                 let removed = leader.store().delete_deployment(name).await?;
                 info!(deployment = %name, "deployment deleted");
                 let span = tracing::info_span!("remove_after_delete", deployment = %name);
-                tokio::spawn(async move { leader.remove_containers_of(removed).await }.instrument(span));
+                let remover = Arc::clone(&leader);
+                leader.spawn(async move { remover.remove_containers_of(removed).await }.instrument(span));
                 Ok(())
             }
             // The leader's reconciler removes containers whose deployment no longer exists.

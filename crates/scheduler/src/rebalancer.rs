@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use futures::future::BoxFuture;
 use orchestrator_core::{DeploymentName, NodeName, NodeStatus, Result};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -26,39 +25,28 @@ impl Rebalancer {
         Self { scheduler, events }
     }
 
-    /// Takes every loss as it comes (marks it, acknowledges it) while replacements run: the
-    /// deployments to converge gather in one set, and one batch converges at a time. So the
-    /// heartbeat's hand-off never waits for a replacement (with 50 nodes lost at once and a
-    /// few seconds of converging each, it used to wait minutes, and the next losses with it),
-    /// and a deployment hit by several losses converges once for all of them.
+    /// Takes every loss as it comes (marks it, acknowledges it) and hands the deployments that
+    /// lost replicas to the converge queue: the heartbeat's hand-off never waits for a
+    /// replacement (with 50 nodes lost at once and a few seconds of converging each, it used
+    /// to wait minutes, and the next losses with it), and a deployment hit by several losses
+    /// while its converge is queued converges once for all of them.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let scheduler = Arc::clone(&self.scheduler);
         scheduler.stats().set_running(Loop::Rebalancer, true);
         let mut interval = tokio::time::interval(scheduler.config().rebalance_interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut pending: BTreeSet<DeploymentName> = BTreeSet::new();
-        let mut replacing: Option<BoxFuture<'static, ()>> = None;
         loop {
-            if replacing.is_none() && !pending.is_empty() {
-                let batch: Vec<DeploymentName> = std::mem::take(&mut pending).into_iter().collect();
-                let scheduler = Arc::clone(&scheduler);
-                replacing = Some(Box::pin(
-                    async move {
-                        scheduler.converge_many(batch).await;
-                    }
-                    .instrument(info_span!("replace")),
-                ));
-            }
-            tokio::select! {
+            let lost = tokio::select! {
                 () = shutdown.cancelled() => break,
-                Some(event) = self.events.recv() => pending.extend(self.take(event).await),
-                () = async { replacing.as_mut().expect("guarded by the condition").await }, if replacing.is_some() => {
-                    replacing = None;
-                }
-                _ = interval.tick() => match self.losses().await {
-                    Ok(deployments) => pending.extend(deployments),
-                    Err(e) => warn!(error = %e, "rebalance pass failed"),
-                },
+                Some(event) = self.events.recv() => self.take(event).await,
+                _ = interval.tick() => self.losses().await.unwrap_or_else(|e| {
+                    warn!(error = %e, "rebalance pass failed");
+                    Vec::new()
+                }),
+            };
+            let deployments: BTreeSet<DeploymentName> = lost.into_iter().collect();
+            for name in deployments {
+                scheduler.enqueue(name);
             }
         }
         scheduler.stats().set_running(Loop::Rebalancer, false);
@@ -100,7 +88,7 @@ impl Rebalancer {
         }
         info!(lost = lost.len(), "replicas lost with their node; replacing");
         self.scheduler.stats().rebalanced(lost.len());
-        // Repeats are fine: the loop gathers them in a set.
+        // Repeats are fine: the queue merges them.
         Ok(lost.into_iter().map(|r| r.deployment).collect())
     }
 }

@@ -12,14 +12,15 @@
 //!
 //! A pass is two parts. The sweep (list every engine, read the store, remove the containers of
 //! deployments that no longer exist) runs every interval. Each deployment's part (the fixes
-//! above, then `converge`) runs as a task of its own: converges wait for engines and for their
-//! image's spawn lock, and a backlog of them (a new leader finding the intents a follower took
-//! while nobody led) must not hold up the next sweep, or a deployment deleted on a follower
-//! keeps its containers until the backlog is done. A deployment whose task from an earlier
-//! pass is still running is left out of the next one: it is never reconciled twice at once.
+//! above, then `converge`) goes to the converge queue: converges wait for engines, and a
+//! backlog of them (a new leader finding the intents a follower took while nobody led) must
+//! not hold up the next sweep, or a deployment deleted on a follower keeps its containers
+//! until the backlog is done. A deployment the queue already has (queued, converging, or
+//! waiting out a retry's backoff) is left out of the pass: its findings would be stale by the
+//! time its turn came, and the next pass after it looks again.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::time::Instant;
 
 use futures::StreamExt;
@@ -27,18 +28,17 @@ use orchestrator_core::{
     ContainerState, ContainerSummary, Deployment, DeploymentName, Node, NodeName, NodeStatus, ReplicaFilter, ReplicaId,
     ReplicaState, Result,
 };
-use tokio::sync::Notify;
-use tokio::task::JoinSet;
+use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::scheduler::{Converged, Scheduler};
+use crate::scheduler::{Observed, Scheduler};
 use crate::stats::Loop;
 
 /// A sweep never takes more than about this share of the time: after a sweep of T, the next
 /// starts no sooner than T x `REST_FACTOR` later (and no sooner than the interval). A sweep
 /// over a million replicas costs seconds; back to back it would hold a core for ever. Only the
-/// sweep counts: the converges it hands out wait on engines and locks, not on this core.
+/// sweep counts: the converges it hands out wait on engines, not on this core.
 const REST_FACTOR: u32 = 4;
 /// Container listings in flight at once during a pass.
 const LISTINGS_AT_ONCE: usize = 64;
@@ -46,7 +46,7 @@ const LISTINGS_AT_ONCE: usize = 64;
 /// One container of ours as a pass saw it, kept small: a pass over a million containers
 /// holds one of these for each.
 struct Seen {
-    /// Index into `Observed::nodes`.
+    /// Index into `Snapshot::listed_names`.
     node: u32,
     replica: ReplicaId,
     state: ContainerState,
@@ -59,7 +59,7 @@ struct Seen {
 /// said about them.
 struct Snapshot {
     /// The nodes as the sweep read them.
-    nodes: HashMap<NodeName, Node>,
+    nodes: Arc<HashMap<NodeName, Node>>,
     /// Names of the nodes that answered, indexed by `Seen::node`.
     listed_names: Vec<NodeName>,
     /// Nodes whose listing succeeded: absence of a container there means something.
@@ -70,12 +70,12 @@ struct Snapshot {
 }
 
 /// One pass's view of Docker: the containers on each node that answered, by deployment.
-struct Observed {
+struct Listing {
     snapshot: Snapshot,
     by_deployment: HashMap<DeploymentName, Vec<Seen>>,
 }
 
-impl Observed {
+impl Listing {
     fn add(&mut self, node: u32, c: ContainerSummary) {
         let container_id = (!self.snapshot.running_before.contains(&c.replica)).then(|| c.id.into_boxed_str());
         self.by_deployment.entry(c.deployment).or_default().push(Seen {
@@ -111,10 +111,6 @@ impl Reconciler {
         let scheduler = Arc::clone(&self.scheduler);
         scheduler.stats().set_running(Loop::Reconciler, true);
         let interval = scheduler.config().reconcile_interval;
-        // Deployments whose part of an earlier pass still runs. The tasks end with the loop
-        // (dropping the set aborts them): a leader that steps down stops converging.
-        let busy: Arc<Mutex<HashSet<DeploymentName>>> = Arc::default();
-        let mut tasks = JoinSet::new();
         let mut rest = interval;
         loop {
             tokio::select! {
@@ -122,29 +118,15 @@ impl Reconciler {
                 () = tokio::time::sleep(rest) => {}
                 () = self.wake.notified() => {}
             }
-            while tasks.try_join_next().is_some() {}
             let started = Instant::now();
-            let skip = busy.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let swept = self.sweep(&skip).instrument(info_span!("reconcile_sweep")).await;
+            let swept = self.sweep().instrument(info_span!("reconcile_sweep")).await;
             let took = started.elapsed();
             match swept {
                 Ok((snapshot, work)) => {
                     let snapshot = Arc::new(snapshot);
                     for item in work {
                         let name = item.deployment.name.clone();
-                        busy.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
-                        let (scheduler, snapshot, busy) =
-                            (Arc::clone(&scheduler), Arc::clone(&snapshot), Arc::clone(&busy));
-                        let span = info_span!("reconcile", deployment = %name);
-                        tasks.spawn(
-                            async move {
-                                if let Err(e) = reconcile(&scheduler, item, &snapshot).await {
-                                    warn!(error = %e, "reconcile failed; next pass retries");
-                                }
-                                busy.lock().unwrap_or_else(|p| p.into_inner()).remove(&name);
-                            }
-                            .instrument(span),
-                        );
+                        scheduler.request(name, Some(observed(&scheduler, item, &snapshot)), None);
                     }
                 }
                 Err(e) => warn!(error = %e, "reconcile pass failed"),
@@ -159,25 +141,30 @@ impl Reconciler {
                 );
             }
         }
-        tasks.shutdown().await;
         scheduler.stats().set_running(Loop::Reconciler, false);
         info!("reconciler stopped");
     }
 
-    /// One full pass over every deployment, its per-deployment parts awaited.
+    /// One full pass over every deployment, waiting for each one's converge.
     pub async fn pass(&self) -> Result<()> {
-        let (snapshot, work) = self.sweep(&HashSet::new()).instrument(info_span!("reconcile_pass")).await?;
-        futures::future::join_all(work.into_iter().map(|item| {
-            let span = info_span!("reconcile", deployment = %item.deployment.name);
-            reconcile(&self.scheduler, item, &snapshot).instrument(span)
-        }))
-        .await;
+        let (snapshot, work) = self.sweep().instrument(info_span!("reconcile_pass")).await?;
+        let snapshot = Arc::new(snapshot);
+        let told: Vec<_> = work
+            .into_iter()
+            .map(|item| {
+                let (tell, told) = oneshot::channel();
+                let name = item.deployment.name.clone();
+                self.scheduler.request(name, Some(observed(&self.scheduler, item, &snapshot)), Some(tell));
+                told
+            })
+            .collect();
+        futures::future::join_all(told).await;
         Ok(())
     }
 
     /// Lists every reachable engine, removes the containers of deployments that no longer
-    /// exist, and hands out each deployment's part (but those in `skip`).
-    async fn sweep(&self, skip: &HashSet<DeploymentName>) -> Result<(Snapshot, Vec<Work>)> {
+    /// exist, and hands out each deployment's part (but for those the queue already has).
+    async fn sweep(&self) -> Result<(Snapshot, Vec<Work>)> {
         let store = self.scheduler.store();
         let running_before: HashSet<ReplicaId> = store.running_replica_ids().await?.into_iter().collect();
         let nodes = self.scheduler.nodes_by_name().await?;
@@ -207,8 +194,8 @@ impl Reconciler {
         }
         drop(listings);
         drop(reachable);
-        let mut observed = Observed {
-            snapshot: Snapshot { nodes, listed_names, listed, running_before },
+        let mut observed = Listing {
+            snapshot: Snapshot { nodes: Arc::new(nodes), listed_names, listed, running_before },
             by_deployment: HashMap::new(),
         };
         for (index, c) in found {
@@ -228,10 +215,10 @@ impl Reconciler {
             .collect();
         remove_containers(&self.scheduler, orphans, "its deployment no longer exists").await;
 
-        let Observed { snapshot, mut by_deployment } = observed;
+        let Listing { snapshot, mut by_deployment } = observed;
         let work = deployments
             .into_iter()
-            .filter(|d| !skip.contains(&d.name))
+            .filter(|d| !self.scheduler.is_converging(&d.name))
             .map(|deployment| {
                 let seen = by_deployment.remove(&deployment.name).unwrap_or_default();
                 Work { deployment, seen }
@@ -241,10 +228,18 @@ impl Reconciler {
     }
 }
 
-/// One deployment's part of a pass, under its image's spawn lock.
-async fn reconcile(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<Converged> {
+/// One deployment's part of a pass, for the queue: its fixes, then its converge.
+fn observed(scheduler: &Arc<Scheduler>, work: Work, snapshot: &Arc<Snapshot>) -> Observed {
+    let (scheduler, shared) = (Arc::clone(scheduler), Arc::clone(snapshot));
+    let span = info_span!("reconcile", deployment = %work.deployment.name);
+    let fixes = async move { fix(&scheduler, work, &shared).await }.instrument(span);
+    Observed { fixes: Box::pin(fixes), nodes: Arc::clone(&snapshot.nodes) }
+}
+
+/// Makes the store and the engines agree on one deployment's containers (run by the queue,
+/// under the deployment's lock, before its converge).
+async fn fix(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<()> {
     let Work { deployment, seen: containers } = work;
-    let _spawn = scheduler.image_locks().lock(&deployment.image).await;
     let store = scheduler.store();
     let replicas: HashMap<ReplicaId, _> = store
         .list_replicas(ReplicaFilter::deployment(&deployment.name))
@@ -300,11 +295,7 @@ async fn reconcile(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Re
             }
         }
     }
-    let converged = scheduler.converge_locked(&deployment.name, Some(&snapshot.nodes)).await?;
-    if scheduler.config().rebalance_on_join {
-        scheduler.rebalance_spread_locked(&deployment.name).await?;
-    }
-    Ok(converged)
+    Ok(())
 }
 
 async fn remove_containers(scheduler: &Scheduler, containers: Vec<Doomed>, why: &str) {

@@ -369,13 +369,14 @@ fn containers_of(h: &Harness, names: &[orchestrator_core::DeploymentName]) -> Ve
 }
 
 /// The HA test's leak: a new leader's first pass converges a backlog of intents (all of one
-/// image, so one after another) for many seconds; deployments deleted on a follower meanwhile
+/// image, so one batch per node at a time) for many seconds; deployments deleted on a follower meanwhile
 /// (in the store only) must still lose their containers within two reconcile intervals, not
 /// after the pass and a rest proportional to it.
 #[tokio::test(start_paused = true)]
 async fn deletes_on_a_follower_are_carried_out_within_two_intervals_while_a_long_pass_converges() {
     let engines = Engines::default();
-    let runtime = Arc::new(Slow::starting_in(&engines, Duration::from_millis(500)));
+    // 30 starts of 2 s, one batch per node at a time (the spawn rule): 20 s in all on 3 nodes.
+    let runtime = Arc::new(Slow::starting_in(&engines, Duration::from_secs(2)));
     let config = SchedulerConfig::default();
     let interval = config.reconcile_interval;
     let h = Harness::with_runtime(config, engines, runtime);
@@ -384,7 +385,7 @@ async fn deletes_on_a_follower_are_carried_out_within_two_intervals_while_a_long
     let shutdown = CancellationToken::new();
     let reconciler = tokio::spawn(Reconciler::new(h.scheduler.clone(), Arc::new(Notify::new())).run(shutdown.clone()));
 
-    // Well into the first pass (30 starts of 0.5 s, one at a time): some have run.
+    // Well into the first pass: some have run.
     tokio::time::sleep(interval + Duration::from_secs(5)).await;
     let started: Vec<_> = backlog.iter().filter(|n| !containers_of(&h, &[(*n).clone()]).is_empty()).cloned().collect();
     assert!(started.len() >= 4 && started.len() < 30, "the pass is under way: {} started", started.len());
@@ -394,7 +395,7 @@ async fn deletes_on_a_follower_are_carried_out_within_two_intervals_while_a_long
     tokio::time::sleep(2 * interval).await;
     assert_eq!(containers_of(&h, &started), vec![], "containers of deleted deployments survived two intervals");
     // And the backlog still converges in full.
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
     let left: Vec<_> = backlog.iter().filter(|n| !started.contains(n)).cloned().collect();
     assert_eq!(containers_of(&h, &left).len(), left.len());
     shutdown.cancel();
@@ -454,4 +455,69 @@ async fn a_converge_removes_what_it_started_for_a_deployment_deleted_meanwhile()
     let report = converging.await.unwrap().unwrap();
     assert_eq!(report.failed, 1, "the start's record was refused");
     assert_eq!(containers_of(&h, &names), vec![]);
+}
+
+/// Converges of one deployment asked for from everywhere at once (the API, a drain, the
+/// rebalancer, direct calls) never overlap: each would see the replicas missing and place
+/// them, and the deployment would run several times its count.
+#[tokio::test(start_paused = true)]
+async fn converges_of_one_deployment_never_overlap_whoever_asks() {
+    let engines = Engines::default();
+    let slow = Arc::new(Slow::starting_in(&engines, Duration::from_secs(2)));
+    let h = Harness::with_runtime(SchedulerConfig::default(), engines, slow.clone());
+    h.online_nodes(3, 100).await;
+    let names = intents(&h, "web", "local/busybox:1", 1).await;
+    let web = names[0].clone();
+    h.store.scale_deployment(&web, 3, 1).await.unwrap();
+    let direct: Vec<_> = (0..4)
+        .map(|_| {
+            let (scheduler, name) = (h.scheduler.clone(), web.clone());
+            tokio::spawn(async move { scheduler.converge(&name).await.unwrap() })
+        })
+        .collect();
+    for _ in 0..4 {
+        h.scheduler.enqueue(web.clone());
+    }
+    let waited = h.scheduler.converge_all(vec![web.clone(), web.clone()]).await;
+    assert!(waited.iter().all(|(_, r)| r.is_ok()), "{waited:?}");
+    for task in direct {
+        task.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(containers_of(&h, &names).len(), 3);
+    assert_eq!(h.store.list_replicas(ReplicaFilter::deployment(&web)).await.unwrap().len(), 3);
+    assert_eq!(slow.starts.lock().unwrap().len(), 3, "each replica started once");
+    assert!(!h.scheduler.is_converging(&web), "the queue forgets a deployment with nothing left to do");
+}
+
+/// Deployments of one image are separate work: they converge at the same time (the seed's
+/// spawn rule keeps one batch of an image per engine at a time, and they are placed apart).
+#[tokio::test(start_paused = true)]
+async fn deployments_of_one_image_converge_side_by_side() {
+    let engines = Engines::default();
+    let slow = Arc::new(Slow::starting_in(&engines, Duration::from_secs(3)));
+    let h = Harness::with_runtime(SchedulerConfig::default(), engines, slow.clone());
+    h.online_nodes(4, 100).await;
+    let names = intents(&h, "site", "local/busybox:1", 4).await;
+    let began = tokio::time::Instant::now();
+    let results = h.scheduler.converge_all(names.clone()).await;
+    assert!(results.iter().all(|(_, r)| r.as_ref().is_ok_and(|c| c.started == 1)), "{results:?}");
+    assert_eq!(began.elapsed(), Duration::from_secs(3), "one start's time for all four, not four");
+    let nodes: std::collections::BTreeSet<String> = containers_of(&h, &names).into_iter().map(|(n, _, _)| n).collect();
+    assert_eq!(nodes.len(), 4, "placed one a node, each on the capacity the one before left");
+}
+
+/// A converge that fails is retried by the queue after a backoff, without a reconcile pass.
+#[tokio::test(start_paused = true)]
+async fn a_failed_start_is_retried_by_the_queue_after_a_backoff() {
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(1, 10).await;
+    h.engines.set_down("node1", true);
+    let names = intents(&h, "web", "local/busybox:1", 1).await;
+    let first = h.scheduler.converge_all(names.clone()).await;
+    assert_eq!(first[0].1.as_ref().unwrap().failed, 1);
+    assert!(h.scheduler.is_converging(&names[0]), "a retry is due");
+    h.engines.set_down("node1", false);
+    tokio::time::sleep(SchedulerConfig::default().converge_retry.first + Duration::from_millis(10)).await;
+    assert_eq!(containers_of(&h, &names).len(), 1);
 }

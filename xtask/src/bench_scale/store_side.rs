@@ -76,7 +76,8 @@ pub struct Placed {
 /// `nodes` online nodes and deployments of `per_deployment` until `replicas`, in a store file
 /// as the server keeps it; then the scheduler's placement step (`Scheduler::place_missing`:
 /// read nodes and replicas, decide, reserve and record in one transaction) for each
-/// deployment, one after another as the spawn lock makes them. Only that step is timed.
+/// deployment, one after another as placements are decided (each on the capacity the one
+/// before left). Only that step is timed.
 pub async fn placements(dir: &std::path::Path, nodes: usize, replicas: u64, per_deployment: u64) -> Result<Placed> {
     let path = dir.join("placement.db");
     let _ = std::fs::remove_file(&path);

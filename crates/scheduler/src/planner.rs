@@ -1,0 +1,335 @@
+//! What converging a deployment takes, decided from the state alone: the planner half of
+//! converge (the executor, in `scheduler::converge`, carries a plan out). Pure: no I/O, no
+//! clock, deterministic, so its rules are property-tested here.
+//!
+//! Rules:
+//! - only online nodes take replicas, never more units than a node has free;
+//! - replicas on offline nodes count for nothing (the rebalancer marks them lost); those on
+//!   draining nodes serve until enough run elsewhere, then go first;
+//! - surplus replicas go from the nodes running the most of the deployment, then the fullest,
+//!   newest first.
+
+use std::collections::{BTreeMap, HashMap};
+
+use orchestrator_core::{Deployment, Node, NodeName, NodeStatus, Replica, ReplicaState};
+
+use crate::placement::{self, Candidate, Strategy};
+
+/// One converge's decisions. The executor starts `restart` and the placed replicas, then
+/// removes from `remove`, in order, only as many as leave the required count serving after
+/// the starts that succeeded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Pending replicas to start again (a start that failed half-way, or a crash before it):
+    /// the runtime's create is idempotent by name, so this never makes a second container.
+    pub restart: Vec<Replica>,
+    /// A node for each missing replica, in placement order.
+    pub place: Vec<NodeName>,
+    /// Missing replicas that found no room: the deployment stays degraded until room appears.
+    pub unplaced: u32,
+    /// Replicas to remove, most wanted first: those on draining nodes, then the surplus.
+    pub remove: Vec<Replica>,
+}
+
+/// The deployment's active replicas as they serve: on online nodes, and on draining ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Serving {
+    pub online: Vec<Replica>,
+    pub draining: Vec<Replica>,
+}
+
+impl Serving {
+    pub fn of(replicas: impl IntoIterator<Item = Replica>, nodes: &HashMap<NodeName, Node>) -> Self {
+        let mut serving = Serving::default();
+        for r in replicas.into_iter().filter(|r| r.state.is_active()) {
+            match nodes.get(&r.node).map(|n| n.status) {
+                Some(NodeStatus::Online) => serving.online.push(r),
+                Some(NodeStatus::Draining) => serving.draining.push(r),
+                _ => {}
+            }
+        }
+        serving
+    }
+}
+
+/// Plans one converge of `deployment` from its serving replicas and the nodes.
+pub fn plan(strategy: Strategy, deployment: &Deployment, serving: &Serving, nodes: &HashMap<NodeName, Node>) -> Plan {
+    let required = deployment.replicas as usize;
+    let healthy = &serving.online;
+    let restart: Vec<Replica> = healthy.iter().filter(|r| r.state == ReplicaState::Pending).cloned().collect();
+    let missing = required.saturating_sub(healthy.len());
+    let placed = if missing > 0 {
+        placement::place(strategy, &candidates(nodes, healthy), deployment.units, missing as u32)
+    } else {
+        placement::Plan::default()
+    };
+    // Counted as if every start succeeds; the executor trims the removals if some fail.
+    let serving_after = healthy.len() + placed.nodes.len() + serving.draining.len();
+    let excess = serving_after.saturating_sub(required);
+    let moving = excess.min(serving.draining.len());
+    let mut remove: Vec<Replica> = serving.draining.iter().take(moving).cloned().collect();
+    remove.extend(pick_surplus(healthy, nodes, excess - moving));
+    Plan { restart, place: placed.nodes, unplaced: placed.unplaced, remove }
+}
+
+/// One move that evens out a deployment's spread over online nodes (moby#24103: Swarm never
+/// moves tasks back onto a returning node): a replica from the node running the most to the
+/// one running the fewest (that has room), if they differ by more than one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub replica: Replica,
+    pub to: NodeName,
+}
+
+pub fn spread_move(deployment: &Deployment, replicas: &[Replica], nodes: &HashMap<NodeName, Node>) -> Option<Move> {
+    let mut per_node: BTreeMap<&NodeName, Vec<&Replica>> =
+        nodes.values().filter(|n| n.is_schedulable()).map(|n| (&n.name, Vec::new())).collect();
+    let running = replicas.iter().filter(|r| r.state == ReplicaState::Running);
+    for r in running.filter(|r| nodes.get(&r.node).is_some_and(Node::is_schedulable)) {
+        per_node.entry(&r.node).or_default().push(r);
+    }
+    let (_, most) = per_node.iter().max_by_key(|(n, rs)| (rs.len(), std::cmp::Reverse(*n)))?;
+    let (to, fewest) = per_node
+        .iter()
+        .filter(|(n, _)| nodes[**n].available >= deployment.units)
+        .min_by_key(|(n, rs)| (rs.len(), std::cmp::Reverse(nodes[**n].available), *n))?;
+    if most.len() <= fewest.len() + 1 {
+        return None;
+    }
+    let replica = (*most.iter().max_by_key(|r| r.id)?).clone();
+    Some(Move { replica, to: (*to).clone() })
+}
+
+/// The schedulable nodes as placement sees them, with how many of `healthy` each runs.
+fn candidates(nodes: &HashMap<NodeName, Node>, healthy: &[Replica]) -> Vec<Candidate> {
+    let mut here: HashMap<&NodeName, u32> = HashMap::new();
+    for r in healthy {
+        *here.entry(&r.node).or_default() += 1;
+    }
+    nodes
+        .values()
+        .filter(|n| n.is_schedulable())
+        .map(|n| Candidate {
+            node: n.name.clone(),
+            available: n.available,
+            replicas: here.get(&n.name).copied().unwrap_or(0),
+        })
+        .collect()
+}
+
+/// Which `count` replicas to remove when scaling down: from the nodes running the most
+/// replicas of the deployment, then the fullest nodes, newest replica first.
+fn pick_surplus(healthy: &[Replica], nodes: &HashMap<NodeName, Node>, count: usize) -> Vec<Replica> {
+    let mut per_node: BTreeMap<&NodeName, Vec<&Replica>> = BTreeMap::new();
+    for r in healthy {
+        per_node.entry(&r.node).or_default().push(r);
+    }
+    for list in per_node.values_mut() {
+        list.sort_by_key(|r| r.id);
+    }
+    let mut picked = Vec::with_capacity(count);
+    while picked.len() < count {
+        let Some((node, _)) = per_node
+            .iter()
+            .filter(|(_, list)| !list.is_empty())
+            .max_by(|(a, la), (b, lb)| {
+                let free = |n: &NodeName| nodes.get(n).map_or(0, |n| n.available);
+                la.len().cmp(&lb.len()).then_with(|| free(b).cmp(&free(a))).then_with(|| b.cmp(a))
+            })
+            .map(|(n, l)| (*n, l.len()))
+        else {
+            break;
+        };
+        let replica = per_node.get_mut(node).and_then(Vec::pop).expect("picked a non-empty node");
+        picked.push(replica.clone());
+    }
+    picked
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashSet};
+    use std::time::SystemTime;
+
+    use orchestrator_core::{DeploymentName, EngineAddress, ImageRef, ReplicaId};
+    use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, proptest};
+    use proptest::strategy::Strategy as _;
+
+    use super::*;
+
+    fn deployment(replicas: u32, units: u32) -> Deployment {
+        Deployment {
+            name: DeploymentName::new("web").unwrap(),
+            image: ImageRef::parse("local/web:1").unwrap(),
+            command: Vec::new(),
+            replicas,
+            units,
+            version: 1,
+            created_at: SystemTime::UNIX_EPOCH,
+            updated_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    fn node(i: usize, status: NodeStatus, available: u32) -> Node {
+        Node {
+            name: NodeName::new(format!("n{i}")).unwrap(),
+            address: EngineAddress::parse("http://127.0.0.1:2375").unwrap(),
+            capacity: 100,
+            available,
+            status,
+            last_heartbeat: None,
+        }
+    }
+
+    fn replica(id: u64, node: usize, state: ReplicaState) -> Replica {
+        Replica {
+            id: ReplicaId(id),
+            deployment: DeploymentName::new("web").unwrap(),
+            node: NodeName::new(format!("n{node}")).unwrap(),
+            units: 1,
+            container_id: None,
+            state,
+            created_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    /// Up to 8 nodes of every status, and up to 30 replicas (some pending, some lost) on them.
+    fn arb_cluster() -> impl proptest::strategy::Strategy<Value = (HashMap<NodeName, Node>, Vec<Replica>)> {
+        let status = prop::sample::select(vec![
+            NodeStatus::Online,
+            NodeStatus::Online,
+            NodeStatus::Draining,
+            NodeStatus::Offline,
+        ]);
+        let state = prop::sample::select(vec![
+            ReplicaState::Running,
+            ReplicaState::Running,
+            ReplicaState::Pending,
+            ReplicaState::Lost,
+        ]);
+        (prop::collection::vec((status, 0u32..12), 1..8), prop::collection::vec((0usize..8, state), 0..30)).prop_map(
+            |(nodes, replicas)| {
+                let nodes: HashMap<NodeName, Node> = nodes
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (status, available))| {
+                        let n = node(i, status, available);
+                        (n.name.clone(), n)
+                    })
+                    .collect();
+                let count = nodes.len();
+                let replicas = replicas
+                    .into_iter()
+                    .enumerate()
+                    .map(|(id, (n, state))| replica(id as u64, n % count, state))
+                    .collect();
+                (nodes, replicas)
+            },
+        )
+    }
+
+    fn per_node(replicas: &[Replica]) -> BTreeMap<NodeName, usize> {
+        let mut counts = BTreeMap::new();
+        for r in replicas {
+            *counts.entry(r.node.clone()).or_default() += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn a_draining_node_is_emptied_once_its_replicas_run_elsewhere() {
+        let nodes: HashMap<NodeName, Node> = [node(0, NodeStatus::Draining, 10), node(1, NodeStatus::Online, 10)]
+            .into_iter()
+            .map(|n| (n.name.clone(), n))
+            .collect();
+        let replicas = vec![replica(1, 0, ReplicaState::Running), replica(2, 0, ReplicaState::Running)];
+        let plan = plan(Strategy::Spread, &deployment(2, 1), &Serving::of(replicas.clone(), &nodes), &nodes);
+        assert_eq!(plan.place.iter().map(NodeName::as_str).collect::<Vec<_>>(), ["n1", "n1"]);
+        assert_eq!(plan.remove, replicas, "both go, once their replacements are counted");
+    }
+
+    #[test]
+    fn a_spread_move_goes_from_the_busiest_node_to_the_emptiest_and_stops_within_one() {
+        let nodes: HashMap<NodeName, Node> =
+            (0..2).map(|i| node(i, NodeStatus::Online, 10)).map(|n| (n.name.clone(), n)).collect();
+        let three_on_one: Vec<Replica> = (1..=3).map(|id| replica(id, 0, ReplicaState::Running)).collect();
+        let mv = spread_move(&deployment(3, 1), &three_on_one, &nodes).unwrap();
+        assert_eq!((mv.replica.id, mv.to.as_str()), (ReplicaId(3), "n1"), "the newest moves");
+        let two_and_one = vec![
+            replica(1, 0, ReplicaState::Running),
+            replica(2, 0, ReplicaState::Running),
+            replica(3, 1, ReplicaState::Running),
+        ];
+        assert_eq!(spread_move(&deployment(3, 1), &two_and_one, &nodes), None);
+    }
+
+    proptest! {
+        #[test]
+        fn places_only_on_online_nodes_within_their_free_units(
+            (nodes, replicas) in arb_cluster(), required in 0u32..40, units in 1u32..4, binpack in any::<bool>()
+        ) {
+            let strategy = if binpack { Strategy::Binpack } else { Strategy::Spread };
+            let d = deployment(required, units);
+            let plan = plan(strategy, &d, &Serving::of(replicas, &nodes), &nodes);
+            let mut placed: BTreeMap<&NodeName, u32> = BTreeMap::new();
+            for n in &plan.place {
+                *placed.entry(n).or_default() += 1;
+            }
+            for (n, count) in placed {
+                prop_assert_eq!(nodes[n].status, NodeStatus::Online, "placed on {}", n);
+                prop_assert!(count * units <= nodes[n].available, "{} over capacity", n);
+            }
+        }
+
+        #[test]
+        fn leaves_exactly_the_required_count_serving_or_all_it_can(
+            (nodes, replicas) in arb_cluster(), required in 0u32..40, units in 1u32..4
+        ) {
+            let d = deployment(required, units);
+            let serving = Serving::of(replicas, &nodes);
+            let plan = plan(Strategy::Spread, &d, &serving, &nodes);
+            let total = serving.online.len() + plan.place.len() + serving.draining.len();
+            prop_assert_eq!(total - plan.remove.len(), total.min(required as usize));
+            let room: u32 = nodes.values().filter(|n| n.status == NodeStatus::Online).map(|n| n.available / units).sum();
+            let missing = (required as usize).saturating_sub(serving.online.len()) as u32;
+            prop_assert_eq!(plan.unplaced, missing.saturating_sub(room));
+        }
+
+        #[test]
+        fn touches_only_serving_replicas_draining_ones_first(
+            (nodes, replicas) in arb_cluster(), required in 0u32..40
+        ) {
+            let serving = Serving::of(replicas.clone(), &nodes);
+            let plan = plan(Strategy::Spread, &deployment(required, 1), &serving, &nodes);
+            let status = |r: &Replica| nodes[&r.node].status;
+            let ids: HashSet<ReplicaId> = plan.remove.iter().map(|r| r.id).collect();
+            prop_assert_eq!(ids.len(), plan.remove.len(), "a replica removed twice");
+            for r in plan.remove.iter().chain(&plan.restart) {
+                prop_assert!(r.state.is_active() && status(r) != NodeStatus::Offline, "{:?} is not serving", r);
+            }
+            prop_assert!(plan.restart.iter().all(|r| r.state == ReplicaState::Pending && status(r) == NodeStatus::Online));
+            let first_online = plan.remove.iter().position(|r| status(r) == NodeStatus::Online).unwrap_or(plan.remove.len());
+            prop_assert!(plan.remove[first_online..].iter().all(|r| status(r) == NodeStatus::Online), "draining after online");
+            if first_online < plan.remove.len() {
+                prop_assert_eq!(first_online, serving.draining.len(), "an online replica goes only once all draining ones do");
+                prop_assert!(plan.place.is_empty(), "never places and removes online replicas at once");
+            }
+        }
+
+        #[test]
+        fn surplus_goes_from_the_nodes_running_the_most(
+            (nodes, replicas) in arb_cluster(), required in 0u32..10
+        ) {
+            let serving = Serving::of(replicas, &nodes);
+            let plan = plan(Strategy::Spread, &deployment(required, 1), &serving, &nodes);
+            let removed: HashSet<ReplicaId> = plan.remove.iter().map(|r| r.id).collect();
+            let left: Vec<Replica> = serving.online.iter().filter(|r| !removed.contains(&r.id)).cloned().collect();
+            let after = per_node(&left);
+            let most = after.values().copied().max().unwrap_or(0);
+            for r in plan.remove.iter().filter(|r| nodes[&r.node].status == NodeStatus::Online) {
+                let here = after.get(&r.node).copied().unwrap_or(0);
+                prop_assert!(here + 1 >= most, "took from {} (left {}) while another node keeps {}", r.node, here, most);
+            }
+        }
+    }
+}

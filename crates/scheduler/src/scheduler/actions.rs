@@ -1,0 +1,105 @@
+//! The operator's actions: create, scale and delete deployments; add, drain and remove nodes.
+//! Each records its intent in the store and asks the queue for the converges it needs.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use orchestrator_core::{
+    Deployment, DeploymentName, DeploymentSpec, Error, NewNode, Node, NodeName, NodeStatus, Replica, ReplicaFilter,
+    Result,
+};
+use tracing::{info, warn};
+
+use super::Scheduler;
+
+impl Scheduler {
+    /// Stores a new deployment. Its replicas are started by `converge` (which the caller runs,
+    /// in the background or not) and, failing that, by the reconciler.
+    pub async fn create_deployment(&self, spec: DeploymentSpec) -> Result<Deployment> {
+        let deployment = self.store.create_deployment(spec).await?;
+        info!(deployment = %deployment.name, image = %deployment.image, replicas = deployment.replicas, "deployment created");
+        Ok(deployment)
+    }
+
+    pub async fn scale_deployment(&self, name: &DeploymentName, replicas: u32, version: u64) -> Result<Deployment> {
+        let deployment = self.store.scale_deployment(name, replicas, version).await?;
+        info!(deployment = %name, replicas, version = deployment.version, "deployment scaled");
+        Ok(deployment)
+    }
+
+    /// Deletes the deployment and removes its containers. Containers on unreachable nodes are
+    /// removed by the reconciler when the node answers again (they are no longer in the store).
+    ///
+    /// Without the deployment's lock: a convergence may hold it for as long as an engine takes
+    /// to time out, and a delete must not wait for that. A convergence still under way for
+    /// this deployment finds its records gone (its writes fail) and removes what it started.
+    pub async fn delete_deployment(&self, name: &DeploymentName) -> Result<()> {
+        let removed = self.store.delete_deployment(name).await?;
+        info!(deployment = %name, "deployment deleted");
+        self.remove_containers_of(removed).await;
+        Ok(())
+    }
+
+    /// Removes the containers of replicas the store no longer has, on the nodes that answer
+    /// (online or draining); the reconciler removes the others when their node is back.
+    pub async fn remove_containers_of(&self, removed: Vec<Replica>) {
+        let Ok(nodes) = self.nodes_by_name().await else { return };
+        let work = removed
+            .into_iter()
+            .filter(|r| r.state.is_active())
+            .filter_map(|r| Some((nodes.get(&r.node).filter(|n| n.status != NodeStatus::Offline)?.clone(), r)));
+        futures::stream::iter(work)
+            .map(|(node, replica)| async move {
+                let _permit = self.permits.acquire(&node.name).await;
+                if let Err(e) = self.runtime.remove_replica(&node, &replica.deployment, replica.id).await {
+                    warn!(node = %node.name, replica = %replica.id, error = %e, "remove failed; the reconciler will retry");
+                }
+            })
+            .buffer_unordered(self.config.total_concurrency)
+            .collect::<Vec<_>>()
+            .await;
+    }
+
+    /// `AddNodesToCluster`: the node starts offline and becomes eligible on its first good ping,
+    /// which is tried at once.
+    pub async fn add_node(&self, node: NewNode) -> Result<Node> {
+        let node = self.store.add_node(node).await?;
+        info!(node = %node.name, address = %node.address, capacity = node.capacity, "node added");
+        match self.runtime.ping(&node).await {
+            Ok(()) => {
+                self.store.set_node_status(&node.name, NodeStatus::Online, Some(std::time::SystemTime::now())).await
+            }
+            Err(e) => {
+                info!(node = %node.name, error = %e, "new node not answering yet; the heartbeat keeps trying");
+                Ok(node)
+            }
+        }
+    }
+
+    /// Stops placing replicas on the node and moves the ones it has (each replacement started
+    /// before the old copy is removed). Returns how many are still on it (0 when done).
+    pub async fn drain_node(self: &Arc<Self>, name: &NodeName) -> Result<usize> {
+        self.store.set_node_status(name, NodeStatus::Draining, None).await?;
+        info!(node = %name, "draining node");
+        let on_node = self.store.list_replicas(ReplicaFilter::node(name).active()).await?;
+        let mut deployments: Vec<DeploymentName> = on_node.into_iter().map(|r| r.deployment).collect();
+        deployments.sort();
+        deployments.dedup();
+        self.converge_all(deployments).await;
+        Ok(self.store.list_replicas(ReplicaFilter::node(name).active()).await?.len())
+    }
+
+    /// `DeleteNodesFromTheCluster`: drains, then forgets the node. `Conflict` if replicas could
+    /// not be moved (no room elsewhere); the node stays draining.
+    pub async fn remove_node(self: &Arc<Self>, name: &NodeName) -> Result<()> {
+        let left = self.drain_node(name).await?;
+        if left > 0 {
+            return Err(Error::Conflict(format!(
+                "node {name:?} still runs {left} replicas that found no room elsewhere; it stays draining"
+            )));
+        }
+        self.store.remove_node(name).await?;
+        info!(node = %name, "node removed");
+        Ok(())
+    }
+}

@@ -1,0 +1,348 @@
+//! The executor half of converge: reads the state, asks the planner, and carries the plan out
+//! on the engines and in the store (starts in parallel, recorded in batches; removals after).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use orchestrator_core::error::Kind;
+use orchestrator_core::{
+    Deployment, DeploymentName, Error, Node, NodeName, Placement, Replica, ReplicaContainer, ReplicaFilter, ReplicaId,
+    Result,
+};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{Converged, RECORD_BATCH, Scheduler};
+use crate::planner::{self, Move, Plan, Serving};
+
+impl Scheduler {
+    /// Converges the deployment now, in the caller's task (still one at a time per
+    /// deployment); the loops and the API go through the queue instead.
+    pub async fn converge(&self, name: &DeploymentName) -> Result<Converged> {
+        let span = info_span!("converge", deployment = %name);
+        async {
+            let _turn = self.deployment_locks.lock(name).await;
+            self.converge_locked(name, None).await
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// `converge` for a caller that already holds the deployment's lock. `seen`: the
+    /// nodes as the caller read them (a reconcile pass reads them once for every deployment,
+    /// not once per deployment: 5,000 nodes x 1,000 deployments was most of a pass); they are
+    /// read again before placing, which needs current capacity.
+    pub(crate) async fn converge_locked(
+        &self,
+        name: &DeploymentName,
+        seen: Option<&HashMap<NodeName, Node>>,
+    ) -> Result<Converged> {
+        // Read under the lock: the state may have changed while we waited for it.
+        let deployment = match self.store.get_deployment(name).await {
+            Ok(d) => d,
+            Err(Error::NotFound { kind: Kind::Deployment, .. }) => return Ok(Converged::default()),
+            Err(e) => return Err(e),
+        };
+        let mut nodes: Cow<'_, HashMap<NodeName, Node>> = match seen {
+            Some(nodes) => Cow::Borrowed(nodes),
+            None => Cow::Owned(self.nodes_by_name().await?),
+        };
+        let replicas = self.store.list_replicas(ReplicaFilter::deployment(name).active()).await?;
+        let serving = Serving::of(replicas, &nodes);
+        let mut plan = planner::plan(self.config.strategy, &deployment, &serving, &nodes);
+        let mut placed = Vec::new();
+        if !plan.place.is_empty() || plan.unplaced > 0 {
+            // Placements are decided one at a time across deployments, each on the capacity the
+            // one before left: converges deciding at once on the same numbers would all pick
+            // the same emptiest node. Only the decision and its record wait, not the starts.
+            let _placing = self.placing.lock().await;
+            nodes = Cow::Owned(self.nodes_by_name().await?);
+            plan = planner::plan(self.config.strategy, &deployment, &serving, &nodes);
+            placed = self.record_placements(&deployment, std::mem::take(&mut plan.place)).await?;
+        }
+        let report = self.execute(&deployment, &nodes, plan, placed).await?;
+        if report.started + report.removed + report.failed > 0 {
+            info!(started = report.started, removed = report.removed, failed = report.failed, "converged");
+        }
+        Ok(report)
+    }
+
+    /// Records placements as `Pending` replicas, their capacity reserved, in one transaction.
+    async fn record_placements(&self, deployment: &Deployment, nodes: Vec<NodeName>) -> Result<Vec<Replica>> {
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placements: Vec<Placement> = nodes
+            .into_iter()
+            .map(|node| Placement { deployment: deployment.name.clone(), node, units: deployment.units })
+            .collect();
+        self.store.place_replicas(&placements).await
+    }
+
+    /// Carries a plan out: starts the placed replicas (already recorded) and the pending
+    /// ones, then removes from the plan's removals only as many as leave the required count
+    /// serving after the starts that succeeded.
+    async fn execute(
+        &self,
+        deployment: &Deployment,
+        nodes: &HashMap<NodeName, Node>,
+        plan: Plan,
+        placed: Vec<Replica>,
+    ) -> Result<Converged> {
+        let Plan { restart, place: _, unplaced, remove } = plan;
+        let mut report = Converged { unplaced, ..Converged::default() };
+        if unplaced > 0 {
+            warn!(unplaced, "not enough capacity: deployment degraded until room appears");
+        }
+        let mut to_start = restart;
+        to_start.extend(placed);
+        let failed = self.start_all(deployment, nodes, to_start, &mut report).await;
+        // Each failed start leaves one fewer serving than the plan counted on.
+        let allowed = remove.len().saturating_sub(failed.len());
+        let to_remove: Vec<Replica> = remove.into_iter().filter(|r| !failed.contains(&r.id)).take(allowed).collect();
+        report.removed = self.remove_all(nodes, to_remove).await;
+        Ok(report)
+    }
+
+    /// Evens out a deployment's spread over online nodes (moby#24103: Swarm never moves tasks
+    /// back onto a returning node). One replica at a time, from the node running the most to
+    /// the one running the fewest, while they differ by more than one; each new copy is started
+    /// before the old one is removed, so the deployment never runs fewer than before.
+    /// Returns how many replicas moved.
+    pub async fn rebalance_spread(&self, name: &DeploymentName) -> Result<usize> {
+        let _turn = self.deployment_locks.lock(name).await;
+        self.rebalance_spread_locked(name).await
+    }
+
+    pub(super) async fn rebalance_spread_locked(&self, name: &DeploymentName) -> Result<usize> {
+        let deployment = match self.store.get_deployment(name).await {
+            Ok(d) => d,
+            Err(Error::NotFound { kind: Kind::Deployment, .. }) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut moved = 0;
+        // Each move narrows the gap, so this ends; the bound is a guard against a store that
+        // keeps changing under us.
+        for _ in 0..=deployment.replicas {
+            let nodes = self.nodes_by_name().await?;
+            let replicas = self.store.list_replicas(ReplicaFilter::deployment(name).active()).await?;
+            let Some(Move { replica: victim, to }) = planner::spread_move(&deployment, &replicas, &nodes) else {
+                break;
+            };
+            let placed = {
+                let _placing = self.placing.lock().await;
+                self.record_placements(&deployment, vec![to.clone()]).await?
+            };
+            if !self.start_one(&deployment, &nodes[&to], &placed[0]).await {
+                break;
+            }
+            info!(from = %victim.node, to = %to, replica = %victim.id, "moved a replica to even out spread");
+            if self.remove_all(&nodes, vec![victim]).await == 0 {
+                break;
+            }
+            moved += 1;
+        }
+        Ok(moved)
+    }
+
+    /// The placement half of `converge` alone: decides where the deployment's missing replicas
+    /// go and records them `Pending` with their capacity reserved, starting nothing (the
+    /// reconciler or a later `converge` starts them). `cargo xtask bench scale` times this as
+    /// "placements decided and persisted"; the API never calls it. Returns the replicas placed
+    /// and how many found no room.
+    pub async fn place_missing(&self, name: &DeploymentName) -> Result<(Vec<Replica>, u32)> {
+        let _turn = self.deployment_locks.lock(name).await;
+        let deployment = self.store.get_deployment(name).await?;
+        let _placing = self.placing.lock().await;
+        let nodes = self.nodes_by_name().await?;
+        let replicas = self.store.list_replicas(ReplicaFilter::deployment(name).active()).await?;
+        let plan = planner::plan(self.config.strategy, &deployment, &Serving::of(replicas, &nodes), &nodes);
+        Ok((self.record_placements(&deployment, plan.place).await?, plan.unplaced))
+    }
+
+    /// Starts replicas in parallel (bounded per engine and in total) and records them running
+    /// in batches: the starts that finished while the previous batch was being written go in
+    /// the next one, so the store sees one transaction per batch, not one per container, and
+    /// the engines never wait for it. On each node the starts form one batch under the node's
+    /// spawn lock for the image. Returns the ids that failed; their reservations are released
+    /// so a later pass places them again.
+    async fn start_all(
+        &self,
+        deployment: &Deployment,
+        nodes: &HashMap<NodeName, Node>,
+        replicas: Vec<Replica>,
+        report: &mut Converged,
+    ) -> Vec<ReplicaId> {
+        let total = replicas.len();
+        let node_of: HashMap<ReplicaId, NodeName> = replicas.iter().map(|r| (r.id, r.node.clone())).collect();
+        let (done, mut finished) = tokio::sync::mpsc::unbounded_channel::<(ReplicaId, Result<String>)>();
+        let mut by_node: BTreeMap<NodeName, Vec<Replica>> = BTreeMap::new();
+        for replica in replicas {
+            by_node.entry(replica.node.clone()).or_default().push(replica);
+        }
+        let nodes_at_once = (self.config.total_concurrency / self.config.per_node_concurrency.max(1)).max(1);
+        // Collected first, and drained with loops rather than closures: futures built by
+        // closures inside the stream would keep this one from being `Send` for every lifetime.
+        let per_node: Vec<BoxFuture<'_, ()>> = by_node
+            .into_iter()
+            .map(|(name, replicas)| {
+                let done = done.clone();
+                Box::pin(async move {
+                    // The receiver lives until every start is in: a send cannot fail.
+                    let Some(node) = nodes.get(&name) else {
+                        for replica in replicas {
+                            let _ = done.send((replica.id, Err(Error::not_found(Kind::Node, name.as_str()))));
+                        }
+                        return;
+                    };
+                    let _spawn = self.spawn_locks.lock(&(name.clone(), deployment.image.clone())).await;
+                    let starts: Vec<_> =
+                        replicas
+                            .into_iter()
+                            .map(|replica| async move {
+                                (replica.id, self.start_container(deployment, node, &replica).await)
+                            })
+                            .collect();
+                    let mut starts =
+                        futures::stream::iter(starts).buffer_unordered(self.config.per_node_concurrency.max(1));
+                    while let Some(outcome) = starts.next().await {
+                        let _ = done.send(outcome);
+                    }
+                }) as BoxFuture<'_, ()>
+            })
+            .collect();
+        drop(done);
+        let starting = futures::stream::iter(per_node).buffer_unordered(nodes_at_once).collect::<Vec<()>>();
+        let recording = async {
+            let mut failed = Vec::new();
+            let mut refused_all = Vec::new();
+            let mut batch = Vec::with_capacity(RECORD_BATCH);
+            while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+                let mut started = Vec::with_capacity(batch.len());
+                for (id, outcome) in batch.drain(..) {
+                    match outcome {
+                        Ok(container_id) => started.push((id, container_id)),
+                        Err(e) => {
+                            warn!(replica = %id, error = %e, "start failed; releasing the reservation");
+                            failed.push(id);
+                        }
+                    }
+                }
+                match self.store.mark_running_many(&started).await {
+                    Ok(refused) => {
+                        for id in &refused {
+                            warn!(replica = %id, "started, but the replica was lost or removed meanwhile");
+                        }
+                        failed.extend(refused.iter().copied());
+                        refused_all.extend(refused);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, replicas = started.len(), "recording starts failed; releasing them");
+                        failed.extend(started.into_iter().map(|(id, _)| id));
+                    }
+                }
+            }
+            (failed, refused_all)
+        };
+        let (_, (failed, refused)) = futures::join!(starting, recording);
+        let refused: Vec<(ReplicaId, NodeName)> =
+            refused.into_iter().filter_map(|id| Some((id, node_of.get(&id)?.clone()))).collect();
+        self.remove_if_deleted(deployment, nodes, &refused).await;
+        for id in &failed {
+            if let Err(e) = self.store.release_replica(*id).await {
+                warn!(replica = %id, error = %e, "release failed");
+            }
+        }
+        report.started += total - failed.len();
+        report.failed += failed.len();
+        failed
+    }
+
+    /// A start whose record was refused left a container behind. If the deployment is gone
+    /// (deleted while the start was under way, perhaps on another server), nobody wants it:
+    /// remove it now rather than leave it to the reconciler. Refused for another reason (the
+    /// node was marked offline and its replicas lost), the node may not answer; the reconciler
+    /// removes it when the node is back.
+    async fn remove_if_deleted(
+        &self,
+        deployment: &Deployment,
+        nodes: &HashMap<NodeName, Node>,
+        refused: &[(ReplicaId, NodeName)],
+    ) {
+        if refused.is_empty()
+            || !matches!(
+                self.store.get_deployment(&deployment.name).await,
+                Err(Error::NotFound { kind: Kind::Deployment, .. })
+            )
+        {
+            return;
+        }
+        let work: Vec<(ReplicaId, Node)> =
+            refused.iter().filter_map(|(id, node)| Some((*id, nodes.get(node)?.clone()))).collect();
+        futures::stream::iter(work)
+            .map(|(id, node)| async move {
+                let _permit = self.permits.acquire(&node.name).await;
+                match self.runtime.remove_replica(&node, &deployment.name, id).await {
+                    Ok(()) => {
+                        info!(node = %node.name, replica = %id, "removed a container started for a deleted deployment")
+                    }
+                    Err(e) => {
+                        warn!(node = %node.name, replica = %id, error = %e, "remove failed; the reconciler will retry")
+                    }
+                }
+            })
+            .buffer_unordered(self.config.total_concurrency)
+            .collect::<Vec<_>>()
+            .await;
+    }
+
+    /// Creates and starts one replica's container (idempotent by name); its container id.
+    async fn start_container(&self, deployment: &Deployment, node: &Node, replica: &Replica) -> Result<String> {
+        let _permit = self.permits.acquire(&node.name).await;
+        let container = ReplicaContainer::new(deployment, replica);
+        let container_id = self.runtime.start_replica(node, &container).await?;
+        debug!(node = %node.name, replica = %replica.id, "container running");
+        Ok(container_id)
+    }
+
+    /// Starts one replica and records it running; on failure releases its reservation.
+    async fn start_one(&self, deployment: &Deployment, node: &Node, replica: &Replica) -> bool {
+        let spawn = self.spawn_locks.lock(&(node.name.clone(), deployment.image.clone())).await;
+        let started = self.start_container(deployment, node, replica).await;
+        drop(spawn);
+        let outcome = match started {
+            Ok(container_id) => self.store.mark_running(replica.id, &container_id).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(node = %node.name, replica = %replica.id, error = %e, "start failed; releasing the reservation");
+                if let Err(e) = self.store.release_replica(replica.id).await {
+                    warn!(replica = %replica.id, error = %e, "release failed");
+                }
+                false
+            }
+        }
+    }
+
+    /// Removes replicas' containers, then their records. A replica whose container could not be
+    /// removed keeps its record (and capacity) so the next pass tries again.
+    async fn remove_all(&self, nodes: &HashMap<NodeName, Node>, replicas: Vec<Replica>) -> usize {
+        futures::stream::iter(replicas)
+            .map(|replica| async move {
+                let Some(node) = nodes.get(&replica.node) else { return false };
+                let _permit = self.permits.acquire(&node.name).await;
+                if let Err(e) = self.runtime.remove_replica(node, &replica.deployment, replica.id).await {
+                    warn!(node = %node.name, replica = %replica.id, error = %e, "remove failed; will retry");
+                    return false;
+                }
+                self.store.release_replica(replica.id).await.is_ok()
+            })
+            .buffer_unordered(self.config.total_concurrency)
+            .filter(|ok| std::future::ready(*ok))
+            .count()
+            .await
+    }
+}
