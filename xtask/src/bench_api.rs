@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use orchestrator_core::{
-    DeploymentSpec, DeploymentStore, Limits, NewNode, NodeName, NodeStatus, NodeStore, Placement, ReplicaStore,
+    Change, ContainerTemplate, DeploymentName, DeploymentSpec, DeploymentStore, ImageRef, NewNode, NodeName,
+    NodeStatus, NodeStore, Placement, ReplicaStore,
 };
 use store_diesel::DieselStore;
 
@@ -42,20 +43,17 @@ fn seed(path: &std::path::Path) -> Result<()> {
         }
         store.add_node(NewNode::new(SPARE, "tcp://127.0.0.1:1", 0)?).await?;
         for d in 0..DEPLOYMENTS {
-            let spec = DeploymentSpec::new(
-                Some(&format!("app-{d}")),
-                "local/busybox:1",
-                vec!["sleep".into(), "3600".into()],
-                REPLICAS_EACH as i64,
-                None,
-                &Limits::default(),
-            )?;
-            let deployment = store.create_deployment(spec).await?;
+            let template = ContainerTemplate::new(ImageRef::parse("local/busybox:1")?)
+                .with_command(vec!["sleep".into(), "3600".into()]);
+            let spec = DeploymentSpec::new(template, REPLICAS_EACH as u32);
+            let deployment =
+                store.create_deployment(&DeploymentName::new(format!("app-{d}"))?, spec, Change::default()).await?;
             let placements: Vec<Placement> = (0..REPLICAS_EACH)
                 .map(|r| Placement {
                     deployment: deployment.name.clone(),
                     node: nodes[(d + r) % NODES].clone(),
                     units: 1,
+                    revision: deployment.revision,
                 })
                 .collect();
             for replica in store.place_replicas(&placements).await? {

@@ -76,6 +76,9 @@ pub struct ServeArgs {
     /// Most replicas one deployment may ask for [default: 10000].
     #[arg(long, env = "ORCH_MAX_REPLICAS")]
     pub max_replicas: Option<u32>,
+    /// Revisions kept per deployment, the current one included [default: 10].
+    #[arg(long, env = "ORCH_REVISIONS_KEPT")]
+    pub revisions_kept: Option<usize>,
     /// Log format [default: text]; the filter is RUST_LOG.
     #[arg(long, env = "ORCH_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -119,6 +122,7 @@ struct FileConfig {
     server_id: Option<String>,
     strategy: Option<String>,
     max_replicas: Option<u32>,
+    revisions_kept: Option<usize>,
     rebalance_on_join: Option<bool>,
     metrics_public: Option<bool>,
     log_format: Option<LogFormat>,
@@ -145,6 +149,7 @@ pub struct Settings {
     pub engine_timeout: Duration,
     pub stop_grace: Duration,
     pub limits: Limits,
+    pub revisions_kept: usize,
     pub log_format: LogFormat,
     pub admin_token: Option<String>,
     pub admin_token_file: Option<PathBuf>,
@@ -238,7 +243,12 @@ impl ServeArgs {
             max_replicas: self.max_replicas.or(file.max_replicas).unwrap_or(Limits::default().max_replicas),
             ..Limits::default()
         };
+        let revisions_kept = self.revisions_kept.or(file.revisions_kept).unwrap_or(orchestrator_core::REVISIONS_KEPT);
+        if revisions_kept == 0 {
+            bail!("revisions kept must be at least 1 (the current one)");
+        }
         Ok(Settings {
+            revisions_kept,
             listen: self.listen.or(file.listen).unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid default")),
             data_dir,
             store_url,
@@ -294,7 +304,7 @@ mod tests {
         std::fs::write(
             &path,
             "heartbeat_interval = \"250ms\"\nheartbeat_misses = 5\nstrategy = \"binpack\"\n\
-             [[nodes]]\nname = \"n1\"\naddress = \"tcp://127.0.0.1:2375\"\ncapacity = 7\n",
+             revisions_kept = 4\n[[nodes]]\nname = \"n1\"\naddress = \"tcp://127.0.0.1:2375\"\ncapacity = 7\n",
         )
         .unwrap();
         let args = ServeArgs { config: Some(path), heartbeat_misses: Some(2), ..ServeArgs::default() };
@@ -305,6 +315,8 @@ mod tests {
         assert_eq!((s.nodes.len(), s.nodes[0].capacity), (1, 7));
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert!(s.store_url.starts_with("sqlite://"));
+        assert_eq!(s.revisions_kept, 4);
+        assert_eq!(ServeArgs::default().resolve().unwrap().revisions_kept, orchestrator_core::REVISIONS_KEPT);
     }
 
     #[test]
@@ -315,5 +327,7 @@ mod tests {
         assert!(format!("{:#}", bad_address.resolve().unwrap_err()).contains("address"));
         let bad_strategy = ServeArgs { strategy: Some("random".into()), ..ServeArgs::default() };
         assert!(bad_strategy.resolve().unwrap_err().to_string().contains("spread or binpack"));
+        let no_revisions = ServeArgs { revisions_kept: Some(0), ..ServeArgs::default() };
+        assert!(no_revisions.resolve().unwrap_err().to_string().contains("revisions kept"));
     }
 }

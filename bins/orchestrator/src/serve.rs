@@ -28,7 +28,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tokens::check_strength("the reader token", reader)?;
     }
 
-    let db = DieselStore::open_url(&settings.store_url).await.context("cannot open the store")?;
+    let db = DieselStore::open_url(&settings.store_url)
+        .await
+        .context("cannot open the store")?
+        .keeping_revisions(settings.revisions_kept);
     let mut runtime_config = DockerRuntimeConfig::new(db.cluster_id());
     runtime_config.ping_timeout = settings.ping_timeout;
     runtime_config.request_timeout = settings.engine_timeout;

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use orchestrator_core::{Deployment, Node, Replica};
+use orchestrator_core::{
+    ContainerTemplate, Deployment, DeploymentName, DeploymentSpec, Error, ImageRef, Limits, Node, Replica, Revision,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
@@ -75,6 +77,23 @@ pub struct CreateDeployment {
     #[schema(minimum = 1, maximum = 1_000_000)]
     #[serde(default, deserialize_with = "optional_integer")]
     pub units: Option<i64>,
+}
+
+impl CreateDeployment {
+    /// The deployment's name (derived from the image when absent) and its spec, checked
+    /// against `limits`; an error names the field.
+    pub fn into_spec(self, limits: &Limits) -> Result<(DeploymentName, DeploymentSpec), Error> {
+        let image = ImageRef::parse(&self.image)?;
+        let name = match self.name.as_deref() {
+            Some(name) => DeploymentName::new(name)?,
+            None => DeploymentName::from_image(&image)?,
+        };
+        let template = ContainerTemplate::new(image).with_command(self.command);
+        limits.check_template(&template)?;
+        let spec = DeploymentSpec::new(template, limits.check_replicas(self.replicas)?)
+            .with_units(limits.check_units(self.units.unwrap_or(1))?);
+        Ok((name, spec))
+    }
 }
 
 /// `PATCH /v1/deployments/{name}`: `version` is the one last read; a stale one is a 409.
@@ -177,6 +196,8 @@ pub struct DeploymentView {
     pub actual: usize,
     pub units: u32,
     pub version: u64,
+    /// The revision of its template: 1 at creation, one more for each template change.
+    pub revision: u64,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -188,12 +209,13 @@ impl DeploymentView {
     pub fn new(d: &Deployment, replicas: &[&Replica], addresses: &Addresses, detailed: bool) -> Self {
         Self {
             name: d.name.to_string(),
-            image: d.image.to_string(),
-            command: d.command.clone(),
-            required: d.replicas,
+            image: d.spec.template.image.to_string(),
+            command: d.spec.template.command.clone(),
+            required: d.spec.replicas,
             actual: replicas.iter().filter(|r| r.state == orchestrator_core::ReplicaState::Running).count(),
-            units: d.units,
+            units: d.spec.units,
             version: d.version,
+            revision: d.revision,
             created_at_ms: millis(d.created_at),
             updated_at_ms: millis(d.updated_at),
             replicas: detailed.then(|| replicas.iter().map(|r| ReplicaView::new(r, addresses)).collect()),
@@ -207,6 +229,42 @@ impl DeploymentView {
         let mut view = Self::new(d, &[], &Addresses::default(), false);
         view.actual = usize::try_from(running).unwrap_or(usize::MAX);
         view
+    }
+}
+
+/// What a deployment's containers run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateView {
+    pub image: String,
+    pub command: Vec<String>,
+}
+
+impl TemplateView {
+    pub fn new(t: &ContainerTemplate) -> Self {
+        Self { image: t.image.to_string(), command: t.command.clone() }
+    }
+}
+
+/// One kept revision of a deployment's template.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevisionView {
+    pub revision: u64,
+    pub created_at_ms: u64,
+    /// The id of the token that made it (never the token).
+    pub by: Option<String>,
+    pub cause: Option<String>,
+    pub template: TemplateView,
+}
+
+impl RevisionView {
+    pub fn new(r: &Revision) -> Self {
+        Self {
+            revision: r.number,
+            created_at_ms: millis(r.created_at),
+            by: r.by.clone(),
+            cause: r.cause.clone(),
+            template: TemplateView::new(&r.template),
+        }
     }
 }
 

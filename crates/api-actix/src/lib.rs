@@ -107,6 +107,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) 
                         .done(),
                 )
                 .service(path("/v1/deployments/{name}/rebalance").on(Method::POST, deployments::rebalance).done())
+                .service(path("/v1/deployments/{name}/revisions").on(Method::GET, deployments::revisions).done())
                 .service(path("/v1/nodes").on(Method::GET, nodes::list).on(Method::POST, nodes::add).done())
                 .service(path("/v1/nodes/{name}").on(Method::GET, nodes::get).on(Method::DELETE, nodes::remove).done())
                 .service(path("/v1/nodes/{name}/drain").on(Method::POST, nodes::drain).done())

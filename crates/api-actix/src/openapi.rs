@@ -26,6 +26,7 @@ use crate::routes::{access, deployments, events, health, nodes, status};
         deployments::scale,
         deployments::delete,
         deployments::rebalance,
+        deployments::revisions,
         nodes::list,
         nodes::add,
         nodes::get,

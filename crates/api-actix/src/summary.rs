@@ -36,8 +36,8 @@ pub(crate) async fn summarize(store: &dyn ClusterStore, leader: Option<String>) 
     };
     let mut deployment_counts = DeploymentCounts { total: deployments.len() as u64, degraded: 0 };
     for d in &deployments {
-        replicas.required += u64::from(d.replicas);
-        if running.get(&d.name).copied().unwrap_or(0) < u64::from(d.replicas) {
+        replicas.required += u64::from(d.spec.replicas);
+        if running.get(&d.name).copied().unwrap_or(0) < u64::from(d.spec.replicas) {
             deployment_counts.degraded += 1;
         }
     }

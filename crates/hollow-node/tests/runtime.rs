@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use hollow_node::HollowCluster;
 use orchestrator_core::{
-    ContainerRuntime, ContainerState, DeploymentName, EngineAddress, Error, ImageRef, Node, NodeName, NodeStatus,
-    ReplicaContainer, ReplicaId,
+    ContainerRuntime, ContainerState, ContainerTemplate, DeploymentName, EngineAddress, Error, ImageRef, Node,
+    NodeName, NodeStatus, ReplicaContainer, ReplicaId,
 };
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig};
 
@@ -33,8 +33,9 @@ fn replica(deployment: &str, id: u64) -> ReplicaContainer {
     ReplicaContainer {
         deployment: DeploymentName::new(deployment).unwrap(),
         replica: ReplicaId(id),
-        image: ImageRef::parse("local/busybox:1").unwrap(),
-        command: vec!["sleep".into(), "3600".into()],
+        revision: 1,
+        template: ContainerTemplate::new(ImageRef::parse("local/busybox:1").unwrap())
+            .with_command(vec!["sleep".into(), "3600".into()]),
     }
 }
 

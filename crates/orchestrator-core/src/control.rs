@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 
-use crate::deployment::{Deployment, DeploymentSpec};
+use crate::deployment::{Change, Deployment, DeploymentSpec};
 use crate::error::Result;
 use crate::name::{DeploymentName, NodeName};
 use crate::node::{NewNode, Node};
@@ -38,7 +38,12 @@ pub struct LoopStats {
 #[async_trait]
 pub trait ControlPlane: Send + Sync {
     /// Stores the deployment and starts its replicas in the background.
-    async fn create_deployment(&self, spec: DeploymentSpec) -> Result<Deployment>;
+    async fn create_deployment(
+        &self,
+        name: &DeploymentName,
+        spec: DeploymentSpec,
+        change: Change,
+    ) -> Result<Deployment>;
 
     /// Changes the required replicas if `version` is current (else `Conflict`), and converges
     /// in the background.

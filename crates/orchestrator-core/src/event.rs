@@ -20,6 +20,7 @@ pub enum EventKind {
     NodeRemoved,
     DeploymentCreated,
     DeploymentScaled,
+    DeploymentUpdated,
     DeploymentDeleted,
     ReplicaPlaced,
     ReplicaStarted,
@@ -30,7 +31,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::NodeAdded,
         EventKind::NodeOnline,
         EventKind::NodeOffline,
@@ -38,6 +39,7 @@ impl EventKind {
         EventKind::NodeRemoved,
         EventKind::DeploymentCreated,
         EventKind::DeploymentScaled,
+        EventKind::DeploymentUpdated,
         EventKind::DeploymentDeleted,
         EventKind::ReplicaPlaced,
         EventKind::ReplicaStarted,
@@ -57,6 +59,7 @@ impl EventKind {
             EventKind::NodeRemoved => "node.removed",
             EventKind::DeploymentCreated => "deployment.created",
             EventKind::DeploymentScaled => "deployment.scaled",
+            EventKind::DeploymentUpdated => "deployment.updated",
             EventKind::DeploymentDeleted => "deployment.deleted",
             EventKind::ReplicaPlaced => "replica.placed",
             EventKind::ReplicaStarted => "replica.started",
@@ -153,8 +156,14 @@ impl NewEvent {
     }
 
     pub fn deployment_created(d: &Deployment) -> Self {
-        NewEvent::new(EventKind::DeploymentCreated, format!("{}: {} replicas of {}", d.name, d.replicas, d.image))
-            .deployment(d.name.as_str())
+        let message = format!("{}: {} replicas of {}", d.name, d.spec.replicas, d.spec.template.image);
+        NewEvent::new(EventKind::DeploymentCreated, message).deployment(d.name.as_str())
+    }
+
+    /// A new template: the revision it made.
+    pub fn deployment_updated(d: &Deployment) -> Self {
+        let message = format!("{}: revision {} ({})", d.name, d.revision, d.spec.template.image);
+        NewEvent::new(EventKind::DeploymentUpdated, message).deployment(d.name.as_str())
     }
 
     pub fn deployment_scaled(name: &str, from: u32, to: u32) -> Self {

@@ -26,7 +26,7 @@ pub mod store;
 pub use access::{AccessStore, ApiToken, AuditEntry, Role};
 pub use address::{EngineAddress, Scheme};
 pub use control::{ControlPlane, Leadership, LoopHealth, LoopStats};
-pub use deployment::{Deployment, DeploymentSpec, Limits};
+pub use deployment::{Change, ContainerTemplate, Deployment, DeploymentSpec, Limits, REVISIONS_KEPT, Revision};
 pub use error::{Error, Result};
 pub use event::{EVENT_RETENTION, Event, EventKind, EventStore, NewEvent};
 pub use image::ImageRef;

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use crate::access::{AccessStore, ApiToken, AuditEntry};
-use crate::deployment::{Deployment, DeploymentSpec};
+use crate::deployment::{Change, Deployment, DeploymentSpec, REVISIONS_KEPT, Revision};
 use crate::error::{Error, Kind, Result};
 use crate::event::{EVENT_RETENTION, Event, EventStore, NewEvent};
 use crate::name::{DeploymentName, NodeName};
@@ -24,6 +24,8 @@ use crate::store::{DeploymentStore, NodeStore, ReplicaStore, StoreRevision};
 struct State {
     nodes: BTreeMap<NodeName, Node>,
     deployments: BTreeMap<DeploymentName, Deployment>,
+    /// Oldest first, per deployment.
+    revisions: BTreeMap<DeploymentName, Vec<Revision>>,
     replicas: BTreeMap<ReplicaId, Replica>,
     next_replica: u64,
     tokens: Vec<ApiToken>,
@@ -69,14 +71,26 @@ impl State {
     }
 }
 
-#[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    revisions_kept: usize,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self { state: Mutex::default(), revisions_kept: REVISIONS_KEPT }
+    }
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Keeps `kept` revisions per deployment (at least the current one).
+    pub fn keeping_revisions(mut self, kept: usize) -> Self {
+        self.revisions_kept = kept.max(1);
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -181,25 +195,34 @@ impl NodeStore for MemoryStore {
     }
 }
 
+fn revision_of(d: &Deployment, change: Change) -> Revision {
+    Revision {
+        deployment: d.name.clone(),
+        number: d.revision,
+        template: d.spec.template.clone(),
+        created_at: d.updated_at,
+        by: change.by,
+        cause: change.cause,
+    }
+}
+
 #[async_trait]
 impl DeploymentStore for MemoryStore {
-    async fn create_deployment(&self, spec: DeploymentSpec) -> Result<Deployment> {
+    async fn create_deployment(
+        &self,
+        name: &DeploymentName,
+        spec: DeploymentSpec,
+        change: Change,
+    ) -> Result<Deployment> {
         let mut s = self.write();
-        if s.deployments.contains_key(&spec.name) {
-            return Err(Error::already_exists(Kind::Deployment, spec.name.as_str()));
+        if s.deployments.contains_key(name) {
+            return Err(Error::already_exists(Kind::Deployment, name.as_str()));
         }
         let now = SystemTime::now();
-        let deployment = Deployment {
-            name: spec.name.clone(),
-            image: spec.image,
-            command: spec.command,
-            replicas: spec.replicas,
-            units: spec.units,
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        };
-        s.deployments.insert(spec.name, deployment.clone());
+        let deployment =
+            Deployment { name: name.clone(), spec, version: 1, revision: 1, created_at: now, updated_at: now };
+        s.deployments.insert(name.clone(), deployment.clone());
+        s.revisions.insert(name.clone(), vec![revision_of(&deployment, change)]);
         s.record([NewEvent::deployment_created(&deployment)]);
         Ok(deployment)
     }
@@ -223,8 +246,8 @@ impl DeploymentStore for MemoryStore {
         if d.version != expected_version {
             return Err(Error::stale_version(name.as_str(), d.version, expected_version));
         }
-        let was = d.replicas;
-        d.replicas = replicas;
+        let was = d.spec.replicas;
+        d.spec.replicas = replicas;
         d.version += 1;
         d.updated_at = SystemTime::now();
         let d = d.clone();
@@ -232,11 +255,57 @@ impl DeploymentStore for MemoryStore {
         Ok(d)
     }
 
+    async fn update_deployment(
+        &self,
+        name: &DeploymentName,
+        spec: DeploymentSpec,
+        expected_version: u64,
+        change: Change,
+    ) -> Result<Deployment> {
+        let kept = self.revisions_kept;
+        let mut s = self.write();
+        let d = s.deployments.get_mut(name).ok_or_else(|| Error::not_found(Kind::Deployment, name.as_str()))?;
+        if d.version != expected_version {
+            return Err(Error::stale_version(name.as_str(), d.version, expected_version));
+        }
+        let was = d.spec.replicas;
+        let new_template = d.spec.template != spec.template;
+        d.spec = spec;
+        d.version += 1;
+        d.updated_at = SystemTime::now();
+        if new_template {
+            d.revision += 1;
+        }
+        let d = d.clone();
+        let mut events = Vec::new();
+        if new_template {
+            let revisions = s.revisions.entry(name.clone()).or_default();
+            revisions.push(revision_of(&d, change));
+            let excess = revisions.len().saturating_sub(kept);
+            revisions.drain(..excess);
+            events.push(NewEvent::deployment_updated(&d));
+        }
+        if was != d.spec.replicas {
+            events.push(NewEvent::deployment_scaled(name.as_str(), was, d.spec.replicas));
+        }
+        s.record(events);
+        Ok(d)
+    }
+
+    async fn list_revisions(&self, name: &DeploymentName) -> Result<Vec<Revision>> {
+        let s = self.lock();
+        if !s.deployments.contains_key(name) {
+            return Err(Error::not_found(Kind::Deployment, name.as_str()));
+        }
+        Ok(s.revisions.get(name).cloned().unwrap_or_default())
+    }
+
     async fn delete_deployment(&self, name: &DeploymentName) -> Result<Vec<Replica>> {
         let mut s = self.write();
         if s.deployments.remove(name).is_none() {
             return Err(Error::not_found(Kind::Deployment, name.as_str()));
         }
+        s.revisions.remove(name);
         let (removed, kept): (Vec<_>, Vec<_>) =
             std::mem::take(&mut s.replicas).into_iter().partition(|(_, r)| r.deployment == *name);
         s.replicas = kept.into_iter().collect();
@@ -283,6 +352,7 @@ impl ReplicaStore for MemoryStore {
                 deployment: p.deployment.clone(),
                 node: p.node.clone(),
                 units: p.units,
+                revision: p.revision,
                 container_id: None,
                 state: ReplicaState::Pending,
                 created_at: now,
@@ -413,5 +483,33 @@ impl AccessStore for MemoryStore {
 
     async fn list_audit(&self, limit: u32) -> Result<Vec<AuditEntry>> {
         Ok(self.lock().audit.iter().rev().take(limit as usize).cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deployment::ContainerTemplate;
+    use crate::image::ImageRef;
+
+    fn spec(image: &str, replicas: u32) -> DeploymentSpec {
+        DeploymentSpec::new(ContainerTemplate::new(ImageRef::parse(image).unwrap()), replicas)
+    }
+
+    /// The contract the diesel store's suite holds it to: a new template makes the next
+    /// revision, a scale does not, and the newest revisions are kept.
+    #[tokio::test]
+    async fn template_changes_make_revisions_and_the_newest_are_kept() {
+        let store = MemoryStore::new().keeping_revisions(2);
+        let web = DeploymentName::new("web").unwrap();
+        store.create_deployment(&web, spec("local/web:1", 1), Change::by("tok")).await.unwrap();
+        let scaled = store.update_deployment(&web, spec("local/web:1", 3), 1, Change::default()).await.unwrap();
+        assert_eq!((scaled.version, scaled.revision), (2, 1));
+        let v3 = store.update_deployment(&web, spec("local/web:2", 3), 2, Change::default()).await.unwrap();
+        assert_eq!((v3.version, v3.revision), (3, 2));
+        assert!(store.update_deployment(&web, spec("local/web:3", 3), 2, Change::default()).await.is_err());
+        store.update_deployment(&web, spec("local/web:3", 3), 3, Change::default()).await.unwrap();
+        let kept: Vec<u64> = store.list_revisions(&web).await.unwrap().iter().map(|r| r.number).collect();
+        assert_eq!(kept, [2, 3]);
     }
 }

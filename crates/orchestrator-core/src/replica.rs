@@ -69,6 +69,8 @@ pub struct Replica {
     pub deployment: DeploymentName,
     pub node: NodeName,
     pub units: u32,
+    /// The deployment revision whose template its container runs.
+    pub revision: u64,
     /// Docker's container id, once the engine created it.
     pub container_id: Option<String>,
     pub state: ReplicaState,
@@ -82,6 +84,7 @@ pub struct Placement {
     pub deployment: DeploymentName,
     pub node: NodeName,
     pub units: u32,
+    pub revision: u64,
 }
 
 /// How many replicas of one deployment are in one state: what summaries need, without rows.

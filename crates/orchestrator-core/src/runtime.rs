@@ -7,9 +7,8 @@
 
 use async_trait::async_trait;
 
-use crate::deployment::Deployment;
+use crate::deployment::{ContainerTemplate, Deployment};
 use crate::error::Result;
-use crate::image::ImageRef;
 use crate::name::DeploymentName;
 use crate::node::Node;
 use crate::replica::{Replica, ReplicaId};
@@ -29,17 +28,21 @@ pub struct EngineInfo {
 pub struct ReplicaContainer {
     pub deployment: DeploymentName,
     pub replica: ReplicaId,
-    pub image: ImageRef,
-    pub command: Vec<String>,
+    /// Labelled on the container, so what runs can be told apart by revision.
+    pub revision: u64,
+    pub template: ContainerTemplate,
 }
 
 impl ReplicaContainer {
+    /// The container of `replica`, running the deployment's current template. (Replicas of an
+    /// older revision are replaced, not restarted, once rollouts exist; until then every
+    /// replica is placed at the current one.)
     pub fn new(deployment: &Deployment, replica: &Replica) -> Self {
         Self {
             deployment: deployment.name.clone(),
             replica: replica.id,
-            image: deployment.image.clone(),
-            command: deployment.command.clone(),
+            revision: replica.revision,
+            template: deployment.spec.template.clone(),
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::deployment::{Deployment, DeploymentSpec};
+use crate::deployment::{Change, Deployment, DeploymentSpec, Revision};
 use crate::error::Result;
 use crate::event::EventStore;
 use crate::name::{DeploymentName, NodeName};
@@ -43,8 +43,14 @@ pub trait NodeStore: Send + Sync {
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait DeploymentStore: Send + Sync {
-    /// Stores a new deployment at version 1. `AlreadyExists` if the name is taken.
-    async fn create_deployment(&self, spec: DeploymentSpec) -> Result<Deployment>;
+    /// Stores a new deployment at version 1 and revision 1 (kept with `change`).
+    /// `AlreadyExists` if the name is taken.
+    async fn create_deployment(
+        &self,
+        name: &DeploymentName,
+        spec: DeploymentSpec,
+        change: Change,
+    ) -> Result<Deployment>;
 
     async fn get_deployment(&self, name: &DeploymentName) -> Result<Deployment>;
 
@@ -54,6 +60,21 @@ pub trait DeploymentStore: Send + Sync {
     /// otherwise `Conflict`. Returns the deployment at its new version.
     async fn scale_deployment(&self, name: &DeploymentName, replicas: u32, expected_version: u64)
     -> Result<Deployment>;
+
+    /// Replaces the spec if the stored version is still `expected_version` (otherwise
+    /// `Conflict`): a new template makes the next revision (kept with `change`, the oldest
+    /// beyond the store's limit forgotten); replicas and units alone do not. Replicas already
+    /// placed keep their revision and units. Returns the deployment at its new version.
+    async fn update_deployment(
+        &self,
+        name: &DeploymentName,
+        spec: DeploymentSpec,
+        expected_version: u64,
+        change: Change,
+    ) -> Result<Deployment>;
+
+    /// The revisions kept for the deployment, oldest first (the current one last).
+    async fn list_revisions(&self, name: &DeploymentName) -> Result<Vec<Revision>>;
 
     /// Deletes the deployment and its replica records, releasing their capacity. Returns the
     /// records it deleted so the caller can remove their containers.

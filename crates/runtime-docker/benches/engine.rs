@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
 use orchestrator_core::{
-    ContainerRuntime, DeploymentName, EngineAddress, ImageRef, Node, NodeName, NodeStatus, ReplicaContainer, ReplicaId,
+    ContainerRuntime, ContainerTemplate, DeploymentName, EngineAddress, ImageRef, Node, NodeName, NodeStatus,
+    ReplicaContainer, ReplicaId,
 };
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig};
 
@@ -40,8 +41,9 @@ fn container() -> ReplicaContainer {
     ReplicaContainer {
         deployment: DeploymentName::new("bench").unwrap(),
         replica: ReplicaId(NEXT.fetch_add(1, Ordering::Relaxed)),
-        image: ImageRef::parse("local/busybox:1").unwrap(),
-        command: vec!["sleep".into(), "3600".into()],
+        revision: 1,
+        template: ContainerTemplate::new(ImageRef::parse("local/busybox:1").unwrap())
+            .with_command(vec!["sleep".into(), "3600".into()]),
     }
 }
 

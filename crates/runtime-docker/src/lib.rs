@@ -12,5 +12,7 @@ mod labels;
 mod runtime;
 
 pub use config::{DockerRuntimeConfig, TlsFiles};
-pub use labels::{LABEL_CLUSTER, LABEL_DEPLOYMENT, LABEL_MANAGED_BY, LABEL_REPLICA, MANAGED_BY, container_name};
+pub use labels::{
+    LABEL_CLUSTER, LABEL_DEPLOYMENT, LABEL_MANAGED_BY, LABEL_REPLICA, LABEL_REVISION, MANAGED_BY, container_name,
+};
 pub use runtime::DockerRuntime;

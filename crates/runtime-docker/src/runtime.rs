@@ -50,9 +50,9 @@ impl DockerRuntime {
     async fn create_or_find(&self, docker: &Docker, node: &Node, container: &ReplicaContainer) -> Result<String> {
         let name = self.name(&container.deployment, container.replica);
         let body = ContainerCreateBody {
-            image: Some(container.image.to_string()),
-            cmd: (!container.command.is_empty()).then(|| container.command.clone()),
-            labels: Some(replica_labels(&self.config.cluster_id, &container.deployment, container.replica)),
+            image: Some(container.template.image.to_string()),
+            cmd: (!container.template.command.is_empty()).then(|| container.template.command.clone()),
+            labels: Some(replica_labels(&self.config.cluster_id, container)),
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
@@ -75,7 +75,7 @@ impl DockerRuntime {
                 }
                 Err(e) if is_missing_image(&e) => {
                     return Err(Error::ImageNotFound {
-                        image: container.image.to_string(),
+                        image: container.template.image.to_string(),
                         node: node_name.to_string(),
                     });
                 }
@@ -85,12 +85,12 @@ impl DockerRuntime {
     }
 
     async fn pull(&self, docker: &Docker, node: &Node, container: &ReplicaContainer) -> Result<()> {
-        let options = CreateImageOptionsBuilder::new().from_image(container.image.as_str()).build();
+        let options = CreateImageOptionsBuilder::new().from_image(container.template.image.as_str()).build();
         let pull = docker.create_image(Some(options), None, None).try_collect::<Vec<_>>();
         match bounded(node.name.as_str(), "pull", self.config.request_timeout, pull).await? {
             Ok(_) => Ok(()),
             Err(e) if is_status(&e, 404) => {
-                Err(Error::ImageNotFound { image: container.image.to_string(), node: node.name.to_string() })
+                Err(Error::ImageNotFound { image: container.template.image.to_string(), node: node.name.to_string() })
             }
             Err(e) => Err(engine_error(node.name.as_str(), "pull", e)),
         }

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use hollow_node::HollowCluster;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    ContainerRuntime, ContainerState, DeploymentName, EngineAddress, Error, ImageRef, Node, NodeName, NodeStatus,
-    ReplicaContainer, ReplicaId,
+    ContainerRuntime, ContainerState, ContainerTemplate, DeploymentName, EngineAddress, Error, ImageRef, Node,
+    NodeName, NodeStatus, ReplicaContainer, ReplicaId,
 };
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig};
 
@@ -106,8 +106,9 @@ fn container(deployment: &str, replica: u64, command: &[&str]) -> ReplicaContain
     ReplicaContainer {
         deployment: DeploymentName::new(deployment).unwrap(),
         replica: ReplicaId(replica),
-        image: ImageRef::parse(TEST_IMAGE).unwrap(),
-        command: command.iter().map(|s| s.to_string()).collect(),
+        revision: 1,
+        template: ContainerTemplate::new(ImageRef::parse(TEST_IMAGE).unwrap())
+            .with_command(command.iter().map(|s| s.to_string()).collect()),
     }
 }
 
@@ -190,7 +191,7 @@ async fn a_missing_image_names_image_and_node(engines: &dyn Engines) {
     let rt = runtime("img");
     let node = engines.node(0);
     let mut web = container("web", 1, &[]);
-    web.image = ImageRef::parse(MISSING_IMAGE).unwrap();
+    web.template.image = ImageRef::parse(MISSING_IMAGE).unwrap();
     let err = rt.start_replica(&node, &web).await.unwrap_err();
     assert_eq!(err, Error::ImageNotFound { image: MISSING_IMAGE.into(), node: node.name.to_string() });
 }

@@ -13,7 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use orchestrator_core::{
-    ContainerRuntime, DeploymentName, EngineAddress, ImageRef, Node, NodeName, NodeStatus, ReplicaContainer, ReplicaId,
+    ContainerRuntime, ContainerTemplate, DeploymentName, EngineAddress, ImageRef, Node, NodeName, NodeStatus,
+    ReplicaContainer, ReplicaId,
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig, TlsFiles};
@@ -135,8 +136,9 @@ async fn an_https_engine_with_client_certificates() {
     let replica = ReplicaContainer {
         deployment: DeploymentName::new("secure").unwrap(),
         replica: ReplicaId(1),
-        image: ImageRef::parse(TEST_IMAGE).unwrap(),
-        command: vec!["sleep".into(), "3600".into()],
+        revision: 1,
+        template: ContainerTemplate::new(ImageRef::parse(TEST_IMAGE).unwrap())
+            .with_command(vec!["sleep".into(), "3600".into()]),
     };
     let id = rt.start_replica(&node, &replica).await.unwrap();
     let listed = rt.list_replicas(&node).await.unwrap();

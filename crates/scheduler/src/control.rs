@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use orchestrator_core::{
-    ControlPlane, Deployment, DeploymentName, DeploymentSpec, Error, Leadership, LoopHealth, LoopStats, NewNode, Node,
-    NodeName, NodeStatus, ReplicaFilter, Result,
+    Change, ControlPlane, Deployment, DeploymentName, DeploymentSpec, Error, Leadership, LoopHealth, LoopStats,
+    NewNode, Node, NodeName, NodeStatus, ReplicaFilter, Result,
 };
 use tokio::sync::watch;
 use tracing::{Instrument, info};
@@ -95,8 +95,13 @@ impl SchedulerControl {
 
 #[async_trait]
 impl ControlPlane for SchedulerControl {
-    async fn create_deployment(&self, spec: DeploymentSpec) -> Result<Deployment> {
-        let deployment = self.scheduler.create_deployment(spec).await?;
+    async fn create_deployment(
+        &self,
+        name: &DeploymentName,
+        spec: DeploymentSpec,
+        change: Change,
+    ) -> Result<Deployment> {
+        let deployment = self.scheduler.create_deployment(name, spec, change).await?;
         self.converge_in_background(deployment.name.clone());
         Ok(deployment)
     }

@@ -54,12 +54,12 @@ impl Serving {
 
 /// Plans one converge of `deployment` from its serving replicas and the nodes.
 pub fn plan(strategy: Strategy, deployment: &Deployment, serving: &Serving, nodes: &HashMap<NodeName, Node>) -> Plan {
-    let required = deployment.replicas as usize;
+    let required = deployment.spec.replicas as usize;
     let healthy = &serving.online;
     let restart: Vec<Replica> = healthy.iter().filter(|r| r.state == ReplicaState::Pending).cloned().collect();
     let missing = required.saturating_sub(healthy.len());
     let placed = if missing > 0 {
-        placement::place(strategy, &candidates(nodes, healthy), deployment.units, missing as u32)
+        placement::place(strategy, &candidates(nodes, healthy), deployment.spec.units, missing as u32)
     } else {
         placement::Plan::default()
     };
@@ -91,7 +91,7 @@ pub fn spread_move(deployment: &Deployment, replicas: &[Replica], nodes: &HashMa
     let (_, most) = per_node.iter().max_by_key(|(n, rs)| (rs.len(), std::cmp::Reverse(*n)))?;
     let (to, fewest) = per_node
         .iter()
-        .filter(|(n, _)| nodes[**n].available >= deployment.units)
+        .filter(|(n, _)| nodes[**n].available >= deployment.spec.units)
         .min_by_key(|(n, rs)| (rs.len(), std::cmp::Reverse(nodes[**n].available), *n))?;
     if most.len() <= fewest.len() + 1 {
         return None;
@@ -151,7 +151,7 @@ mod tests {
     use std::collections::{BTreeMap, HashSet};
     use std::time::SystemTime;
 
-    use orchestrator_core::{DeploymentName, EngineAddress, ImageRef, ReplicaId};
+    use orchestrator_core::{DeploymentName, DeploymentSpec, EngineAddress, ReplicaId};
     use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, proptest};
     use proptest::strategy::Strategy as _;
 
@@ -160,11 +160,9 @@ mod tests {
     fn deployment(replicas: u32, units: u32) -> Deployment {
         Deployment {
             name: DeploymentName::new("web").unwrap(),
-            image: ImageRef::parse("local/web:1").unwrap(),
-            command: Vec::new(),
-            replicas,
-            units,
+            spec: DeploymentSpec::of("local/web:1", replicas).unwrap().with_units(units),
             version: 1,
+            revision: 1,
             created_at: SystemTime::UNIX_EPOCH,
             updated_at: SystemTime::UNIX_EPOCH,
         }
@@ -187,6 +185,7 @@ mod tests {
             deployment: DeploymentName::new("web").unwrap(),
             node: NodeName::new(format!("n{node}")).unwrap(),
             units: 1,
+            revision: 1,
             container_id: None,
             state,
             created_at: SystemTime::UNIX_EPOCH,

@@ -184,20 +184,16 @@ async fn a_returning_partitioned_node_loses_its_surplus_copies() {
 async fn after_a_crash_pending_replicas_are_adopted_or_started_never_duplicated() {
     let h = Harness::new(SchedulerConfig::default());
     h.online_nodes(2, 10).await;
-    let spec = orchestrator_core::DeploymentSpec::new(
-        Some("web"),
-        "local/busybox:1",
-        vec![],
-        4,
-        None,
-        &orchestrator_core::Limits::default(),
-    )
-    .unwrap();
-    let web = h.store.create_deployment(spec).await.unwrap();
+    let spec = orchestrator_core::DeploymentSpec::of("local/busybox:1", 4).unwrap();
+    let web = h
+        .store
+        .create_deployment(&orchestrator_core::DeploymentName::new("web").unwrap(), spec, Default::default())
+        .await
+        .unwrap();
     // The crashed server had reserved 4 replicas and created containers for two of them.
     let placements: Vec<_> = ["node1", "node1", "node2", "node2"]
         .iter()
-        .map(|n| orchestrator_core::Placement { deployment: web.name.clone(), node: node(n), units: 1 })
+        .map(|n| orchestrator_core::Placement { deployment: web.name.clone(), node: node(n), units: 1, revision: 1 })
         .collect();
     let placed = h.store.place_replicas(&placements).await.unwrap();
     for r in &placed[..2] {
@@ -350,16 +346,9 @@ async fn a_hung_engine_is_a_miss_after_one_interval_not_after_the_runtime_timeou
 async fn intents(h: &Harness, prefix: &str, image: &str, count: usize) -> Vec<orchestrator_core::DeploymentName> {
     let mut names = Vec::new();
     for i in 0..count {
-        let spec = orchestrator_core::DeploymentSpec::new(
-            Some(&format!("{prefix}{i}")),
-            image,
-            vec![],
-            1,
-            None,
-            &orchestrator_core::Limits::default(),
-        )
-        .unwrap();
-        names.push(h.store.create_deployment(spec).await.unwrap().name);
+        let spec = orchestrator_core::DeploymentSpec::of(image, 1).unwrap();
+        let name = orchestrator_core::DeploymentName::new(format!("{prefix}{i}")).unwrap();
+        names.push(h.store.create_deployment(&name, spec, Default::default()).await.unwrap().name);
     }
     names
 }

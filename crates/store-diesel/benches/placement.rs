@@ -4,7 +4,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use orchestrator_core::{
-    DeploymentName, DeploymentSpec, DeploymentStore, Limits, NewNode, NodeName, NodeStatus, NodeStore, Placement,
+    Change, DeploymentName, DeploymentSpec, DeploymentStore, NewNode, NodeName, NodeStatus, NodeStore, Placement,
     ReplicaStore,
 };
 use store_diesel::DieselStore;
@@ -22,12 +22,16 @@ fn setup(rt: &tokio::runtime::Runtime, dir: &tempfile::TempDir) -> (DieselStore,
             store.set_node_status(&name, NodeStatus::Online, None).await.unwrap();
             nodes.push(name);
         }
-        let spec =
-            DeploymentSpec::new(Some("bench"), "local/busybox:1", vec![], 10_000, None, &Limits::default()).unwrap();
-        store.create_deployment(spec).await.unwrap();
         let deployment = DeploymentName::new("bench").unwrap();
+        let spec = DeploymentSpec::of("local/busybox:1", 10_000).unwrap();
+        store.create_deployment(&deployment, spec, Change::default()).await.unwrap();
         let placements = (0..1_000)
-            .map(|i| Placement { deployment: deployment.clone(), node: nodes[i % NODES].clone(), units: 1 })
+            .map(|i| Placement {
+                deployment: deployment.clone(),
+                node: nodes[i % NODES].clone(),
+                units: 1,
+                revision: 1,
+            })
             .collect();
         (store, placements)
     })

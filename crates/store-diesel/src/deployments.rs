@@ -6,15 +6,16 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    Deployment, DeploymentName, DeploymentSpec, DeploymentStore, Error as DomainError, NewEvent, Replica, Result,
+    Change, Deployment, DeploymentName, DeploymentSpec, DeploymentStore, Error as DomainError, NewEvent, Replica,
+    Result, Revision,
 };
 
 use crate::connection::AnyConnection;
 use crate::error::Error;
 use crate::events;
 use crate::replicas::release_units;
-use crate::rows::{DeploymentRow, ReplicaRow, command_json, to_millis};
-use crate::schema::{deployments, replicas};
+use crate::rows::{DeploymentRow, ReplicaRow, RevisionRow, to_millis};
+use crate::schema::{deployment_revisions, deployments, replicas};
 use crate::store::DieselStore;
 
 fn load_deployment(conn: &mut AnyConnection, name: &str) -> Result<Deployment, Error> {
@@ -25,18 +26,14 @@ fn load_deployment(conn: &mut AnyConnection, name: &str) -> Result<Deployment, E
 
 #[async_trait]
 impl DeploymentStore for DieselStore {
-    async fn create_deployment(&self, spec: DeploymentSpec) -> Result<Deployment> {
+    async fn create_deployment(
+        &self,
+        name: &DeploymentName,
+        spec: DeploymentSpec,
+        change: Change,
+    ) -> Result<Deployment> {
         let now = to_millis(SystemTime::now());
-        let row = DeploymentRow {
-            name: spec.name.to_string(),
-            image: spec.image.to_string(),
-            command: command_json(&spec.command),
-            replicas: i64::from(spec.replicas),
-            units: i64::from(spec.units),
-            version: 1,
-            created_at_ms: now,
-            updated_at_ms: now,
-        };
+        let row = DeploymentRow::new(name, &spec, 1, 1, (now, now));
         Ok(self
             .write(move |conn| {
                 let exists = deployments::table.find(&row.name).count().get_result::<i64>(conn)? > 0;
@@ -45,6 +42,9 @@ impl DeploymentStore for DieselStore {
                 }
                 diesel::insert_into(deployments::table).values(&row).execute(conn)?;
                 let created = load_deployment(conn, &row.name)?;
+                diesel::insert_into(deployment_revisions::table)
+                    .values(RevisionRow::of(&created, change))
+                    .execute(conn)?;
                 events::record(conn, &[NewEvent::deployment_created(&created)])?;
                 Ok(created)
             })
@@ -90,8 +90,91 @@ impl DeploymentStore for DieselStore {
                 if changed == 0 {
                     return Err(DomainError::stale_version(&name, before.version, expected_version).into());
                 }
-                events::record(conn, &[NewEvent::deployment_scaled(&name, before.replicas, replicas)])?;
+                events::record(conn, &[NewEvent::deployment_scaled(&name, before.spec.replicas, replicas)])?;
                 load_deployment(conn, &name)
+            })
+            .await?)
+    }
+
+    async fn update_deployment(
+        &self,
+        name: &DeploymentName,
+        spec: DeploymentSpec,
+        expected_version: u64,
+        change: Change,
+    ) -> Result<Deployment> {
+        let name = name.clone();
+        let kept = self.revisions_kept();
+        let now = SystemTime::now();
+        Ok(self
+            .write(move |conn| {
+                let before = load_deployment(conn, name.as_str())?;
+                if before.version != expected_version {
+                    return Err(DomainError::stale_version(name.as_str(), before.version, expected_version).into());
+                }
+                let new_template = before.spec.template != spec.template;
+                let revision = before.revision + u64::from(new_template);
+                let row = DeploymentRow::new(
+                    &name,
+                    &spec,
+                    before.version + 1,
+                    revision,
+                    (to_millis(before.created_at), to_millis(now)),
+                );
+                let expected = i64::try_from(expected_version).unwrap_or(i64::MAX);
+                // The version in the filter makes the check and the write one statement.
+                let changed = diesel::update(
+                    deployments::table
+                        .filter(deployments::name.eq(name.as_str()))
+                        .filter(deployments::version.eq(expected)),
+                )
+                .set((
+                    deployments::replicas.eq(row.replicas),
+                    deployments::units.eq(row.units),
+                    deployments::template.eq(&row.template),
+                    deployments::revision.eq(row.revision),
+                    deployments::version.eq(row.version),
+                    deployments::updated_at_ms.eq(row.updated_at_ms),
+                ))
+                .execute(conn)?;
+                if changed == 0 {
+                    return Err(DomainError::stale_version(name.as_str(), before.version, expected_version).into());
+                }
+                let after = load_deployment(conn, name.as_str())?;
+                let mut news = Vec::new();
+                if new_template {
+                    diesel::insert_into(deployment_revisions::table)
+                        .values(RevisionRow::of(&after, change))
+                        .execute(conn)?;
+                    let oldest_kept = i64::try_from(revision.saturating_sub(kept as u64 - 1).max(1)).unwrap_or(1);
+                    diesel::delete(
+                        deployment_revisions::table
+                            .filter(deployment_revisions::deployment.eq(name.as_str()))
+                            .filter(deployment_revisions::revision.lt(oldest_kept)),
+                    )
+                    .execute(conn)?;
+                    news.push(NewEvent::deployment_updated(&after));
+                }
+                if before.spec.replicas != after.spec.replicas {
+                    news.push(NewEvent::deployment_scaled(name.as_str(), before.spec.replicas, after.spec.replicas));
+                }
+                events::record(conn, &news)?;
+                Ok(after)
+            })
+            .await?)
+    }
+
+    async fn list_revisions(&self, name: &DeploymentName) -> Result<Vec<Revision>> {
+        let name = name.to_string();
+        Ok(self
+            .read(move |conn| {
+                load_deployment(conn, &name)?;
+                let rows: Vec<RevisionRow> = deployment_revisions::table
+                    .filter(deployment_revisions::deployment.eq(&name))
+                    .order(deployment_revisions::revision)
+                    .select(RevisionRow::as_select())
+                    .load(conn)?;
+                rows.into_iter().map(Revision::try_from).collect()
             })
             .await?)
     }
@@ -108,6 +191,8 @@ impl DeploymentStore for DieselStore {
                 let removed: Vec<Replica> = rows.into_iter().map(Replica::try_from).collect::<Result<_, _>>()?;
                 release_units(conn, removed.iter().filter(|r| r.state.is_active()))?;
                 diesel::delete(replicas::table.filter(replicas::deployment.eq(&name))).execute(conn)?;
+                diesel::delete(deployment_revisions::table.filter(deployment_revisions::deployment.eq(&name)))
+                    .execute(conn)?;
                 diesel::delete(deployments::table.find(&name)).execute(conn)?;
                 events::record(conn, &[NewEvent::deployment_deleted(&name)])?;
                 Ok(removed)

@@ -106,6 +106,7 @@ impl ReplicaStore for DieselStore {
                             units: i64::from(p.units),
                             state: ReplicaState::Pending.as_str(),
                             created_at_ms: now,
+                            revision: i64::try_from(p.revision).unwrap_or(i64::MAX),
                         })
                         .collect();
                     let inserted: Vec<ReplicaRow> = each_backend!(conn, |c| diesel::insert_into(replicas::table)

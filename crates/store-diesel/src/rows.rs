@@ -5,11 +5,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use diesel::prelude::*;
 use orchestrator_core::{
-    Deployment, DeploymentName, EngineAddress, ImageRef, Node, NodeName, Replica, ReplicaId, ReplicaState,
+    Change, ContainerTemplate, Deployment, DeploymentName, DeploymentSpec, EngineAddress, ImageRef, Node, NodeName,
+    Replica, ReplicaId, ReplicaState, Revision,
 };
 
 use crate::error::{Error, Result};
-use crate::schema::{deployments, nodes, replicas};
+use crate::schema::{deployment_revisions, deployments, nodes, replicas};
 
 pub fn to_millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -56,14 +57,29 @@ impl TryFrom<NodeRow> for Node {
 #[diesel(table_name = deployments)]
 pub struct DeploymentRow {
     pub name: String,
-    pub image: String,
-    /// JSON array of strings.
-    pub command: String,
     pub replicas: i64,
     pub units: i64,
     pub version: i64,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// `TemplateJson`.
+    pub template: String,
+    pub revision: i64,
+}
+
+impl DeploymentRow {
+    pub fn new(name: &DeploymentName, spec: &DeploymentSpec, version: u64, revision: u64, at_ms: (i64, i64)) -> Self {
+        Self {
+            name: name.to_string(),
+            replicas: i64::from(spec.replicas),
+            units: i64::from(spec.units),
+            version: to_i64(version),
+            created_at_ms: at_ms.0,
+            updated_at_ms: at_ms.1,
+            template: template_json(&spec.template),
+            revision: to_i64(revision),
+        }
+    }
 }
 
 impl TryFrom<DeploymentRow> for Deployment {
@@ -71,19 +87,79 @@ impl TryFrom<DeploymentRow> for Deployment {
     fn try_from(row: DeploymentRow) -> Result<Deployment> {
         Ok(Deployment {
             name: DeploymentName::new(row.name).map_err(|e| corrupt("deployment name", e))?,
-            image: ImageRef::parse(&row.image).map_err(|e| corrupt("deployment image", e))?,
-            command: serde_json::from_str(&row.command).map_err(|e| corrupt("deployment command", e))?,
-            replicas: to_u32("deployment replicas", row.replicas)?,
-            units: to_u32("deployment units", row.units)?,
+            spec: DeploymentSpec {
+                template: parse_template(&row.template)?,
+                replicas: to_u32("deployment replicas", row.replicas)?,
+                units: to_u32("deployment units", row.units)?,
+            },
             version: u64::try_from(row.version).map_err(|e| corrupt("deployment version", e))?,
+            revision: u64::try_from(row.revision).map_err(|e| corrupt("deployment revision", e))?,
             created_at: from_millis(row.created_at_ms),
             updated_at: from_millis(row.updated_at_ms),
         })
     }
 }
 
-pub fn command_json(command: &[String]) -> String {
-    serde_json::to_string(command).expect("a list of strings always serializes")
+/// A `ContainerTemplate` as stored: one JSON value, so a field the template gains is a field
+/// here and no migration. Fields a newer template adds default when an older row lacks them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TemplateJson {
+    image: String,
+    #[serde(default)]
+    command: Vec<String>,
+}
+
+pub fn template_json(template: &ContainerTemplate) -> String {
+    let json = TemplateJson { image: template.image.to_string(), command: template.command.clone() };
+    serde_json::to_string(&json).expect("a template always serializes")
+}
+
+fn parse_template(text: &str) -> Result<ContainerTemplate> {
+    let json: TemplateJson = serde_json::from_str(text).map_err(|e| corrupt("deployment template", e))?;
+    let image = ImageRef::parse(&json.image).map_err(|e| corrupt("deployment image", e))?;
+    Ok(ContainerTemplate { image, command: json.command })
+}
+
+#[derive(Queryable, Selectable, Insertable)]
+#[diesel(table_name = deployment_revisions)]
+pub struct RevisionRow {
+    pub deployment: String,
+    pub revision: i64,
+    pub template: String,
+    pub created_at_ms: i64,
+    pub created_by: Option<String>,
+    pub cause: Option<String>,
+}
+
+impl RevisionRow {
+    pub fn of(deployment: &Deployment, change: Change) -> Self {
+        Self {
+            deployment: deployment.name.to_string(),
+            revision: to_i64(deployment.revision),
+            template: template_json(&deployment.spec.template),
+            created_at_ms: to_millis(deployment.updated_at),
+            created_by: change.by,
+            cause: change.cause,
+        }
+    }
+}
+
+impl TryFrom<RevisionRow> for Revision {
+    type Error = Error;
+    fn try_from(row: RevisionRow) -> Result<Revision> {
+        Ok(Revision {
+            deployment: DeploymentName::new(row.deployment).map_err(|e| corrupt("revision deployment", e))?,
+            number: u64::try_from(row.revision).map_err(|e| corrupt("revision number", e))?,
+            template: parse_template(&row.template)?,
+            created_at: from_millis(row.created_at_ms),
+            by: row.created_by,
+            cause: row.cause,
+        })
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 #[derive(Queryable, Selectable)]
@@ -96,6 +172,7 @@ pub struct ReplicaRow {
     pub container_id: Option<String>,
     pub state: String,
     pub created_at_ms: i64,
+    pub revision: i64,
 }
 
 #[derive(Insertable)]
@@ -106,6 +183,7 @@ pub struct NewReplicaRow<'a> {
     pub units: i64,
     pub state: &'static str,
     pub created_at_ms: i64,
+    pub revision: i64,
 }
 
 impl TryFrom<ReplicaRow> for Replica {
@@ -116,6 +194,7 @@ impl TryFrom<ReplicaRow> for Replica {
             deployment: DeploymentName::new(row.deployment).map_err(|e| corrupt("replica deployment", e))?,
             node: NodeName::new(row.node).map_err(|e| corrupt("replica node", e))?,
             units: to_u32("replica units", row.units)?,
+            revision: u64::try_from(row.revision).map_err(|e| corrupt("replica revision", e))?,
             container_id: row.container_id,
             state: row.state.parse::<ReplicaState>().map_err(|e| corrupt("replica state", e))?,
             created_at: from_millis(row.created_at_ms),

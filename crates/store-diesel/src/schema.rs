@@ -23,13 +23,24 @@ diesel::table! {
 diesel::table! {
     deployments (name) {
         name -> Text,
-        image -> Text,
-        command -> Text,
         replicas -> BigInt,
         units -> BigInt,
         version -> BigInt,
         created_at_ms -> BigInt,
         updated_at_ms -> BigInt,
+        template -> Text,
+        revision -> BigInt,
+    }
+}
+
+diesel::table! {
+    deployment_revisions (deployment, revision) {
+        deployment -> Text,
+        revision -> BigInt,
+        template -> Text,
+        created_at_ms -> BigInt,
+        created_by -> Nullable<Text>,
+        cause -> Nullable<Text>,
     }
 }
 
@@ -42,12 +53,23 @@ diesel::table! {
         container_id -> Nullable<Text>,
         state -> Text,
         created_at_ms -> BigInt,
+        revision -> BigInt,
     }
 }
 
 diesel::joinable!(replicas -> deployments (deployment));
 diesel::joinable!(replicas -> nodes (node));
-diesel::allow_tables_to_appear_in_same_query!(cluster, nodes, deployments, replicas, tokens, audit, lease, events);
+diesel::allow_tables_to_appear_in_same_query!(
+    cluster,
+    nodes,
+    deployments,
+    deployment_revisions,
+    replicas,
+    tokens,
+    audit,
+    lease,
+    events
+);
 
 diesel::table! {
     tokens (id) {

@@ -170,6 +170,8 @@ pub struct DieselStore {
     /// Set on a leader's handle: every write checks the lease first (see `DieselStore::fenced`).
     fence: Option<Arc<Fence>>,
     revision: Arc<RevisionCache>,
+    /// Deployment revisions kept per deployment (the newest; the current one always).
+    revisions_kept: usize,
 }
 
 /// How stale another process's writes may look to `revision()`; this process's own writes
@@ -304,7 +306,19 @@ impl DieselStore {
             cluster_id: cluster_id.into(),
             fence: None,
             revision: Arc::default(),
+            revisions_kept: orchestrator_core::REVISIONS_KEPT,
         })
+    }
+
+    /// Keeps `kept` revisions per deployment (at least the current one); revisions beyond it
+    /// are forgotten by the next update of the deployment.
+    pub fn keeping_revisions(mut self, kept: usize) -> Self {
+        self.revisions_kept = kept.max(1);
+        self
+    }
+
+    pub(crate) fn revisions_kept(&self) -> usize {
+        self.revisions_kept
     }
 
     /// This cluster's identity: random, made when the database was created, stable afterwards.

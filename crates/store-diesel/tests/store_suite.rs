@@ -7,8 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    DeploymentName, DeploymentSpec, DeploymentStore, Error, EventStore, LeaseStore, Limits, NewNode, NodeName,
-    NodeStatus, NodeStore, Placement, ReplicaFilter, ReplicaId, ReplicaState, ReplicaStore, StoreRevision,
+    Change, ContainerTemplate, DeploymentName, DeploymentSpec, DeploymentStore, Error, EventStore, ImageRef,
+    LeaseStore, NewNode, NodeName, NodeStatus, NodeStore, Placement, ReplicaFilter, ReplicaId, ReplicaState,
+    ReplicaStore, StoreRevision,
 };
 use store_diesel::DieselStore;
 
@@ -47,21 +48,17 @@ async fn online_node(store: &DieselStore, name: &str, capacity: i64) {
     store.set_node_status(&node_name(name), NodeStatus::Online, Some(SystemTime::now())).await.unwrap();
 }
 
-async fn deployment(store: &DieselStore, name: &str, replicas: i64) {
-    let spec = DeploymentSpec::new(
-        Some(name),
-        "local/busybox:1",
-        vec!["sleep".into(), "3600".into()],
-        replicas,
-        None,
-        &Limits::default(),
-    )
-    .unwrap();
-    store.create_deployment(spec).await.unwrap();
+fn template(image: &str) -> ContainerTemplate {
+    ContainerTemplate::new(ImageRef::parse(image).unwrap()).with_command(vec!["sleep".into(), "3600".into()])
+}
+
+async fn deployment(store: &DieselStore, name: &str, replicas: u32) {
+    let spec = DeploymentSpec::new(template("local/busybox:1"), replicas);
+    store.create_deployment(&deployment_name(name), spec, Change::default()).await.unwrap();
 }
 
 fn placement(deployment: &str, node: &str, units: u32) -> Placement {
-    Placement { deployment: deployment_name(deployment), node: node_name(node), units }
+    Placement { deployment: deployment_name(deployment), node: node_name(node), units, revision: 1 }
 }
 
 async fn nodes_crud(db: TestDb) {
@@ -92,8 +89,9 @@ async fn duplicates_and_missing_objects_are_typed_errors(db: TestDb) {
     assert_eq!(again, Error::already_exists(Kind::Node, "n1"));
 
     deployment(&t.store, "web", 1).await;
-    let spec = DeploymentSpec::new(Some("web"), "other", vec![], 1, None, &Limits::default()).unwrap();
-    assert_eq!(t.store.create_deployment(spec).await.unwrap_err(), Error::already_exists(Kind::Deployment, "web"));
+    let spec = DeploymentSpec::of("other", 1).unwrap();
+    let again = t.store.create_deployment(&deployment_name("web"), spec, Change::default()).await.unwrap_err();
+    assert_eq!(again, Error::already_exists(Kind::Deployment, "web"));
 
     let err = t.store.place_replicas(&[placement("nope", "n1", 1)]).await.unwrap_err();
     assert_eq!(err, Error::not_found(Kind::Deployment, "nope"));
@@ -110,11 +108,11 @@ async fn stale_version_is_a_conflict_not_an_overwrite(db: TestDb) {
     deployment(&t.store, "web", 2).await;
     let name = deployment_name("web");
     let v2 = t.store.scale_deployment(&name, 5, 1).await.unwrap();
-    assert_eq!((v2.replicas, v2.version), (5, 2));
+    assert_eq!((v2.spec.replicas, v2.version), (5, 2));
     let err = t.store.scale_deployment(&name, 9, 1).await.unwrap_err();
     assert!(matches!(err, Error::Conflict(_)), "{err}");
     let stored = t.store.get_deployment(&name).await.unwrap();
-    assert_eq!((stored.replicas, stored.version), (5, 2));
+    assert_eq!((stored.spec.replicas, stored.version), (5, 2));
 }
 
 async fn placement_reserves_capacity_all_or_nothing(db: TestDb) {
@@ -285,7 +283,10 @@ async fn data_survives_reopening(db: TestDb) {
 
     assert_eq!(reopened.cluster_id(), cluster_id);
     assert_eq!(reopened.get_node(&node_name("n1")).await.unwrap().available, 4);
-    assert_eq!(reopened.get_deployment(&deployment_name("web")).await.unwrap().command, ["sleep", "3600"]);
+    assert_eq!(
+        reopened.get_deployment(&deployment_name("web")).await.unwrap().spec.template.command,
+        ["sleep", "3600"]
+    );
     let replicas = reopened.list_replicas(ReplicaFilter::deployment(&deployment_name("web"))).await.unwrap();
     assert_eq!(replicas.len(), 1);
     assert_eq!(replicas[0].container_id.as_deref(), Some("c1"));
@@ -387,8 +388,8 @@ async fn every_change_is_an_event_in_order_and_failed_writes_leave_none(db: Test
     let web = deployment_name("web");
     let placed = s
         .place_replicas(&[
-            Placement { deployment: web.clone(), node: node_name("n1"), units: 1 },
-            Placement { deployment: web.clone(), node: node_name("n2"), units: 1 },
+            Placement { deployment: web.clone(), node: node_name("n1"), units: 1, revision: 1 },
+            Placement { deployment: web.clone(), node: node_name("n2"), units: 1, revision: 1 },
         ])
         .await
         .unwrap();
@@ -397,7 +398,9 @@ async fn every_change_is_an_event_in_order_and_failed_writes_leave_none(db: Test
     // Writes that fail record nothing.
     assert!(s.scale_deployment(&web, 5, 99).await.is_err());
     assert!(
-        s.place_replicas(&[Placement { deployment: web.clone(), node: node_name("n1"), units: 50 }]).await.is_err()
+        s.place_replicas(&[Placement { deployment: web.clone(), node: node_name("n1"), units: 50, revision: 1 }])
+            .await
+            .is_err()
     );
     assert_eq!(s.last_event_id().await.unwrap(), before_failures);
     s.scale_deployment(&web, 3, 1).await.unwrap();
@@ -451,7 +454,7 @@ async fn old_events_are_dropped_beyond_the_retention(db: TestDb) {
     let web = deployment_name("web");
     // 11 x 1,000 placements: 11,000 events and a few more.
     for _ in 0..11 {
-        let batch = vec![Placement { deployment: web.clone(), node: node_name("n1"), units: 1 }; 1_000];
+        let batch = vec![Placement { deployment: web.clone(), node: node_name("n1"), units: 1, revision: 1 }; 1_000];
         s.place_replicas(&batch).await.unwrap();
     }
     let last = s.last_event_id().await.unwrap();
@@ -523,7 +526,7 @@ async fn sqlite_eight_writers_times_ten_thousand_operations_lose_nothing() {
         let running = replicas.iter().filter(|r| r.state == ReplicaState::Running).count();
         assert_eq!(running, (OPS / 10) * 5 - (OPS / 10), "d{i}: each placement but the unmatched ones marked running");
         let d = check.get_deployment(&deployment_name(&format!("d{i}"))).await.unwrap();
-        assert_eq!((d.replicas, d.version), (scaled, u64::from(scaled) + 1));
+        assert_eq!((d.spec.replicas, d.version), (scaled, u64::from(scaled) + 1));
         let node = check.get_node(&node_name(&format!("n{i}"))).await.unwrap();
         assert_eq!(node.available, 10_000 - placed);
         expected_events += u64::from(placed) + running as u64 + u64::from(scaled);
@@ -586,6 +589,147 @@ async fn many_replicas_are_marked_running_at_once_and_counted(db: TestDb) {
     assert_eq!(t.store.revision().await.unwrap(), revision);
 }
 
+async fn template_changes_make_revisions_and_the_newest_are_kept(db: TestDb) {
+    let t = TempStore::new(db).await;
+    let store = t.store.clone().keeping_revisions(3);
+    online_node(&store, "n1", 10).await;
+    let web = deployment_name("web");
+    let created = store
+        .create_deployment(&web, DeploymentSpec::new(template("local/web:1"), 2), Change::by("tok-1"))
+        .await
+        .unwrap();
+    assert_eq!((created.version, created.revision), (1, 1));
+
+    // Replicas and units alone: a new version, the same revision.
+    let scaled = DeploymentSpec::new(template("local/web:1"), 4).with_units(2);
+    let v2 = store.update_deployment(&web, scaled, 1, Change::default()).await.unwrap();
+    assert_eq!((v2.version, v2.revision, v2.spec.replicas, v2.spec.units), (2, 1, 4, 2));
+    let placed = store.place_replicas(&[placement("web", "n1", 2)]).await.unwrap();
+    assert_eq!(placed[0].revision, 1);
+
+    // A new template: the next revision, recorded with who asked and why.
+    let change = Change { by: Some("tok-2".into()), cause: Some("new image".into()) };
+    let v3 = store.update_deployment(&web, DeploymentSpec::new(template("local/web:2"), 4), 2, change).await.unwrap();
+    assert_eq!((v3.version, v3.revision, v3.spec.units), (3, 2, 1));
+    let stale = store.update_deployment(&web, DeploymentSpec::new(template("local/web:9"), 1), 2, Change::default());
+    assert!(matches!(stale.await.unwrap_err(), Error::Conflict(_)));
+    assert_eq!(store.get_deployment(&web).await.unwrap(), v3, "a stale update changes nothing");
+    let revisions = store.list_revisions(&web).await.unwrap();
+    assert_eq!(revisions.iter().map(|r| r.number).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!((revisions[0].by.as_deref(), revisions[0].template.image.as_str()), (Some("tok-1"), "local/web:1"));
+    assert_eq!((revisions[1].by.as_deref(), revisions[1].cause.as_deref()), (Some("tok-2"), Some("new image")));
+    assert_eq!(revisions[1].template, v3.spec.template);
+    // Replicas placed before keep the revision they run.
+    let replicas = store.list_replicas(ReplicaFilter::deployment(&web)).await.unwrap();
+    assert_eq!(replicas.iter().map(|r| (r.revision, r.units)).collect::<Vec<_>>(), [(1, 2)]);
+
+    // Three kept: revisions 1 and 2 go as 3, 4 and 5 come.
+    let mut version = v3.version;
+    for tag in 3..=5 {
+        let spec = DeploymentSpec::new(template(&format!("local/web:{tag}")), 4);
+        version = store.update_deployment(&web, spec, version, Change::default()).await.unwrap().version;
+    }
+    let kept = store.list_revisions(&web).await.unwrap();
+    assert_eq!(kept.iter().map(|r| r.number).collect::<Vec<_>>(), [3, 4, 5]);
+    assert_eq!(kept[2].template, store.get_deployment(&web).await.unwrap().spec.template);
+    let kinds: Vec<String> = store.list_events(0, 100).await.unwrap().into_iter().map(|e| e.kind.to_string()).collect();
+    assert_eq!(kinds.iter().filter(|k| *k == "deployment.updated").count(), 4);
+
+    // Deleted with the deployment: a new one of the name starts again at revision 1.
+    store.delete_deployment(&web).await.unwrap();
+    assert!(matches!(store.list_revisions(&web).await, Err(Error::NotFound { .. })));
+    store.create_deployment(&web, DeploymentSpec::new(template("local/web:1"), 1), Change::default()).await.unwrap();
+    assert_eq!(store.list_revisions(&web).await.unwrap().len(), 1);
+}
+
+/// What a store made before templates and revisions holds, as `check_upgraded` expects it.
+async fn check_upgraded(store: &DieselStore) {
+    let web = store.get_deployment(&deployment_name("web")).await.unwrap();
+    assert_eq!(web.spec.template.image.as_str(), "local/httpd:1");
+    assert_eq!(web.spec.template.command, ["httpd", "-f", "-p", "8080"]);
+    assert_eq!((web.spec.replicas, web.spec.units, web.version, web.revision), (3, 1, 2, 1));
+    let busybox = store.get_deployment(&deployment_name("busybox")).await.unwrap();
+    assert_eq!(busybox.spec.template.image.as_str(), "local/busybox:1.36");
+    assert!(busybox.spec.template.command.is_empty());
+    assert_eq!((busybox.spec.replicas, busybox.spec.units, busybox.version, busybox.revision), (1, 3, 1, 1));
+    let revisions = store.list_revisions(&web.name).await.unwrap();
+    assert_eq!(revisions.len(), 1);
+    assert_eq!((revisions[0].number, &revisions[0].template), (1, &web.spec.template));
+    assert_eq!(revisions[0].created_at, web.created_at);
+    let replicas = store.list_replicas(ReplicaFilter::default()).await.unwrap();
+    let seen: Vec<(u64, &str, &str, u64, Option<&str>)> = replicas
+        .iter()
+        .map(|r| (r.id.0, r.deployment.as_str(), r.state.as_str(), r.revision, r.container_id.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, "web", "running", 1, Some("c0ffee01")),
+            (2, "web", "running", 1, Some("c0ffee02")),
+            (3, "busybox", "pending", 1, None),
+        ]
+    );
+    let available: Vec<u32> = store.list_nodes().await.unwrap().iter().map(|n| n.available).collect();
+    assert_eq!(available, [98, 97]);
+    // And it takes the new writes.
+    let spec = DeploymentSpec::new(template("local/httpd:2"), 3);
+    assert_eq!(store.update_deployment(&web.name, spec, 2, Change::default()).await.unwrap().revision, 2);
+    let placed = store.place_replicas(&[Placement { revision: 2, ..placement("web", "n1", 1) }]).await.unwrap();
+    assert_eq!(placed[0].id, ReplicaId(4), "replica ids go on from where they were");
+}
+
+/// A store file as `main` made it before templates and revisions (the fixture is a dump of
+/// one) opens with every deployment, replica and node kept, each deployment at revision 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_store_made_before_templates_opens_with_everything_kept() {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, SqliteConnection};
+
+    let db = TestDb::sqlite();
+    let path = db.url().strip_prefix("sqlite://").unwrap().to_string();
+    let mut old = SqliteConnection::establish(&path).unwrap();
+    old.batch_execute(include_str!("fixtures/sqlite-before-templates.sql")).unwrap();
+    drop(old);
+    check_upgraded(&DieselStore::open_url(db.url()).await.unwrap()).await;
+}
+
+/// The same on PostgreSQL: a database migrated as `main` did (its migrations before the
+/// templates, run from their files) with the same rows.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_store_made_before_templates_opens_with_everything_kept() {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, PgConnection};
+
+    let Some(db) = TestDb::postgres() else { return };
+    let mut old = PgConnection::establish(db.url()).unwrap();
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+    old.batch_execute(
+        "CREATE TABLE __diesel_schema_migrations (version VARCHAR(50) PRIMARY KEY NOT NULL, \
+         run_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+    )
+    .unwrap();
+    for dir in ["2026-11-24-000000_init", "2026-11-24-000001_lease", "2026-11-26-000002_events"] {
+        old.batch_execute(&std::fs::read_to_string(migrations.join(dir).join("up.sql")).unwrap()).unwrap();
+        let version: String = dir.split('_').next().unwrap().replace('-', "");
+        old.batch_execute(&format!("INSERT INTO __diesel_schema_migrations (version) VALUES ('{version}')")).unwrap();
+    }
+    old.batch_execute(
+        "INSERT INTO nodes VALUES ('n1', 'tcp://127.0.0.1:1', 100, 98, 'online', 1796174953400), \
+             ('n2', 'tcp://127.0.0.1:2', 100, 97, 'online', 1796174953400);
+         INSERT INTO deployments VALUES \
+             ('web', 'local/httpd:1', '[\"httpd\",\"-f\",\"-p\",\"8080\"]', 3, 1, 2, 1796174953260, 1796174953343), \
+             ('busybox', 'local/busybox:1.36', '[]', 1, 3, 1, 1796174953310, 1796174953310);
+         INSERT INTO replicas (deployment, node, units, container_id, state, created_at_ms) VALUES \
+             ('web', 'n1', 1, 'c0ffee01', 'running', 1796174953350), \
+             ('web', 'n1', 1, 'c0ffee02', 'running', 1796174953351), \
+             ('busybox', 'n2', 3, NULL, 'pending', 1796174953352);",
+    )
+    .unwrap();
+    drop(old);
+    check_upgraded(&DieselStore::open_url(db.url()).await.unwrap()).await;
+}
+
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -626,4 +770,5 @@ on_both_backends!(
     every_change_is_an_event_in_order_and_failed_writes_leave_none,
     old_events_are_dropped_beyond_the_retention,
     many_replicas_are_marked_running_at_once_and_counted,
+    template_changes_make_revisions_and_the_newest_are_kept,
 );

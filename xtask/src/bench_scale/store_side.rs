@@ -10,8 +10,8 @@ use anyhow::{Result, ensure};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
 use orchestrator_core::{
-    DeploymentName, DeploymentSpec, DeploymentStore, Limits, MockContainerRuntime, NewNode, NodeName, NodeStatus,
-    NodeStore,
+    Change, ContainerTemplate, DeploymentName, DeploymentSpec, DeploymentStore, ImageRef, MockContainerRuntime,
+    NewNode, NodeName, NodeStatus, NodeStore,
 };
 use scheduler::{Scheduler, SchedulerConfig};
 use store_diesel::DieselStore;
@@ -93,16 +93,11 @@ pub async fn placements(dir: &std::path::Path, nodes: usize, replicas: u64, per_
     for d in 0..deployments {
         let count = per_deployment.min(replicas - d * per_deployment);
         let name = format!("scale-{d}");
-        let spec = DeploymentSpec::new(
-            Some(&name),
-            "local/busybox:1",
-            vec!["sleep".into(), "3600".into()],
-            i64::try_from(count)?,
-            None,
-            &Limits::default(),
-        )?;
-        store.create_deployment(spec).await?;
-        names.push(DeploymentName::new(name)?);
+        let template = ContainerTemplate::new(ImageRef::parse("local/busybox:1")?)
+            .with_command(vec!["sleep".into(), "3600".into()]);
+        let name = DeploymentName::new(name)?;
+        store.create_deployment(&name, DeploymentSpec::new(template, u32::try_from(count)?), Change::default()).await?;
+        names.push(name);
     }
     // No expectations: any engine call panics and fails the benchmark.
     let runtime = Arc::new(MockContainerRuntime::new());

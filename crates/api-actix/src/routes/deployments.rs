@@ -1,15 +1,15 @@
 //! `/create` (the seed's route) and `/v1/deployments`.
 
-use actix_web::{HttpRequest, HttpResponse, web};
-use orchestrator_core::{DeploymentName, DeploymentSpec, Error, ReplicaFilter};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use orchestrator_core::{Change, DeploymentName, Error, ReplicaFilter};
 use tracing::info;
 
 use super::path_name;
-use crate::ApiState;
 use crate::body::read_json;
-use crate::dto::{Addresses, CreateDeployment, DeploymentView, Rebalanced, ScaleDeployment};
+use crate::dto::{Addresses, CreateDeployment, DeploymentView, Rebalanced, RevisionView, ScaleDeployment};
 use crate::error::{ApiError, ErrorBody};
 use crate::summary::running_by_deployment;
+use crate::{ApiState, Caller};
 
 #[utoipa::path(post, path = "/v1/deployments", tag = "deployments", request_body = CreateDeployment,
     responses((status = 201, description = "Created; replicas are being placed", body = DeploymentView), (status = 200, description = "It already exists with exactly this spec (a retried create): nothing changed", body = DeploymentView), (status = 400, description = "Malformed JSON, unknown field or wrong type (the field is named)", body = ErrorBody), (status = 422, description = "A value out of range or badly formed (the field is named)", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody),
@@ -20,16 +20,16 @@ pub async fn create(
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     let body: CreateDeployment = read_json(&req, payload, state.body_limit).await?;
-    let spec =
-        DeploymentSpec::new(body.name.as_deref(), &body.image, body.command, body.replicas, body.units, &state.limits)?;
+    let (name, spec) = body.into_spec(&state.limits)?;
+    let change = Change { by: req.extensions().get::<Caller>().map(|c| c.token_id.clone()), cause: None };
     // Create by name is idempotent: a client that retries after a lost answer, or whose
     // request a load balancer sent twice, gets the deployment it made, never a second one.
-    match state.control.create_deployment(spec.clone()).await {
+    match state.control.create_deployment(&name, spec.clone(), change).await {
         Ok(deployment) => {
             info!(deployment = %deployment.name, "created via API");
             Ok(HttpResponse::Created().json(DeploymentView::new(&deployment, &[], &Addresses::default(), false)))
         }
-        Err(taken @ Error::AlreadyExists { .. }) => match state.store.get_deployment(&spec.name).await {
+        Err(taken @ Error::AlreadyExists { .. }) => match state.store.get_deployment(&name).await {
             Ok(existing) if existing.is_created_by(&spec) => {
                 Ok(HttpResponse::Ok().json(DeploymentView::new(&existing, &[], &Addresses::default(), false)))
             }
@@ -105,6 +105,14 @@ pub async fn delete(path: web::Path<String>, state: web::Data<ApiState>) -> Resu
     let name = path_name::<DeploymentName>(&path, "deployment")?;
     state.control.delete_deployment(&name).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(get, path = "/v1/deployments/{name}/revisions", tag = "deployments", params(("name" = String, Path, description = "Deployment name")),
+    responses((status = 200, description = "The kept revisions of the deployment's template, oldest first (the current one last)", body = [RevisionView]), (status = 404, description = "No such deployment", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody)))]
+pub async fn revisions(path: web::Path<String>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let name = path_name::<DeploymentName>(&path, "deployment")?;
+    let revisions = state.store.list_revisions(&name).await?;
+    Ok(HttpResponse::Ok().json(revisions.iter().map(RevisionView::new).collect::<Vec<_>>()))
 }
 
 #[utoipa::path(post, path = "/v1/deployments/{name}/rebalance", tag = "deployments", params(("name" = String, Path, description = "Deployment name")),

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use orchestrator_core::{
-    Deployment, DeploymentName, DeploymentSpec, Error, NewNode, Node, NodeName, NodeStatus, Replica, ReplicaFilter,
-    Result,
+    Change, Deployment, DeploymentName, DeploymentSpec, Error, NewNode, Node, NodeName, NodeStatus, Replica,
+    ReplicaFilter, Result,
 };
 use tracing::{info, warn};
 
@@ -15,9 +15,29 @@ use super::Scheduler;
 impl Scheduler {
     /// Stores a new deployment. Its replicas are started by `converge` (which the caller runs,
     /// in the background or not) and, failing that, by the reconciler.
-    pub async fn create_deployment(&self, spec: DeploymentSpec) -> Result<Deployment> {
-        let deployment = self.store.create_deployment(spec).await?;
-        info!(deployment = %deployment.name, image = %deployment.image, replicas = deployment.replicas, "deployment created");
+    pub async fn create_deployment(
+        &self,
+        name: &DeploymentName,
+        spec: DeploymentSpec,
+        change: Change,
+    ) -> Result<Deployment> {
+        let deployment = self.store.create_deployment(name, spec, change).await?;
+        let spec = &deployment.spec;
+        info!(deployment = %name, image = %spec.template.image, replicas = spec.replicas, "deployment created");
+        Ok(deployment)
+    }
+
+    /// Replaces the deployment's spec (a new template makes a new revision). Replicas already
+    /// running keep their revision: replacing them is a rollout's work.
+    pub async fn update_deployment(
+        &self,
+        name: &DeploymentName,
+        spec: DeploymentSpec,
+        version: u64,
+        change: Change,
+    ) -> Result<Deployment> {
+        let deployment = self.store.update_deployment(name, spec, version, change).await?;
+        info!(deployment = %name, revision = deployment.revision, version = deployment.version, "deployment updated");
         Ok(deployment)
     }
 

@@ -75,7 +75,12 @@ impl Scheduler {
         }
         let placements: Vec<Placement> = nodes
             .into_iter()
-            .map(|node| Placement { deployment: deployment.name.clone(), node, units: deployment.units })
+            .map(|node| Placement {
+                deployment: deployment.name.clone(),
+                node,
+                units: deployment.spec.units,
+                revision: deployment.revision,
+            })
             .collect();
         self.store.place_replicas(&placements).await
     }
@@ -124,7 +129,7 @@ impl Scheduler {
         let mut moved = 0;
         // Each move narrows the gap, so this ends; the bound is a guard against a store that
         // keeps changing under us.
-        for _ in 0..=deployment.replicas {
+        for _ in 0..=deployment.spec.replicas {
             let nodes = self.nodes_by_name().await?;
             let replicas = self.store.list_replicas(ReplicaFilter::deployment(name).active()).await?;
             let Some(Move { replica: victim, to }) = planner::spread_move(&deployment, &replicas, &nodes) else {
@@ -196,7 +201,7 @@ impl Scheduler {
                         }
                         return;
                     };
-                    let _spawn = self.spawn_locks.lock(&(name.clone(), deployment.image.clone())).await;
+                    let _spawn = self.spawn_locks.lock(&(name.clone(), deployment.spec.template.image.clone())).await;
                     let starts: Vec<_> =
                         replicas
                             .into_iter()
@@ -308,7 +313,7 @@ impl Scheduler {
 
     /// Starts one replica and records it running; on failure releases its reservation.
     async fn start_one(&self, deployment: &Deployment, node: &Node, replica: &Replica) -> bool {
-        let spawn = self.spawn_locks.lock(&(node.name.clone(), deployment.image.clone())).await;
+        let spawn = self.spawn_locks.lock(&(node.name.clone(), deployment.spec.template.image.clone())).await;
         let started = self.start_container(deployment, node, replica).await;
         drop(spawn);
         let outcome = match started {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orchestrator_core::memory::MemoryStore;
 use orchestrator_core::{
-    ContainerRuntime, ContainerState, ContainerSummary, DeploymentName, DeploymentSpec, EngineInfo, Error, Limits,
+    Change, ContainerRuntime, ContainerState, ContainerSummary, DeploymentName, DeploymentSpec, EngineInfo, Error,
     MockContainerRuntime, NewNode, Node, NodeName, NodeStatus, NodeStore, ReplicaContainer, ReplicaId, Result,
 };
 use scheduler::{Scheduler, SchedulerConfig};
@@ -88,7 +88,8 @@ impl Engines {
             let key = (c.deployment.to_string(), c.replica.0);
             e.next_id += 1;
             let fresh = format!("{}-c{}", node.name, e.next_id);
-            let entry = e.containers.entry(key).or_insert((fresh, ContainerState::Running, c.image.to_string()));
+            let entry =
+                e.containers.entry(key).or_insert((fresh, ContainerState::Running, c.template.image.to_string()));
             entry.1 = ContainerState::Running;
             Ok(entry.0.clone())
         });
@@ -218,9 +219,10 @@ impl Harness {
         }
     }
 
-    pub async fn deploy(&self, name: &str, image: &str, replicas: i64) -> DeploymentName {
-        let spec = DeploymentSpec::new(Some(name), image, vec![], replicas, None, &Limits::default()).unwrap();
-        let d = self.scheduler.create_deployment(spec).await.unwrap();
+    pub async fn deploy(&self, name: &str, image: &str, replicas: u32) -> DeploymentName {
+        let spec = DeploymentSpec::of(image, replicas).unwrap();
+        let name = DeploymentName::new(name).unwrap();
+        let d = self.scheduler.create_deployment(&name, spec, Change::default()).await.unwrap();
         self.scheduler.converge(&d.name).await.unwrap();
         d.name
     }
