@@ -1,10 +1,9 @@
 //! The command line (clap): `serve`, and the client commands.
 
-use std::time::Duration;
-
 use anyhow::Result;
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand};
 
+use crate::client::{ClientArgs, WaitArgs};
 use crate::{client, config, serve};
 
 #[derive(Parser)]
@@ -52,36 +51,6 @@ pub enum Command {
     },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
-}
-
-/// How to reach the server.
-#[derive(Args, Clone)]
-pub struct ClientArgs {
-    /// The server's URL.
-    #[arg(long, env = "ORCH_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
-    pub server: String,
-    /// Bearer token (admin, or reader for read-only commands).
-    #[arg(long, env = "ORCH_TOKEN", hide_env_values = true, global = true)]
-    pub token: Option<String>,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table, global = true)]
-    pub output: Output,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Table,
-    Json,
-}
-
-#[derive(Args, Clone)]
-pub struct WaitArgs {
-    /// Wait until the deployment runs its required replicas, showing progress.
-    #[arg(long)]
-    pub wait: bool,
-    /// Give up waiting after this long.
-    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
 }
 
 #[derive(Subcommand)]

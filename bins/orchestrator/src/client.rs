@@ -1,13 +1,42 @@
 //! The CLI as an HTTP client of the API: tables for people, `-o json` for scripts, one-line
 //! errors with the server's message.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::cli::{ClientArgs, Output, WaitArgs};
+/// How to reach the server.
+#[derive(Args, Clone)]
+pub struct ClientArgs {
+    /// The server's URL.
+    #[arg(long, env = "ORCH_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    pub server: String,
+    /// Bearer token (admin, or reader for read-only commands).
+    #[arg(long, env = "ORCH_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Args, Clone)]
+pub struct WaitArgs {
+    /// Wait until the deployment runs its required replicas, showing progress.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this long.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
 
 async fn call(c: &ClientArgs, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
     let url = format!("{}{path}", c.server.trim_end_matches('/'));

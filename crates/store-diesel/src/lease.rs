@@ -1,51 +1,20 @@
-//! `LeaseStore` on diesel, and the fence: a store handle whose every write first checks, under
-//! the database's write lock, that its holder still holds the lease at its term.
+//! `LeaseStore` on diesel, and `fenced`: a store handle whose every write first checks (see
+//! `fence`) that its holder still holds the lease at its term.
 
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use diesel::prelude::*;
-use orchestrator_core::{Error as DomainError, Lease, LeaseStore, NewEvent, Result};
+use orchestrator_core::{Lease, LeaseStore, NewEvent, Result};
 
-use crate::connection::AnyConnection;
-use crate::error::Error;
 use crate::events;
+use crate::fence::{Fence, LeaseRow, load};
 use crate::rows::{from_millis, to_millis};
 use crate::schema::lease;
 use crate::store::DieselStore;
 
-type LeaseRow = (String, i64, i64);
-
-fn load(conn: &mut AnyConnection) -> Result<Option<LeaseRow>, Error> {
-    Ok(lease::table.select((lease::holder, lease::term, lease::expires_at_ms)).first(conn).optional()?)
-}
-
 fn to_lease((holder, term, expires_at_ms): LeaseRow) -> Lease {
     Lease { holder, term: u64::try_from(term).unwrap_or(0), expires_at: from_millis(expires_at_ms) }
-}
-
-/// Whose writes a fenced store may make: `holder` at `term`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Fence {
-    pub holder: String,
-    pub term: i64,
-}
-
-impl Fence {
-    /// Inside a write transaction (so serialized with every lease change): `Conflict` unless the
-    /// lease is still ours at our term.
-    pub(crate) fn check(&self, conn: &mut AnyConnection) -> Result<(), Error> {
-        match load(conn)? {
-            Some((holder, term, _)) if holder == self.holder && term == self.term => Ok(()),
-            found => Err(DomainError::Conflict(format!(
-                "stale leader: {} at term {} may no longer write ({})",
-                self.holder,
-                self.term,
-                found.map_or("no lease".to_string(), |(h, t, _)| format!("{h} leads at term {t}"))
-            ))
-            .into()),
-        }
-    }
 }
 
 impl DieselStore {

@@ -9,12 +9,16 @@ mod connection;
 mod deployments;
 mod error;
 mod events;
+mod fence;
 mod lease;
 mod nodes;
 mod replicas;
+mod revision;
 mod rows;
 mod schema;
+mod setup;
 mod store;
 
 pub use error::Error;
-pub use store::{Backend, DieselStore, SQLITE_WRITER_PRAGMAS};
+pub use setup::{Backend, SQLITE_WRITER_PRAGMAS};
+pub use store::DieselStore;

@@ -15,145 +15,31 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::prelude::*;
-use diesel::r2d2::{ManageConnection, Pool};
+use diesel::r2d2::Pool;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::connection::{AnyConnection, each_backend};
 use crate::error::{Error, Result};
-use crate::lease::Fence;
+use crate::fence::Fence;
+use crate::revision::RevisionCache;
 use crate::schema::cluster;
+use crate::setup::{Backend, READ_POOL_SIZE, Readers, SQLITE_WRITER_PRAGMAS, establish, redact};
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 #[cfg(feature = "postgres")]
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
-/// How long an SQLite connection waits for a lock before giving up. Writes are serialized
-/// in-process, so this only matters when several processes share the file.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-const READ_POOL_SIZE: u32 = 4;
-/// A small page cache per SQLite reader: the file's pages stay in the OS page cache anyway, and
-/// four default-sized caches (2 MiB each) filled by the reconciler's full scans were most of an
-/// idle server's memory.
-const READER_CACHE_KIB: u32 = 256;
-/// The SQLite writer's settings (beside WAL and the per-connection ones). A placement of 1,000
-/// replicas over 1,000 nodes dirties a page of the node index per replica and most of the
-/// nodes table: more than the default 2 MiB cache holds, so SQLite spilled pages to the WAL in
-/// the middle of the transaction, and the default checkpoint (every 1,000 pages, 4 MiB) copied
-/// nearly every transaction back into the database and fsynced it. 16 MiB of cache and a
-/// checkpoint every 64 MiB of WAL write a hot page about once per checkpoint instead of once
-/// per transaction. Statement journals in memory: a multi-row statement that a CHECK or
-/// foreign-key constraint may abort half-way keeps a journal of every page it touches, which
-/// went to a temporary file, a third of a placement's time. Public so that benchmarks measure
-/// raw SQLite with the same settings.
-pub const SQLITE_WRITER_PRAGMAS: &str =
-    "PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 16384; PRAGMA temp_store = MEMORY;";
 /// The key of PostgreSQL's advisory lock that serializes writers ("orch" in ASCII).
 #[cfg(feature = "postgres")]
 const WRITE_LOCK_KEY: i64 = 0x6f72_6368;
-/// A PostgreSQL session idle this long inside a transaction is ended by the server, which
-/// rolls the transaction back and frees the write lock. Our transactions never wait between
-/// statements, so only a paused process (SIGSTOP, a VM freeze) hits it: without it, a leader
-/// paused in the middle of a write would hold every other server's writes, the new leader's
-/// lease included, for as long as it stays paused. Shorter than the lease TTL (5 s).
-#[cfg(feature = "postgres")]
-const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// Whether a write transaction counts as a change of the cluster's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Revision {
     Bump,
     Keep,
-}
-
-/// Which database a store is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-fn sqlite_pragmas() -> String {
-    // busy_timeout must come first: the other pragmas may already need a lock.
-    format!(
-        "PRAGMA busy_timeout = {}; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
-        BUSY_TIMEOUT.as_millis()
-    )
-}
-
-/// Opens one connection of the given backend: never "whichever backend accepts the string"
-/// (SQLite accepts any string as a file name, so a PostgreSQL URL with the server down would
-/// silently become a new empty file).
-fn establish(backend: Backend, url: &str) -> Result<AnyConnection> {
-    let connect = |source| Error::Connect { url: redact(url), source };
-    match backend {
-        Backend::Sqlite => {
-            let mut conn = SqliteConnection::establish(url).map_err(connect)?;
-            conn.batch_execute(&sqlite_pragmas())?;
-            Ok(AnyConnection::Sqlite(conn))
-        }
-        #[cfg(feature = "postgres")]
-        Backend::Postgres => {
-            let mut conn = diesel::PgConnection::establish(url).map_err(connect)?;
-            conn.batch_execute(&format!(
-                "SET idle_in_transaction_session_timeout = {}",
-                IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
-            ))?;
-            Ok(AnyConnection::Postgres(conn))
-        }
-        #[cfg(not(feature = "postgres"))]
-        Backend::Postgres => Err(Error::UnsupportedUrl(redact(url))),
-    }
-}
-
-/// A URL fit for logs and errors: the password, if any, replaced.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// The read pool's connections, opened as `establish` does.
-#[derive(Debug)]
-struct Readers {
-    backend: Backend,
-    url: String,
-}
-
-impl ManageConnection for Readers {
-    type Connection = AnyConnection;
-    type Error = diesel::r2d2::Error;
-
-    fn connect(&self) -> Result<AnyConnection, Self::Error> {
-        let mut conn = establish(self.backend, &self.url).map_err(|e| match e {
-            Error::Connect { source, .. } => diesel::r2d2::Error::ConnectionError(source),
-            Error::Query(q) => diesel::r2d2::Error::QueryError(q),
-            other => diesel::r2d2::Error::ConnectionError(diesel::ConnectionError::BadConnection(other.to_string())),
-        })?;
-        if self.backend == Backend::Sqlite {
-            conn.batch_execute(&format!("PRAGMA cache_size = -{READER_CACHE_KIB};"))
-                .map_err(diesel::r2d2::Error::QueryError)?;
-        }
-        Ok(conn)
-    }
-
-    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), Self::Error> {
-        conn.batch_execute("SELECT 1").map_err(diesel::r2d2::Error::QueryError)
-    }
-
-    fn has_broken(&self, _: &mut AnyConnection) -> bool {
-        false
-    }
 }
 
 /// A store on one database. Cheap to clone; clones share the writer and the read pool.
@@ -172,62 +58,6 @@ pub struct DieselStore {
     revision: Arc<RevisionCache>,
     /// Deployment revisions kept per deployment (the newest; the current one always).
     revisions_kept: usize,
-}
-
-/// How stale another process's writes may look to `revision()`; this process's own writes
-/// count at once.
-const REVISION_REFRESH: Duration = Duration::from_millis(100);
-/// Room for this process's own commits between two reads of the stored revision.
-const LOCAL_BITS: u32 = 24;
-
-/// `StoreRevision` without a database read per call (it is asked on every `GET /status`).
-#[derive(Debug, Default)]
-struct RevisionCache {
-    state: Mutex<RevisionState>,
-    /// A background read of the stored revision is under way.
-    refreshing: std::sync::atomic::AtomicBool,
-}
-
-#[derive(Debug, Default)]
-struct RevisionState {
-    /// The stored revision at the last read, and when that was.
-    stored: u64,
-    read_at: Option<std::time::Instant>,
-    /// This process's commits since.
-    local: u64,
-    /// The largest value handed out: what is handed out never goes back.
-    last: u64,
-}
-
-impl RevisionCache {
-    fn committed(&self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).local += 1;
-    }
-
-    /// The current value, and whether the stored revision should be read again (`None`: it
-    /// was never read).
-    fn current(&self) -> Option<(u64, bool)> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let stale = s.read_at?.elapsed() >= REVISION_REFRESH;
-        Some((s.value(), stale))
-    }
-
-    fn refreshed(&self, stored: u64) -> u64 {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        // A stored revision read before one of our commits landed must not hide that commit.
-        if stored > s.stored || s.read_at.is_none() {
-            (s.stored, s.local) = (stored, 0);
-        }
-        s.read_at = Some(std::time::Instant::now());
-        s.value()
-    }
-}
-
-impl RevisionState {
-    fn value(&mut self) -> u64 {
-        self.last = self.last.max((self.stored << LOCAL_BITS) + self.local.min((1 << LOCAL_BITS) - 1));
-        self.last
-    }
 }
 
 impl std::fmt::Debug for DieselStore {
@@ -488,13 +318,13 @@ impl orchestrator_core::StoreRevision for DieselStore {
     async fn revision(&self) -> orchestrator_core::Result<u64> {
         match self.revision.current() {
             Some((value, stale)) => {
-                if stale && !self.revision.refreshing.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                if stale && self.revision.begin_refresh() {
                     let store = self.clone();
                     tokio::spawn(async move {
                         if let Ok(stored) = store.stored_revision().await {
                             store.revision.refreshed(stored);
                         }
-                        store.revision.refreshing.store(false, std::sync::atomic::Ordering::Release);
+                        store.revision.end_refresh();
                     });
                 }
                 Ok(value)
