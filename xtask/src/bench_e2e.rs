@@ -33,14 +33,8 @@ struct Node {
 }
 
 fn nodes() -> Result<Vec<Node>> {
-    let listing = std::fs::read_to_string(state_dir().join("nodes")).context("no cluster node list")?;
-    Ok(listing
-        .lines()
-        .filter_map(|l| {
-            let mut p = l.split_whitespace();
-            Some(Node { name: p.next()?.into(), tcp: p.next()?.into() })
-        })
-        .collect())
+    let listing = test_support::local_cluster::listing(&state_dir()).context("no cluster node list")?;
+    Ok(listing.into_iter().map(|n| Node { name: n.name, tcp: n.tcp }).collect())
 }
 
 fn until(what: &str, timeout: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<Duration> {

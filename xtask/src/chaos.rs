@@ -309,25 +309,15 @@ impl Client {
 
 /// Our containers on one engine: (deployment, replica id, container id, running).
 fn engine_containers(address: &str) -> Option<Vec<(String, String, String, bool)>> {
-    let out = Command::new("docker")
-        .args(["-H", address, "ps", "-a", "--no-trunc", "--filter", "label=io.orchestrator.deployment"])
-        .args([
-            "--format",
-            "{{.Label \"io.orchestrator.deployment\"}} {{.Label \"io.orchestrator.replica\"}} {{.ID}} {{.State}}",
-        ])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
+    let containers = test_support::engines::containers(address, None)?;
     Some(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                let mut p = l.split_whitespace();
-                Some((p.next()?.to_string(), p.next()?.to_string(), p.next()?.to_string(), p.next()? == "running"))
+        containers
+            .into_iter()
+            .filter(|c| c.deployment.starts_with("chaos-"))
+            .map(|c| {
+                let running = c.running();
+                (c.deployment, c.replica, c.id, running)
             })
-            .filter(|(d, ..)| d.starts_with("chaos-"))
             .collect(),
     )
 }
@@ -486,8 +476,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--servers must be 2..=9 with --ha");
     }
     let cluster = Cluster::new(cluster::state_dir());
-    let listing = std::fs::read_to_string(cluster::state_dir().join("nodes")).unwrap_or_default();
-    let started_cluster = listing.lines().count() < NODES;
+    let started_cluster = cluster.listed_nodes().len() < NODES;
     if started_cluster {
         cluster.up(NODES, false)?;
     }
@@ -513,14 +502,9 @@ fn one_server(dir: &std::path::Path, nodes: &[(String, String)]) -> Result<Serve
 }
 
 fn cluster_nodes() -> Result<Vec<(String, String)>> {
-    Ok(std::fs::read_to_string(cluster::state_dir().join("nodes"))?
-        .lines()
-        .take(NODES)
-        .filter_map(|l| {
-            let mut p = l.split_whitespace();
-            Some((p.next()?.to_string(), p.next()?.to_string()))
-        })
-        .collect())
+    let listing =
+        test_support::local_cluster::listing(&cluster::state_dir()).context("the cluster wrote no node list")?;
+    Ok(listing.into_iter().take(NODES).map(|n| (n.name, n.tcp)).collect())
 }
 
 fn chaos(args: &Args, cluster: &Cluster) -> Result<()> {

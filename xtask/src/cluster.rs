@@ -99,6 +99,11 @@ impl Cluster {
         self.dir.join("nodes")
     }
 
+    /// The node list `up` wrote (empty when the cluster is down), as every test reads it.
+    pub fn listed_nodes(&self) -> Vec<test_support::local_cluster::ClusterNode> {
+        test_support::local_cluster::listing(&self.dir).unwrap_or_default()
+    }
+
     fn node_at(&self, index: usize) -> Node {
         Node { index, dir: self.dir.join(format!("node{index}")) }
     }
@@ -185,12 +190,11 @@ impl Cluster {
     }
 
     fn status(&self) -> Result<()> {
-        let listing =
-            std::fs::read_to_string(self.nodes_file()).context("no cluster (run `cargo xtask cluster up`)")?;
+        let listed =
+            test_support::local_cluster::listing(&self.dir).context("no cluster (run `cargo xtask cluster up`)")?;
         println!("{:<8} {:<26} {:<8} ANSWERS", "NODE", "ADDRESS", "PID");
-        for line in listing.lines() {
-            let name = line.split_whitespace().next().unwrap_or_default();
-            let node = self.node(name)?;
+        for listed in listed {
+            let node = self.node(&listed.name)?;
             let pid = node.pid().map_or("-".to_string(), |p| p.to_string());
             let answers = if node.ping() { "yes" } else { "no" };
             println!("{:<8} {:<26} {:<8} {answers}", node.name(), node.tcp_address(), pid);

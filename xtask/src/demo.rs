@@ -90,23 +90,14 @@ fn random_token() -> Result<String> {
 
 /// Containers of ours on each node, as the engines report them.
 fn engine_counts(cluster_dir: &Path) -> Result<Vec<(String, usize)>> {
-    let listing = std::fs::read_to_string(cluster_dir.join("nodes"))?;
-    let mut counts = Vec::new();
-    for line in listing.lines() {
-        let mut parts = line.split_whitespace();
-        let (name, tcp) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-        let out = sh::output(Command::new("docker").args([
-            "-H",
-            tcp,
-            "ps",
-            "-aq",
-            "--filter",
-            "label=io.orchestrator.deployment=web",
-        ]))
-        .unwrap_or_default();
-        counts.push((name.to_string(), out.lines().count()));
-    }
-    Ok(counts)
+    let nodes = test_support::local_cluster::listing(cluster_dir).context("the cluster wrote no node list")?;
+    Ok(nodes
+        .into_iter()
+        .map(|n| {
+            let count = test_support::engines::containers(&n.tcp, Some("web")).map_or(0, |c| c.len());
+            (n.name, count)
+        })
+        .collect())
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -164,7 +155,7 @@ fn tour(
     std::fs::create_dir_all(&data_dir)?;
     let token = random_token()?;
     std::fs::write(data_dir.join("admin.token"), format!("{token}\n"))?;
-    let listing = std::fs::read_to_string(cluster_dir.join("nodes"))?;
+    let nodes = test_support::local_cluster::listing(cluster_dir).context("the cluster wrote no node list")?;
     let mut serve = Command::new(&binary);
     serve
         .args(["serve", "--listen", &format!("127.0.0.1:{}", args.port)])
@@ -174,11 +165,8 @@ fn tour(
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(data_dir.join("server.log"))?);
-    for line in listing.lines() {
-        let mut parts = line.split_whitespace();
-        if let (Some(name), Some(tcp)) = (parts.next(), parts.next()) {
-            serve.arg("--node").arg(format!("{name}={tcp}"));
-        }
+    for node in &nodes {
+        serve.arg("--node").arg(format!("{}={}", node.name, node.tcp));
     }
     say(&format!(
         "Starting `orchestrator serve` on http://127.0.0.1:{} with SQLite at target/demo/orchestrator.db",

@@ -94,25 +94,8 @@ pub fn state_dir() -> PathBuf {
 
 /// `template` with its client bind line and its server lines replaced.
 pub fn haproxy_config(template: &str, listen: u16, servers: &[u16]) -> String {
-    let mut out = String::new();
-    let mut servers_written = false;
-    for line in template.lines() {
-        let code = line.trim_start();
-        if code.starts_with("bind ") {
-            out.push_str(&format!("    bind 127.0.0.1:{listen}\n"));
-        } else if code.starts_with("server ") {
-            if !servers_written {
-                for (i, port) in servers.iter().enumerate() {
-                    out.push_str(&format!("    server s{} 127.0.0.1:{port} check\n", i + 1));
-                }
-                servers_written = true;
-            }
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
+    let servers: Vec<String> = servers.iter().map(|port| format!("127.0.0.1:{port}")).collect();
+    test_support::haproxy::config(template, listen, &servers)
 }
 
 fn alive(pid: u32) -> bool {
@@ -273,12 +256,10 @@ pub fn up(options: &Options) -> Result<Setup> {
         Cluster::new(cluster_dir.clone()).up(DEFAULT_NODES, options.no_install)?;
         std::fs::write(dir.join("started-cluster"), "")?;
     }
-    let nodes: Vec<(String, String)> = std::fs::read_to_string(cluster_dir.join("nodes"))?
-        .lines()
-        .filter_map(|l| {
-            let mut parts = l.split_whitespace();
-            Some((parts.next()?.to_string(), parts.next()?.to_string()))
-        })
+    let nodes: Vec<(String, String)> = test_support::local_cluster::listing(&cluster_dir)
+        .context("the cluster wrote no node list")?
+        .into_iter()
+        .map(|n| (n.name, n.tcp))
         .take(options.max_nodes.unwrap_or(usize::MAX))
         .collect();
 

@@ -68,12 +68,8 @@ pub fn run(args: Args) -> Result<()> {
         .env("ORCH_ADMIN_TOKEN", TOKEN)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null());
-    let nodes = std::fs::read_to_string(cluster::state_dir().join("nodes")).unwrap_or_default();
-    for line in nodes.lines() {
-        let mut parts = line.split_whitespace();
-        if let (Some(name), Some(address)) = (parts.next(), parts.next()) {
-            cmd.arg("--node").arg(format!("{name}={address}"));
-        }
+    for node in test_support::local_cluster::listing(&cluster::state_dir()).unwrap_or_default() {
+        cmd.arg("--node").arg(format!("{}={}", node.name, node.tcp));
     }
     let mut server = cmd.spawn()?;
     let result = passes(&url, &dir, &args);

@@ -9,24 +9,22 @@
 
 mod server;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use test_support::workspace_root;
+
 use server::{ADMIN, READER, Server, converged, local_cluster, start_server_with, wait_for};
 
 const TTL: Duration = Duration::from_secs(5); // the default
 
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// A new, empty database on the local PostgreSQL; `None` (after saying why) when there is none
 /// and the test may be skipped; a panic under CI, where `cargo xtask ci` starts it.
 fn fresh_database() -> Option<String> {
-    let Ok(server) = std::fs::read_to_string(workspace().join("target/pg/url")) else {
+    let Ok(server) = std::fs::read_to_string(workspace_root().join("target/pg/url")) else {
         assert!(!local_cluster::required(), "no local PostgreSQL (target/pg/url): `cargo xtask pg up` starts one");
         eprintln!("skipping: no local PostgreSQL (run `cargo xtask pg up`)");
         return None;
@@ -195,39 +193,15 @@ impl Drop for Haproxy {
     }
 }
 
-fn haproxy_binary() -> Option<PathBuf> {
-    ["/usr/sbin/haproxy", "/usr/bin/haproxy", "/usr/local/sbin/haproxy"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
-
-/// docs/ha/haproxy.cfg with its bind line and server lines replaced, as `cargo xtask ha up` does.
+/// docs/ha/haproxy.cfg in front of `servers`, as `cargo xtask ha up` writes it.
 fn haproxy_config(listen: u16, servers: &[&Server]) -> String {
-    let template = std::fs::read_to_string(workspace().join("docs/ha/haproxy.cfg")).unwrap();
-    let mut out = String::new();
-    let mut servers_written = false;
-    for line in template.lines() {
-        let code = line.trim_start();
-        if code.starts_with("bind ") {
-            out.push_str(&format!("    bind 127.0.0.1:{listen}\n"));
-        } else if code.starts_with("server ") {
-            if !servers_written {
-                for (i, s) in servers.iter().enumerate() {
-                    out.push_str(&format!("    server s{i} {} check\n", s.url.trim_start_matches("http://")));
-                }
-                servers_written = true;
-            }
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
+    let template = std::fs::read_to_string(workspace_root().join("docs/ha/haproxy.cfg")).unwrap();
+    let servers: Vec<String> = servers.iter().map(|s| s.url.trim_start_matches("http://").to_string()).collect();
+    test_support::haproxy::config(&template, listen, &servers)
 }
 
 fn start_haproxy(dir: &Path, servers: &[&Server]) -> Option<Haproxy> {
-    let Some(binary) = haproxy_binary() else {
+    let Some(binary) = test_support::haproxy::binary() else {
         assert!(!local_cluster::required(), "HAProxy is not installed (Debian package haproxy)");
         eprintln!("skipping: HAProxy is not installed");
         return None;

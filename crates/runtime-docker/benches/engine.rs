@@ -2,37 +2,20 @@
 //! latency of one container, and 50 creates with 10 in flight across 3 nodes. Removal happens
 //! outside the timed part.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
 use orchestrator_core::{
-    ContainerRuntime, ContainerTemplate, DeploymentName, EngineAddress, ImageRef, Node, NodeName, NodeStatus,
-    ReplicaContainer, ReplicaId,
+    ContainerRuntime, ContainerTemplate, DeploymentName, ImageRef, Node, ReplicaContainer, ReplicaId,
 };
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig};
 
 fn cluster_nodes() -> Vec<Node> {
-    let dir = std::env::var_os("ORCH_CLUSTER_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/cluster"), PathBuf::from);
-    let listing = std::fs::read_to_string(dir.join("nodes"))
+    let listing = test_support::local_cluster::listing(&test_support::local_cluster::cluster_dir())
         .expect("no local cluster: run `cargo xtask bench runtime` (it starts one)");
-    listing
-        .lines()
-        .map(|line| {
-            let mut parts = line.split_whitespace();
-            Node {
-                name: NodeName::new(parts.next().unwrap()).unwrap(),
-                address: EngineAddress::parse(parts.next().unwrap()).unwrap(),
-                capacity: 1_000,
-                available: 1_000,
-                status: NodeStatus::Online,
-                last_heartbeat: None,
-            }
-        })
-        .collect()
+    listing.iter().map(|n| Node { capacity: 1_000, available: 1_000, ..n.node(false) }).collect()
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(1);

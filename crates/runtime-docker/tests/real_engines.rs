@@ -2,8 +2,6 @@
 //! tests against hollow engines (crates/hollow-node), which the scale benchmark stands in for
 //! dockerd with: whatever the runtime relies on, both must answer alike.
 
-mod local_cluster;
-
 use std::time::{Duration, Instant};
 
 use hollow_node::HollowCluster;
@@ -14,7 +12,7 @@ use orchestrator_core::{
 };
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig};
 
-use local_cluster::{ClusterNode, TEST_IMAGE, unique_cluster_id};
+use test_support::local_cluster::{ClusterNode, TEST_IMAGE, unique_cluster_id};
 
 /// What the tests need from a set of engines, whichever kind they are.
 trait Engines: Sync {
@@ -262,7 +260,7 @@ macro_rules! on_both_engines {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    let Some(nodes) = super::local_cluster::nodes() else { return };
+                    let Some(nodes) = test_support::local_cluster::nodes() else { return };
                     super::$test(&super::Dockerd(nodes)).await;
                 }
             )*

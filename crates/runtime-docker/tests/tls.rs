@@ -6,8 +6,6 @@
 
 #![cfg(feature = "tls")]
 
-mod local_cluster;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -19,7 +17,7 @@ use orchestrator_core::{
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig, TlsFiles};
 
-use local_cluster::{TEST_IMAGE, nodes, unique_cluster_id};
+use test_support::local_cluster::{TEST_IMAGE, nodes, unique_cluster_id};
 
 struct Ca {
     cert: rcgen::Certificate,
@@ -85,7 +83,7 @@ fn runtime(tls: Option<TlsFiles>) -> DockerRuntime {
 async fn an_https_engine_with_client_certificates() {
     let Some(nodes) = nodes() else { return };
     let Some(haproxy) = haproxy() else {
-        assert!(!local_cluster::required(), "HAProxy is not installed (Debian package haproxy)");
+        assert!(!test_support::required(), "HAProxy is not installed (Debian package haproxy)");
         eprintln!("skipping: HAProxy is not installed");
         return;
     };

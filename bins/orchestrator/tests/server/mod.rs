@@ -2,8 +2,7 @@
 
 #![allow(dead_code)]
 
-#[path = "../../../../crates/runtime-docker/tests/local_cluster/mod.rs"]
-pub mod local_cluster;
+pub use test_support::local_cluster;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -142,24 +141,8 @@ pub struct EngineContainer {
 pub fn try_engine_containers(nodes: &[local_cluster::ClusterNode], deployment: &str) -> Option<Vec<EngineContainer>> {
     let mut all = Vec::new();
     for n in nodes {
-        let out = Command::new("docker")
-            .args(["-H", &n.tcp, "ps", "-a", "--no-trunc", "--filter"])
-            .arg(format!("label=io.orchestrator.deployment={deployment}"))
-            .args(["--format", "{{.ID}} {{.Label \"io.orchestrator.replica\"}} {{.State}}"])
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let mut parts = line.split_whitespace();
-            let (id, replica, state) = (parts.next()?, parts.next()?, parts.next()?);
-            all.push(EngineContainer {
-                node: n.name.clone(),
-                id: id.to_string(),
-                replica: replica.to_string(),
-                running: state == "running",
-            });
+        for c in test_support::engines::containers(&n.tcp, Some(deployment))? {
+            all.push(EngineContainer { node: n.name.clone(), running: c.running(), id: c.id, replica: c.replica });
         }
     }
     all.sort();

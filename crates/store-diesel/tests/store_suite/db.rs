@@ -1,9 +1,13 @@
 //! A fresh database per test: a temporary SQLite file, or a new database on the local
 //! PostgreSQL of `cargo xtask pg` (found via target/pg/url, started when missing).
 
-use std::path::PathBuf;
+#[cfg(feature = "postgres")]
 use std::process::Command;
+#[cfg(feature = "postgres")]
 use std::sync::OnceLock;
+
+#[cfg(feature = "postgres")]
+use test_support::{required, workspace_root};
 
 pub enum TestDb {
     Sqlite {
@@ -46,14 +50,6 @@ impl TestDb {
             TestDb::Postgres { url } => url,
         }
     }
-}
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var("ORCH_REQUIRE_DOCKER").is_ok_and(|v| v == "1")
 }
 
 /// The server's URL (its `postgres` database), starting the server once if needed.

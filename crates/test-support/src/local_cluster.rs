@@ -2,14 +2,15 @@
 //! real engines. Under CI (`CI=true` or `ORCH_REQUIRE_DOCKER=1`) a missing cluster fails the
 //! test loudly; elsewhere the test is skipped with a printed reason.
 
-#![allow(dead_code)]
-
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use orchestrator_core::{EngineAddress, Node, NodeName, NodeStatus};
+
+pub use crate::required;
+use crate::workspace_root;
 
 #[derive(Debug, Clone)]
 pub struct ClusterNode {
@@ -56,31 +57,28 @@ impl ClusterNode {
     }
 }
 
-fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn cluster_dir() -> PathBuf {
+/// Where `cargo xtask cluster up` keeps its state (`ORCH_CLUSTER_DIR` overrides it).
+pub fn cluster_dir() -> PathBuf {
     std::env::var_os("ORCH_CLUSTER_DIR").map_or_else(|| workspace_root().join("target/cluster"), PathBuf::from)
 }
 
-/// Under CI (or `ORCH_REQUIRE_DOCKER=1`) a missing component fails a test instead of skipping it.
-pub fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var("ORCH_REQUIRE_DOCKER").is_ok_and(|v| v == "1")
+/// The node list `cluster up` wrote into `dir` (`name tcp-address unix-address` a line), or
+/// `None` when there is none.
+pub fn listing(dir: &Path) -> Option<Vec<ClusterNode>> {
+    let text = std::fs::read_to_string(dir.join("nodes")).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|line| {
+                let mut parts = line.split_whitespace();
+                let (name, tcp, unix) = (parts.next()?, parts.next()?, parts.next()?);
+                Some(ClusterNode { name: name.into(), tcp: tcp.into(), unix: unix.into(), dir: dir.join(name) })
+            })
+            .collect(),
+    )
 }
 
 fn read_nodes() -> Option<Vec<ClusterNode>> {
-    let dir = cluster_dir();
-    let listing = std::fs::read_to_string(dir.join("nodes")).ok()?;
-    let nodes: Vec<ClusterNode> = listing
-        .lines()
-        .filter_map(|line| {
-            let mut parts = line.split_whitespace();
-            let (name, tcp, unix) = (parts.next()?, parts.next()?, parts.next()?);
-            Some(ClusterNode { name: name.into(), tcp: tcp.into(), unix: unix.into(), dir: dir.join(name) })
-        })
-        .collect();
-    (nodes.len() >= 3).then_some(nodes)
+    listing(&cluster_dir()).filter(|nodes| nodes.len() >= 3)
 }
 
 fn start_cluster() -> Result<(), String> {
