@@ -4,7 +4,9 @@ use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::client::{ClientArgs, WaitArgs};
+use crate::workload_args::WorkloadArgs;
 use crate::{client, config, serve};
+use serde_json::json;
 
 #[derive(Parser)]
 #[command(name = "orchestrator", version, about = "A small container orchestrator for Docker engines")]
@@ -65,6 +67,8 @@ pub enum DeployCommand {
         #[arg(long)]
         units: Option<i64>,
         #[command(flatten)]
+        workload: Box<WorkloadArgs>,
+        #[command(flatten)]
         wait: WaitArgs,
         #[command(flatten)]
         client: ClientArgs,
@@ -75,6 +79,12 @@ pub enum DeployCommand {
     Ls(ClientArgs),
     /// Show one deployment and its replicas.
     Get {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Where the deployment's published ports are reached, as the engines report them.
+    Endpoints {
         name: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -144,9 +154,18 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(*args).await,
         Command::Status(c) => client::status(&c).await,
-        Command::Deploy(DeployCommand::Create { image, replicas, name, units, wait, client: c, command }) => {
-            client::create(&c, &image, replicas, name, units, command, &wait).await
+        Command::Deploy(DeployCommand::Create { image, replicas, name, units, workload, wait, client: c, command }) => {
+            let mut body = json!({ "image": image, "replicas": replicas, "command": command });
+            if let Some(name) = name {
+                body["name"] = json!(name);
+            }
+            if let Some(units) = units {
+                body["units"] = json!(units);
+            }
+            workload.fill(&mut body)?;
+            client::create(&c, body, &wait).await
         }
+        Command::Deploy(DeployCommand::Endpoints { name, client: c }) => client::endpoints(&c, &name).await,
         Command::Deploy(DeployCommand::Ls(c)) => client::deployments(&c).await,
         Command::Deploy(DeployCommand::Get { name, client: c }) => client::deployment(&c, &name).await,
         Command::Deploy(DeployCommand::Scale { name, replicas, wait, client: c }) => {

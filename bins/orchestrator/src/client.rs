@@ -156,22 +156,8 @@ pub async fn status(c: &ClientArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn create(
-    c: &ClientArgs,
-    image: &str,
-    replicas: i64,
-    name: Option<String>,
-    units: Option<i64>,
-    command: Vec<String>,
-    wait: &WaitArgs,
-) -> Result<()> {
-    let mut body = json!({ "image": image, "replicas": replicas, "command": command });
-    if let Some(name) = name {
-        body["name"] = json!(name);
-    }
-    if let Some(units) = units {
-        body["units"] = json!(units);
-    }
+/// `body` is a create request (`POST /v1/deployments`).
+pub async fn create(c: &ClientArgs, body: Value, wait: &WaitArgs) -> Result<()> {
     let created = call(c, Method::POST, "/v1/deployments", Some(body)).await?;
     let name = text(&created["name"]);
     show(c, &created, |d| {
@@ -180,6 +166,24 @@ pub async fn create(
     if wait.wait {
         wait_ready(c, &name, wait).await?;
     }
+    Ok(())
+}
+
+pub async fn endpoints(c: &ClientArgs, name: &str) -> Result<()> {
+    let list = call(c, Method::GET, &format!("/v1/deployments/{name}/endpoints"), None).await?;
+    show(c, &list, |l| {
+        let rows = l
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let ready = if e["ready"].as_bool() == Some(true) { "yes" } else { "no" };
+                let target = format!("{}/{}", text(&e["target"]), text(&e["protocol"]));
+                vec![text(&e["replica"]), text(&e["node"]), text(&e["address"]), target, ready.to_string()]
+            })
+            .collect();
+        print_table(&["REPLICA", "NODE", "ADDRESS", "TARGET", "READY"], rows);
+    });
     Ok(())
 }
 

@@ -9,6 +9,7 @@ mod logging;
 mod malloc;
 mod serve;
 mod tokens;
+mod workload_args;
 
 use std::process::ExitCode;
 

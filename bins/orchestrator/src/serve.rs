@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::{App, HttpServer};
 use anyhow::{Context, Result};
 use api_actix::{ApiState, Role, Tokens};
-use orchestrator_core::{AccessStore, ClusterStore, Error, LeaseStore};
+use orchestrator_core::{AccessStore, ClusterStore, ContainerRuntime, Error, LeaseStore};
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig};
 use scheduler::{ActingLeader, Election, Lead, Loops, Scheduler, SchedulerControl, Tenure};
 use store_diesel::DieselStore;
@@ -51,6 +51,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
     }
 
+    let engines: Arc<dyn ContainerRuntime> = Arc::clone(&runtime) as _;
     let scheduler = Arc::new(Scheduler::new(Arc::clone(&store), runtime, settings.scheduler));
     // Every server takes part in the election; the leader runs the loops on a store fenced by
     // its term. Alone on its store, a server leads from its first renewal.
@@ -71,7 +72,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     let metrics = api_actix::Metrics::new().context("cannot set up metrics")?;
     let http_metrics = metrics.http_middleware().map_err(anyhow::Error::msg)?;
-    let mut state = ApiState::new(store, access, Arc::new(SchedulerControl::new(scheduler, leadership, acting)));
+    let control = Arc::new(SchedulerControl::new(scheduler, leadership, acting));
+    let mut state = ApiState::new(store, access, control, engines);
     state.limits = settings.limits;
     state.metrics = Some(metrics);
     state.metrics_public = settings.metrics_public;

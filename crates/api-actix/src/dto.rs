@@ -1,6 +1,6 @@
 //! The wire format: requests (unknown fields refused) and responses.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use orchestrator_core::{
@@ -8,6 +8,9 @@ use orchestrator_core::{
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
+
+pub use crate::template_dto::TemplateView;
+use crate::template_dto::{HealthcheckRequest, PortRequest, ResourcesRequest, WorkloadFields};
 
 // The `pattern`s below state in the OpenAPI document exactly what the domain validates (names
 // are DNS labels; images Docker references; addresses unix:// paths or host:port), so that a
@@ -34,7 +37,7 @@ pub(crate) fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> 
     }
 }
 
-fn optional_integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(crate) fn optional_integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     #[derive(Deserialize)]
     struct Wrapped(#[serde(deserialize_with = "integer")] i64);
     Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
@@ -77,6 +80,30 @@ pub struct CreateDeployment {
     #[schema(minimum = 1, maximum = 1_000_000)]
     #[serde(default, deserialize_with = "optional_integer")]
     pub units: Option<i64>,
+    /// Environment variables: names `[A-Za-z_][A-Za-z0-9_]*`, values without NUL.
+    #[serde(default)]
+    #[schema(example = json!({"GREETING": "hello"}))]
+    pub env: BTreeMap<String, String>,
+    /// Container ports published on the node (each published port/protocol once).
+    #[serde(default)]
+    pub ports: Vec<PortRequest>,
+    pub resources: Option<ResourcesRequest>,
+    /// Absent: the image's own check; `{"disable": true}`: none.
+    pub healthcheck: Option<HealthcheckRequest>,
+    /// Put on each container (`io.orchestrator.*` is reserved).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// `node.labels.KEY == VALUE`, `node.labels.KEY != VALUE`, `node.name == NAME`, `node.name != NAME`.
+    #[serde(default)]
+    #[schema(example = json!(["node.labels.zone == a"]))]
+    pub constraints: Vec<String>,
+    /// At most this many replicas on one node.
+    #[serde(default, deserialize_with = "optional_integer")]
+    #[schema(minimum = 1, maximum = 4_294_967_295_u64)]
+    pub max_per_node: Option<i64>,
+    /// SIGTERM, then this long before SIGKILL (`"10s"`, `"1m30s"`); the server's default when absent.
+    #[schema(example = "10s")]
+    pub stop_grace_period: Option<String>,
 }
 
 impl CreateDeployment {
@@ -88,7 +115,18 @@ impl CreateDeployment {
             Some(name) => DeploymentName::new(name)?,
             None => DeploymentName::from_image(&image)?,
         };
-        let template = ContainerTemplate::new(image).with_command(self.command);
+        let mut template = ContainerTemplate::new(image).with_command(self.command);
+        let workload = WorkloadFields {
+            env: self.env,
+            ports: self.ports,
+            resources: self.resources,
+            healthcheck: self.healthcheck,
+            labels: self.labels,
+            constraints: self.constraints,
+            max_per_node: self.max_per_node,
+            stop_grace_period: self.stop_grace_period,
+        };
+        workload.apply(&mut template)?;
         limits.check_template(&template)?;
         let spec = DeploymentSpec::new(template, limits.check_replicas(self.replicas)?)
             .with_units(limits.check_units(self.units.unwrap_or(1))?);
@@ -188,8 +226,8 @@ impl ReplicaView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeploymentView {
     pub name: String,
-    pub image: String,
-    pub command: Vec<String>,
+    #[serde(flatten)]
+    pub template: TemplateView,
     /// Replicas asked for (the seed's RequiredNumOfReplicas).
     pub required: u32,
     /// Replicas running now (the seed's actualNumOfReplicas).
@@ -209,8 +247,7 @@ impl DeploymentView {
     pub fn new(d: &Deployment, replicas: &[&Replica], addresses: &Addresses, detailed: bool) -> Self {
         Self {
             name: d.name.to_string(),
-            image: d.spec.template.image.to_string(),
-            command: d.spec.template.command.clone(),
+            template: TemplateView::new(&d.spec.template),
             required: d.spec.replicas,
             actual: replicas.iter().filter(|r| r.state == orchestrator_core::ReplicaState::Running).count(),
             units: d.spec.units,
@@ -229,19 +266,6 @@ impl DeploymentView {
         let mut view = Self::new(d, &[], &Addresses::default(), false);
         view.actual = usize::try_from(running).unwrap_or(usize::MAX);
         view
-    }
-}
-
-/// What a deployment's containers run.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TemplateView {
-    pub image: String,
-    pub command: Vec<String>,
-}
-
-impl TemplateView {
-    pub fn new(t: &ContainerTemplate) -> Self {
-        Self { image: t.image.to_string(), command: t.command.clone() }
     }
 }
 

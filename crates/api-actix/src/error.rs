@@ -112,7 +112,7 @@ impl From<CoreError> for ApiError {
             CoreError::Invalid { field, message } => ApiError::BadRequest {
                 code: "invalid_value",
                 message: format!("invalid {field}: {message}"),
-                field: Some(field.into()),
+                field: Some(field),
             },
             e @ CoreError::NotFound { .. } => ApiError::NotFound(e.to_string()),
             e @ (CoreError::AlreadyExists { .. } | CoreError::Conflict(_) | CoreError::InsufficientCapacity { .. }) => {

@@ -15,11 +15,12 @@ mod openapi;
 mod routes;
 mod snapshot;
 mod summary;
+mod template_dto;
 
 use std::sync::Arc;
 
 use actix_web::web;
-use orchestrator_core::{AccessStore, ClusterStore, ControlPlane, Limits};
+use orchestrator_core::{AccessStore, ClusterStore, ContainerRuntime, ControlPlane, Limits};
 use utoipa_swagger_ui::SwaggerUi;
 
 pub use auth::{Caller, Tokens};
@@ -37,6 +38,9 @@ pub struct ApiState {
     pub store: Arc<dyn ClusterStore>,
     pub access: Arc<dyn AccessStore>,
     pub control: Arc<dyn ControlPlane>,
+    /// The engines, for what only they know (bound ports, health): reads only, so a follower
+    /// answers them too.
+    pub engines: Arc<dyn ContainerRuntime>,
     pub limits: Limits,
     pub body_limit: usize,
     /// Serves `/metrics` when set.
@@ -49,11 +53,17 @@ pub struct ApiState {
 
 impl ApiState {
     /// Default limits, no `/metrics`.
-    pub fn new(store: Arc<dyn ClusterStore>, access: Arc<dyn AccessStore>, control: Arc<dyn ControlPlane>) -> Self {
+    pub fn new(
+        store: Arc<dyn ClusterStore>,
+        access: Arc<dyn AccessStore>,
+        control: Arc<dyn ControlPlane>,
+        engines: Arc<dyn ContainerRuntime>,
+    ) -> Self {
         Self {
             store,
             access,
             control,
+            engines,
             limits: Limits::default(),
             body_limit: DEFAULT_BODY_LIMIT,
             metrics: None,
@@ -67,7 +77,7 @@ impl ApiState {
 /// `App::new().configure(|cfg| api_actix::configure(cfg, state, tokens))`.
 pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) {
     use actix_web::http::Method;
-    use routes::{access, deployments, events, health, nodes, path, status};
+    use routes::{access, deployments, endpoints, events, health, nodes, path, status};
     if state.metrics_public {
         cfg.service(path("/metrics").on(Method::GET, metrics::metrics).done());
     }
@@ -108,6 +118,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) 
                 )
                 .service(path("/v1/deployments/{name}/rebalance").on(Method::POST, deployments::rebalance).done())
                 .service(path("/v1/deployments/{name}/revisions").on(Method::GET, deployments::revisions).done())
+                .service(path("/v1/deployments/{name}/endpoints").on(Method::GET, endpoints::list).done())
                 .service(path("/v1/nodes").on(Method::GET, nodes::list).on(Method::POST, nodes::add).done())
                 .service(path("/v1/nodes/{name}").on(Method::GET, nodes::get).on(Method::DELETE, nodes::remove).done())
                 .service(path("/v1/nodes/{name}/drain").on(Method::POST, nodes::drain).done())

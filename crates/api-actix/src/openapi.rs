@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{access, deployments, events, health, nodes, status};
+use crate::routes::{access, deployments, endpoints, events, health, nodes, status};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,7 @@ use crate::routes::{access, deployments, events, health, nodes, status};
         deployments::delete,
         deployments::rebalance,
         deployments::revisions,
+        endpoints::list,
         nodes::list,
         nodes::add,
         nodes::get,

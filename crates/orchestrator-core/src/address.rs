@@ -72,6 +72,12 @@ impl EngineAddress {
     pub fn as_str(&self) -> &str {
         &self.original
     }
+
+    /// The host the engine is reached at (a name, an IPv4 or a bracketed IPv6 address): where
+    /// ports it publishes are reached too. `None` for a unix socket.
+    pub fn host(&self) -> Option<&str> {
+        (self.scheme != Scheme::Unix).then(|| self.target.rsplit_once(':').map_or(self.target.as_str(), |(h, _)| h))
+    }
 }
 
 /// A DNS host name or IPv4 address: dot-separated labels of letters, digits and inner '-'.
@@ -134,7 +140,7 @@ mod tests {
             "tcp://[zz]:1",
         ] {
             let err = EngineAddress::parse(bad).unwrap_err();
-            assert!(matches!(err, Error::Invalid { field: "address", .. }), "{bad}: {err}");
+            assert!(matches!(err, Error::Invalid { ref field, .. } if field == "address"), "{bad}: {err}");
         }
     }
 }

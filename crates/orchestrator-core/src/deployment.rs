@@ -1,11 +1,16 @@
 //! Deployments: N replicas of one container template (the seed's `container.db` row,
 //! normalized: replicas live in their own table, each template change is a kept revision).
 
-use std::time::SystemTime;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::image::ImageRef;
 use crate::name::DeploymentName;
+use crate::workload::{
+    Constraint, HealthCheck, MIN_DURATION, MIN_MEMORY_BYTES, PortSpec, RESERVED_LABEL_PREFIX, Resources,
+    check_label_key, is_env_key,
+};
 
 /// Bounds an operator may tune.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,11 +19,21 @@ pub struct Limits {
     pub max_units: u32,
     pub max_command_args: usize,
     pub max_command_bytes: usize,
+    /// Environment variables, labels, ports and constraints each.
+    pub max_entries: usize,
+    pub max_stop_grace: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_replicas: 10_000, max_units: 1_000_000, max_command_args: 256, max_command_bytes: 16 * 1024 }
+        Self {
+            max_replicas: 10_000,
+            max_units: 1_000_000,
+            max_command_args: 256,
+            max_command_bytes: 16 * 1024,
+            max_entries: 256,
+            max_stop_grace: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -38,15 +53,109 @@ impl Limits {
     }
 
     pub fn check_command(&self, command: &[String]) -> Result<()> {
-        if command.len() > self.max_command_args {
-            return Err(Error::invalid("command", format!("at most {} arguments", self.max_command_args)));
+        self.check_arguments("command", command)
+    }
+
+    fn check_arguments(&self, field: &str, args: &[String]) -> Result<()> {
+        if args.len() > self.max_command_args {
+            return Err(Error::invalid(field, format!("at most {} arguments", self.max_command_args)));
         }
-        let bytes: usize = command.iter().map(String::len).sum();
+        let bytes: usize = args.iter().map(String::len).sum();
         if bytes > self.max_command_bytes {
-            return Err(Error::invalid("command", format!("at most {} bytes in all", self.max_command_bytes)));
+            return Err(Error::invalid(field, format!("at most {} bytes in all", self.max_command_bytes)));
         }
-        if command.iter().any(|a| a.contains('\0')) {
-            return Err(Error::invalid("command", "arguments may not contain NUL"));
+        if args.iter().any(|a| a.contains('\0')) {
+            return Err(Error::invalid(field, "arguments may not contain NUL"));
+        }
+        Ok(())
+    }
+
+    fn check_count(&self, field: &str, count: usize) -> Result<()> {
+        if count > self.max_entries {
+            return Err(Error::invalid(field, format!("at most {} entries", self.max_entries)));
+        }
+        Ok(())
+    }
+
+    fn check_env(&self, env: &BTreeMap<String, String>) -> Result<()> {
+        self.check_count("env", env.len())?;
+        for (key, value) in env {
+            if !is_env_key(key) {
+                return Err(Error::invalid(format!("env.{key}"), "a name is [A-Za-z_][A-Za-z0-9_]*"));
+            }
+            if value.contains('\0') {
+                return Err(Error::invalid(format!("env.{key}"), "a value may not contain NUL"));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_ports(&self, ports: &[PortSpec]) -> Result<()> {
+        self.check_count("ports", ports.len())?;
+        for (i, port) in ports.iter().enumerate() {
+            if port.target == 0 {
+                return Err(Error::invalid(format!("ports[{i}].target"), "must be 1..=65535"));
+            }
+            let Some(published) = port.published else { continue };
+            if published == 0 {
+                return Err(Error::invalid(format!("ports[{i}].published"), "must be 1..=65535"));
+            }
+            let twice = ports[..i].iter().any(|p| p.published == Some(published) && p.protocol == port.protocol);
+            if twice {
+                return Err(Error::invalid(
+                    format!("ports[{i}].published"),
+                    format!("{}/{published} is published twice", port.protocol),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_resources(&self, resources: &Resources) -> Result<()> {
+        if resources.memory_bytes.is_some_and(|m| m < MIN_MEMORY_BYTES) {
+            return Err(Error::invalid("resources.memory", "must be at least 6 MiB (the engine's floor)"));
+        }
+        if resources.nano_cpus == Some(0) {
+            return Err(Error::invalid("resources.cpus", "must be above 0"));
+        }
+        Ok(())
+    }
+
+    fn check_healthcheck(&self, check: &HealthCheck) -> Result<()> {
+        let HealthCheck::Command(check) = check else { return Ok(()) };
+        self.check_arguments("healthcheck.test", &check.test)?;
+        match check.test.first().map(String::as_str) {
+            Some("CMD") if check.test.len() >= 2 => {}
+            Some("CMD-SHELL") if check.test.len() == 2 => {}
+            _ => {
+                return Err(Error::invalid(
+                    "healthcheck.test",
+                    "must be [\"CMD\", program, args..] or [\"CMD-SHELL\", command] (or use {\"disable\": true})",
+                ));
+            }
+        }
+        for (field, value) in [
+            ("healthcheck.interval", check.interval),
+            ("healthcheck.timeout", check.timeout),
+            ("healthcheck.start_period", check.start_period),
+        ] {
+            if value.is_some_and(|d| d < MIN_DURATION) {
+                return Err(Error::invalid(field, "must be at least 1ms"));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_labels(&self, labels: &BTreeMap<String, String>) -> Result<()> {
+        self.check_count("labels", labels.len())?;
+        for (key, value) in labels {
+            check_label_key(key).map_err(|why| Error::invalid(format!("labels.{key}"), why))?;
+            if key.starts_with(RESERVED_LABEL_PREFIX) {
+                return Err(Error::invalid(format!("labels.{key}"), format!("{RESERVED_LABEL_PREFIX}* is reserved")));
+            }
+            if value.contains('\0') {
+                return Err(Error::invalid(format!("labels.{key}"), "a value may not contain NUL"));
+            }
         }
         Ok(())
     }
@@ -61,23 +170,70 @@ impl Limits {
     }
 
     pub fn check_template(&self, template: &ContainerTemplate) -> Result<()> {
-        self.check_command(&template.command)
+        self.check_command(&template.command)?;
+        self.check_env(&template.env)?;
+        self.check_ports(&template.ports)?;
+        self.check_resources(&template.resources)?;
+        self.check_healthcheck(&template.healthcheck)?;
+        self.check_labels(&template.labels)?;
+        self.check_count("constraints", template.constraints.len())?;
+        if template.max_per_node == Some(0) {
+            return Err(Error::invalid("max_per_node", "must be at least 1"));
+        }
+        if template.stop_grace_period.is_some_and(|d| d > self.max_stop_grace) {
+            let max = self.max_stop_grace.as_secs();
+            return Err(Error::invalid("stop_grace_period", format!("must be at most {max}s")));
+        }
+        Ok(())
     }
 }
 
-/// What each replica's container runs: everything about it but how many and where. A change
-/// to it makes a new revision of the deployment; the fields the next workload features need
-/// (env, ports, resources, health check, ...) go here, and nowhere else in core.
+/// What each replica's container runs, and where it may: everything about it but how many. A
+/// change to it makes a new revision of the deployment; a new workload feature is a field here
+/// (and in the store's encoding, the API's DTO and the runtime), nowhere else in core.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerTemplate {
     pub image: ImageRef,
     /// Overrides the image's command when not empty.
     pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub ports: Vec<PortSpec>,
+    pub resources: Resources,
+    pub healthcheck: HealthCheck,
+    /// Put on each container, beside the orchestrator's own.
+    pub labels: BTreeMap<String, String>,
+    /// Every one must admit a node for a replica to be placed there.
+    pub constraints: Vec<Constraint>,
+    /// At most this many replicas on one node.
+    pub max_per_node: Option<u32>,
+    /// SIGTERM, then this long before SIGKILL; the runtime's default when unset.
+    pub stop_grace_period: Option<Duration>,
 }
 
 impl ContainerTemplate {
     pub fn new(image: ImageRef) -> Self {
-        Self { image, command: Vec::new() }
+        Self {
+            image,
+            command: Vec::new(),
+            env: BTreeMap::new(),
+            ports: Vec::new(),
+            resources: Resources::default(),
+            healthcheck: HealthCheck::default(),
+            labels: BTreeMap::new(),
+            constraints: Vec::new(),
+            max_per_node: None,
+            stop_grace_period: None,
+        }
+    }
+
+    /// Host ports this template holds on a node it runs on, as (port, protocol).
+    pub fn published_ports(&self) -> impl Iterator<Item = (u16, crate::workload::Protocol)> + '_ {
+        self.ports.iter().filter_map(|p| Some((p.published?, p.protocol)))
+    }
+
+    /// Whether a node named `node` with `labels` meets every constraint.
+    pub fn admits(&self, node: &str, labels: &BTreeMap<String, String>) -> bool {
+        self.constraints.iter().all(|c| c.admits(node, labels))
     }
 
     pub fn with_command(mut self, command: Vec<String>) -> Self {
@@ -196,5 +352,61 @@ mod tests {
         assert!(limits.check_spec(&spec(5)).is_ok());
         assert!(limits.check_spec(&spec(0)).is_ok());
         assert_eq!(field(limits.check_replicas(-1).map(drop)), "replicas");
+    }
+
+    #[test]
+    fn every_template_field_is_checked_and_named_by_its_path() {
+        use crate::workload::{HealthCommand, Protocol};
+        let limits = Limits::default();
+        let base = || ContainerTemplate::new(ImageRef::parse("a").unwrap());
+        let field = |t: ContainerTemplate| match limits.check_template(&t) {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        let mut t = base();
+        t.env.insert("1BAD".into(), "x".into());
+        assert_eq!(field(t), "env.1BAD");
+        let mut t = base();
+        t.ports = vec![PortSpec::tcp(80, Some(8080)), PortSpec::tcp(81, Some(8080))];
+        assert_eq!(field(t), "ports[1].published");
+        let mut t = base();
+        t.ports = vec![
+            PortSpec::tcp(80, Some(8080)),
+            PortSpec { target: 81, published: Some(8080), protocol: Protocol::Udp },
+        ];
+        assert!(limits.check_template(&t).is_ok(), "tcp and udp on one number are two ports");
+        let mut t = base();
+        t.ports = vec![PortSpec::tcp(0, None)];
+        assert_eq!(field(t), "ports[0].target");
+        let mut t = base();
+        t.resources.memory_bytes = Some(1024);
+        assert_eq!(field(t), "resources.memory");
+        let mut t = base();
+        t.resources.nano_cpus = Some(0);
+        assert_eq!(field(t), "resources.cpus");
+        let check = |test: Vec<&str>, interval| {
+            let mut t = base();
+            t.healthcheck = HealthCheck::Command(HealthCommand {
+                test: test.into_iter().map(String::from).collect(),
+                interval,
+                timeout: None,
+                retries: None,
+                start_period: None,
+            });
+            t
+        };
+        assert_eq!(field(check(vec!["wget"], None)), "healthcheck.test");
+        assert_eq!(field(check(vec!["CMD-SHELL", "a", "b"], None)), "healthcheck.test");
+        assert_eq!(field(check(vec!["CMD", "true"], Some(Duration::from_micros(10)))), "healthcheck.interval");
+        assert!(limits.check_template(&check(vec!["CMD-SHELL", "true"], Some(Duration::from_secs(1)))).is_ok());
+        let mut t = base();
+        t.labels.insert("io.orchestrator.replica".into(), "1".into());
+        assert_eq!(field(t), "labels.io.orchestrator.replica");
+        let mut t = base();
+        t.max_per_node = Some(0);
+        assert_eq!(field(t), "max_per_node");
+        let mut t = base();
+        t.stop_grace_period = Some(Duration::from_secs(7200));
+        assert_eq!(field(t), "stop_grace_period");
     }
 }

@@ -29,9 +29,10 @@ impl std::fmt::Display for Kind {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// Input that breaks a rule of the domain; `field` names the offending input.
+    /// Input that breaks a rule of the domain; `field` is the offending input's path
+    /// (`replicas`, `ports[1].published`, `env.1BAD`).
     #[error("invalid {field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid { field: String, message: String },
 
     #[error("{kind} {name:?} not found")]
     NotFound { kind: Kind, name: String },
@@ -72,8 +73,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Error::Invalid { field, message: message.into() }
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid { field: field.into(), message: message.into() }
     }
 
     pub fn not_found(kind: Kind, name: impl Into<String>) -> Self {

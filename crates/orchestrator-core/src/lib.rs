@@ -22,6 +22,7 @@ pub mod node;
 pub mod replica;
 pub mod runtime;
 pub mod store;
+pub mod workload;
 
 pub use access::{AccessStore, ApiToken, AuditEntry, Role};
 pub use address::{EngineAddress, Scheme};
@@ -34,8 +35,11 @@ pub use lease::{Lease, LeaseStore};
 pub use name::{DeploymentName, NodeName};
 pub use node::{NewNode, Node, NodeStatus};
 pub use replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
-pub use runtime::{ContainerRuntime, ContainerState, ContainerSummary, EngineInfo, ReplicaContainer};
+pub use runtime::{
+    BoundPort, ContainerRuntime, ContainerState, ContainerSummary, EngineInfo, Health, ReplicaContainer,
+};
 pub use store::{ClusterStore, DeploymentStore, NodeStore, ReplicaStore, StoreRevision};
+pub use workload::{Constraint, ConstraintKey, HealthCheck, HealthCommand, PortSpec, Protocol, Resources};
 
 #[cfg(feature = "mock")]
 pub use access::MockAccessStore;

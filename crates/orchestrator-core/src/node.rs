@@ -91,12 +91,13 @@ mod tests {
     #[test]
     fn new_node_validates_every_field() {
         assert!(NewNode::new("n1", "tcp://127.0.0.1:2375", 10).is_ok());
-        assert!(matches!(NewNode::new("N1", "tcp://127.0.0.1:2375", 1), Err(Error::Invalid { field: "name", .. })));
-        assert!(matches!(NewNode::new("n1", "nope", 1), Err(Error::Invalid { field: "address", .. })));
-        assert!(matches!(
-            NewNode::new("n1", "tcp://127.0.0.1:2375", -1),
-            Err(Error::Invalid { field: "capacity", .. })
-        ));
+        let field = |r: Result<NewNode>| match r {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        assert_eq!(field(NewNode::new("N1", "tcp://127.0.0.1:2375", 1)), "name");
+        assert_eq!(field(NewNode::new("n1", "nope", 1)), "address");
+        assert_eq!(field(NewNode::new("n1", "tcp://127.0.0.1:2375", -1)), "capacity");
     }
 
     #[test]

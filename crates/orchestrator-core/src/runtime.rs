@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::name::DeploymentName;
 use crate::node::Node;
 use crate::replica::{Replica, ReplicaId};
+use crate::workload::Protocol;
 
 /// What an engine reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +59,34 @@ pub enum ContainerState {
     Removing,
 }
 
+/// The engine's verdict of a container's health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Health {
+    /// Within its start period, or not yet checked.
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Starting => "starting",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// A container port as the engine bound it on the host: `published` is the real host port,
+/// also when the engine picked it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BoundPort {
+    pub target: u16,
+    pub published: u16,
+    pub protocol: Protocol,
+}
+
 /// One of our containers as an engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerSummary {
@@ -67,6 +96,22 @@ pub struct ContainerSummary {
     pub state: ContainerState,
     /// Set once the container has exited.
     pub exit_code: Option<i64>,
+    /// `None` when the container has no health check.
+    pub health: Option<Health>,
+    /// Its published ports, each once (an engine binding IPv4 and IPv6 reports two).
+    pub ports: Vec<BoundPort>,
+}
+
+impl ContainerSummary {
+    /// A container in `state` with no health check and no published port.
+    pub fn new(id: impl Into<String>, deployment: DeploymentName, replica: ReplicaId, state: ContainerState) -> Self {
+        Self { id: id.into(), deployment, replica, state, exit_code: None, health: None, ports: Vec::new() }
+    }
+
+    /// Running, and healthy if it has a health check: ready to serve.
+    pub fn is_ready(&self) -> bool {
+        self.state == ContainerState::Running && matches!(self.health, None | Some(Health::Healthy))
+    }
 }
 
 #[cfg_attr(feature = "mock", mockall::automock)]

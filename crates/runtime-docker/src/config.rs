@@ -20,7 +20,8 @@ pub struct DockerRuntimeConfig {
     pub ping_timeout: Duration,
     /// Bound on every other call (create, start, list, inspect, info).
     pub request_timeout: Duration,
-    /// Time a container gets to stop after SIGTERM before it is killed.
+    /// Time a container gets to stop after SIGTERM before it is killed, unless its template
+    /// says otherwise (`stop_grace_period`).
     pub stop_grace: Duration,
     /// Pull an image the engine lacks before giving up. Off by default: nodes here reach no
     /// registry, and a pull attempt would only turn a clear error into a slow one.

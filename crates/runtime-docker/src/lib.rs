@@ -8,6 +8,7 @@
 mod classify;
 mod config;
 mod connections;
+mod container_spec;
 mod labels;
 mod runtime;
 

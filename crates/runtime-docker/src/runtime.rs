@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, ContainerSummaryStateEnum};
+use bollard::models::{ContainerStateStatusEnum, ContainerSummaryStateEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -21,7 +21,8 @@ use orchestrator_core::{
 use crate::classify::{engine_error, is_missing_image, is_status};
 use crate::config::DockerRuntimeConfig;
 use crate::connections::Connections;
-use crate::labels::{cluster_filter, container_name, parse_replica_labels, replica_labels};
+use crate::container_spec::{bound_ports, bound_ports_of_map, create_body, health_from_inspect, health_from_status};
+use crate::labels::{cluster_filter, container_name, parse_replica_labels};
 
 /// Talks to any number of Docker Engines; one value serves the whole cluster.
 pub struct DockerRuntime {
@@ -49,12 +50,7 @@ impl DockerRuntime {
     /// Creates the container, or finds the one an earlier attempt made under the same name.
     async fn create_or_find(&self, docker: &Docker, node: &Node, container: &ReplicaContainer) -> Result<String> {
         let name = self.name(&container.deployment, container.replica);
-        let body = ContainerCreateBody {
-            image: Some(container.template.image.to_string()),
-            cmd: (!container.template.command.is_empty()).then(|| container.template.command.clone()),
-            labels: Some(replica_labels(&self.config.cluster_id, container)),
-            ..Default::default()
-        };
+        let body = create_body(&self.config.cluster_id, container, self.config.stop_grace);
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
         let timeout = self.config.request_timeout;
         let node_name = node.name.as_str();
@@ -96,6 +92,20 @@ impl DockerRuntime {
         }
     }
 
+    /// The stop timeout the container was made with (the runtime's default if it has none);
+    /// `None` when there is no such container.
+    async fn stop_timeout(&self, docker: &Docker, node: &Node, name: &str) -> Result<Option<Duration>> {
+        let call = docker.inspect_container(name, None::<InspectContainerOptions>);
+        match bounded(node.name.as_str(), "inspect", self.config.request_timeout, call).await? {
+            Ok(inspected) => {
+                let own = inspected.config.and_then(|c| c.stop_timeout).and_then(|s| u64::try_from(s).ok());
+                Ok(Some(own.map_or(self.config.stop_grace, Duration::from_secs)))
+            }
+            Err(e) if is_status(&e, 404) => Ok(None),
+            Err(e) => Err(engine_error(node.name.as_str(), "inspect", e)),
+        }
+    }
+
     async fn inspect_by_name(&self, docker: &Docker, node: &Node, name: &str) -> Result<ContainerSummary> {
         let inspected = bounded(
             node.name.as_str(),
@@ -115,6 +125,8 @@ impl DockerRuntime {
         })?;
         let state = inspected.state.unwrap_or_default();
         let status = state.status.map_or(ContainerState::Created, from_inspect_state);
+        let ports =
+            inspected.network_settings.and_then(|n| n.ports).map(|p| bound_ports_of_map(&p)).unwrap_or_default();
         Ok(ContainerSummary {
             id: inspected.id.unwrap_or_default(),
             deployment,
@@ -123,6 +135,8 @@ impl DockerRuntime {
             exit_code: (status == ContainerState::Exited || status == ContainerState::Dead)
                 .then_some(state.exit_code)
                 .flatten(),
+            health: health_from_inspect(state.health.and_then(|h| h.status)),
+            ports,
         })
     }
 }
@@ -211,8 +225,14 @@ impl ContainerRuntime for DockerRuntime {
         let docker = self.client(node, self.config.request_timeout).await?;
         let name = self.name(deployment, replica);
         let node_name = node.name.as_str();
-        let grace = self.config.stop_grace;
-        let stop = StopContainerOptionsBuilder::new().t(i32::try_from(grace.as_secs()).unwrap_or(i32::MAX)).build();
+        // The grace is the container's own StopTimeout, set at create from its template's
+        // stop_grace_period: read it, so the stop's deadline is that plus the usual bound.
+        let grace = match self.stop_timeout(&docker, node, &name).await? {
+            Some(grace) => grace,
+            None => return Ok(()), // no such container
+        };
+        let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let stop = StopContainerOptionsBuilder::new().t(seconds).build();
         match bounded(node_name, "stop", self.config.request_timeout + grace, docker.stop_container(&name, Some(stop)))
             .await?
         {
@@ -251,6 +271,8 @@ impl ContainerRuntime for DockerRuntime {
                     replica,
                     state,
                     exit_code: c.status.as_deref().and_then(exit_code_from_status),
+                    health: c.status.as_deref().and_then(health_from_status),
+                    ports: c.ports.as_deref().map(bound_ports).unwrap_or_default(),
                 })
             })
             .collect())

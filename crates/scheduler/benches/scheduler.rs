@@ -13,9 +13,7 @@ const NODES: usize = 5_000;
 const REPLICAS: u32 = 1_000_000;
 
 fn candidates() -> Vec<Candidate> {
-    (0..NODES)
-        .map(|i| Candidate { node: NodeName::new(format!("node-{i}")).unwrap(), available: 250, replicas: 0 })
-        .collect()
+    (0..NODES).map(|i| Candidate::new(NodeName::new(format!("node-{i}")).unwrap(), 250, 0)).collect()
 }
 
 fn placement_bench(c: &mut Criterion) {

@@ -35,6 +35,16 @@ pub struct Candidate {
     pub node: NodeName,
     pub available: u32,
     pub replicas: u32,
+    /// The most replicas of the deployment this node may run (`max_per_node`, or one when the
+    /// template publishes a fixed host port); `u32::MAX` for no limit.
+    pub max_replicas: u32,
+}
+
+impl Candidate {
+    /// A node with no per-node limit.
+    pub fn new(node: NodeName, available: u32, replicas: u32) -> Self {
+        Self { node, available, replicas, max_replicas: u32::MAX }
+    }
 }
 
 /// The outcome: one node per placed replica (in placement order), and how many did not fit.
@@ -61,7 +71,7 @@ fn spread(candidates: &[Candidate], units: u32, count: u32) -> Plan {
     let mut heap: BinaryHeap<Reverse<(u32, Reverse<u32>, usize)>> = order
         .iter()
         .enumerate()
-        .filter(|(_, i)| candidates[**i].available >= units)
+        .filter(|(_, i)| candidates[**i].available >= units && candidates[**i].replicas < candidates[**i].max_replicas)
         .map(|(rank, i)| Reverse((candidates[*i].replicas, Reverse(candidates[*i].available), rank)))
         .collect();
 
@@ -71,9 +81,10 @@ fn spread(candidates: &[Candidate], units: u32, count: u32) -> Plan {
             plan.unplaced = count - placed;
             break;
         };
-        plan.nodes.push(candidates[order[r]].node.clone());
+        let candidate = &candidates[order[r]];
+        plan.nodes.push(candidate.node.clone());
         let available = available - units;
-        if available >= units {
+        if available >= units && replicas + 1 < candidate.max_replicas {
             heap.push(Reverse((replicas + 1, Reverse(available), r)));
         }
     }
@@ -90,7 +101,7 @@ fn binpack(candidates: &[Candidate], units: u32, count: u32) -> Plan {
         if left == 0 {
             break;
         }
-        let here = (c.available / units.max(1)).min(left);
+        let here = (c.available / units.max(1)).min(left).min(c.max_replicas.saturating_sub(c.replicas));
         plan.nodes.extend(std::iter::repeat_n(c.node.clone(), here as usize));
         left -= here;
     }
@@ -108,7 +119,7 @@ mod tests {
     use super::*;
 
     fn candidate(name: &str, available: u32, replicas: u32) -> Candidate {
-        Candidate { node: NodeName::new(name).unwrap(), available, replicas }
+        Candidate::new(NodeName::new(name).unwrap(), available, replicas)
     }
 
     fn counts(plan: &Plan) -> BTreeMap<&str, u32> {

@@ -59,7 +59,8 @@ pub fn plan(strategy: Strategy, deployment: &Deployment, serving: &Serving, node
     let restart: Vec<Replica> = healthy.iter().filter(|r| r.state == ReplicaState::Pending).cloned().collect();
     let missing = required.saturating_sub(healthy.len());
     let placed = if missing > 0 {
-        placement::place(strategy, &candidates(nodes, healthy), deployment.spec.units, missing as u32)
+        let candidates = candidates(deployment, nodes, healthy);
+        placement::place(strategy, &candidates, deployment.spec.units, missing as u32)
     } else {
         placement::Plan::default()
     };
@@ -83,15 +84,18 @@ pub struct Move {
 
 pub fn spread_move(deployment: &Deployment, replicas: &[Replica], nodes: &HashMap<NodeName, Node>) -> Option<Move> {
     let mut per_node: BTreeMap<&NodeName, Vec<&Replica>> =
-        nodes.values().filter(|n| n.is_schedulable()).map(|n| (&n.name, Vec::new())).collect();
+        nodes.values().filter(|n| n.is_schedulable() && admits(deployment, n)).map(|n| (&n.name, Vec::new())).collect();
     let running = replicas.iter().filter(|r| r.state == ReplicaState::Running);
-    for r in running.filter(|r| nodes.get(&r.node).is_some_and(Node::is_schedulable)) {
-        per_node.entry(&r.node).or_default().push(r);
+    for r in running {
+        if let Some(here) = per_node.get_mut(&r.node) {
+            here.push(r);
+        }
     }
+    let max_replicas = max_per_node(deployment) as usize;
     let (_, most) = per_node.iter().max_by_key(|(n, rs)| (rs.len(), std::cmp::Reverse(*n)))?;
     let (to, fewest) = per_node
         .iter()
-        .filter(|(n, _)| nodes[**n].available >= deployment.spec.units)
+        .filter(|(n, rs)| nodes[**n].available >= deployment.spec.units && rs.len() < max_replicas)
         .min_by_key(|(n, rs)| (rs.len(), std::cmp::Reverse(nodes[**n].available), *n))?;
     if most.len() <= fewest.len() + 1 {
         return None;
@@ -100,19 +104,39 @@ pub fn spread_move(deployment: &Deployment, replicas: &[Replica], nodes: &HashMa
     Some(Move { replica, to: (*to).clone() })
 }
 
-/// The schedulable nodes as placement sees them, with how many of `healthy` each runs.
-fn candidates(nodes: &HashMap<NodeName, Node>, healthy: &[Replica]) -> Vec<Candidate> {
+/// The most replicas of `deployment` one node may run: its `max_per_node`, and one when it
+/// publishes a fixed host port (two would ask the node for the same port).
+pub fn max_per_node(deployment: &Deployment) -> u32 {
+    let template = &deployment.spec.template;
+    let fixed_port = template.published_ports().next().is_some();
+    let limit = template.max_per_node.unwrap_or(u32::MAX);
+    if fixed_port { limit.min(1) } else { limit }
+}
+
+/// Whether `deployment`'s constraints admit `node`. Nodes carry no labels yet, so a
+/// `node.labels.K == V` constraint admits none (the deployment waits, unplaced) and
+/// `node.labels.K != V` admits all.
+pub fn admits(deployment: &Deployment, node: &Node) -> bool {
+    static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+    deployment.spec.template.admits(node.name.as_str(), &NO_LABELS)
+}
+
+/// The schedulable nodes the deployment's constraints admit, as placement sees them, with how
+/// many of `healthy` each runs.
+fn candidates(deployment: &Deployment, nodes: &HashMap<NodeName, Node>, healthy: &[Replica]) -> Vec<Candidate> {
     let mut here: HashMap<&NodeName, u32> = HashMap::new();
     for r in healthy {
         *here.entry(&r.node).or_default() += 1;
     }
+    let max_replicas = max_per_node(deployment);
     nodes
         .values()
-        .filter(|n| n.is_schedulable())
+        .filter(|n| n.is_schedulable() && admits(deployment, n))
         .map(|n| Candidate {
             node: n.name.clone(),
             available: n.available,
             replicas: here.get(&n.name).copied().unwrap_or(0),
+            max_replicas,
         })
         .collect()
 }
@@ -330,5 +354,50 @@ mod tests {
                 prop_assert!(here + 1 >= most, "took from {} (left {}) while another node keeps {}", r.node, here, most);
             }
         }
+    }
+
+    fn nodes_online(n: usize) -> HashMap<NodeName, Node> {
+        (0..n).map(|i| node(i, NodeStatus::Online, 100)).map(|n| (n.name.clone(), n)).collect()
+    }
+
+    #[test]
+    fn max_per_node_caps_each_node_and_the_rest_stays_unplaced() {
+        let mut d = deployment(5, 1);
+        d.spec.template.max_per_node = Some(2);
+        let serving = Serving { online: vec![replica(1, 0, ReplicaState::Running)], draining: Vec::new() };
+        let plan = plan(Strategy::Spread, &d, &serving, &nodes_online(2));
+        let on = |i: usize| plan.place.iter().filter(|n| n.as_str() == format!("n{i}")).count();
+        assert_eq!((on(0), on(1), plan.unplaced), (1, 2, 1), "{plan:?}");
+        let binpacked = super::plan(Strategy::Binpack, &d, &serving, &nodes_online(2));
+        assert_eq!((binpacked.place.len(), binpacked.unplaced), (3, 1), "{binpacked:?}");
+    }
+
+    #[test]
+    fn a_fixed_published_port_allows_one_replica_a_node() {
+        let mut d = deployment(4, 1);
+        d.spec.template.ports = vec![orchestrator_core::PortSpec::tcp(8080, Some(18081))];
+        let plan = plan(Strategy::Spread, &d, &Serving::default(), &nodes_online(3));
+        assert_eq!((plan.place.len(), plan.unplaced), (3, 1));
+        assert_eq!(plan.place.iter().collect::<HashSet<_>>().len(), 3);
+        // An engine-picked port does not limit anything.
+        d.spec.template.ports = vec![orchestrator_core::PortSpec::tcp(8080, None)];
+        let plan = super::plan(Strategy::Spread, &d, &Serving::default(), &nodes_online(3));
+        assert_eq!((plan.place.len(), plan.unplaced), (4, 0));
+    }
+
+    #[test]
+    fn constraints_keep_replicas_and_moves_on_admitted_nodes() {
+        let mut d = deployment(4, 1);
+        d.spec.template.constraints = vec![orchestrator_core::Constraint::parse("node.name != n0", "c").unwrap()];
+        let plan = plan(Strategy::Spread, &d, &Serving::default(), &nodes_online(3));
+        assert_eq!(plan.place.len(), 4);
+        assert!(plan.place.iter().all(|n| n.as_str() != "n0"), "{plan:?}");
+        // A spread move never goes to a node the constraints refuse, however empty.
+        let replicas: Vec<Replica> = (1..=4).map(|i| replica(i, 1 + (i as usize % 2), ReplicaState::Running)).collect();
+        assert_eq!(spread_move(&d, &replicas, &nodes_online(3)), None);
+        // No node has labels yet: a label constraint admits none.
+        d.spec.template.constraints = vec![orchestrator_core::Constraint::parse("node.labels.zone == a", "c").unwrap()];
+        let plan = super::plan(Strategy::Spread, &d, &Serving::default(), &nodes_online(3));
+        assert_eq!((plan.place.len(), plan.unplaced), (0, 4));
     }
 }

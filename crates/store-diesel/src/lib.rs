@@ -18,6 +18,7 @@ mod rows;
 mod schema;
 mod setup;
 mod store;
+mod template_json;
 
 pub use error::Error;
 pub use setup::{Backend, SQLITE_WRITER_PRAGMAS};

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use diesel::prelude::*;
 use orchestrator_core::{
-    Change, ContainerTemplate, Deployment, DeploymentName, DeploymentSpec, EngineAddress, ImageRef, Node, NodeName,
-    Replica, ReplicaId, ReplicaState, Revision,
+    Change, ContainerTemplate, Deployment, DeploymentName, DeploymentSpec, EngineAddress, Node, NodeName, Replica,
+    ReplicaId, ReplicaState, Revision,
 };
 
 use crate::error::{Error, Result};
@@ -102,22 +102,12 @@ impl TryFrom<DeploymentRow> for Deployment {
 
 /// A `ContainerTemplate` as stored: one JSON value, so a field the template gains is a field
 /// here and no migration. Fields a newer template adds default when an older row lacks them.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct TemplateJson {
-    image: String,
-    #[serde(default)]
-    command: Vec<String>,
-}
-
 pub fn template_json(template: &ContainerTemplate) -> String {
-    let json = TemplateJson { image: template.image.to_string(), command: template.command.clone() };
-    serde_json::to_string(&json).expect("a template always serializes")
+    crate::template_json::encode(template)
 }
 
 fn parse_template(text: &str) -> Result<ContainerTemplate> {
-    let json: TemplateJson = serde_json::from_str(text).map_err(|e| corrupt("deployment template", e))?;
-    let image = ImageRef::parse(&json.image).map_err(|e| corrupt("deployment image", e))?;
-    Ok(ContainerTemplate { image, command: json.command })
+    crate::template_json::decode(text)
 }
 
 #[derive(Queryable, Selectable, Insertable)]

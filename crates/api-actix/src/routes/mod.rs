@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod deployments;
+pub mod endpoints;
 pub mod events;
 pub mod health;
 pub mod nodes;

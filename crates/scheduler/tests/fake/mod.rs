@@ -118,6 +118,8 @@ impl Engines {
                     replica: ReplicaId(*r),
                     state: *st,
                     exit_code: (*st == ContainerState::Exited).then_some(1),
+                    health: None,
+                    ports: Vec::new(),
                 })
                 .collect())
         });
