@@ -51,7 +51,7 @@ pub struct ResourcesRequest {
     #[schema(example = "64M")]
     pub memory: Option<String>,
     /// A CPU limit in CPUs, above 0.
-    #[schema(example = 0.25, exclusive_minimum = 0.0)]
+    #[schema(example = 0.25, minimum = 0.01, maximum = 1_000_000.0)]
     pub cpus: Option<f64>,
 }
 
@@ -147,14 +147,11 @@ impl WorkloadFields {
 }
 
 fn nano_cpus(cpus: f64) -> Result<u64, Error> {
-    if !cpus.is_finite() || cpus <= 0.0 || cpus > 1_000_000.0 {
-        return Err(Error::invalid("resources.cpus", format!("must be above 0, got {cpus}")));
+    // The engine's own range starts at 0.01 CPUs.
+    if !cpus.is_finite() || !(0.01..=1_000_000.0).contains(&cpus) {
+        return Err(Error::invalid("resources.cpus", format!("must be 0.01..=1000000 CPUs, got {cpus}")));
     }
-    let nanos = (cpus * 1e9).round() as u64;
-    if nanos == 0 {
-        return Err(Error::invalid("resources.cpus", format!("{cpus} rounds to no CPU at all")));
-    }
-    Ok(nanos)
+    Ok((cpus * 1e9).round() as u64)
 }
 
 impl HealthcheckRequest {

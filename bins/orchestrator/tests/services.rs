@@ -1,0 +1,166 @@
+//! Real web services on real engines: busybox's httpd with an environment, a published port,
+//! limits and a health check, reached from the host with HTTP; ports the engine picks,
+//! reported by the endpoints route and answering; a fixed port never placed twice on a node.
+
+mod server;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use server::{ADMIN, READER, converged, create, get, local_cluster, start_ready_server, wait_for};
+
+const CONVERGE: Duration = Duration::from_secs(60);
+
+/// Serves `$GREETING` on port 8080.
+fn web(name: &str, replicas: u32, greeting: &str, ports: Value) -> Value {
+    json!({
+        "name": name,
+        "image": "local/busybox:1",
+        "replicas": replicas,
+        "command": ["sh", "-c", "mkdir -p /www && echo \"$GREETING\" > /www/index.html && exec httpd -f -p 8080 -h /www"],
+        "env": {"GREETING": greeting},
+        "ports": ports,
+        "resources": {"memory": "64M", "cpus": 0.25},
+        "healthcheck": {"test": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/"],
+                        "interval": "1s", "timeout": "1s", "retries": 3},
+        "labels": {"team": "web"},
+        "stop_grace_period": "3s"
+    })
+}
+
+/// The endpoints once `n` of them are ready.
+async fn ready_endpoints(client: &reqwest::Client, base: &str, name: &str, n: usize) -> Vec<Value> {
+    wait_for(&format!("{n} ready endpoints of {name}"), CONVERGE, async || {
+        let (code, list) = get(client, &format!("{base}/v1/deployments/{name}/endpoints"), READER).await;
+        assert_eq!(code, 200, "{list}");
+        let list = list.as_array()?.clone();
+        (list.len() == n && list.iter().all(|e| e["ready"] == true)).then_some(list)
+    })
+    .await
+}
+
+/// What `http://address/` answers, once it answers.
+async fn page(client: &reqwest::Client, address: &str) -> String {
+    wait_for(&format!("an answer from {address}"), Duration::from_secs(20), async || {
+        let resp = client.get(format!("http://{address}/")).send().await.ok()?;
+        resp.status().is_success().then_some(())?;
+        resp.text().await.ok()
+    })
+    .await
+}
+
+fn inspect(node: &local_cluster::ClusterNode, container: &str, format: &str) -> String {
+    let out =
+        Command::new("docker").args(["-H", &node.tcp, "inspect", "--format", format, container]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn a_web_service_with_env_and_a_published_port_answers_on_every_node() {
+    let Some(nodes) = local_cluster::nodes() else { return };
+    let nodes = &nodes[..3];
+    let (server, client) = start_ready_server(nodes).await;
+    let base = server.url.clone();
+    let name = format!("web{}", std::process::id());
+    let greeting = format!("hello from {name}");
+    let published = 18081;
+    create(&client, &base, &web(&name, 3, &greeting, json!([{"target": 8080, "published": published}]))).await;
+    wait_for("3 replicas converged", CONVERGE, async || converged(&client, &base, nodes, &name, 3).await).await;
+
+    let endpoints = ready_endpoints(&client, &base, &name, 3).await;
+    let on: BTreeSet<&str> = endpoints.iter().map(|e| e["node"].as_str().unwrap()).collect();
+    assert_eq!(on.len(), 3, "one replica a node: {endpoints:?}");
+    for e in &endpoints {
+        let node = nodes.iter().find(|n| n.name == e["node"]).unwrap();
+        let host = node.tcp.trim_start_matches("tcp://").rsplit_once(':').unwrap().0;
+        assert_eq!(e["address"], format!("{host}:{published}"));
+        assert_eq!((e["target"].as_u64(), e["protocol"].as_str()), (Some(8080), Some("tcp")));
+        assert_eq!(page(&client, e["address"].as_str().unwrap()).await, format!("{greeting}\n"));
+    }
+
+    // What the engine was given: the limits, the check, the labels, the stop timeout.
+    let (_, d) = get(&client, &format!("{base}/v1/deployments/{name}"), READER).await;
+    assert_eq!(d["resources"], json!({"memory": "64M", "cpus": 0.25}), "{d}");
+    assert_eq!(d["healthcheck"]["interval"], "1s");
+    let replica = &d["replicas"][0];
+    let node = nodes.iter().find(|n| n.name == replica["node"]).unwrap();
+    let container = replica["container_id"].as_str().unwrap();
+    let given = "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.Config.StopTimeout}} {{index .Config.Labels \"team\"}} {{.State.Health.Status}}";
+    assert_eq!(inspect(node, container, given), "67108864 250000000 3 web healthy");
+    let limit = Command::new("docker")
+        .args(["-H", &node.tcp, "exec", container, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&limit.stdout).trim(), "67108864", "the engine enforces the memory limit");
+
+    // A 4th replica of a fixed port has no node left: it is not placed.
+    let body = json!({"replicas": 4, "version": d["version"]});
+    let resp =
+        client.patch(format!("{base}/v1/deployments/{name}")).bearer_auth(ADMIN).json(&body).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, d) = get(&client, &format!("{base}/v1/deployments/{name}"), READER).await;
+    assert_eq!((d["required"].as_u64(), d["actual"].as_u64()), (Some(4), Some(3)), "{d}");
+    assert_eq!(ready_endpoints(&client, &base, &name, 3).await.len(), 3);
+
+    let resp = client.delete(format!("{base}/v1/deployments/{name}")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    wait_for("containers removed", CONVERGE, async || {
+        server::try_containers_on_engines(nodes, &name)?.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ports_the_engines_pick_are_the_ones_reported_and_each_answers() {
+    let Some(nodes) = local_cluster::nodes() else { return };
+    let nodes = &nodes[..3];
+    let (server, client) = start_ready_server(nodes).await;
+    let base = server.url.clone();
+    let name = format!("picked{}", std::process::id());
+    create(&client, &base, &web(&name, 6, &name, json!([{"target": 8080}]))).await;
+    wait_for("6 replicas converged", CONVERGE, async || converged(&client, &base, nodes, &name, 6).await).await;
+
+    let endpoints = ready_endpoints(&client, &base, &name, 6).await;
+    let addresses: BTreeSet<&str> = endpoints.iter().map(|e| e["address"].as_str().unwrap()).collect();
+    assert_eq!(addresses.len(), 6, "six distinct host ports: {endpoints:?}");
+    for address in addresses {
+        assert_eq!(page(&client, address).await, format!("{name}\n"));
+    }
+
+    let resp = client.delete(format!("{base}/v1/deployments/{name}")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    // The containers go in the background: the server must live until they have.
+    wait_for("containers removed", CONVERGE, async || {
+        server::try_containers_on_engines(nodes, &name)?.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_workload_fields_are_refused_naming_the_path_and_nothing_is_stored() {
+    let Some(nodes) = local_cluster::nodes() else { return };
+    let (server, client) = start_ready_server(&nodes[..1]).await;
+    let base = server.url.clone();
+    let name = format!("bad{}", std::process::id());
+    for (patch, field) in [
+        (json!({"ports": [{"target": 8080}, {"target": 80, "published": 70000}]}), "ports[1].published"),
+        (json!({"env": {"1BAD": "x"}}), "env.1BAD"),
+        (json!({"resources": {"memory": "lots"}}), "resources.memory"),
+        (json!({"healthcheck": {"test": ["CMD", "true"], "interval": "soon"}}), "healthcheck.interval"),
+        (json!({"constraints": ["zone = a"]}), "constraints[0]"),
+    ] {
+        let mut body = json!({"name": name, "image": "local/busybox:1", "replicas": 1});
+        body.as_object_mut().unwrap().extend(patch.as_object().unwrap().clone());
+        let resp = client.post(format!("{base}/v1/deployments")).bearer_auth(ADMIN).json(&body).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 422, "{field}");
+        let answer: Value = resp.json().await.unwrap();
+        assert_eq!(answer["error"]["field"], field, "{answer}");
+    }
+    let (code, _) = get(&client, &format!("{base}/v1/deployments/{name}"), READER).await;
+    assert_eq!(code, 404, "nothing was stored");
+}
