@@ -133,6 +133,20 @@ pub enum NodeCommand {
         address: String,
         #[arg(long, default_value_t = 100)]
         capacity: i64,
+        /// A label, KEY=VALUE (repeatable).
+        #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// Where its published ports are reached (default: the address's host).
+        #[arg(long)]
+        public_host: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Set labels (KEY=VALUE) or remove them (KEY-) on a node; nothing placed moves.
+    Label {
+        name: String,
+        #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+        changes: Vec<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -174,9 +188,17 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Deploy(DeployCommand::Rm { name, client: c }) => client::delete(&c, &name).await,
         Command::Deploy(DeployCommand::Rebalance { name, client: c }) => client::rebalance(&c, &name).await,
         Command::Node(NodeCommand::Ls(c)) => client::nodes(&c).await,
-        Command::Node(NodeCommand::Add { name, address, capacity, client: c }) => {
-            client::add_node(&c, &name, &address, capacity).await
+        Command::Node(NodeCommand::Add { name, address, capacity, labels, public_host, client: c }) => {
+            let mut body = json!({ "name": name, "address": address, "capacity": capacity });
+            if !labels.is_empty() {
+                body["labels"] = json!(crate::workload_args::pairs("--label", &labels)?);
+            }
+            if let Some(host) = public_host {
+                body["public_host"] = json!(host);
+            }
+            client::add_node(&c, body).await
         }
+        Command::Node(NodeCommand::Label { name, changes, client: c }) => client::label_node(&c, &name, &changes).await,
         Command::Node(NodeCommand::Rm { name, client: c }) => client::remove_node(&c, &name).await,
         Command::Node(NodeCommand::Drain { name, client: c }) => client::drain_node(&c, &name).await,
         Command::Token(TokenCommand::Create { role, client: c }) => client::create_token(&c, &role).await,

@@ -92,6 +92,8 @@ fn show(c: &ClientArgs, value: &Value, table: impl FnOnce(&Value)) {
     }
 }
 
+const NODE_HEADERS: [&str; 5] = ["NODE", "STATUS", "FREE/CAPACITY", "ADDRESS", "LABELS"];
+
 fn node_rows(nodes: &Value) -> Vec<Vec<String>> {
     nodes
         .as_array()
@@ -103,6 +105,13 @@ fn node_rows(nodes: &Value) -> Vec<Vec<String>> {
                 text(&n["status"]),
                 format!("{}/{}", text(&n["available"]), text(&n["capacity"])),
                 text(&n["address"]),
+                n["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}={}", text(v)))
+                    .collect::<Vec<_>>()
+                    .join(","),
             ]
         })
         .collect()
@@ -128,7 +137,7 @@ fn deployment_rows(deployments: &Value) -> Vec<Vec<String>> {
 pub async fn status(c: &ClientArgs) -> Result<()> {
     let status = call(c, Method::GET, "/status", None).await?;
     show(c, &status, |s| {
-        print_table(&["NODE", "STATUS", "FREE/CAPACITY", "ADDRESS"], node_rows(&s["nodes"]));
+        print_table(&NODE_HEADERS, node_rows(&s["nodes"]));
         println!();
         print_table(&["DEPLOYMENT", "IMAGE", "RUNNING/REQUIRED", "VERSION"], deployment_rows(&s["deployments"]));
         let replicas: Vec<Vec<String>> = s["deployments"]
@@ -342,14 +351,40 @@ async fn follow_stream(c: &ClientArgs, last: &mut u64) -> Result<()> {
 
 pub async fn nodes(c: &ClientArgs) -> Result<()> {
     let list = call(c, Method::GET, "/v1/nodes", None).await?;
-    show(c, &list, |l| print_table(&["NODE", "STATUS", "FREE/CAPACITY", "ADDRESS"], node_rows(l)));
+    show(c, &list, |l| print_table(&NODE_HEADERS, node_rows(l)));
     Ok(())
 }
 
-pub async fn add_node(c: &ClientArgs, name: &str, address: &str, capacity: i64) -> Result<()> {
-    let body = json!({ "name": name, "address": address, "capacity": capacity });
+/// `body` is an add request (`POST /v1/nodes`).
+pub async fn add_node(c: &ClientArgs, body: Value) -> Result<()> {
     let node = call(c, Method::POST, "/v1/nodes", Some(body)).await?;
     show(c, &node, |n| println!("node {} added ({})", text(&n["name"]), text(&n["status"])));
+    Ok(())
+}
+
+/// `KEY=VALUE` sets a label, `KEY-` removes one, as `kubectl label` does.
+pub fn relabel(labels: &mut serde_json::Map<String, Value>, changes: &[String]) -> Result<()> {
+    for change in changes {
+        if let Some((key, value)) = change.split_once('=') {
+            labels.insert(key.to_string(), json!(value));
+        } else if let Some(key) = change.strip_suffix('-') {
+            labels.remove(key);
+        } else {
+            anyhow::bail!("{change:?}: expected KEY=VALUE or KEY-");
+        }
+    }
+    Ok(())
+}
+
+pub async fn label_node(c: &ClientArgs, name: &str, changes: &[String]) -> Result<()> {
+    let node = call(c, Method::GET, &format!("/v1/nodes/{name}"), None).await?;
+    let mut labels = node["labels"].as_object().cloned().unwrap_or_default();
+    relabel(&mut labels, changes)?;
+    let updated = call(c, Method::PATCH, &format!("/v1/nodes/{name}"), Some(json!({ "labels": labels }))).await?;
+    show(c, &updated, |n| {
+        let labels = n["labels"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", text(v)));
+        println!("node {} labels: {}", text(&n["name"]), labels.collect::<Vec<_>>().join(", "));
+    });
     Ok(())
 }
 
@@ -391,5 +426,18 @@ async fn wait_ready(c: &ClientArgs, name: &str, wait: &WaitArgs) -> Result<()> {
             bail!("timed out after {:?}: {name} runs {actual} of {required} replicas", wait.timeout);
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_set_with_key_value_and_removed_with_key_dash() {
+        let mut labels = json!({"zone": "a", "disk": "hdd"}).as_object().unwrap().clone();
+        relabel(&mut labels, &["disk-".into(), "zone=b".into(), "rack=3".into()]).unwrap();
+        assert_eq!(Value::Object(labels.clone()), json!({"zone": "b", "rack": "3"}));
+        assert!(relabel(&mut labels, &["nonsense".into()]).is_err());
     }
 }

@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// A node the cluster starts with, as NAME=ADDRESS (repeat, or comma-separate in ORCH_NODES).
     #[arg(long = "node", env = "ORCH_NODES", value_delimiter = ',')]
     pub nodes: Vec<String>,
+    /// A label of a node of the static list, as NODE:KEY=VALUE (repeat, or comma-separate in
+    /// ORCH_NODE_LABELS); set at every start, over what the node had under that key.
+    #[arg(long = "node-label", env = "ORCH_NODE_LABELS", value_delimiter = ',', value_name = "NODE:KEY=VALUE")]
+    pub node_labels: Vec<String>,
     /// Capacity of each node given with --node [default: 100].
     #[arg(long, env = "ORCH_NODE_CAPACITY")]
     pub node_capacity: Option<i64>,
@@ -200,6 +204,18 @@ impl ServeArgs {
                 nodes.push(node);
             }
         }
+        for spec in &self.node_labels {
+            let parsed = spec.split_once(':').and_then(|(node, pair)| Some((node, pair.split_once('=')?)));
+            let Some((node, (key, value))) = parsed else {
+                anyhow::bail!("--node-label {spec:?}: expected NODE:KEY=VALUE");
+            };
+            let Some(target) = nodes.iter_mut().find(|n| n.name.as_str() == node) else {
+                anyhow::bail!("--node-label {spec:?}: {node:?} is not a node of the static list (--node)");
+            };
+            let mut labels = target.labels.clone();
+            labels.insert(key.to_string(), value.to_string());
+            *target = target.clone().with_labels(labels).with_context(|| format!("--node-label {spec:?}"))?;
+        }
         let defaults = SchedulerConfig::default();
         let strategy = match self.strategy.or(file.strategy) {
             Some(s) => s.parse::<Strategy>().map_err(anyhow::Error::msg)?,
@@ -321,6 +337,22 @@ mod tests {
 
     #[test]
     fn bad_settings_are_one_clear_error() {
+        let labelled = ServeArgs {
+            nodes: vec!["n1=tcp://127.0.0.1:2375".into()],
+            node_labels: vec!["n1:zone=a".into(), "n1:disk=ssd".into()],
+            ..ServeArgs::default()
+        };
+        let s = labelled.resolve().unwrap();
+        assert_eq!(s.nodes[0].labels.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(s.nodes[0].labels.len(), 2);
+        for bad in ["n2:zone=a", "n1:zone", "zone=a", "n1:bad key=a"] {
+            let args = ServeArgs {
+                nodes: vec!["n1=tcp://127.0.0.1:2375".into()],
+                node_labels: vec![bad.into()],
+                ..ServeArgs::default()
+            };
+            assert!(args.resolve().unwrap_err().to_string().contains("--node-label"), "{bad}");
+        }
         let bad_node = ServeArgs { nodes: vec!["n1".into()], ..ServeArgs::default() };
         assert!(bad_node.resolve().unwrap_err().to_string().contains("NAME=ADDRESS"));
         let bad_address = ServeArgs { nodes: vec!["n1=ftp://x:1".into()], ..ServeArgs::default() };

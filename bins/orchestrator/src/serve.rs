@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::{App, HttpServer};
 use anyhow::{Context, Result};
 use api_actix::{ApiState, Role, Tokens};
-use orchestrator_core::{AccessStore, ClusterStore, ContainerRuntime, Error, LeaseStore};
+use orchestrator_core::{AccessStore, ClusterStore, ContainerRuntime, Error, LeaseStore, NodeUpdate};
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig};
 use scheduler::{ActingLeader, Election, Lead, Loops, Scheduler, SchedulerControl, Tenure};
 use store_diesel::DieselStore;
@@ -44,8 +44,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
     // The seed's "cluster already has some nodes": added once, kept across restarts.
     for node in settings.nodes {
+        let (name, labels) = (node.name.clone(), node.labels.clone());
         match store.add_node(node).await {
             Ok(n) => info!(node = %n.name, address = %n.address, "node registered"),
+            // Known already: the labels given on this start go over its own.
+            Err(Error::AlreadyExists { .. }) if !labels.is_empty() => {
+                let mut merged = store.get_node(&name).await.context("cannot read a node")?.labels;
+                merged.extend(labels);
+                let update = NodeUpdate { labels: Some(merged), ..NodeUpdate::default() };
+                store.update_node(&name, update).await.context("cannot label a node")?;
+            }
             Err(Error::AlreadyExists { .. }) => {}
             Err(e) => return Err(e).context("cannot register a node"),
         }

@@ -48,7 +48,7 @@ pub struct WorkloadArgs {
     stop_grace_period: Option<String>,
 }
 
-fn pairs(flag: &str, values: &[String]) -> Result<Map<String, Value>> {
+pub fn pairs(flag: &str, values: &[String]) -> Result<Map<String, Value>> {
     let mut map = Map::new();
     for v in values {
         let Some((key, value)) = v.split_once('=') else { bail!("{flag} {v:?}: expected KEY=VALUE") };

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use server::{ADMIN, READER, converged, create, get, local_cluster, start_ready_server, wait_for};
+use server::{
+    ADMIN, READER, converged, create, get, local_cluster, ready, start_ready_server, start_server_with,
+    try_engine_containers, wait_for,
+};
 
 const CONVERGE: Duration = Duration::from_secs(60);
 
@@ -163,4 +166,124 @@ async fn bad_workload_fields_are_refused_naming_the_path_and_nothing_is_stored()
     }
     let (code, _) = get(&client, &format!("{base}/v1/deployments/{name}"), READER).await;
     assert_eq!(code, 404, "nothing was stored");
+}
+
+/// Running containers of `name` per node, as the engines report them.
+fn per_node(nodes: &[local_cluster::ClusterNode], name: &str) -> Option<Vec<(String, usize)>> {
+    let running = try_engine_containers(nodes, name)?;
+    Some(
+        nodes
+            .iter()
+            .map(|n| (n.name.clone(), running.iter().filter(|c| c.node == n.name && c.running).count()))
+            .collect(),
+    )
+}
+
+async fn send(client: &reqwest::Client, method: reqwest::Method, url: String, body: Option<Value>) -> (u16, Value) {
+    let mut req = client.request(method, url).bearer_auth(ADMIN);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn constraints_keep_replicas_on_labelled_nodes_through_relabels_and_drains() {
+    let Some(nodes) = local_cluster::nodes() else { return };
+    let nodes = &nodes[..3];
+    let data = tempfile::tempdir().unwrap();
+    let labels = ["--node-label", "node1:zone=a", "--node-label", "node2:zone=a"];
+    let (server, client) = ready(start_server_with(nodes, data.path(), &labels, None)).await;
+    let base = server.url.clone();
+    let name = format!("zoned{}", std::process::id());
+    let body = json!({"name": name, "image": "local/busybox:1", "replicas": 4, "command": ["sleep", "3600"],
+                      "constraints": ["node.labels.zone == a"], "stop_grace_period": "1s"});
+    create(&client, &base, &body).await;
+    let spread = wait_for("4 replicas on the zone=a nodes", CONVERGE, async || {
+        let counts = per_node(nodes, &name)?;
+        (counts.iter().map(|(_, n)| n).sum::<usize>() == 4).then_some(counts)
+    })
+    .await;
+    assert_eq!(spread, [("node1".to_string(), 2), ("node2".to_string(), 2), ("node3".to_string(), 0)]);
+
+    // Another zone on node3: nothing moves.
+    let (code, node3) =
+        send(&client, reqwest::Method::PATCH, format!("{base}/v1/nodes/node3"), Some(json!({"labels": {"zone": "b"}})))
+            .await;
+    assert_eq!((code, &node3["labels"]), (200, &json!({"zone": "b"})), "{node3}");
+    let before = try_engine_containers(nodes, &name).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(try_engine_containers(nodes, &name).unwrap(), before, "a relabel moves nothing");
+
+    // Draining node1 moves its replicas to the one other node of zone a.
+    let (code, _) = send(&client, reqwest::Method::POST, format!("{base}/v1/nodes/node1/drain"), None).await;
+    assert_eq!(code, 200);
+    let drained = wait_for("all 4 on node2", CONVERGE, async || {
+        let counts = per_node(nodes, &name)?;
+        (counts[1].1 == 4 && counts[0].1 == 0).then_some(counts)
+    })
+    .await;
+    assert_eq!(drained[2].1, 0, "node3 is not in zone a: {drained:?}");
+
+    // node3 joins zone a: still nothing moves, until a rebalance is asked for.
+    let (code, _) =
+        send(&client, reqwest::Method::PATCH, format!("{base}/v1/nodes/node3"), Some(json!({"labels": {"zone": "a"}})))
+            .await;
+    assert_eq!(code, 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(per_node(nodes, &name).unwrap()[2].1, 0, "no surprise move onto node3");
+    let (code, moved) =
+        send(&client, reqwest::Method::POST, format!("{base}/v1/deployments/{name}/rebalance"), None).await;
+    assert_eq!(code, 200, "{moved}");
+    assert!(moved["moved"].as_u64().unwrap() >= 1, "{moved}");
+    wait_for("replicas on node3", CONVERGE, async || (per_node(nodes, &name)?[2].1 >= 1).then_some(())).await;
+
+    let (code, _) = send(&client, reqwest::Method::DELETE, format!("{base}/v1/deployments/{name}"), None).await;
+    assert_eq!(code, 204);
+    wait_for("containers removed", CONVERGE, async || {
+        server::try_containers_on_engines(nodes, &name)?.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_replica_whose_health_check_starts_failing_is_replaced() {
+    let Some(nodes) = local_cluster::nodes() else { return };
+    let nodes = &nodes[..3];
+    let (server, client) = start_ready_server(nodes).await;
+    let base = server.url.clone();
+    let name = format!("sick{}", std::process::id());
+    let mut body = web(&name, 2, &name, json!([{"target": 8080}]));
+    body["healthcheck"]["retries"] = json!(2);
+    create(&client, &base, &body).await;
+    let endpoints = ready_endpoints(&client, &base, &name, 2).await;
+    let (_, d) = get(&client, &format!("{base}/v1/deployments/{name}"), READER).await;
+    let sick = &d["replicas"][0];
+    let (sick_id, sick_container) = (sick["id"].as_u64().unwrap(), sick["container_id"].as_str().unwrap().to_string());
+    let node = nodes.iter().find(|n| n.name == sick["node"]).unwrap();
+    assert_eq!(endpoints.len(), 2);
+
+    // The page goes: httpd answers 404, wget fails, the engine turns the container unhealthy.
+    let out = Command::new("docker")
+        .args(["-H", &node.tcp, "exec", &sick_container, "rm", "/www/index.html"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("the unhealthy replica replaced and 2 ready again", CONVERGE, async || {
+        let (_, list) = get(&client, &format!("{base}/v1/deployments/{name}/endpoints"), READER).await;
+        let list = list.as_array()?.clone();
+        let fresh = list.len() == 2 && list.iter().all(|e| e["ready"] == true && e["replica"] != sick_id);
+        fresh.then_some(())
+    })
+    .await;
+    let gone = server::try_engine_containers(nodes, &name).unwrap();
+    assert!(gone.iter().all(|c| c.id != sick_container), "the unhealthy container is removed: {gone:?}");
+
+    let resp = client.delete(format!("{base}/v1/deployments/{name}")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    wait_for("containers removed", CONVERGE, async || {
+        server::try_containers_on_engines(nodes, &name)?.is_empty().then_some(())
+    })
+    .await;
 }

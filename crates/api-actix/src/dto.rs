@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use orchestrator_core::{
-    ContainerTemplate, Deployment, DeploymentName, DeploymentSpec, Error, ImageRef, Limits, Node, Replica, Revision,
+    ContainerTemplate, Deployment, DeploymentName, DeploymentSpec, Error, ImageRef, Limits, NewNode, Node, NodeUpdate,
+    Replica, Revision,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
@@ -162,6 +163,51 @@ pub struct AddNode {
     #[schema(minimum = 0, maximum = 4_294_967_295_u64)]
     #[serde(deserialize_with = "integer")]
     pub capacity: i64,
+    /// What constraints look at: `{"zone": "a"}`.
+    #[serde(default)]
+    #[schema(example = json!({"zone": "a"}))]
+    pub labels: BTreeMap<String, String>,
+    /// Where its published ports are reached; the engine address's host by default (required
+    /// for a `unix://` node that runs replicas publishing ports).
+    pub public_host: Option<String>,
+}
+
+impl AddNode {
+    pub fn into_new_node(self) -> Result<NewNode, Error> {
+        NewNode::new(&self.name, &self.address, self.capacity)?
+            .with_labels(self.labels)?
+            .with_public_host(self.public_host)
+    }
+}
+
+/// `PATCH /v1/nodes/{name}`: the fields given replace the node's; nothing placed moves.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNode {
+    /// The node's labels, all of them (`{}` clears them).
+    #[schema(example = json!({"zone": "a"}))]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// A host, or `null` to go back to the engine address's host.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub public_host: Option<Option<String>>,
+}
+
+/// A field that may be absent (outer `None`) or `null` (inner `None`).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+impl UpdateNode {
+    pub fn into_update(self) -> Result<NodeUpdate, Error> {
+        if let Some(labels) = &self.labels {
+            orchestrator_core::node::check_node_labels(labels)?;
+        }
+        if let Some(Some(host)) = &self.public_host {
+            orchestrator_core::node::check_public_host(host)?;
+        }
+        Ok(NodeUpdate { labels: self.labels, public_host: self.public_host, engine: None })
+    }
 }
 
 /// Milliseconds since the Unix epoch, as JSON numbers travel best.
@@ -177,6 +223,18 @@ pub struct NodeView {
     pub available: u32,
     pub status: &'static str,
     pub last_heartbeat_ms: Option<u64>,
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_host: Option<String>,
+    /// CPUs and memory its engine reported at first contact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EngineView {
+    pub cpus: u32,
+    pub memory_bytes: u64,
 }
 
 impl From<&Node> for NodeView {
@@ -188,6 +246,9 @@ impl From<&Node> for NodeView {
             available: n.available,
             status: n.status.as_str(),
             last_heartbeat_ms: n.last_heartbeat.map(millis),
+            labels: n.labels.clone(),
+            public_host: n.public_host.clone(),
+            engine: n.engine.map(|e| EngineView { cpus: e.cpus, memory_bytes: e.memory_bytes }),
         }
     }
 }

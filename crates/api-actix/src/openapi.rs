@@ -31,6 +31,7 @@ use crate::routes::{access, deployments, endpoints, events, health, nodes, statu
         nodes::list,
         nodes::add,
         nodes::get,
+        nodes::update,
         nodes::remove,
         nodes::drain,
         access::create_token,

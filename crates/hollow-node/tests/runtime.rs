@@ -18,6 +18,9 @@ fn node(cluster: &HollowCluster, i: usize) -> Node {
         available: 100,
         status: NodeStatus::Online,
         last_heartbeat: None,
+        labels: Default::default(),
+        public_host: None,
+        engine: None,
     }
 }
 

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use crate::deployment::{Change, Deployment, DeploymentSpec};
 use crate::error::Result;
 use crate::name::{DeploymentName, NodeName};
-use crate::node::{NewNode, Node};
+use crate::node::{NewNode, Node, NodeUpdate};
 
 /// Whether the background loops are alive (for readiness checks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,6 +57,9 @@ pub trait ControlPlane: Send + Sync {
     async fn rebalance_deployment(&self, name: &DeploymentName) -> Result<usize>;
 
     async fn add_node(&self, node: NewNode) -> Result<Node>;
+
+    /// Changes a node's labels or public host; nothing placed moves.
+    async fn update_node(&self, name: &NodeName, update: NodeUpdate) -> Result<Node>;
 
     /// Moves the node's replicas elsewhere; returns how many are left on it.
     async fn drain_node(&self, name: &NodeName) -> Result<usize>;

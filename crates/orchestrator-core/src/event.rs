@@ -17,6 +17,7 @@ pub enum EventKind {
     NodeOnline,
     NodeOffline,
     NodeDraining,
+    NodeUpdated,
     NodeRemoved,
     DeploymentCreated,
     DeploymentScaled,
@@ -31,11 +32,12 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::NodeAdded,
         EventKind::NodeOnline,
         EventKind::NodeOffline,
         EventKind::NodeDraining,
+        EventKind::NodeUpdated,
         EventKind::NodeRemoved,
         EventKind::DeploymentCreated,
         EventKind::DeploymentScaled,
@@ -56,6 +58,7 @@ impl EventKind {
             EventKind::NodeOnline => "node.online",
             EventKind::NodeOffline => "node.offline",
             EventKind::NodeDraining => "node.draining",
+            EventKind::NodeUpdated => "node.updated",
             EventKind::NodeRemoved => "node.removed",
             EventKind::DeploymentCreated => "deployment.created",
             EventKind::DeploymentScaled => "deployment.scaled",
@@ -149,6 +152,17 @@ impl NewEvent {
             NodeStatus::Draining => EventKind::NodeDraining,
         };
         Some(NewEvent::new(kind, format!("{name}: {} -> {}", from.as_str(), to.as_str())).node(name))
+    }
+
+    /// Labels or public host changed.
+    pub fn node_updated(node: &Node) -> Self {
+        let labels: Vec<String> = node.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let host = node.public_host.as_deref().unwrap_or("-");
+        NewEvent::new(
+            EventKind::NodeUpdated,
+            format!("{}: labels [{}], public host {host}", node.name, labels.join(", ")),
+        )
+        .node(node.name.as_str())
     }
 
     pub fn node_removed(name: &str) -> Self {

@@ -33,7 +33,7 @@ pub use event::{EVENT_RETENTION, Event, EventKind, EventStore, NewEvent};
 pub use image::ImageRef;
 pub use lease::{Lease, LeaseStore};
 pub use name::{DeploymentName, NodeName};
-pub use node::{NewNode, Node, NodeStatus};
+pub use node::{EngineFacts, NewNode, Node, NodeStatus, NodeUpdate};
 pub use replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
 pub use runtime::{
     BoundPort, ContainerRuntime, ContainerState, ContainerSummary, EngineInfo, Health, ReplicaContainer,

@@ -16,7 +16,7 @@ use crate::deployment::{Change, Deployment, DeploymentSpec, REVISIONS_KEPT, Revi
 use crate::error::{Error, Kind, Result};
 use crate::event::{EVENT_RETENTION, Event, EventStore, NewEvent};
 use crate::name::{DeploymentName, NodeName};
-use crate::node::{NewNode, Node, NodeStatus};
+use crate::node::{NewNode, Node, NodeStatus, NodeUpdate};
 use crate::replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
 use crate::store::{DeploymentStore, NodeStore, ReplicaStore, StoreRevision};
 
@@ -132,15 +132,8 @@ impl NodeStore for MemoryStore {
         if s.nodes.contains_key(&node.name) {
             return Err(Error::already_exists(Kind::Node, node.name.as_str()));
         }
-        let stored = Node {
-            name: node.name.clone(),
-            address: node.address,
-            capacity: node.capacity,
-            available: node.capacity,
-            status: NodeStatus::Offline,
-            last_heartbeat: None,
-        };
-        s.nodes.insert(node.name, stored.clone());
+        let stored = node.into_node();
+        s.nodes.insert(stored.name.clone(), stored.clone());
         s.record([NewEvent::node_added(&stored)]);
         Ok(stored)
     }
@@ -168,6 +161,26 @@ impl NodeStore for MemoryStore {
         }
         let node = node.clone();
         s.record(NewEvent::node_status(name.as_str(), was, status));
+        Ok(node)
+    }
+
+    async fn update_node(&self, name: &NodeName, update: NodeUpdate) -> Result<Node> {
+        let mut s = self.write();
+        let node = s.node_mut(name)?;
+        let before = (node.labels.clone(), node.public_host.clone());
+        if let Some(labels) = update.labels {
+            node.labels = labels;
+        }
+        if let Some(host) = update.public_host {
+            node.public_host = host;
+        }
+        if let Some(engine) = update.engine {
+            node.engine = Some(engine);
+        }
+        let node = node.clone();
+        if before != (node.labels.clone(), node.public_host.clone()) {
+            s.record([NewEvent::node_updated(&node)]);
+        }
         Ok(node)
     }
 

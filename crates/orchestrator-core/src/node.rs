@@ -1,8 +1,9 @@
 //! Nodes: the Docker Engines replicas run on (the seed's `node.db`).
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use crate::address::EngineAddress;
+use crate::address::{EngineAddress, is_hostname};
 use crate::error::{Error, Result};
 use crate::name::NodeName;
 
@@ -54,9 +55,63 @@ pub struct Node {
     pub available: u32,
     pub status: NodeStatus,
     pub last_heartbeat: Option<SystemTime>,
+    /// What constraints (`node.labels.K == V`) look at.
+    pub labels: BTreeMap<String, String>,
+    /// Where its published ports are reached, when not the host of its engine address.
+    pub public_host: Option<String>,
+    /// What its engine reported at first contact.
+    pub engine: Option<EngineFacts>,
+}
+
+/// A node's engine as it described itself (`NCPU`, `MemTotal`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineFacts {
+    pub cpus: u32,
+    pub memory_bytes: u64,
+}
+
+/// A change to a node's labels, public host or engine facts; `None` fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeUpdate {
+    pub labels: Option<BTreeMap<String, String>>,
+    /// `Some(None)` clears it.
+    pub public_host: Option<Option<String>>,
+    pub engine: Option<EngineFacts>,
+}
+
+/// Checks node labels (keys as container labels are; values without NUL), naming the field.
+pub fn check_node_labels(labels: &BTreeMap<String, String>) -> Result<()> {
+    if labels.len() > 256 {
+        return Err(Error::invalid("labels", "at most 256 labels"));
+    }
+    for (key, value) in labels {
+        crate::workload::check_label_key(key).map_err(|why| Error::invalid(format!("labels.{key}"), why))?;
+        if value.is_empty() || value.len() > 256 || value.contains('\0') || value.trim() != value {
+            return Err(Error::invalid(
+                format!("labels.{key}"),
+                "a value is 1 to 256 characters, no NUL, no leading or trailing space",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A host name or an IPv4 address (an IPv6 one in brackets) clients reach the node at.
+pub fn check_public_host(host: &str) -> Result<()> {
+    let ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => is_hostname(host),
+    };
+    if ok { Ok(()) } else { Err(Error::invalid("public_host", format!("{host:?} is not a host name or IP address"))) }
 }
 
 impl Node {
+    /// Where its published ports are reached: `public_host`, else the engine address's host;
+    /// `None` for a unix-socket node without one (it cannot take replicas that publish).
+    pub fn reachable_host(&self) -> Option<&str> {
+        self.public_host.as_deref().or_else(|| self.address.host())
+    }
+
     pub fn used(&self) -> u32 {
         self.capacity - self.available
     }
@@ -74,13 +129,50 @@ pub struct NewNode {
     pub name: NodeName,
     pub address: EngineAddress,
     pub capacity: u32,
+    pub labels: BTreeMap<String, String>,
+    pub public_host: Option<String>,
 }
 
 impl NewNode {
     pub fn new(name: &str, address: &str, capacity: i64) -> Result<Self> {
         let capacity = u32::try_from(capacity)
             .map_err(|_| Error::invalid("capacity", format!("must be 0..={}, got {capacity}", u32::MAX)))?;
-        Ok(Self { name: NodeName::new(name)?, address: EngineAddress::parse(address)?, capacity })
+        Ok(Self {
+            name: NodeName::new(name)?,
+            address: EngineAddress::parse(address)?,
+            capacity,
+            labels: BTreeMap::new(),
+            public_host: None,
+        })
+    }
+
+    pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> Result<Self> {
+        check_node_labels(&labels)?;
+        self.labels = labels;
+        Ok(self)
+    }
+
+    pub fn with_public_host(mut self, host: Option<String>) -> Result<Self> {
+        if let Some(host) = &host {
+            check_public_host(host)?;
+        }
+        self.public_host = host;
+        Ok(self)
+    }
+
+    /// The node as first stored: offline, all capacity free, not yet heard from.
+    pub fn into_node(self) -> Node {
+        Node {
+            name: self.name,
+            address: self.address,
+            capacity: self.capacity,
+            available: self.capacity,
+            status: NodeStatus::Offline,
+            last_heartbeat: None,
+            labels: self.labels,
+            public_host: self.public_host,
+            engine: None,
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use crate::deployment::{Change, Deployment, DeploymentSpec, Revision};
 use crate::error::Result;
 use crate::event::EventStore;
 use crate::name::{DeploymentName, NodeName};
-use crate::node::{NewNode, Node, NodeStatus};
+use crate::node::{NewNode, Node, NodeStatus, NodeUpdate};
 use crate::replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
 
 #[cfg_attr(feature = "mock", mockall::automock)]
@@ -31,6 +31,10 @@ pub trait NodeStore: Send + Sync {
     /// Sets a node's status, and its last heartbeat time when given.
     async fn set_node_status(&self, name: &NodeName, status: NodeStatus, heartbeat: Option<SystemTime>)
     -> Result<Node>;
+
+    /// Changes a node's labels, public host or engine facts (a `node.updated` event when labels
+    /// or public host change). Replicas already placed stay where they are.
+    async fn update_node(&self, name: &NodeName, update: NodeUpdate) -> Result<Node>;
 
     /// Records a successful heartbeat for many nodes in one write (status unchanged).
     async fn record_heartbeats(&self, names: &[NodeName], at: SystemTime) -> Result<()>;

@@ -73,6 +73,9 @@ impl Engines for Hollow {
             available: 100,
             status: NodeStatus::Online,
             last_heartbeat: None,
+            labels: Default::default(),
+            public_host: None,
+            engine: None,
         }
     }
     fn unix_node(&self, _: usize) -> Option<Node> {

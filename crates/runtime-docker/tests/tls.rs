@@ -69,6 +69,9 @@ fn engine(address: &str) -> Node {
         available: 10,
         status: NodeStatus::Online,
         last_heartbeat: None,
+        labels: Default::default(),
+        public_host: None,
+        engine: None,
     }
 }
 

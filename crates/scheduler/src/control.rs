@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orchestrator_core::{
     Change, ControlPlane, Deployment, DeploymentName, DeploymentSpec, Error, Leadership, LoopHealth, LoopStats,
-    NewNode, Node, NodeName, NodeStatus, ReplicaFilter, Result,
+    NewNode, Node, NodeName, NodeStatus, NodeUpdate, ReplicaFilter, Result,
 };
 use tokio::sync::watch;
 use tracing::{Instrument, info};
@@ -141,6 +141,14 @@ impl ControlPlane for SchedulerControl {
             Some(leader) => leader.add_node(node).await,
             // Offline until the leader's heartbeat reaches it (within one interval).
             None => self.scheduler.store().add_node(node).await,
+        }
+    }
+
+    async fn update_node(&self, name: &NodeName, update: NodeUpdate) -> Result<Node> {
+        match self.acting.current() {
+            Some(leader) => leader.update_node(name, update).await,
+            // The leader's reconciler converges what waits for it within its interval.
+            None => self.scheduler.store().update_node(name, update).await,
         }
     }
 

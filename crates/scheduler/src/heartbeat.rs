@@ -137,6 +137,9 @@ impl Heartbeat {
                         store.set_node_status(&node.name, NodeStatus::Online, Some(now)).await?;
                         info!(node = %node.name, "node online");
                         tick.came_online.push(node.name.clone());
+                        if node.engine.is_none() {
+                            self.scheduler.learn_engine(node.clone());
+                        }
                     } else {
                         answered.push(node.name.clone());
                     }

@@ -113,12 +113,11 @@ pub fn max_per_node(deployment: &Deployment) -> u32 {
     if fixed_port { limit.min(1) } else { limit }
 }
 
-/// Whether `deployment`'s constraints admit `node`. Nodes carry no labels yet, so a
-/// `node.labels.K == V` constraint admits none (the deployment waits, unplaced) and
-/// `node.labels.K != V` admits all.
+/// Whether `deployment` may run on `node`: its constraints admit the node, and a template that
+/// publishes ports needs a host they can be reached at (a unix-socket node needs `public_host`).
 pub fn admits(deployment: &Deployment, node: &Node) -> bool {
-    static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
-    deployment.spec.template.admits(node.name.as_str(), &NO_LABELS)
+    let template = &deployment.spec.template;
+    template.admits(node.name.as_str(), &node.labels) && (template.ports.is_empty() || node.reachable_host().is_some())
 }
 
 /// The schedulable nodes the deployment's constraints admit, as placement sees them, with how
@@ -200,6 +199,9 @@ mod tests {
             available,
             status,
             last_heartbeat: None,
+            labels: Default::default(),
+            public_host: None,
+            engine: None,
         }
     }
 
@@ -395,9 +397,29 @@ mod tests {
         // A spread move never goes to a node the constraints refuse, however empty.
         let replicas: Vec<Replica> = (1..=4).map(|i| replica(i, 1 + (i as usize % 2), ReplicaState::Running)).collect();
         assert_eq!(spread_move(&d, &replicas, &nodes_online(3)), None);
-        // No node has labels yet: a label constraint admits none.
+        // Labels: only the nodes that carry zone=a.
         d.spec.template.constraints = vec![orchestrator_core::Constraint::parse("node.labels.zone == a", "c").unwrap()];
-        let plan = super::plan(Strategy::Spread, &d, &Serving::default(), &nodes_online(3));
-        assert_eq!((plan.place.len(), plan.unplaced), (0, 4));
+        let mut nodes = nodes_online(3);
+        assert_eq!(super::plan(Strategy::Spread, &d, &Serving::default(), &nodes).unplaced, 4);
+        for n in ["n1", "n2"] {
+            nodes.get_mut(&NodeName::new(n).unwrap()).unwrap().labels.insert("zone".into(), "a".into());
+        }
+        let plan = super::plan(Strategy::Spread, &d, &Serving::default(), &nodes);
+        assert_eq!(plan.place.len(), 4);
+        assert!(plan.place.iter().all(|n| n.as_str() != "n0"), "{plan:?}");
+    }
+
+    #[test]
+    fn a_unix_socket_node_without_a_public_host_takes_no_publishing_replica() {
+        let mut d = deployment(2, 1);
+        d.spec.template.ports = vec![orchestrator_core::PortSpec::tcp(8080, None)];
+        let mut nodes = nodes_online(2);
+        let n0 = nodes.get_mut(&NodeName::new("n0").unwrap()).unwrap();
+        n0.address = EngineAddress::parse("unix:///run/docker.sock").unwrap();
+        let plan = plan(Strategy::Spread, &d, &Serving::default(), &nodes);
+        assert!(plan.place.iter().all(|n| n.as_str() == "n1"), "{plan:?}");
+        nodes.get_mut(&NodeName::new("n0").unwrap()).unwrap().public_host = Some("10.0.0.5".into());
+        let plan = super::plan(Strategy::Spread, &d, &Serving::default(), &nodes);
+        assert!(plan.place.iter().any(|n| n.as_str() == "n0"), "{plan:?}");
     }
 }

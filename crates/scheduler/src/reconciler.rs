@@ -25,8 +25,8 @@ use tokio::time::Instant;
 
 use futures::StreamExt;
 use orchestrator_core::{
-    ContainerState, ContainerSummary, Deployment, DeploymentName, Node, NodeName, NodeStatus, ReplicaFilter, ReplicaId,
-    ReplicaState, Result,
+    ContainerState, ContainerSummary, Deployment, DeploymentName, Health, Node, NodeName, NodeStatus, ReplicaFilter,
+    ReplicaId, ReplicaState, Result,
 };
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -51,6 +51,7 @@ struct Seen {
     replica: ReplicaId,
     state: ContainerState,
     exit_code: Option<i64>,
+    health: Option<Health>,
     /// Kept only where adoption may need it: replicas not already recorded `Running`.
     container_id: Option<Box<str>>,
 }
@@ -83,6 +84,7 @@ impl Listing {
             replica: c.replica,
             state: c.state,
             exit_code: c.exit_code,
+            health: c.health,
             container_id,
         });
     }
@@ -258,6 +260,15 @@ async fn fix(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<(
             Some(r) if r.state.is_active() => match container.state {
                 ContainerState::Exited | ContainerState::Dead => {
                     info!(node = %node, replica = %r.id, exit_code = ?container.exit_code, "container exited; replacing");
+                    surplus.push(doomed());
+                    if let Err(e) = store.release_replica(r.id).await {
+                        warn!(replica = %r.id, error = %e, "release failed");
+                    }
+                }
+                // The engine says unhealthy once the check failed its retries in a row; it never
+                // acts on it itself (moby/moby#28400), so a replacement is ours to make.
+                ContainerState::Running if container.health == Some(Health::Unhealthy) => {
+                    info!(node = %node, replica = %r.id, "container unhealthy; replacing");
                     surplus.push(doomed());
                     if let Err(e) = store.release_replica(r.id).await {
                         warn!(replica = %r.id, error = %e, "release failed");

@@ -79,6 +79,9 @@ mod tests {
             available: 4,
             status: NodeStatus::Online,
             last_heartbeat: None,
+            labels: Default::default(),
+            public_host: None,
+            engine: None,
         }
     }
 

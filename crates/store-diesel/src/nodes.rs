@@ -5,12 +5,14 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use diesel::prelude::*;
 use orchestrator_core::error::Kind;
-use orchestrator_core::{Error as DomainError, NewEvent, NewNode, Node, NodeName, NodeStatus, NodeStore, Result};
+use orchestrator_core::{
+    Error as DomainError, NewEvent, NewNode, Node, NodeName, NodeStatus, NodeStore, NodeUpdate, Result,
+};
 
 use crate::connection::AnyConnection;
 use crate::error::Error;
 use crate::events;
-use crate::rows::{NodeRow, to_millis};
+use crate::rows::{NodeRow, labels_json, to_millis};
 use crate::schema::{nodes, replicas};
 use crate::store::DieselStore;
 
@@ -25,14 +27,7 @@ pub(crate) fn load_node(conn: &mut AnyConnection, name: &str) -> Result<Node, Er
 #[async_trait]
 impl NodeStore for DieselStore {
     async fn add_node(&self, node: NewNode) -> Result<Node> {
-        let row = NodeRow {
-            name: node.name.to_string(),
-            address: node.address.to_string(),
-            capacity: i64::from(node.capacity),
-            available: i64::from(node.capacity),
-            status: NodeStatus::Offline.as_str().to_string(),
-            last_heartbeat_ms: None,
-        };
+        let row = NodeRow::new(&node.into_node());
         Ok(self
             .write(move |conn| {
                 let exists = nodes::table.find(&row.name).count().get_result::<i64>(conn)? > 0;
@@ -83,6 +78,35 @@ impl NodeStore for DieselStore {
                 }
                 events::record(conn, NewEvent::node_status(&name, was, status).as_slice())?;
                 load_node(conn, &name)
+            })
+            .await?)
+    }
+
+    async fn update_node(&self, name: &NodeName, update: NodeUpdate) -> Result<Node> {
+        let name = name.to_string();
+        Ok(self
+            .write(move |conn| {
+                let before = load_node(conn, &name)?;
+                let target = nodes::table.find(&name);
+                if let Some(labels) = &update.labels {
+                    diesel::update(target).set(nodes::labels.eq(labels_json(labels))).execute(conn)?;
+                }
+                if let Some(host) = &update.public_host {
+                    diesel::update(target).set(nodes::public_host.eq(host)).execute(conn)?;
+                }
+                if let Some(engine) = update.engine {
+                    diesel::update(target)
+                        .set((
+                            nodes::engine_cpus.eq(i64::from(engine.cpus)),
+                            nodes::engine_memory_bytes.eq(i64::try_from(engine.memory_bytes).unwrap_or(i64::MAX)),
+                        ))
+                        .execute(conn)?;
+                }
+                let node = load_node(conn, &name)?;
+                if (&before.labels, &before.public_host) != (&node.labels, &node.public_host) {
+                    events::record(conn, &[NewEvent::node_updated(&node)])?;
+                }
+                Ok(node)
             })
             .await?)
     }

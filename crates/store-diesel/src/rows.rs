@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use diesel::prelude::*;
 use orchestrator_core::{
-    Change, ContainerTemplate, Deployment, DeploymentName, DeploymentSpec, EngineAddress, Node, NodeName, Replica,
-    ReplicaId, ReplicaState, Revision,
+    Change, ContainerTemplate, Deployment, DeploymentName, DeploymentSpec, EngineAddress, EngineFacts, Node, NodeName,
+    Replica, ReplicaId, ReplicaState, Revision,
 };
 
 use crate::error::{Error, Result};
@@ -37,11 +37,47 @@ pub struct NodeRow {
     pub available: i64,
     pub status: String,
     pub last_heartbeat_ms: Option<i64>,
+    /// JSON object of strings.
+    pub labels: String,
+    pub public_host: Option<String>,
+    pub engine_cpus: Option<i64>,
+    pub engine_memory_bytes: Option<i64>,
+}
+
+impl NodeRow {
+    /// The row of a node as first added.
+    pub fn new(node: &Node) -> Self {
+        Self {
+            name: node.name.to_string(),
+            address: node.address.to_string(),
+            capacity: i64::from(node.capacity),
+            available: i64::from(node.available),
+            status: node.status.as_str().to_string(),
+            last_heartbeat_ms: node.last_heartbeat.map(to_millis),
+            labels: labels_json(&node.labels),
+            public_host: node.public_host.clone(),
+            engine_cpus: node.engine.map(|e| i64::from(e.cpus)),
+            engine_memory_bytes: node.engine.map(|e| to_i64(e.memory_bytes)),
+        }
+    }
+}
+
+pub fn labels_json(labels: &std::collections::BTreeMap<String, String>) -> String {
+    serde_json::to_string(labels).expect("labels always serialize")
 }
 
 impl TryFrom<NodeRow> for Node {
     type Error = Error;
     fn try_from(row: NodeRow) -> Result<Node> {
+        let labels = serde_json::from_str(&row.labels).map_err(|e| corrupt("node labels", e))?;
+        orchestrator_core::node::check_node_labels(&labels).map_err(|e| corrupt("node labels", e))?;
+        let engine = match (row.engine_cpus, row.engine_memory_bytes) {
+            (Some(cpus), Some(memory)) => Some(EngineFacts {
+                cpus: to_u32("node engine cpus", cpus)?,
+                memory_bytes: u64::try_from(memory).map_err(|e| corrupt("node engine memory", e))?,
+            }),
+            _ => None,
+        };
         Ok(Node {
             name: NodeName::new(row.name).map_err(|e| corrupt("node name", e))?,
             address: EngineAddress::parse(&row.address).map_err(|e| corrupt("node address", e))?,
@@ -49,6 +85,9 @@ impl TryFrom<NodeRow> for Node {
             available: to_u32("node available", row.available)?,
             status: row.status.parse().map_err(|e| corrupt("node status", e))?,
             last_heartbeat: row.last_heartbeat_ms.map(from_millis),
+            labels,
+            public_host: row.public_host,
+            engine,
         })
     }
 }

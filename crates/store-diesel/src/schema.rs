@@ -17,6 +17,10 @@ diesel::table! {
         available -> BigInt,
         status -> Text,
         last_heartbeat_ms -> Nullable<BigInt>,
+        labels -> Text,
+        public_host -> Nullable<Text>,
+        engine_cpus -> Nullable<BigInt>,
+        engine_memory_bytes -> Nullable<BigInt>,
     }
 }
 

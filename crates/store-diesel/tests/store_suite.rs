@@ -730,6 +730,31 @@ async fn postgres_a_store_made_before_templates_opens_with_everything_kept() {
     check_upgraded(&DieselStore::open_url(db.url()).await.unwrap()).await;
 }
 
+async fn node_labels_public_host_and_engine_facts_are_kept(db: TestDb) {
+    use std::collections::BTreeMap;
+
+    use orchestrator_core::{EngineFacts, EventKind, EventStore, NodeUpdate};
+    let t = TempStore::new(db).await;
+    let labels = BTreeMap::from([("zone".to_string(), "a".to_string())]);
+    let new = NewNode::new("n1", "unix:///run/n1.sock", 8).unwrap().with_labels(labels.clone()).unwrap();
+    let added = t.store.add_node(new.with_public_host(Some("10.0.0.1".into())).unwrap()).await.unwrap();
+    assert_eq!((&added.labels, added.public_host.as_deref(), added.engine), (&labels, Some("10.0.0.1"), None));
+
+    let engine = EngineFacts { cpus: 2, memory_bytes: 24 << 30 };
+    let facts = NodeUpdate { engine: Some(engine), ..NodeUpdate::default() };
+    t.store.update_node(&node_name("n1"), facts).await.unwrap();
+    let relabel = NodeUpdate { labels: Some(BTreeMap::new()), public_host: Some(None), engine: None };
+    let updated = t.store.update_node(&node_name("n1"), relabel).await.unwrap();
+    assert_eq!((updated.labels.is_empty(), updated.public_host.as_deref(), updated.engine), (true, None, Some(engine)));
+    // Kept across a reopen, and told as one event (the facts alone are not news).
+    let again = t.reopen().await.get_node(&node_name("n1")).await.unwrap();
+    assert_eq!(again, updated);
+    let events = t.store.list_events(0, 100).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.kind == EventKind::NodeUpdated).count(), 1, "{events:?}");
+    let missing = t.store.update_node(&node_name("nope"), NodeUpdate::default()).await;
+    assert!(matches!(missing, Err(Error::NotFound { kind: Kind::Node, .. })), "{missing:?}");
+}
+
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -771,4 +796,5 @@ on_both_backends!(
     old_events_are_dropped_beyond_the_retention,
     many_replicas_are_marked_running_at_once_and_counted,
     template_changes_make_revisions_and_the_newest_are_kept,
+    node_labels_public_host_and_engine_facts_are_kept,
 );

@@ -31,6 +31,9 @@ impl ClusterNode {
             available: 100,
             status: NodeStatus::Online,
             last_heartbeat: None,
+            labels: Default::default(),
+            public_host: None,
+            engine: None,
         }
     }
 

@@ -60,7 +60,7 @@ pub async fn list(path: web::Path<String>, state: web::Data<ApiState>) -> Result
     });
     let mut views = Vec::new();
     for (node, ids, listed) in join_all(asked).await.into_iter().flatten() {
-        let host = node.address.host().unwrap_or("localhost");
+        let Some(host) = node.reachable_host() else { continue };
         let ours: HashMap<ReplicaId, &ContainerSummary> =
             listed.iter().filter(|c| c.deployment == name).map(|c| (c.replica, c)).collect();
         for id in ids {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use orchestrator_core::{
-    Change, Deployment, DeploymentName, DeploymentSpec, Error, NewNode, Node, NodeName, NodeStatus, Replica,
-    ReplicaFilter, Result,
+    Change, Deployment, DeploymentName, DeploymentSpec, EngineFacts, Error, NewNode, Node, NodeName, NodeStatus,
+    NodeUpdate, Replica, ReplicaFilter, Result,
 };
 use tracing::{info, warn};
 
@@ -87,13 +87,46 @@ impl Scheduler {
         info!(node = %node.name, address = %node.address, capacity = node.capacity, "node added");
         match self.runtime.ping(&node).await {
             Ok(()) => {
-                self.store.set_node_status(&node.name, NodeStatus::Online, Some(std::time::SystemTime::now())).await
+                let online = self
+                    .store
+                    .set_node_status(&node.name, NodeStatus::Online, Some(std::time::SystemTime::now()))
+                    .await?;
+                self.learn_engine(online.clone());
+                Ok(online)
             }
             Err(e) => {
                 info!(node = %node.name, error = %e, "new node not answering yet; the heartbeat keeps trying");
                 Ok(node)
             }
         }
+    }
+
+    /// Reads the engine's CPUs and memory (first contact) in the background and keeps them.
+    pub fn learn_engine(&self, node: Node) {
+        let (store, runtime) = (Arc::clone(&self.store), Arc::clone(&self.runtime));
+        self.spawn(async move {
+            match runtime.engine_info(&node).await {
+                Ok(info) => {
+                    let engine = EngineFacts { cpus: info.cpus, memory_bytes: info.memory_bytes };
+                    let update = NodeUpdate { engine: Some(engine), ..NodeUpdate::default() };
+                    if let Err(e) = store.update_node(&node.name, update).await {
+                        warn!(node = %node.name, error = %e, "cannot keep the engine's facts");
+                    }
+                }
+                Err(e) => warn!(node = %node.name, error = %e, "engine info unavailable; asked again when it returns"),
+            }
+        });
+    }
+
+    /// Changes a node's labels or public host. Nothing placed moves; deployments converge again,
+    /// so replicas waiting for a node their constraints admit are placed on it.
+    pub async fn update_node(self: &Arc<Self>, name: &NodeName, update: NodeUpdate) -> Result<Node> {
+        let node = self.store.update_node(name, update).await?;
+        info!(node = %node.name, labels = ?node.labels, public_host = ?node.public_host, "node updated");
+        for d in self.store.list_deployments().await? {
+            self.enqueue(d.name);
+        }
+        Ok(node)
     }
 
     /// Stops placing replicas on the node and moves the ones it has (each replacement started
