@@ -100,6 +100,14 @@ async fn a_web_service_with_env_and_a_published_port_answers_on_every_node() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&limit.stdout).trim(), "67108864", "the engine enforces the memory limit");
 
+    // The store learns the engines' verdicts: 3 ready, each healthy.
+    let d = wait_for("3 ready in the store", CONVERGE, async || {
+        let (_, d) = get(&client, &format!("{base}/v1/deployments/{name}"), READER).await;
+        (d["actual"] == 3).then_some(d)
+    })
+    .await;
+    assert!(d["replicas"].as_array().unwrap().iter().all(|r| r["health"] == "healthy"), "{d}");
+
     // A 4th replica of a fixed port has no node left: it is not placed.
     let body = json!({"replicas": 4, "version": d["version"]});
     let resp =
@@ -108,6 +116,7 @@ async fn a_web_service_with_env_and_a_published_port_answers_on_every_node() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (_, d) = get(&client, &format!("{base}/v1/deployments/{name}"), READER).await;
     assert_eq!((d["required"].as_u64(), d["actual"].as_u64()), (Some(4), Some(3)), "{d}");
+    assert_eq!(d["replicas"].as_array().unwrap().len(), 3, "nothing placed for the 4th: {d}");
     assert_eq!(ready_endpoints(&client, &base, &name, 3).await.len(), 3);
 
     let resp = client.delete(format!("{base}/v1/deployments/{name}")).bearer_auth(ADMIN).send().await.unwrap();

@@ -260,6 +260,9 @@ pub struct ReplicaView {
     pub node_address: Option<String>,
     pub container_id: Option<String>,
     pub state: &'static str,
+    /// The health check's last verdict: `starting`, `healthy` or `unhealthy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<&'static str>,
 }
 
 /// Node name to address, looked up once per replica.
@@ -280,6 +283,7 @@ impl ReplicaView {
             node_address: addresses.0.get(r.node.as_str()).cloned(),
             container_id: r.container_id.clone(),
             state: r.state.as_str(),
+            health: r.health.map(orchestrator_core::Health::as_str),
         }
     }
 }
@@ -291,7 +295,8 @@ pub struct DeploymentView {
     pub template: TemplateView,
     /// Replicas asked for (the seed's RequiredNumOfReplicas).
     pub required: u32,
-    /// Replicas running now (the seed's actualNumOfReplicas).
+    /// Replicas ready now (the seed's actualNumOfReplicas): running, and healthy where the
+    /// template has a health check.
     pub actual: usize,
     pub units: u32,
     pub version: u64,
@@ -310,7 +315,7 @@ impl DeploymentView {
             name: d.name.to_string(),
             template: TemplateView::new(&d.spec.template),
             required: d.spec.replicas,
-            actual: replicas.iter().filter(|r| r.state == orchestrator_core::ReplicaState::Running).count(),
+            actual: replicas.iter().filter(|r| d.spec.template.is_ready(r.state, r.health)).count(),
             units: d.spec.units,
             version: d.version,
             revision: d.revision,
@@ -399,6 +404,8 @@ pub struct ReplicaCounts {
     /// The sum of every deployment's required count.
     pub required: u64,
     pub running: u64,
+    /// Running, and healthy where there is a health check.
+    pub ready: u64,
     /// Placed, container not (yet) running.
     pub pending: u64,
 }

@@ -3,14 +3,25 @@
 
 use std::collections::HashMap;
 
-use orchestrator_core::{ClusterStore, DeploymentName, NodeStatus, ReplicaCount, ReplicaState};
+use orchestrator_core::{ClusterStore, Deployment, DeploymentName, NodeStatus, ReplicaCount, ReplicaState};
 
 use crate::dto::{DeploymentCounts, NodeCounts, ReplicaCounts, StatusSummary};
 use crate::error::ApiError;
 
-/// Running replicas per deployment (deployments with none left out).
-pub(crate) fn running_by_deployment(counts: &[ReplicaCount]) -> HashMap<&DeploymentName, u64> {
-    counts.iter().filter(|c| c.state == ReplicaState::Running).map(|c| (&c.deployment, c.count)).collect()
+/// Ready replicas per deployment (running, and healthy where its template has a check;
+/// deployments with none left out).
+pub(crate) fn ready_by_deployment<'a>(
+    counts: &'a [ReplicaCount],
+    deployments: &[Deployment],
+) -> HashMap<&'a DeploymentName, u64> {
+    let templates: HashMap<&DeploymentName, _> = deployments.iter().map(|d| (&d.name, &d.spec.template)).collect();
+    let mut ready = HashMap::new();
+    for c in counts {
+        if templates.get(&c.deployment).is_some_and(|t| t.is_ready(c.state, c.health)) {
+            *ready.entry(&c.deployment).or_default() += c.count;
+        }
+    }
+    ready
 }
 
 pub(crate) async fn summarize(store: &dyn ClusterStore, leader: Option<String>) -> Result<StatusSummary, ApiError> {
@@ -28,16 +39,17 @@ pub(crate) async fn summarize(store: &dyn ClusterStore, leader: Option<String>) 
         node_counts.capacity += u64::from(n.capacity);
         node_counts.available += u64::from(n.available);
     }
-    let running = running_by_deployment(&counts);
+    let ready = ready_by_deployment(&counts, &deployments);
     let mut replicas = ReplicaCounts {
-        running: running.values().sum(),
+        running: counts.iter().filter(|c| c.state == ReplicaState::Running).map(|c| c.count).sum(),
+        ready: ready.values().sum(),
         pending: counts.iter().filter(|c| c.state == ReplicaState::Pending).map(|c| c.count).sum(),
         ..ReplicaCounts::default()
     };
     let mut deployment_counts = DeploymentCounts { total: deployments.len() as u64, degraded: 0 };
     for d in &deployments {
         replicas.required += u64::from(d.spec.replicas);
-        if running.get(&d.name).copied().unwrap_or(0) < u64::from(d.spec.replicas) {
+        if ready.get(&d.name).copied().unwrap_or(0) < u64::from(d.spec.replicas) {
             deployment_counts.degraded += 1;
         }
     }

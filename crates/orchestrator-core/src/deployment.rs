@@ -226,6 +226,20 @@ impl ContainerTemplate {
         }
     }
 
+    /// Whether a replica in `state` whose health was last seen as `health` is ready to serve:
+    /// running, and healthy when there is a check. With a check of our own, not yet observed
+    /// is not ready; with the image's (which may have none), only an observed verdict counts.
+    pub fn is_ready(&self, state: crate::replica::ReplicaState, health: Option<crate::workload::Health>) -> bool {
+        use crate::workload::Health;
+        state == crate::replica::ReplicaState::Running
+            && match (&self.healthcheck, health) {
+                (_, Some(Health::Healthy)) => true,
+                (_, Some(Health::Starting | Health::Unhealthy)) => false,
+                (HealthCheck::Command(_), None) => false,
+                (HealthCheck::Image | HealthCheck::Disabled, None) => true,
+            }
+    }
+
     /// Host ports this template holds on a node it runs on, as (port, protocol).
     pub fn published_ports(&self) -> impl Iterator<Item = (u16, crate::workload::Protocol)> + '_ {
         self.ports.iter().filter_map(|p| Some((p.published?, p.protocol)))
@@ -408,5 +422,26 @@ mod tests {
         let mut t = base();
         t.stop_grace_period = Some(Duration::from_secs(7200));
         assert_eq!(field(t), "stop_grace_period");
+    }
+
+    #[test]
+    fn ready_means_running_and_healthy_where_there_is_a_check() {
+        use crate::replica::ReplicaState::{Pending, Running};
+        use crate::workload::{Health, HealthCommand};
+        let plain = ContainerTemplate::new(ImageRef::parse("a").unwrap());
+        assert!(plain.is_ready(Running, None), "no verdict, the image's check (maybe none): ready");
+        assert!(!plain.is_ready(Running, Some(Health::Starting)), "the image has a check, still starting");
+        assert!(!plain.is_ready(Pending, Some(Health::Healthy)));
+        let mut checked = plain.clone();
+        checked.healthcheck = HealthCheck::Command(HealthCommand {
+            test: vec!["CMD".into(), "true".into()],
+            interval: None,
+            timeout: None,
+            retries: None,
+            start_period: None,
+        });
+        assert!(!checked.is_ready(Running, None), "our own check, no verdict yet: not ready");
+        assert!(checked.is_ready(Running, Some(Health::Healthy)));
+        assert!(!checked.is_ready(Running, Some(Health::Unhealthy)));
     }
 }

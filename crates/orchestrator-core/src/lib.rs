@@ -35,11 +35,9 @@ pub use lease::{Lease, LeaseStore};
 pub use name::{DeploymentName, NodeName};
 pub use node::{EngineFacts, NewNode, Node, NodeStatus, NodeUpdate};
 pub use replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
-pub use runtime::{
-    BoundPort, ContainerRuntime, ContainerState, ContainerSummary, EngineInfo, Health, ReplicaContainer,
-};
+pub use runtime::{BoundPort, ContainerRuntime, ContainerState, ContainerSummary, EngineInfo, ReplicaContainer};
 pub use store::{ClusterStore, DeploymentStore, NodeStore, ReplicaStore, StoreRevision};
-pub use workload::{Constraint, ConstraintKey, HealthCheck, HealthCommand, PortSpec, Protocol, Resources};
+pub use workload::{Constraint, ConstraintKey, Health, HealthCheck, HealthCommand, PortSpec, Protocol, Resources};
 
 #[cfg(feature = "mock")]
 pub use access::MockAccessStore;

@@ -19,6 +19,7 @@ use crate::name::{DeploymentName, NodeName};
 use crate::node::{NewNode, Node, NodeStatus, NodeUpdate};
 use crate::replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
 use crate::store::{DeploymentStore, NodeStore, ReplicaStore, StoreRevision};
+use crate::workload::Health;
 
 #[derive(Default)]
 struct State {
@@ -369,6 +370,7 @@ impl ReplicaStore for MemoryStore {
                 container_id: None,
                 state: ReplicaState::Pending,
                 created_at: now,
+                health: None,
             };
             s.replicas.insert(replica.id, replica.clone());
             placed.push(replica);
@@ -439,6 +441,16 @@ impl ReplicaStore for MemoryStore {
         Ok(())
     }
 
+    async fn set_replica_health(&self, changes: &[(ReplicaId, Option<Health>)]) -> Result<()> {
+        let mut s = self.write();
+        for (id, health) in changes {
+            if let Some(r) = s.replicas.get_mut(id) {
+                r.health = *health;
+            }
+        }
+        Ok(())
+    }
+
     async fn list_replicas(&self, filter: ReplicaFilter) -> Result<Vec<Replica>> {
         Ok(self.lock().replicas.values().filter(|r| filter.matches(r)).cloned().collect())
     }
@@ -448,14 +460,19 @@ impl ReplicaStore for MemoryStore {
     }
 
     async fn count_replicas(&self) -> Result<Vec<ReplicaCount>> {
-        let mut counts: BTreeMap<(&DeploymentName, ReplicaState), u64> = BTreeMap::new();
+        let mut counts: BTreeMap<(&DeploymentName, ReplicaState, Option<Health>), u64> = BTreeMap::new();
         let s = self.lock();
         for r in s.replicas.values() {
-            *counts.entry((&r.deployment, r.state)).or_default() += 1;
+            *counts.entry((&r.deployment, r.state, r.health)).or_default() += 1;
         }
         Ok(counts
             .into_iter()
-            .map(|((deployment, state), count)| ReplicaCount { deployment: deployment.clone(), state, count })
+            .map(|((deployment, state, health), count)| ReplicaCount {
+                deployment: deployment.clone(),
+                state,
+                health,
+                count,
+            })
             .collect())
     }
 

@@ -4,6 +4,7 @@ use std::time::SystemTime;
 
 use crate::error::{Error, Result};
 use crate::name::{DeploymentName, NodeName};
+use crate::workload::Health;
 
 /// Assigned by the store, increasing: a replica id is never reused, so a container labelled with
 /// an id the store no longer holds as active is recognizably stale (e.g. a copy left on a node
@@ -75,6 +76,8 @@ pub struct Replica {
     pub container_id: Option<String>,
     pub state: ReplicaState,
     pub created_at: SystemTime,
+    /// Its health check's verdict as last observed; `None` before one (or with no check).
+    pub health: Option<Health>,
 }
 
 /// A decision to put one replica of a deployment on a node; the store turns it into a `Pending`
@@ -92,6 +95,7 @@ pub struct Placement {
 pub struct ReplicaCount {
     pub deployment: DeploymentName,
     pub state: ReplicaState,
+    pub health: Option<Health>,
     pub count: u64,
 }
 

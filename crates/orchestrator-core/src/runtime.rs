@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::name::DeploymentName;
 use crate::node::Node;
 use crate::replica::{Replica, ReplicaId};
-use crate::workload::Protocol;
+use crate::workload::{Health, Protocol};
 
 /// What an engine reports about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,25 +57,6 @@ pub enum ContainerState {
     Exited,
     Dead,
     Removing,
-}
-
-/// The engine's verdict of a container's health check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Health {
-    /// Within its start period, or not yet checked.
-    Starting,
-    Healthy,
-    Unhealthy,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Starting => "starting",
-            Health::Healthy => "healthy",
-            Health::Unhealthy => "unhealthy",
-        }
-    }
 }
 
 /// A container port as the engine bound it on the host: `published` is the real host port,

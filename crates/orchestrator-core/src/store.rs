@@ -17,6 +17,7 @@ use crate::event::EventStore;
 use crate::name::{DeploymentName, NodeName};
 use crate::node::{NewNode, Node, NodeStatus, NodeUpdate};
 use crate::replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
+use crate::workload::Health;
 
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
@@ -108,6 +109,10 @@ pub trait ReplicaStore: Send + Sync {
 
     /// Deletes a replica record, releasing its capacity if it still held it.
     async fn release_replica(&self, id: ReplicaId) -> Result<()>;
+
+    /// Records the health verdicts the engines reported, in one transaction; replicas no
+    /// longer stored are skipped.
+    async fn set_replica_health(&self, changes: &[(ReplicaId, Option<Health>)]) -> Result<()>;
 
     async fn list_replicas(&self, filter: ReplicaFilter) -> Result<Vec<Replica>>;
 

@@ -215,6 +215,7 @@ mod tests {
             container_id: None,
             state,
             created_at: SystemTime::UNIX_EPOCH,
+            health: None,
         }
     }
 

@@ -251,6 +251,7 @@ async fn fix(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<(
         .collect();
     let mut seen = HashSet::new();
     let mut surplus: Vec<Doomed> = Vec::new();
+    let mut health: Vec<(ReplicaId, Option<Health>)> = Vec::new();
     for container in &containers {
         let node = &snapshot.listed_names[container.node as usize];
         let replica = replicas.get(&container.replica).filter(|r| r.node == *node);
@@ -281,6 +282,7 @@ async fn fix(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<(
                         store.mark_running(r.id, container_id).await?;
                     }
                 }
+                ContainerState::Running if r.health != container.health => health.push((r.id, container.health)),
                 _ => {}
             },
             Some(r) => {
@@ -294,6 +296,9 @@ async fn fix(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<(
         }
     }
     remove_containers(scheduler, surplus, "surplus or stale").await;
+    if !health.is_empty() {
+        store.set_replica_health(&health).await?;
+    }
 
     for r in replicas.values().filter(|r| snapshot.listed.contains(&r.node) && !seen.contains(&r.id)) {
         let vanished = r.state == ReplicaState::Running && snapshot.running_before.contains(&r.id);

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    DeploymentName, Error as DomainError, NewEvent, NodeName, NodeStatus, Placement, Replica, ReplicaCount,
+    DeploymentName, Error as DomainError, Health, NewEvent, NodeName, NodeStatus, Placement, Replica, ReplicaCount,
     ReplicaFilter, ReplicaId, ReplicaState, ReplicaStore, Result,
 };
 
@@ -16,7 +16,7 @@ use crate::connection::{AnyConnection, each_backend};
 use crate::error::Error;
 use crate::events;
 use crate::nodes::load_node;
-use crate::rows::{NewReplicaRow, ReplicaRow, replica_id, to_millis};
+use crate::rows::{NewReplicaRow, ReplicaRow, parse_health, replica_id, to_millis};
 use crate::schema::{deployments, nodes, replicas};
 use crate::store::DieselStore;
 
@@ -255,19 +255,43 @@ impl ReplicaStore for DieselStore {
             .await?)
     }
 
+    async fn set_replica_health(&self, changes: &[(ReplicaId, Option<Health>)]) -> Result<()> {
+        // One UPDATE per verdict and chunk of ids: a pass that saw many change writes few.
+        let mut by_health: BTreeMap<Option<Health>, Vec<i64>> = BTreeMap::new();
+        for (id, health) in changes {
+            by_health.entry(*health).or_default().push(replica_id(*id)?);
+        }
+        if by_health.is_empty() {
+            return Ok(());
+        }
+        Ok(self
+            .write(move |conn| {
+                for (health, ids) in &by_health {
+                    for chunk in ids.chunks(ID_CHUNK) {
+                        diesel::update(replicas::table.filter(replicas::id.eq_any(chunk)))
+                            .set(replicas::health.eq(health.map(Health::as_str)))
+                            .execute(conn)?;
+                    }
+                }
+                Ok(())
+            })
+            .await?)
+    }
+
     async fn count_replicas(&self) -> Result<Vec<ReplicaCount>> {
         Ok(self
             .read(|conn| {
-                let rows: Vec<(String, String, i64)> = replicas::table
-                    .group_by((replicas::deployment, replicas::state))
-                    .select((replicas::deployment, replicas::state, diesel::dsl::count_star()))
+                let rows: Vec<(String, String, Option<String>, i64)> = replicas::table
+                    .group_by((replicas::deployment, replicas::state, replicas::health))
+                    .select((replicas::deployment, replicas::state, replicas::health, diesel::dsl::count_star()))
                     .load(conn)?;
                 rows.into_iter()
-                    .map(|(deployment, state, count)| {
+                    .map(|(deployment, state, health, count)| {
                         Ok(ReplicaCount {
                             deployment: DeploymentName::new(deployment)
                                 .map_err(|e| Error::Corrupt(format!("replica deployment: {e}")))?,
                             state: state.parse().map_err(|e| Error::Corrupt(format!("replica state: {e}")))?,
+                            health: parse_health(health.as_deref())?,
                             count: count.unsigned_abs(),
                         })
                     })

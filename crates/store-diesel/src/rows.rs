@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use diesel::prelude::*;
 use orchestrator_core::{
-    Change, ContainerTemplate, Deployment, DeploymentName, DeploymentSpec, EngineAddress, EngineFacts, Node, NodeName,
-    Replica, ReplicaId, ReplicaState, Revision,
+    Change, ContainerTemplate, Deployment, DeploymentName, DeploymentSpec, EngineAddress, EngineFacts, Health, Node,
+    NodeName, Replica, ReplicaId, ReplicaState, Revision,
 };
 
 use crate::error::{Error, Result};
@@ -202,6 +202,7 @@ pub struct ReplicaRow {
     pub state: String,
     pub created_at_ms: i64,
     pub revision: i64,
+    pub health: Option<String>,
 }
 
 #[derive(Insertable)]
@@ -227,8 +228,13 @@ impl TryFrom<ReplicaRow> for Replica {
             container_id: row.container_id,
             state: row.state.parse::<ReplicaState>().map_err(|e| corrupt("replica state", e))?,
             created_at: from_millis(row.created_at_ms),
+            health: parse_health(row.health.as_deref())?,
         })
     }
+}
+
+pub fn parse_health(text: Option<&str>) -> Result<Option<Health>> {
+    text.map(|h| Health::parse(h).ok_or_else(|| corrupt("replica health", h))).transpose()
 }
 
 pub fn replica_id(id: ReplicaId) -> Result<i64> {

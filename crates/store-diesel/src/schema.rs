@@ -58,6 +58,7 @@ diesel::table! {
         state -> Text,
         created_at_ms -> BigInt,
         revision -> BigInt,
+        health -> Nullable<Text>,
     }
 }
 

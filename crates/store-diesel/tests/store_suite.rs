@@ -755,6 +755,34 @@ async fn node_labels_public_host_and_engine_facts_are_kept(db: TestDb) {
     assert!(matches!(missing, Err(Error::NotFound { kind: Kind::Node, .. })), "{missing:?}");
 }
 
+async fn health_verdicts_are_kept_and_counted(db: TestDb) {
+    use orchestrator_core::Health;
+    let t = TempStore::new(db).await;
+    online_node(&t.store, "n1", 10).await;
+    deployment(&t.store, "web", 3).await;
+    let placed = t
+        .store
+        .place_replicas(&[placement("web", "n1", 1), placement("web", "n1", 1), placement("web", "n1", 1)])
+        .await
+        .unwrap();
+    let started: Vec<(ReplicaId, String)> = placed.iter().map(|r| (r.id, format!("c{}", r.id))).collect();
+    t.store.mark_running_many(&started).await.unwrap();
+    let gone = ReplicaId(9_999);
+    let changes =
+        [(placed[0].id, Some(Health::Healthy)), (placed[1].id, Some(Health::Starting)), (gone, Some(Health::Healthy))];
+    t.store.set_replica_health(&changes).await.unwrap();
+    let replicas = t.store.list_replicas(ReplicaFilter::deployment(&deployment_name("web"))).await.unwrap();
+    let health: Vec<Option<Health>> = replicas.iter().map(|r| r.health).collect();
+    assert_eq!(health, [Some(Health::Healthy), Some(Health::Starting), None]);
+    let mut counts: Vec<(Option<Health>, u64)> =
+        t.store.count_replicas().await.unwrap().into_iter().map(|c| (c.health, c.count)).collect();
+    counts.sort();
+    assert_eq!(counts, [(None, 1), (Some(Health::Starting), 1), (Some(Health::Healthy), 1)]);
+    t.store.set_replica_health(&[(placed[1].id, None)]).await.unwrap();
+    let again = t.reopen().await.list_replicas(ReplicaFilter::deployment(&deployment_name("web"))).await.unwrap();
+    assert_eq!(again[1].health, None);
+}
+
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -797,4 +825,5 @@ on_both_backends!(
     many_replicas_are_marked_running_at_once_and_counted,
     template_changes_make_revisions_and_the_newest_are_kept,
     node_labels_public_host_and_engine_facts_are_kept,
+    health_verdicts_are_kept_and_counted,
 );

@@ -8,7 +8,7 @@ use super::path_name;
 use crate::body::read_json;
 use crate::dto::{Addresses, CreateDeployment, DeploymentView, Rebalanced, RevisionView, ScaleDeployment};
 use crate::error::{ApiError, ErrorBody};
-use crate::summary::running_by_deployment;
+use crate::summary::ready_by_deployment;
 use crate::{ApiState, Caller};
 
 #[utoipa::path(post, path = "/v1/deployments", tag = "deployments", request_body = CreateDeployment,
@@ -64,7 +64,7 @@ pub async fn list(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> 
     let deployments = state.store.list_deployments().await?;
     // Counted by the store: a million replicas stay there.
     let counts = state.store.count_replicas().await?;
-    let running = running_by_deployment(&counts);
+    let running = ready_by_deployment(&counts, &deployments);
     let views: Vec<DeploymentView> =
         deployments.iter().map(|d| DeploymentView::counted(d, running.get(&d.name).copied().unwrap_or(0))).collect();
     Ok(HttpResponse::Ok().json(views))
