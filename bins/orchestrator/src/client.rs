@@ -206,21 +206,26 @@ pub async fn deployment(c: &ClientArgs, name: &str) -> Result<()> {
     let d = call(c, Method::GET, &format!("/v1/deployments/{name}"), None).await?;
     show(c, &d, |d| {
         print_table(&["DEPLOYMENT", "IMAGE", "RUNNING/REQUIRED", "VERSION"], deployment_rows(&json!([d])));
+        if let Some(unplaced) = d["unplaced"].as_object() {
+            println!("unplaced: {} ({})", text(&unplaced["count"]), text(&unplaced["reason"]));
+        }
         println!();
         let rows = d["replicas"]
             .as_array()
             .into_iter()
             .flatten()
             .map(|r| {
+                let health = r["health"].as_str().unwrap_or("-").to_string();
                 vec![
                     text(&r["id"]),
                     text(&r["node"]),
                     text(&r["state"]),
+                    health,
                     text(&r["container_id"]).chars().take(12).collect(),
                 ]
             })
             .collect();
-        print_table(&["REPLICA", "NODE", "STATE", "CONTAINER"], rows);
+        print_table(&["REPLICA", "NODE", "STATE", "HEALTH", "CONTAINER"], rows);
     });
     Ok(())
 }

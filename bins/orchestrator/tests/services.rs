@@ -117,6 +117,13 @@ async fn a_web_service_with_env_and_a_published_port_answers_on_every_node() {
     let (_, d) = get(&client, &format!("{base}/v1/deployments/{name}"), READER).await;
     assert_eq!((d["required"].as_u64(), d["actual"].as_u64()), (Some(4), Some(3)), "{d}");
     assert_eq!(d["replicas"].as_array().unwrap().len(), 3, "nothing placed for the 4th: {d}");
+    assert_eq!(d["unplaced"], json!({"count": 1, "reason": "no online node has tcp/18081 free"}), "{d}");
+    let (_, events) = get(&client, &format!("{base}/v1/events?limit=1000"), READER).await;
+    let told = events.as_array().unwrap().iter().any(|e| {
+        e["kind"] == "deployment.unplaced"
+            && e["message"].as_str().unwrap().contains("no online node has tcp/18081 free")
+    });
+    assert!(told, "an event says why: {events}");
     assert_eq!(ready_endpoints(&client, &base, &name, 3).await.len(), 3);
 
     let resp = client.delete(format!("{base}/v1/deployments/{name}")).bearer_auth(ADMIN).send().await.unwrap();

@@ -304,8 +304,17 @@ pub struct DeploymentView {
     pub revision: u64,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// Replicas that wait for a node, and why (`no online node has tcp/18081 free`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unplaced: Option<UnplacedView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<Vec<ReplicaView>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnplacedView {
+    pub count: u32,
+    pub reason: String,
 }
 
 impl DeploymentView {
@@ -321,6 +330,7 @@ impl DeploymentView {
             revision: d.revision,
             created_at_ms: millis(d.created_at),
             updated_at_ms: millis(d.updated_at),
+            unplaced: d.unplaced.as_ref().map(|u| UnplacedView { count: u.count, reason: u.reason.clone() }),
             replicas: detailed.then(|| replicas.iter().map(|r| ReplicaView::new(r, addresses)).collect()),
         }
     }
@@ -465,7 +475,8 @@ pub struct EventView {
     /// Grows with every event; resume after it with `?since=` or `Last-Event-ID`.
     pub id: u64,
     pub at_ms: u64,
-    /// `node.added|online|offline|draining|removed`, `deployment.created|scaled|deleted`,
+    /// `node.added|online|offline|draining|updated|removed`,
+    /// `deployment.created|scaled|updated|unplaced|deleted`,
     /// `replica.placed|started|exited|lost|removed`, `leader.elected`.
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -297,6 +297,16 @@ pub struct Deployment {
     pub revision: u64,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
+    /// Replicas the scheduler could not place at its last try, and why.
+    pub unplaced: Option<Unplaced>,
+}
+
+/// Replicas waiting for a node, and the reason anyone can read (`no online node has tcp/18081
+/// free`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unplaced {
+    pub count: u32,
+    pub reason: String,
 }
 
 impl Deployment {

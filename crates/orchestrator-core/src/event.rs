@@ -22,6 +22,7 @@ pub enum EventKind {
     DeploymentCreated,
     DeploymentScaled,
     DeploymentUpdated,
+    DeploymentUnplaced,
     DeploymentDeleted,
     ReplicaPlaced,
     ReplicaStarted,
@@ -32,7 +33,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::NodeAdded,
         EventKind::NodeOnline,
         EventKind::NodeOffline,
@@ -42,6 +43,7 @@ impl EventKind {
         EventKind::DeploymentCreated,
         EventKind::DeploymentScaled,
         EventKind::DeploymentUpdated,
+        EventKind::DeploymentUnplaced,
         EventKind::DeploymentDeleted,
         EventKind::ReplicaPlaced,
         EventKind::ReplicaStarted,
@@ -63,6 +65,7 @@ impl EventKind {
             EventKind::DeploymentCreated => "deployment.created",
             EventKind::DeploymentScaled => "deployment.scaled",
             EventKind::DeploymentUpdated => "deployment.updated",
+            EventKind::DeploymentUnplaced => "deployment.unplaced",
             EventKind::DeploymentDeleted => "deployment.deleted",
             EventKind::ReplicaPlaced => "replica.placed",
             EventKind::ReplicaStarted => "replica.started",
@@ -182,6 +185,11 @@ impl NewEvent {
 
     pub fn deployment_scaled(name: &str, from: u32, to: u32) -> Self {
         NewEvent::new(EventKind::DeploymentScaled, format!("{name}: {from} -> {to} replicas")).deployment(name)
+    }
+
+    pub fn deployment_unplaced(name: &str, count: u32, reason: &str) -> Self {
+        NewEvent::new(EventKind::DeploymentUnplaced, format!("{name}: {count} replica(s) unplaced: {reason}"))
+            .deployment(name)
     }
 
     pub fn deployment_deleted(name: &str) -> Self {

@@ -27,7 +27,9 @@ pub mod workload;
 pub use access::{AccessStore, ApiToken, AuditEntry, Role};
 pub use address::{EngineAddress, Scheme};
 pub use control::{ControlPlane, Leadership, LoopHealth, LoopStats};
-pub use deployment::{Change, ContainerTemplate, Deployment, DeploymentSpec, Limits, REVISIONS_KEPT, Revision};
+pub use deployment::{
+    Change, ContainerTemplate, Deployment, DeploymentSpec, Limits, REVISIONS_KEPT, Revision, Unplaced,
+};
 pub use error::{Error, Result};
 pub use event::{EVENT_RETENTION, Event, EventKind, EventStore, NewEvent};
 pub use image::ImageRef;

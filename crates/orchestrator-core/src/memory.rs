@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use crate::access::{AccessStore, ApiToken, AuditEntry};
-use crate::deployment::{Change, Deployment, DeploymentSpec, REVISIONS_KEPT, Revision};
+use crate::deployment::{Change, Deployment, DeploymentSpec, REVISIONS_KEPT, Revision, Unplaced};
 use crate::error::{Error, Kind, Result};
 use crate::event::{EVENT_RETENTION, Event, EventStore, NewEvent};
 use crate::name::{DeploymentName, NodeName};
@@ -233,8 +233,15 @@ impl DeploymentStore for MemoryStore {
             return Err(Error::already_exists(Kind::Deployment, name.as_str()));
         }
         let now = SystemTime::now();
-        let deployment =
-            Deployment { name: name.clone(), spec, version: 1, revision: 1, created_at: now, updated_at: now };
+        let deployment = Deployment {
+            name: name.clone(),
+            spec,
+            version: 1,
+            revision: 1,
+            created_at: now,
+            updated_at: now,
+            unplaced: None,
+        };
         s.deployments.insert(name.clone(), deployment.clone());
         s.revisions.insert(name.clone(), vec![revision_of(&deployment, change)]);
         s.record([NewEvent::deployment_created(&deployment)]);
@@ -329,6 +336,19 @@ impl DeploymentStore for MemoryStore {
         }
         s.record([NewEvent::deployment_deleted(name.as_str())]);
         Ok(removed)
+    }
+
+    async fn set_unplaced(&self, name: &DeploymentName, unplaced: Option<Unplaced>) -> Result<()> {
+        let mut s = self.write();
+        let Some(d) = s.deployments.get_mut(name) else { return Ok(()) };
+        if d.unplaced == unplaced {
+            return Ok(());
+        }
+        d.unplaced = unplaced.clone();
+        if let Some(u) = unplaced {
+            s.record([NewEvent::deployment_unplaced(name.as_str(), u.count, &u.reason)]);
+        }
+        Ok(())
     }
 }
 

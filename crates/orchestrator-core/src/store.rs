@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use crate::deployment::{Change, Deployment, DeploymentSpec, Revision};
+use crate::deployment::{Change, Deployment, DeploymentSpec, Revision, Unplaced};
 use crate::error::Result;
 use crate::event::EventStore;
 use crate::name::{DeploymentName, NodeName};
@@ -84,6 +84,11 @@ pub trait DeploymentStore: Send + Sync {
     /// Deletes the deployment and its replica records, releasing their capacity. Returns the
     /// records it deleted so the caller can remove their containers.
     async fn delete_deployment(&self, name: &DeploymentName) -> Result<Vec<Replica>>;
+
+    /// Records why replicas of the deployment wait unplaced (`None`: none wait), with a
+    /// `deployment.unplaced` event when the reason or count changes. A deployment gone is no
+    /// error: there is nothing left to place.
+    async fn set_unplaced(&self, name: &DeploymentName, unplaced: Option<Unplaced>) -> Result<()>;
 }
 
 #[cfg_attr(feature = "mock", mockall::automock)]

@@ -27,6 +27,8 @@ pub struct Plan {
     pub place: Vec<NodeName>,
     /// Missing replicas that found no room: the deployment stays degraded until room appears.
     pub unplaced: u32,
+    /// Why, in words for operators, when `unplaced` is not 0.
+    pub unplaced_reason: Option<String>,
     /// Replicas to remove, most wanted first: those on draining nodes, then the surplus.
     pub remove: Vec<Replica>,
 }
@@ -70,7 +72,44 @@ pub fn plan(strategy: Strategy, deployment: &Deployment, serving: &Serving, node
     let moving = excess.min(serving.draining.len());
     let mut remove: Vec<Replica> = serving.draining.iter().take(moving).cloned().collect();
     remove.extend(pick_surplus(healthy, nodes, excess - moving));
-    Plan { restart, place: placed.nodes, unplaced: placed.unplaced, remove }
+    let unplaced_reason = (placed.unplaced > 0).then(|| why_unplaced(deployment, nodes, healthy, placed.nodes.len()));
+    Plan { restart, place: placed.nodes, unplaced: placed.unplaced, unplaced_reason, remove }
+}
+
+/// Why missing replicas found no node: the first rule that leaves none, in the order an
+/// operator would check them.
+fn why_unplaced(
+    deployment: &Deployment,
+    nodes: &HashMap<NodeName, Node>,
+    healthy: &[Replica],
+    placing: usize,
+) -> String {
+    let template = &deployment.spec.template;
+    let online: Vec<&Node> = nodes.values().filter(|n| n.is_schedulable()).collect();
+    if online.is_empty() {
+        return "no online node".into();
+    }
+    let admitted: Vec<&Node> = online.iter().copied().filter(|n| template.admits(n.name.as_str(), &n.labels)).collect();
+    if admitted.is_empty() {
+        let rules: Vec<String> = template.constraints.iter().map(ToString::to_string).collect();
+        return format!("no online node meets the constraints ({})", rules.join(", "));
+    }
+    if !template.ports.is_empty() && admitted.iter().all(|n| n.reachable_host().is_none()) {
+        return "no online node the constraints admit has a host its published ports are reached at (set public_host)"
+            .into();
+    }
+    let with_room = admitted.iter().filter(|n| n.available >= deployment.spec.units).count();
+    let cap = max_per_node(deployment) as usize;
+    if cap != u32::MAX as usize && healthy.len() + placing >= admitted.len() * cap {
+        if let Some((port, protocol)) = template.published_ports().next() {
+            return format!("no online node has {protocol}/{port} free");
+        }
+        return format!("every node it may use runs max_per_node ({cap}) of it");
+    }
+    if with_room == 0 {
+        return format!("no online node has {} free units", deployment.spec.units);
+    }
+    format!("not enough room: {with_room} online node(s) with {} free units", deployment.spec.units)
 }
 
 /// One move that evens out a deployment's spread over online nodes (moby#24103: Swarm never
@@ -188,6 +227,7 @@ mod tests {
             revision: 1,
             created_at: SystemTime::UNIX_EPOCH,
             updated_at: SystemTime::UNIX_EPOCH,
+            unplaced: None,
         }
     }
 
@@ -422,5 +462,34 @@ mod tests {
         nodes.get_mut(&NodeName::new("n0").unwrap()).unwrap().public_host = Some("10.0.0.5".into());
         let plan = super::plan(Strategy::Spread, &d, &Serving::default(), &nodes);
         assert!(plan.place.iter().any(|n| n.as_str() == "n0"), "{plan:?}");
+    }
+
+    #[test]
+    fn unplaced_replicas_say_why() {
+        let reason = |d: &Deployment, nodes: &HashMap<NodeName, Node>| {
+            let plan = plan(Strategy::Spread, d, &Serving::default(), nodes);
+            assert!(plan.unplaced > 0, "{plan:?}");
+            plan.unplaced_reason.unwrap()
+        };
+        let mut d = deployment(4, 1);
+        d.spec.template.ports = vec![orchestrator_core::PortSpec::tcp(8080, Some(18081))];
+        assert_eq!(reason(&d, &nodes_online(3)), "no online node has tcp/18081 free");
+        let offline: HashMap<NodeName, Node> =
+            (0..2).map(|i| node(i, NodeStatus::Offline, 100)).map(|n| (n.name.clone(), n)).collect();
+        assert_eq!(reason(&d, &offline), "no online node");
+        let mut zoned = deployment(1, 1);
+        zoned.spec.template.constraints =
+            vec![orchestrator_core::Constraint::parse("node.labels.zone==a", "c").unwrap()];
+        assert_eq!(reason(&zoned, &nodes_online(2)), "no online node meets the constraints (node.labels.zone == a)");
+        let mut capped = deployment(5, 1);
+        capped.spec.template.max_per_node = Some(2);
+        assert_eq!(reason(&capped, &nodes_online(2)), "every node it may use runs max_per_node (2) of it");
+        let big = deployment(1, 500);
+        assert_eq!(reason(&big, &nodes_online(2)), "no online node has 500 free units");
+        // Placed in full: no reason.
+        assert_eq!(
+            super::plan(Strategy::Spread, &deployment(2, 1), &Serving::default(), &nodes_online(2)).unplaced_reason,
+            None
+        );
     }
 }

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
     Change, Deployment, DeploymentName, DeploymentSpec, DeploymentStore, Error as DomainError, NewEvent, Replica,
-    Result, Revision,
+    Result, Revision, Unplaced,
 };
 
 use crate::connection::AnyConnection;
@@ -160,6 +160,31 @@ impl DeploymentStore for DieselStore {
                 }
                 events::record(conn, &news)?;
                 Ok(after)
+            })
+            .await?)
+    }
+
+    async fn set_unplaced(&self, name: &DeploymentName, unplaced: Option<Unplaced>) -> Result<()> {
+        let name = name.to_string();
+        Ok(self
+            .write(move |conn| {
+                let before = match load_deployment(conn, &name) {
+                    Ok(d) => d,
+                    Err(Error::Domain(DomainError::NotFound { .. })) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                if before.unplaced == unplaced {
+                    return Ok(());
+                }
+                let (count, reason) =
+                    unplaced.as_ref().map_or((0, None), |u| (i64::from(u.count), Some(u.reason.as_str())));
+                diesel::update(deployments::table.find(&name))
+                    .set((deployments::unplaced.eq(count), deployments::unplaced_reason.eq(reason)))
+                    .execute(conn)?;
+                if let Some(u) = &unplaced {
+                    events::record(conn, &[NewEvent::deployment_unplaced(&name, u.count, &u.reason)])?;
+                }
+                Ok(())
             })
             .await?)
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use diesel::prelude::*;
 use orchestrator_core::{
     Change, ContainerTemplate, Deployment, DeploymentName, DeploymentSpec, EngineAddress, EngineFacts, Health, Node,
-    NodeName, Replica, ReplicaId, ReplicaState, Revision,
+    NodeName, Replica, ReplicaId, ReplicaState, Revision, Unplaced,
 };
 
 use crate::error::{Error, Result};
@@ -104,6 +104,8 @@ pub struct DeploymentRow {
     /// `TemplateJson`.
     pub template: String,
     pub revision: i64,
+    pub unplaced: i64,
+    pub unplaced_reason: Option<String>,
 }
 
 impl DeploymentRow {
@@ -117,6 +119,8 @@ impl DeploymentRow {
             updated_at_ms: at_ms.1,
             template: template_json(&spec.template),
             revision: to_i64(revision),
+            unplaced: 0,
+            unplaced_reason: None,
         }
     }
 }
@@ -135,6 +139,12 @@ impl TryFrom<DeploymentRow> for Deployment {
             revision: u64::try_from(row.revision).map_err(|e| corrupt("deployment revision", e))?,
             created_at: from_millis(row.created_at_ms),
             updated_at: from_millis(row.updated_at_ms),
+            unplaced: (row.unplaced > 0)
+                .then(|| {
+                    let count = to_u32("deployment unplaced", row.unplaced)?;
+                    Ok::<_, Error>(Unplaced { count, reason: row.unplaced_reason.unwrap_or_default() })
+                })
+                .transpose()?,
         })
     }
 }

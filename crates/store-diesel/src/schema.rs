@@ -34,6 +34,8 @@ diesel::table! {
         updated_at_ms -> BigInt,
         template -> Text,
         revision -> BigInt,
+        unplaced -> BigInt,
+        unplaced_reason -> Nullable<Text>,
     }
 }
 

@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
     Deployment, DeploymentName, Error, Node, NodeName, Placement, Replica, ReplicaContainer, ReplicaFilter, ReplicaId,
-    Result,
+    Result, Unplaced,
 };
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -95,10 +95,14 @@ impl Scheduler {
         plan: Plan,
         placed: Vec<Replica>,
     ) -> Result<Converged> {
-        let Plan { restart, place: _, unplaced, remove } = plan;
+        let Plan { restart, place: _, unplaced, unplaced_reason, remove } = plan;
         let mut report = Converged { unplaced, ..Converged::default() };
-        if unplaced > 0 {
-            warn!(unplaced, "not enough capacity: deployment degraded until room appears");
+        let waiting = unplaced_reason.map(|reason| Unplaced { count: unplaced, reason });
+        if let Some(w) = &waiting {
+            warn!(unplaced, reason = %w.reason, "replicas unplaced: deployment degraded until a node fits");
+        }
+        if deployment.unplaced != waiting {
+            self.store.set_unplaced(&deployment.name, waiting).await?;
         }
         let mut to_start = restart;
         to_start.extend(placed);

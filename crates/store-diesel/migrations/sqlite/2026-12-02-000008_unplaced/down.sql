@@ -1,0 +1,2 @@
+ALTER TABLE deployments DROP COLUMN unplaced_reason;
+ALTER TABLE deployments DROP COLUMN unplaced;
