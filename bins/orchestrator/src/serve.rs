@@ -37,6 +37,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     runtime_config.request_timeout = settings.engine_timeout;
     runtime_config.stop_grace = settings.stop_grace;
     runtime_config.tls = settings.tls.clone();
+    // The API's reads of engines get a runtime (and connection pool) of their own: a pooled
+    // connection is driven on the tokio runtime that opened it, and actix's workers run their
+    // own; the scheduler's connections stay on the main runtime.
+    let engines: Arc<dyn ContainerRuntime> = Arc::new(DockerRuntime::new(runtime_config.clone()));
     let runtime = Arc::new(DockerRuntime::new(runtime_config));
     let db = Arc::new(db);
     let access: Arc<dyn AccessStore> = Arc::clone(&db) as _;
@@ -59,7 +63,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
     }
 
-    let engines: Arc<dyn ContainerRuntime> = Arc::clone(&runtime) as _;
     let scheduler = Arc::new(Scheduler::new(Arc::clone(&store), runtime, settings.scheduler));
     // Every server takes part in the election; the leader runs the loops on a store fenced by
     // its term. Alone on its store, a server leads from its first renewal.

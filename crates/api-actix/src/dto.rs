@@ -44,6 +44,23 @@ pub(crate) fn optional_integer<'de, D: Deserializer<'de>>(d: D) -> Result<Option
     Ok(Option::<Wrapped>::deserialize(d)?.map(|w| w.0))
 }
 
+/// A nested request object, refused as a JSON array (which serde would read by position).
+pub(crate) fn optional_object<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    Option::<serde_json::Map<String, serde_json::Value>>::deserialize(d)?
+        .map(|map| serde_json::from_value(serde_json::Value::Object(map)).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// Request objects, each refused as a JSON array.
+pub(crate) fn objects<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>(d: D) -> Result<Vec<T>, D::Error> {
+    Vec::<serde_json::Map<String, serde_json::Value>>::deserialize(d)?
+        .into_iter()
+        .map(|map| serde_json::from_value(serde_json::Value::Object(map)).map_err(serde::de::Error::custom))
+        .collect()
+}
+
 fn version<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let n = serde_json::Number::deserialize(d)?;
     if let Some(u) = n.as_u64() {
@@ -86,10 +103,12 @@ pub struct CreateDeployment {
     #[schema(example = json!({"GREETING": "hello"}))]
     pub env: BTreeMap<String, String>,
     /// Container ports published on the node (each published port/protocol once).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "objects")]
     pub ports: Vec<PortRequest>,
+    #[serde(default, deserialize_with = "optional_object")]
     pub resources: Option<ResourcesRequest>,
     /// Absent: the image's own check; `{"disable": true}`: none.
+    #[serde(default, deserialize_with = "optional_object")]
     pub healthcheck: Option<HealthcheckRequest>,
     /// Put on each container (`io.orchestrator.*` is reserved).
     #[serde(default)]

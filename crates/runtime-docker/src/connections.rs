@@ -1,4 +1,4 @@
-//! One bollard client per engine address, made on first use and kept.
+//! One bollard client per engine address, made on first use and kept (per runtime value).
 //!
 //! Over TCP one shared client keeps up to `IDLE_PER_ENGINE` connections per engine alive for
 //! `IDLE_TIMEOUT`
@@ -21,6 +21,11 @@ use crate::config::DockerRuntimeConfig;
 #[derive(Default)]
 pub struct Connections {
     clients: Mutex<HashMap<EngineAddress, Docker>>,
+    /// This runtime's one HTTP client for TCP engines. Not a process-wide one: a pooled
+    /// connection is driven by a task on the tokio runtime it was opened from, and a second
+    /// tokio runtime in the process (each `#[tokio::test]` has its own) reusing it after the
+    /// first ended got `SendRequest` errors from a connection nobody drove any more.
+    transport: std::sync::OnceLock<SharedTransport>,
 }
 
 impl Connections {
@@ -31,7 +36,8 @@ impl Connections {
             return Ok(client.clone());
         }
         let name = node.name.as_str();
-        let fresh = connect(name, &node.address, config)?;
+        let transport = self.transport.get_or_init(shared_transport);
+        let fresh = connect(name, &node.address, config, transport)?;
         let negotiated = match tokio::time::timeout(timeout, fresh.negotiate_version()).await {
             Err(_) => return Err(Error::Timeout { node: name.to_string(), operation: "version", after: timeout }),
             Ok(Err(e)) => return Err(engine_error(name, "version", e)),
@@ -46,12 +52,17 @@ impl Connections {
     }
 }
 
-fn connect(node: &str, address: &EngineAddress, config: &DockerRuntimeConfig) -> Result<Docker> {
+fn connect(
+    node: &str,
+    address: &EngineAddress,
+    config: &DockerRuntimeConfig,
+    transport: &SharedTransport,
+) -> Result<Docker> {
     // Our own tokio timeouts bound every call more tightly; bollard's (whole seconds) is a backstop.
     let backstop = config.request_timeout.as_secs().max(1) + config.stop_grace.as_secs() + 1;
     let connected = match address.scheme() {
         Scheme::Unix => Docker::connect_with_unix(address.target(), backstop, API_DEFAULT_VERSION),
-        Scheme::Tcp | Scheme::Http => pooled_http(address.target(), backstop),
+        Scheme::Tcp | Scheme::Http => pooled_http(std::sync::Arc::clone(transport), address.target(), backstop),
         Scheme::Https => return connect_tls(node, address, config, backstop),
     };
     connected.map_err(|e| engine_error(node, "connect", e))
@@ -88,26 +99,26 @@ fn shared_transport() -> SharedTransport {
     use hyper_util::client::legacy::connect::HttpConnector;
     use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-    static SHARED: std::sync::OnceLock<SharedTransport> = std::sync::OnceLock::new();
-    std::sync::Arc::clone(SHARED.get_or_init(|| {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(IDLE_PER_ENGINE)
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .http1_read_buf_exact_size(READ_BUFFER)
-            .build(connector);
-        std::sync::Arc::new(move |request: bollard::BollardRequest| {
-            let response = client.request(request);
-            Box::pin(async move { response.await.map_err(bollard::errors::Error::from) })
-                as futures::future::BoxFuture<'static, _>
-        })
-    }))
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(IDLE_PER_ENGINE)
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .http1_read_buf_exact_size(READ_BUFFER)
+        .build(connector);
+    std::sync::Arc::new(move |request: bollard::BollardRequest| {
+        let response = client.request(request);
+        Box::pin(async move { response.await.map_err(bollard::errors::Error::from) })
+            as futures::future::BoxFuture<'static, _>
+    })
 }
 
-fn pooled_http(target: &str, backstop: u64) -> std::result::Result<Docker, bollard::errors::Error> {
-    let transport = shared_transport();
+fn pooled_http(
+    transport: SharedTransport,
+    target: &str,
+    backstop: u64,
+) -> std::result::Result<Docker, bollard::errors::Error> {
     Docker::connect_with_custom_transport(
         move |request: bollard::BollardRequest| transport(request),
         Some(format!("http://{target}")),

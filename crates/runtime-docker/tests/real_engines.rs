@@ -288,3 +288,36 @@ on_both_engines!(
     engine_info_reports_resources,
     hung_partitioned_and_dead_engines_fail_fast_and_typed,
 );
+
+/// A runtime's pooled connections are driven on the tokio runtime that opened them: runtime
+/// values on other tokio runtimes (each `#[tokio::test]` has its own) must never be handed a
+/// connection whose driver may end under them. With one process-wide pool, two threads doing
+/// this at once got `SendRequest` errors from connections the other's ended runtime no longer
+/// drove.
+#[test]
+fn runtimes_on_tokio_runtimes_that_come_and_go_never_share_a_dead_connection() {
+    let Some(nodes) = test_support::local_cluster::nodes() else { return };
+    let node = nodes[0].node(false);
+    let workers: Vec<_> = (0..2)
+        .map(|worker| {
+            let node = node.clone();
+            std::thread::spawn(move || {
+                for round in 0..40 {
+                    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                    tokio.block_on(async {
+                        let rt = runtime("pools");
+                        for _ in 0..3 {
+                            rt.ping(&node).await.unwrap_or_else(|e| panic!("worker {worker} round {round}: {e}"));
+                            rt.list_replicas(&node)
+                                .await
+                                .unwrap_or_else(|e| panic!("worker {worker} round {round}: {e}"));
+                        }
+                    });
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+}
