@@ -176,6 +176,50 @@ async fn the_dashboard_shows_the_cluster_and_follows_a_node_failure_live() {
     .await;
     screenshot(&c, "1-cluster.png").await;
 
+    // A web service with a health check and a fixed port, one replica more than there are
+    // nodes: its replicas turn healthy on the cards, and its row says why one waits.
+    let web = format!("dashweb{}", std::process::id());
+    let page = "mkdir -p /www && echo up > /www/index.html && exec httpd -f -p 8080 -h /www";
+    create(
+        &client,
+        &server.url,
+        &json!({"image": "local/busybox:1", "replicas": 4, "name": web, "command": ["sh", "-c", page],
+                "ports": [{"target": 8080, "published": 18090}],
+                "healthcheck": {"test": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/"], "interval": "1s"}}),
+    )
+    .await;
+    let web_row = format!("document.querySelector('tr[data-deployment={web}]')");
+    until(
+        &c,
+        "the web service at 3 / 4 with its reason",
+        Duration::from_secs(60),
+        &format!(
+            "{web_row} && {web_row}.textContent.includes('3 / 4') && \
+             {web_row}.querySelector('.unplaced').textContent.includes('no online node has tcp/18090 free')"
+        ),
+    )
+    .await;
+    until(
+        &c,
+        "three healthy replicas on the cards",
+        Duration::from_secs(30),
+        "document.querySelectorAll('li.card .replicas li[data-health=healthy]').length === 3",
+    )
+    .await;
+    screenshot(&c, "1b-health-and-reasons.png").await;
+    let resp = client.delete(format!("{}/v1/deployments/{web}", server.url)).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    until(
+        &c,
+        "the web service gone",
+        Duration::from_secs(30),
+        &format!(
+            "{web_row} === null && \
+        document.querySelectorAll('li.card .replicas li').length === {REPLICAS}"
+        ),
+    )
+    .await;
+
     // Kill the engine of a node holding replicas: without a reload, its card turns offline,
     // its replicas move to the other two, and the feed says so.
     let victim = &nodes[1];

@@ -27,13 +27,14 @@ pub enum EventKind {
     ReplicaPlaced,
     ReplicaStarted,
     ReplicaExited,
+    ReplicaHealth,
     ReplicaLost,
     ReplicaRemoved,
     LeaderElected,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 18] = [
         EventKind::NodeAdded,
         EventKind::NodeOnline,
         EventKind::NodeOffline,
@@ -48,6 +49,7 @@ impl EventKind {
         EventKind::ReplicaPlaced,
         EventKind::ReplicaStarted,
         EventKind::ReplicaExited,
+        EventKind::ReplicaHealth,
         EventKind::ReplicaLost,
         EventKind::ReplicaRemoved,
         EventKind::LeaderElected,
@@ -70,6 +72,7 @@ impl EventKind {
             EventKind::ReplicaPlaced => "replica.placed",
             EventKind::ReplicaStarted => "replica.started",
             EventKind::ReplicaExited => "replica.exited",
+            EventKind::ReplicaHealth => "replica.health",
             EventKind::ReplicaLost => "replica.lost",
             EventKind::ReplicaRemoved => "replica.removed",
             EventKind::LeaderElected => "leader.elected",
@@ -220,6 +223,11 @@ impl NewEvent {
             ReplicaState::Lost => Some(Self::replica_lost(r)),
             ReplicaState::Pending => None,
         }
+    }
+
+    /// Its health check's verdict changed to healthy or unhealthy.
+    pub fn replica_health(r: &Replica, health: crate::workload::Health) -> Self {
+        NewEvent::about(EventKind::ReplicaHealth, r, &format!("{} on", health.as_str()))
     }
 
     pub fn replica_lost(r: &Replica) -> Self {

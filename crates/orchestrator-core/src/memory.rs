@@ -463,11 +463,16 @@ impl ReplicaStore for MemoryStore {
 
     async fn set_replica_health(&self, changes: &[(ReplicaId, Option<Health>)]) -> Result<()> {
         let mut s = self.write();
+        let mut news = Vec::new();
         for (id, health) in changes {
             if let Some(r) = s.replicas.get_mut(id) {
-                r.health = *health;
+                if r.health != *health {
+                    r.health = *health;
+                    news.extend(health.filter(|h| *h != Health::Starting).map(|h| NewEvent::replica_health(r, h)));
+                }
             }
         }
+        s.record(news);
         Ok(())
     }
 

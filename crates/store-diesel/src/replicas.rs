@@ -266,13 +266,27 @@ impl ReplicaStore for DieselStore {
         }
         Ok(self
             .write(move |conn| {
+                let mut news = Vec::new();
                 for (health, ids) in &by_health {
                     for chunk in ids.chunks(ID_CHUNK) {
+                        let text = health.map(Health::as_str);
+                        // A verdict to healthy or unhealthy is news (starting is not).
+                        if let Some(h) = health.filter(|h| *h != Health::Starting) {
+                            let rows: Vec<ReplicaRow> = replicas::table
+                                .filter(replicas::id.eq_any(chunk))
+                                .filter(replicas::health.is_null().or(replicas::health.ne(text.unwrap_or_default())))
+                                .select(ReplicaRow::as_select())
+                                .load(conn)?;
+                            for row in rows {
+                                news.push(NewEvent::replica_health(&Replica::try_from(row)?, h));
+                            }
+                        }
                         diesel::update(replicas::table.filter(replicas::id.eq_any(chunk)))
-                            .set(replicas::health.eq(health.map(Health::as_str)))
+                            .set(replicas::health.eq(text))
                             .execute(conn)?;
                     }
                 }
+                events::record(conn, &news)?;
                 Ok(())
             })
             .await?)

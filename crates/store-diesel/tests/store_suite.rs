@@ -781,6 +781,12 @@ async fn health_verdicts_are_kept_and_counted(db: TestDb) {
     t.store.set_replica_health(&[(placed[1].id, None)]).await.unwrap();
     let again = t.reopen().await.list_replicas(ReplicaFilter::deployment(&deployment_name("web"))).await.unwrap();
     assert_eq!(again[1].health, None);
+    // Healthy or unhealthy is news, once; starting is not, and neither is the same verdict again.
+    t.store.set_replica_health(&[(placed[0].id, Some(Health::Healthy))]).await.unwrap();
+    let told = t.store.list_events(0, 1000).await.unwrap();
+    let health_events: Vec<_> = told.iter().filter(|e| e.kind == orchestrator_core::EventKind::ReplicaHealth).collect();
+    assert_eq!(health_events.len(), 1, "{told:?}");
+    assert_eq!(health_events[0].replica, Some(placed[0].id.0));
 }
 
 macro_rules! on_both_backends {

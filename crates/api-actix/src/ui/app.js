@@ -57,8 +57,12 @@ function renderStatus(status) {
     const share = n.capacity > 0 ? Math.round((100 * used) / n.capacity) : 0;
     const bar = el("div");
     bar.style.width = `${share}%`;
-    const replicas = byNode.get(n.name).map((r) =>
-      el("li", { "data-state": r.state, title: `${r.deployment} replica ${r.id}: ${r.state}`, text: `${r.deployment} #${r.id}` }));
+    const replicas = byNode.get(n.name).map((r) => {
+      const state = r.health ? `${r.state}, ${r.health}` : r.state;
+      const attrs = { "data-state": r.state, title: `${r.deployment} replica ${r.id}: ${state}`, text: `${r.deployment} #${r.id}` };
+      if (r.health) attrs["data-health"] = r.health;
+      return el("li", attrs);
+    });
     return el("li", { class: "card node", "data-node": n.name, "data-status": n.status },
       el("div", { class: "card-head" },
         el("h3", { text: n.name }),
@@ -74,6 +78,9 @@ function renderStatus(status) {
   const rows = deployments.map((d) => {
     const count = el("td", { text: `${d.actual} / ${d.required}` });
     if (d.actual < d.required) count.append(el("span", { class: "degraded", text: "degraded" }));
+    if (d.unplaced) {
+      count.append(el("span", { class: "unplaced", text: `${d.unplaced.count} unplaced: ${d.unplaced.reason}` }));
+    }
     return el("tr", { "data-deployment": d.name, "data-degraded": String(d.actual < d.required) },
       el("th", { scope: "row", text: d.name }),
       el("td", { text: d.image }),
