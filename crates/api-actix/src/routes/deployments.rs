@@ -1,7 +1,7 @@
 //! `/create` (the seed's route) and `/v1/deployments`.
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use orchestrator_core::{Change, DeploymentName, Error, ReplicaFilter};
+use orchestrator_core::{Change, DeploymentName, EngineFacts, Error, Node, ReplicaFilter, Resources};
 use tracing::info;
 
 use super::path_name;
@@ -21,6 +21,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let body: CreateDeployment = read_json(&req, payload, state.body_limit).await?;
     let (name, spec) = body.into_spec(&state.limits)?;
+    fits_some_engine(&spec.template.resources, &state.store.list_nodes().await?)?;
     let change = Change { by: req.extensions().get::<Caller>().map(|c| c.token_id.clone()), cause: None };
     // Create by name is idempotent: a client that retries after a lost answer, or whose
     // request a load balancer sent twice, gets the deployment it made, never a second one.
@@ -37,6 +38,31 @@ pub async fn create(
         },
         Err(e) => Err(e.into()),
     }
+}
+
+/// Refuses limits above what every engine has, among those whose facts are known (no replica
+/// could ever start: the engine refuses more CPUs than it has).
+fn fits_some_engine(resources: &Resources, nodes: &[Node]) -> Result<(), Error> {
+    let engines: Vec<EngineFacts> = nodes.iter().filter_map(|n| n.engine).collect();
+    if engines.is_empty() {
+        return Ok(());
+    }
+    if let Some(nanos) = resources.nano_cpus {
+        let most = engines.iter().map(|e| e.cpus).max().unwrap_or(0);
+        if nanos > u64::from(most) * 1_000_000_000 {
+            return Err(Error::invalid("resources.cpus", format!("above every node's CPUs (the most is {most})")));
+        }
+    }
+    if let Some(bytes) = resources.memory_bytes {
+        let most = engines.iter().map(|e| e.memory_bytes).max().unwrap_or(0);
+        if bytes > most {
+            return Err(Error::invalid(
+                "resources.memory",
+                format!("above every node's memory (the most is {most} bytes)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The seed's route, the same as `POST /v1/deployments`.
