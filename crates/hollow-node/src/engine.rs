@@ -21,6 +21,14 @@ struct Container {
     exit_code: i64,
     /// Started at least once (a created-only container is "created", not "exited").
     started: bool,
+    /// Asked for, as `PortBindings` has them: (target, protocol, fixed host port or none).
+    wanted_ports: Vec<(u16, String, Option<u16>)>,
+    /// Bound while running: (target, protocol, host port).
+    ports: Vec<(u16, String, u16)>,
+    /// With a health check (`Healthcheck.Test` other than `NONE`): what it reports; a hollow
+    /// engine runs no check, so it says healthy once started unless told otherwise.
+    health: Option<&'static str>,
+    stop_timeout: Option<i64>,
 }
 
 impl Container {
@@ -56,6 +64,23 @@ pub struct Engine {
 impl Engine {
     pub fn new(name: impl Into<String>) -> Self {
         Self { name: name.into(), ..Self::default() }
+    }
+
+    /// Makes a container with a health check report `health` (`starting`, `healthy` or
+    /// `unhealthy`), as if its check said so.
+    pub fn set_health(&mut self, id_or_name: &str, health: &'static str) -> bool {
+        match self.find_mut(id_or_name) {
+            Some(c) if c.health.is_some() => {
+                c.health = Some(health);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Host ports in use on this engine, as (port, protocol).
+    fn bound(&self) -> impl Iterator<Item = (u16, &str)> {
+        self.containers.iter().filter(|c| c.running).flat_map(|c| c.ports.iter().map(|(_, p, h)| (*h, p.as_str())))
     }
 
     pub fn container_count(&self) -> usize {
@@ -156,6 +181,21 @@ impl Engine {
             .as_array()
             .map(|c| c.iter().filter_map(|a| a.as_str().map(str::to_string)).collect())
             .unwrap_or_default();
+        // {"8080/tcp": [{"HostPort": "18081"}]}: an empty host port is the engine's to pick.
+        let mut wanted_ports = Vec::new();
+        for (key, bindings) in spec["HostConfig"]["PortBindings"].as_object().into_iter().flatten() {
+            let (target, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
+            let Ok(target) = target.parse::<u16>() else { return message(400, format!("invalid port {key}")) };
+            for b in bindings.as_array().into_iter().flatten() {
+                let host = b["HostPort"].as_str().and_then(|h| h.parse::<u16>().ok());
+                wanted_ports.push((target, protocol.to_string(), host));
+            }
+        }
+        let health = match spec["Healthcheck"]["Test"].as_array() {
+            Some(test) if test.first().and_then(Value::as_str) != Some("NONE") && !test.is_empty() => Some("starting"),
+            _ => None,
+        };
+        let stop_timeout = spec["StopTimeout"].as_i64();
         self.containers.push(Container {
             id: id.clone(),
             name,
@@ -166,25 +206,53 @@ impl Engine {
             running: false,
             exit_code: 0,
             started: false,
+            wanted_ports,
+            ports: Vec::new(),
+            health,
+            stop_timeout,
         });
         (201, Some(json!({ "Id": id, "Warnings": [] })))
     }
 
     fn start(&mut self, id: &str) -> Answer {
-        match self.find_mut(id) {
-            None => message(404, format!("No such container: {id}")),
-            Some(c) if c.running => (304, None),
-            Some(c) => {
-                c.started = true;
-                // Nothing runs, except the one program a test needs to end by itself:
-                // `sh -c "exit N"` exits at once with N, as it does on dockerd.
-                match exits_with(&c.command) {
-                    Some(code) => (c.running, c.exit_code) = (false, code),
-                    None => (c.running, c.exit_code) = (true, 0),
-                }
-                (204, None)
-            }
+        let Some(i) = self.find(id) else { return message(404, format!("No such container: {id}")) };
+        if self.containers[i].running {
+            return (304, None);
         }
+        // Host ports: a fixed one held by another running container is refused as dockerd
+        // refuses it; the others get the next free port from 32768, as dockerd's range starts.
+        let mut taken: Vec<(u16, String)> = self.bound().map(|(h, p)| (h, p.to_string())).collect();
+        let mut ports = Vec::new();
+        for (target, protocol, host) in self.containers[i].wanted_ports.clone() {
+            let host = match host {
+                Some(h) if taken.contains(&(h, protocol.clone())) => {
+                    return message(
+                        500,
+                        format!(
+                            "driver failed programming external connectivity on endpoint {}: Bind for 0.0.0.0:{h} failed: port is already allocated",
+                            self.containers[i].name
+                        ),
+                    );
+                }
+                Some(h) => h,
+                None => (32768..=u16::MAX).find(|h| !taken.contains(&(*h, protocol.clone()))).unwrap_or(0),
+            };
+            taken.push((host, protocol.clone()));
+            ports.push((target, protocol, host));
+        }
+        let c = &mut self.containers[i];
+        c.ports = ports;
+        if c.health.is_some() {
+            c.health = Some("healthy");
+        }
+        c.started = true;
+        // Nothing runs, except the one program a test needs to end by itself:
+        // `sh -c "exit N"` exits at once with N, as it does on dockerd.
+        match exits_with(&c.command) {
+            Some(code) => (c.running, c.exit_code) = (false, code),
+            None => (c.running, c.exit_code) = (true, 0),
+        }
+        (204, None)
     }
 
     fn stop(&mut self, id: &str) -> Answer {
@@ -239,8 +307,16 @@ impl Engine {
                 json!({
                     "Id": c.id, "Names": [format!("/{}", c.name)], "Image": c.image, "ImageID": "sha256:hollow",
                     "Command": c.command.join(" "), "Created": c.created, "Labels": c.labels, "State": c.state(),
-                    "Status": if c.running { "Up".to_string() } else { format!("Exited ({})", c.exit_code) },
-                    "Ports": [], "Mounts": []
+                    "Status": match (c.running, c.health) {
+                        (true, Some("starting")) => "Up (health: starting)".to_string(),
+                        (true, Some(health)) => format!("Up ({health})"),
+                        (true, None) => "Up".to_string(),
+                        (false, _) => format!("Exited ({})", c.exit_code),
+                    },
+                    "Ports": c.ports.iter().filter(|_| c.running).map(|(target, protocol, host)| json!({
+                        "IP": "0.0.0.0", "PrivatePort": target, "PublicPort": host, "Type": protocol
+                    })).collect::<Vec<_>>(),
+                    "Mounts": []
                 })
             })
             .collect();
@@ -258,10 +334,16 @@ impl Engine {
                 "State": {
                     "Status": c.state(), "Running": c.running, "Paused": false, "Restarting": false,
                     "OOMKilled": false, "Dead": false, "Pid": if c.running { 1 } else { 0 }, "ExitCode": c.exit_code,
-                    "Error": "", "StartedAt": "2026-01-01T00:00:00Z", "FinishedAt": "0001-01-01T00:00:00Z"
+                    "Error": "", "StartedAt": "2026-01-01T00:00:00Z", "FinishedAt": "0001-01-01T00:00:00Z",
+                    "Health": c.health.filter(|_| c.running).map(|h| json!({"Status": h, "FailingStreak": 0, "Log": []}))
                 },
-                "Config": { "Image": c.image, "Labels": c.labels, "Cmd": c.command },
-                "HostConfig": {}, "Mounts": [], "NetworkSettings": {}
+                "Config": { "Image": c.image, "Labels": c.labels, "Cmd": c.command, "StopTimeout": c.stop_timeout },
+                "HostConfig": {}, "Mounts": [],
+                "NetworkSettings": {
+                    "Ports": c.ports.iter().filter(|_| c.running).map(|(target, protocol, host)| (
+                        format!("{target}/{protocol}"), json!([{"HostIp": "0.0.0.0", "HostPort": host.to_string()}])
+                    )).collect::<serde_json::Map<String, Value>>()
+                }
             })),
         )
     }

@@ -129,3 +129,48 @@ async fn five_hundred_engines_in_one_process_answer_a_round_of_pings() {
         eprintln!("round {round}: 500 pings in {:?}", started.elapsed());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hollow_engines_bind_ports_refuse_a_taken_one_and_report_health() {
+    use orchestrator_core::{Health, HealthCheck, HealthCommand, PortSpec, Protocol};
+    let cluster = HollowCluster::start(1).await.unwrap();
+    let n1 = node(&cluster, 0);
+    let rt = runtime("hollowports");
+    let served = |id: u64, published: Option<u16>| {
+        let mut c = replica("web", id);
+        c.template.ports = vec![PortSpec::tcp(8080, published)];
+        c.template.healthcheck = HealthCheck::Command(HealthCommand {
+            test: vec!["CMD".into(), "true".into()],
+            interval: None,
+            timeout: None,
+            retries: None,
+            start_period: None,
+        });
+        c
+    };
+    rt.start_replica(&n1, &served(1, Some(18081))).await.unwrap();
+    rt.start_replica(&n1, &served(2, None)).await.unwrap();
+    let taken = rt.start_replica(&n1, &served(3, Some(18081))).await.unwrap_err();
+    assert!(taken.to_string().contains("port is already allocated"), "{taken}");
+
+    let mut listed = rt.list_replicas(&n1).await.unwrap();
+    listed.sort_by_key(|c| c.replica);
+    let bound: Vec<(u64, u16, Option<Health>)> = listed
+        .iter()
+        .filter(|c| c.state == ContainerState::Running)
+        .map(|c| (c.replica.0, c.ports[0].published, c.health))
+        .collect();
+    assert_eq!(bound, [(1, 18081, Some(Health::Healthy)), (2, 32768, Some(Health::Healthy))]);
+    assert_eq!(listed[0].ports[0].protocol, Protocol::Tcp);
+
+    // Told to, a container reports unhealthy, in the list and in inspect.
+    let web = DeploymentName::new("web").unwrap();
+    let name = runtime_docker::container_name("hollowports", &web, ReplicaId(2));
+    assert!(cluster.with_engine(0, |e| e.set_health(&name, "unhealthy")).unwrap());
+    let inspected = rt.inspect_replica(&n1, &web, ReplicaId(2)).await.unwrap();
+    assert_eq!((inspected.health, inspected.ports[0].published), (Some(Health::Unhealthy), 32768));
+    // Removed, its port is free again.
+    rt.remove_replica(&n1, &web, ReplicaId(1)).await.unwrap();
+    rt.remove_replica(&n1, &web, ReplicaId(3)).await.unwrap();
+    rt.start_replica(&n1, &served(3, Some(18081))).await.unwrap();
+}
