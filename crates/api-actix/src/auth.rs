@@ -80,7 +80,13 @@ pub async fn require_token(
     let mutating = !matches!(*req.method(), Method::GET | Method::HEAD);
     let action = format!("{} {}", req.method(), req.path());
     let state = req.app_data::<web::Data<ApiState>>().cloned();
-    let decision = authorize(&req, mutating).await;
+    let decision = match authorize(&req, mutating).await {
+        Ok(caller) if mutating => match state.as_ref().map(|s| stale(&req, s.request_max_age)) {
+            Some(Some(refusal)) => Err((caller.token_id, refusal)),
+            _ => Ok(caller),
+        },
+        other => other,
+    };
     let (caller_id, response) = match decision {
         Ok(caller) => {
             let id = caller.token_id.clone();
@@ -97,6 +103,23 @@ pub async fn require_token(
         }
     }
     Ok(response)
+}
+
+/// A refusal when the load balancer took the request (`X-Request-Start: t=<ms since the
+/// epoch>`, HAProxy's usual header) longer ago than `max_age`.
+fn stale(req: &ServiceRequest, max_age: std::time::Duration) -> Option<ApiError> {
+    let header = req.headers().get("x-request-start")?.to_str().ok()?;
+    let millis: u64 = header.trim().trim_start_matches("t=").parse().ok()?;
+    let taken = std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis);
+    let age = SystemTime::now().duration_since(taken).ok()?;
+    (age > max_age).then(|| {
+        ApiError::Stale(format!(
+            "this request waited {:.1}s before its server started on it (more than {}s): not acted on; \
+             the load balancer gave up on it (and may have sent it elsewhere)",
+            age.as_secs_f64(),
+            max_age.as_secs()
+        ))
+    })
 }
 
 /// The caller, or who was refused (for the audit log) and why.

@@ -27,6 +27,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("{0}")]
     Unavailable(String),
+    /// A mutation that waited too long before its server started on it (see `ApiState::request_max_age`).
+    #[error("{0}")]
+    Stale(String),
     /// Answered with `Retry-After`: another server leads, or none does yet.
     #[error("{0}")]
     NotLeader(String),
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Stale(_) => "stale_request",
             ApiError::NotLeader(_) => "not_leader",
             ApiError::Internal(_) => "internal",
         }
@@ -82,6 +86,7 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) | ApiError::NotLeader(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Stale(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -18,6 +18,7 @@ mod summary;
 mod template_dto;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::web;
 use orchestrator_core::{AccessStore, ClusterStore, ContainerRuntime, ControlPlane, Limits};
@@ -47,6 +48,10 @@ pub struct ApiState {
     pub metrics: Option<Metrics>,
     /// `/metrics` without a token (for scrapers on a trusted network).
     pub metrics_public: bool,
+    /// A mutation whose `X-Request-Start` (set by the load balancer, docs/ha/haproxy.cfg) is
+    /// older than this when its handling begins is refused (408): its server was paused with
+    /// it in the socket, the proxy gave up on it and may have retried it elsewhere.
+    pub request_max_age: Duration,
     /// One per server, shared by its workers.
     status: Arc<snapshot::StatusCache>,
 }
@@ -68,6 +73,7 @@ impl ApiState {
             body_limit: DEFAULT_BODY_LIMIT,
             metrics: None,
             metrics_public: false,
+            request_max_age: Duration::from_secs(4),
             status: Arc::default(),
         }
     }
