@@ -465,11 +465,11 @@ impl ReplicaStore for MemoryStore {
         let mut s = self.write();
         let mut news = Vec::new();
         for (id, health) in changes {
-            if let Some(r) = s.replicas.get_mut(id) {
-                if r.health != *health {
-                    r.health = *health;
-                    news.extend(health.filter(|h| *h != Health::Starting).map(|h| NewEvent::replica_health(r, h)));
-                }
+            if let Some(r) = s.replicas.get_mut(id)
+                && r.health != *health
+            {
+                r.health = *health;
+                news.extend(health.filter(|h| *h != Health::Starting).map(|h| NewEvent::replica_health(r, h)));
             }
         }
         s.record(news);
