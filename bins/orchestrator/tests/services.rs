@@ -62,6 +62,17 @@ fn inspect(node: &local_cluster::ClusterNode, container: &str, format: &str) -> 
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Deletes the deployment and waits until the engines hold none of its containers: they go in
+/// the background, and the server must live until they have.
+async fn delete_and_wait(client: &reqwest::Client, base: &str, nodes: &[local_cluster::ClusterNode], name: &str) {
+    let resp = client.delete(format!("{base}/v1/deployments/{name}")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    wait_for("containers removed", CONVERGE, async || {
+        server::try_containers_on_engines(nodes, name)?.is_empty().then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_web_service_with_env_and_a_published_port_answers_on_every_node() {
     let Some(nodes) = local_cluster::nodes() else { return };
@@ -126,12 +137,7 @@ async fn a_web_service_with_env_and_a_published_port_answers_on_every_node() {
     assert!(told, "an event says why: {events}");
     assert_eq!(ready_endpoints(&client, &base, &name, 3).await.len(), 3);
 
-    let resp = client.delete(format!("{base}/v1/deployments/{name}")).bearer_auth(ADMIN).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 204);
-    wait_for("containers removed", CONVERGE, async || {
-        server::try_containers_on_engines(nodes, &name)?.is_empty().then_some(())
-    })
-    .await;
+    delete_and_wait(&client, &base, nodes, &name).await;
 }
 
 #[tokio::test]
@@ -151,13 +157,7 @@ async fn ports_the_engines_pick_are_the_ones_reported_and_each_answers() {
         assert_eq!(page(&client, address).await, format!("{name}\n"));
     }
 
-    let resp = client.delete(format!("{base}/v1/deployments/{name}")).bearer_auth(ADMIN).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 204);
-    // The containers go in the background: the server must live until they have.
-    wait_for("containers removed", CONVERGE, async || {
-        server::try_containers_on_engines(nodes, &name)?.is_empty().then_some(())
-    })
-    .await;
+    delete_and_wait(&client, &base, nodes, &name).await;
 }
 
 #[tokio::test]
@@ -255,12 +255,7 @@ async fn constraints_keep_replicas_on_labelled_nodes_through_relabels_and_drains
     assert!(moved["moved"].as_u64().unwrap() >= 1, "{moved}");
     wait_for("replicas on node3", CONVERGE, async || (per_node(nodes, &name)?[2].1 >= 1).then_some(())).await;
 
-    let (code, _) = send(&client, reqwest::Method::DELETE, format!("{base}/v1/deployments/{name}"), None).await;
-    assert_eq!(code, 204);
-    wait_for("containers removed", CONVERGE, async || {
-        server::try_containers_on_engines(nodes, &name)?.is_empty().then_some(())
-    })
-    .await;
+    delete_and_wait(&client, &base, nodes, &name).await;
 }
 
 #[tokio::test]
@@ -296,10 +291,5 @@ async fn a_replica_whose_health_check_starts_failing_is_replaced() {
     let gone = server::try_engine_containers(nodes, &name).unwrap();
     assert!(gone.iter().all(|c| c.id != sick_container), "the unhealthy container is removed: {gone:?}");
 
-    let resp = client.delete(format!("{base}/v1/deployments/{name}")).bearer_auth(ADMIN).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 204);
-    wait_for("containers removed", CONVERGE, async || {
-        server::try_containers_on_engines(nodes, &name)?.is_empty().then_some(())
-    })
-    .await;
+    delete_and_wait(&client, &base, nodes, &name).await;
 }
