@@ -54,6 +54,7 @@ fn seed(path: &std::path::Path) -> Result<()> {
                     node: nodes[(d + r) % NODES].clone(),
                     units: 1,
                     revision: deployment.revision,
+                    claim: Default::default(),
                 })
                 .collect();
             for replica in store.place_replicas(&placements).await? {

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use orchestrator_core::{
     ContainerTemplate, Deployment, DeploymentName, DeploymentSpec, Error, ImageRef, Limits, NewNode, Node, NodeUpdate,
-    Replica, Revision,
+    Replica, Reserved, Revision,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
@@ -248,12 +248,23 @@ pub struct NodeView {
     /// CPUs and memory its engine reported at first contact.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineView>,
+    /// What its replicas' limits and fixed published ports hold of it (left out when nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<ReservedView>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EngineView {
     pub cpus: u32,
     pub memory_bytes: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReservedView {
+    pub memory_bytes: u64,
+    pub cpus: f64,
+    /// Host ports held, as `tcp/18081`.
+    pub ports: Vec<String>,
 }
 
 impl From<&Node> for NodeView {
@@ -268,6 +279,11 @@ impl From<&Node> for NodeView {
             labels: n.labels.clone(),
             public_host: n.public_host.clone(),
             engine: n.engine.map(|e| EngineView { cpus: e.cpus, memory_bytes: e.memory_bytes }),
+            reserved: (n.reserved != Reserved::default()).then(|| ReservedView {
+                memory_bytes: n.reserved.memory_bytes,
+                cpus: n.reserved.nano_cpus as f64 / 1e9,
+                ports: n.reserved.ports.iter().map(ToString::to_string).collect(),
+            }),
         }
     }
 }

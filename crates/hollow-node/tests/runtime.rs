@@ -21,6 +21,7 @@ fn node(cluster: &HollowCluster, i: usize) -> Node {
         labels: Default::default(),
         public_host: None,
         engine: None,
+        reserved: Default::default(),
     }
 }
 

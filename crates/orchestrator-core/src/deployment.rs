@@ -245,6 +245,19 @@ impl ContainerTemplate {
         self.ports.iter().filter_map(|p| Some((p.published?, p.protocol)))
     }
 
+    /// What each replica of this template takes from its node besides units.
+    pub fn claim(&self) -> crate::workload::Claim {
+        let mut ports: Vec<crate::workload::HostPort> =
+            self.published_ports().map(|(port, protocol)| crate::workload::HostPort { protocol, port }).collect();
+        ports.sort();
+        ports.dedup();
+        crate::workload::Claim {
+            memory_bytes: self.resources.memory_bytes.unwrap_or(0),
+            nano_cpus: self.resources.nano_cpus.unwrap_or(0),
+            ports,
+        }
+    }
+
     /// Whether a node named `node` with `labels` meets every constraint.
     pub fn admits(&self, node: &str, labels: &BTreeMap<String, String>) -> bool {
         self.constraints.iter().all(|c| c.admits(node, labels))

@@ -39,7 +39,10 @@ pub use node::{EngineFacts, NewNode, Node, NodeStatus, NodeUpdate};
 pub use replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
 pub use runtime::{BoundPort, ContainerRuntime, ContainerState, ContainerSummary, EngineInfo, ReplicaContainer};
 pub use store::{ClusterStore, DeploymentStore, NodeStore, ReplicaStore, StoreRevision};
-pub use workload::{Constraint, ConstraintKey, Health, HealthCheck, HealthCommand, PortSpec, Protocol, Resources};
+pub use workload::{
+    Claim, Constraint, ConstraintKey, Health, HealthCheck, HealthCommand, HostPort, PortSpec, Protocol, Reserved,
+    Resources,
+};
 
 #[cfg(feature = "mock")]
 pub use access::MockAccessStore;

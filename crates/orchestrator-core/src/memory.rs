@@ -19,7 +19,7 @@ use crate::name::{DeploymentName, NodeName};
 use crate::node::{NewNode, Node, NodeStatus, NodeUpdate};
 use crate::replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
 use crate::store::{DeploymentStore, NodeStore, ReplicaStore, StoreRevision};
-use crate::workload::Health;
+use crate::workload::{Claim, Health};
 
 #[derive(Default)]
 struct State {
@@ -65,9 +65,15 @@ impl State {
         }
     }
 
-    fn release(&mut self, node: &NodeName, units: u32) {
-        if let Some(n) = self.nodes.get_mut(node) {
-            n.available = (n.available + units).min(n.capacity);
+    /// Gives back what `replica` held of its node: units, memory, CPUs and ports.
+    fn release(&mut self, replica: &Replica) {
+        if let Some(n) = self.nodes.get_mut(&replica.node) {
+            n.available = (n.available + replica.units).min(n.capacity);
+            n.reserved.memory_bytes = n.reserved.memory_bytes.saturating_sub(replica.claim.memory_bytes);
+            n.reserved.nano_cpus = n.reserved.nano_cpus.saturating_sub(replica.claim.nano_cpus);
+            for port in &replica.claim.ports {
+                n.reserved.ports.remove(port);
+            }
         }
     }
 }
@@ -332,7 +338,7 @@ impl DeploymentStore for MemoryStore {
         s.replicas = kept.into_iter().collect();
         let removed: Vec<Replica> = removed.into_iter().map(|(_, r)| r).collect();
         for r in removed.iter().filter(|r| r.state.is_active()) {
-            s.release(&r.node, r.units);
+            s.release(r);
         }
         s.record([NewEvent::deployment_deleted(name.as_str())]);
         Ok(removed)
@@ -356,30 +362,29 @@ impl DeploymentStore for MemoryStore {
 impl ReplicaStore for MemoryStore {
     async fn place_replicas(&self, placements: &[Placement]) -> Result<Vec<Replica>> {
         let mut s = self.write();
-        let mut per_node: BTreeMap<&NodeName, u64> = BTreeMap::new();
+        let mut per_node: BTreeMap<&NodeName, (u64, Vec<&Claim>)> = BTreeMap::new();
         for p in placements {
             if !s.deployments.contains_key(&p.deployment) {
                 return Err(Error::not_found(Kind::Deployment, p.deployment.as_str()));
             }
-            *per_node.entry(&p.node).or_default() += u64::from(p.units);
+            let (units, claims) = per_node.entry(&p.node).or_default();
+            *units += u64::from(p.units);
+            claims.push(&p.claim);
         }
-        for (name, units) in &per_node {
+        for (name, (units, claims)) in &per_node {
             let node = s.nodes.get(*name).ok_or_else(|| Error::not_found(Kind::Node, name.as_str()))?;
-            if node.status != NodeStatus::Online {
-                return Err(Error::node_not_online(name.as_str(), node.status));
-            }
-            if u64::from(node.available) < *units {
-                return Err(Error::InsufficientCapacity {
-                    node: name.to_string(),
-                    needed: *units,
-                    available: u64::from(node.available),
-                });
+            if let Some(why) = node.shortfall(*units, claims.iter().copied()) {
+                return Err(why);
             }
         }
         let now = SystemTime::now();
         let mut placed = Vec::with_capacity(placements.len());
         for p in placements {
-            s.node_mut(&p.node)?.available -= p.units;
+            let node = s.node_mut(&p.node)?;
+            node.available -= p.units;
+            node.reserved.memory_bytes += p.claim.memory_bytes;
+            node.reserved.nano_cpus += p.claim.nano_cpus;
+            node.reserved.ports.extend(p.claim.ports.iter().copied());
             s.next_replica += 1;
             let replica = Replica {
                 id: ReplicaId(s.next_replica),
@@ -391,6 +396,7 @@ impl ReplicaStore for MemoryStore {
                 state: ReplicaState::Pending,
                 created_at: now,
                 health: None,
+                claim: p.claim.clone(),
             };
             s.replicas.insert(replica.id, replica.clone());
             placed.push(replica);
@@ -445,7 +451,7 @@ impl ReplicaStore for MemoryStore {
         r.state = state;
         let r = r.clone();
         if state == ReplicaState::Lost {
-            s.release(&r.node, r.units);
+            s.release(&r);
         }
         s.record(NewEvent::replica_state(&r, was));
         Ok(r)
@@ -455,7 +461,7 @@ impl ReplicaStore for MemoryStore {
         let mut s = self.write();
         let r = s.replicas.remove(&id).ok_or_else(|| Error::not_found(Kind::Replica, id.to_string()))?;
         if r.state.is_active() {
-            s.release(&r.node, r.units);
+            s.release(&r);
         }
         s.record([NewEvent::replica_removed(&r)]);
         Ok(())
@@ -509,8 +515,9 @@ impl ReplicaStore for MemoryStore {
             r.state = ReplicaState::Lost;
             lost.push(r.clone());
         }
-        let units: u32 = lost.iter().map(|r| r.units).sum();
-        s.release(node, units);
+        for r in &lost {
+            s.release(r);
+        }
         s.record(lost.iter().map(NewEvent::replica_lost));
         Ok(lost)
     }

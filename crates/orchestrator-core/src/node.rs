@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use crate::address::{EngineAddress, is_hostname};
 use crate::error::{Error, Result};
 use crate::name::NodeName;
+use crate::workload::{Claim, NANO_CPUS_PER_CPU, Reserved};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NodeStatus {
@@ -61,6 +62,8 @@ pub struct Node {
     pub public_host: Option<String>,
     /// What its engine reported at first contact.
     pub engine: Option<EngineFacts>,
+    /// Memory, CPUs and host ports its active replicas hold.
+    pub reserved: Reserved,
 }
 
 /// A node's engine as it described itself (`NCPU`, `MemTotal`).
@@ -68,6 +71,12 @@ pub struct Node {
 pub struct EngineFacts {
     pub cpus: u32,
     pub memory_bytes: u64,
+}
+
+impl EngineFacts {
+    pub fn nano_cpus(&self) -> u64 {
+        u64::from(self.cpus) * NANO_CPUS_PER_CPU
+    }
 }
 
 /// A change to a node's labels, public host or engine facts; `None` fields stay as they are.
@@ -119,6 +128,78 @@ impl Node {
     /// Whether new replicas may be placed here.
     pub fn is_schedulable(&self) -> bool {
         self.status == NodeStatus::Online
+    }
+
+    /// Why `units` and the `claims` of placements all at once do not fit what the node has
+    /// free, if they do not: the check both stores make before they reserve.
+    pub fn shortfall<'a>(&self, units: u64, claims: impl IntoIterator<Item = &'a Claim>) -> Option<Error> {
+        let name = self.name.as_str();
+        if self.status != NodeStatus::Online {
+            return Some(Error::node_not_online(name, self.status));
+        }
+        if u64::from(self.available) < units {
+            return Some(Error::InsufficientCapacity {
+                node: name.to_string(),
+                needed: units,
+                available: u64::from(self.available),
+            });
+        }
+        let claims: Vec<&Claim> = claims.into_iter().collect();
+        if let Some(taken) = self.port_conflict(claims.iter().copied()) {
+            return Some(taken);
+        }
+        let memory: u64 = claims.iter().map(|c| c.memory_bytes).sum();
+        let nano_cpus: u64 = claims.iter().map(|c| c.nano_cpus).sum();
+        let short = |what: &str, free: String, needed: String| {
+            Some(Error::Conflict(format!("node {name:?} has {free} {what} free, {needed} needed")))
+        };
+        if memory > 0 {
+            let total = self.engine.map_or(0, |e| e.memory_bytes);
+            let free = total.saturating_sub(self.reserved.memory_bytes);
+            if free < memory {
+                return short("bytes of memory", free.to_string(), memory.to_string());
+            }
+        }
+        if nano_cpus > 0 {
+            let total = self.engine.map_or(0, |e| e.nano_cpus());
+            let free = total.saturating_sub(self.reserved.nano_cpus);
+            if free < nano_cpus {
+                return short("CPUs", crate::workload::cpus_text(free), crate::workload::cpus_text(nano_cpus));
+            }
+        }
+        None
+    }
+
+    /// A host port the `claims` ask for that a replica here holds, or that two of them ask for.
+    pub fn port_conflict<'a>(&self, claims: impl IntoIterator<Item = &'a Claim>) -> Option<Error> {
+        let mut asked = std::collections::BTreeSet::new();
+        for port in claims.into_iter().flat_map(|c| &c.ports) {
+            if self.reserved.ports.contains(port) || !asked.insert(*port) {
+                return Some(Error::Conflict(format!("node {:?} has {port} taken", self.name.as_str())));
+            }
+        }
+        None
+    }
+
+    /// How many more replicas claiming `claim` each its memory, CPUs and ports leave room for
+    /// (units aside). A claim of memory or CPUs needs the engine's facts: a node not yet heard
+    /// from has no room for one.
+    pub fn room_for(&self, claim: &Claim) -> u32 {
+        if claim.ports.iter().any(|p| self.reserved.ports.contains(p)) {
+            return 0;
+        }
+        let mut room = if claim.ports.is_empty() { u32::MAX } else { 1 };
+        let fit =
+            |total: u64, used: u64, each: u64| u32::try_from(total.saturating_sub(used) / each).unwrap_or(u32::MAX);
+        if claim.memory_bytes > 0 {
+            let Some(engine) = self.engine else { return 0 };
+            room = room.min(fit(engine.memory_bytes, self.reserved.memory_bytes, claim.memory_bytes));
+        }
+        if claim.nano_cpus > 0 {
+            let Some(engine) = self.engine else { return 0 };
+            room = room.min(fit(engine.nano_cpus(), self.reserved.nano_cpus, claim.nano_cpus));
+        }
+        room
     }
 }
 
@@ -172,6 +253,7 @@ impl NewNode {
             labels: self.labels,
             public_host: self.public_host,
             engine: None,
+            reserved: Reserved::default(),
         }
     }
 }

@@ -4,7 +4,7 @@ use std::time::SystemTime;
 
 use crate::error::{Error, Result};
 use crate::name::{DeploymentName, NodeName};
-use crate::workload::Health;
+use crate::workload::{Claim, Health};
 
 /// Assigned by the store, increasing: a replica id is never reused, so a container labelled with
 /// an id the store no longer holds as active is recognizably stale (e.g. a copy left on a node
@@ -78,6 +78,8 @@ pub struct Replica {
     pub created_at: SystemTime,
     /// Its health check's verdict as last observed; `None` before one (or with no check).
     pub health: Option<Health>,
+    /// What it holds of its node besides units, as its revision's template asked when placed.
+    pub claim: Claim,
 }
 
 /// A decision to put one replica of a deployment on a node; the store turns it into a `Pending`
@@ -88,6 +90,8 @@ pub struct Placement {
     pub node: NodeName,
     pub units: u32,
     pub revision: u64,
+    /// Memory, CPUs and host ports reserved with the units.
+    pub claim: Claim,
 }
 
 /// How many replicas of one deployment are in one state: what summaries need, without rows.

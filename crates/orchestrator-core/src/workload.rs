@@ -38,6 +38,57 @@ impl std::fmt::Display for Protocol {
     }
 }
 
+/// A host port one replica holds on its node while it is active: no other replica of any
+/// deployment gets it there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostPort {
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.protocol, self.port)
+    }
+}
+
+/// What one replica takes from its node besides units: the memory and CPUs its limits ask
+/// for, and its fixed published ports. Reserved with the placement, released with the replica.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Claim {
+    pub memory_bytes: u64,
+    pub nano_cpus: u64,
+    pub ports: Vec<HostPort>,
+}
+
+impl Claim {
+    pub fn is_empty(&self) -> bool {
+        self.memory_bytes == 0 && self.nano_cpus == 0 && self.ports.is_empty()
+    }
+}
+
+/// What the replicas on a node hold of it besides units: the sums of their claims.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reserved {
+    pub memory_bytes: u64,
+    pub nano_cpus: u64,
+    pub ports: std::collections::BTreeSet<HostPort>,
+}
+
+/// CPUs in Docker's billionths.
+pub const NANO_CPUS_PER_CPU: u64 = 1_000_000_000;
+
+/// A number of CPUs given in billionths, as an operator writes it: `0.25`, `2`.
+pub fn cpus_text(nano_cpus: u64) -> String {
+    let whole = nano_cpus / NANO_CPUS_PER_CPU;
+    let frac = nano_cpus % NANO_CPUS_PER_CPU;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{frac:09}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
 /// A container port reachable from outside: on `published` of the node's host, or on a port
 /// the engine picks when `published` is `None`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

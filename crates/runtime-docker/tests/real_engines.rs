@@ -76,6 +76,7 @@ impl Engines for Hollow {
             labels: Default::default(),
             public_host: None,
             engine: None,
+            reserved: Default::default(),
         }
     }
     fn unix_node(&self, _: usize) -> Option<Node> {

@@ -72,6 +72,7 @@ fn engine(address: &str) -> Node {
         labels: Default::default(),
         public_host: None,
         engine: None,
+        reserved: Default::default(),
     }
 }
 

@@ -10,6 +10,7 @@
 mod config;
 mod control;
 mod election;
+mod foreign_ports;
 mod heartbeat;
 mod locks;
 pub mod placement;

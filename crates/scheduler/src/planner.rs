@@ -11,7 +11,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use orchestrator_core::{Deployment, Node, NodeName, NodeStatus, Replica, ReplicaState};
+use orchestrator_core::workload::cpus_text;
+use orchestrator_core::{Claim, Deployment, Node, NodeName, NodeStatus, Replica, ReplicaState};
 
 use crate::placement::{self, Candidate, Strategy};
 
@@ -72,24 +73,41 @@ pub fn plan(strategy: Strategy, deployment: &Deployment, serving: &Serving, node
     let moving = excess.min(serving.draining.len());
     let mut remove: Vec<Replica> = serving.draining.iter().take(moving).cloned().collect();
     remove.extend(pick_surplus(healthy, nodes, excess - moving));
-    let unplaced_reason = (placed.unplaced > 0).then(|| why_unplaced(deployment, nodes, healthy, placed.nodes.len()));
+    let unplaced_reason = (placed.unplaced > 0).then(|| why_unplaced(deployment, nodes, healthy, &placed.nodes));
     Plan { restart, place: placed.nodes, unplaced: placed.unplaced, unplaced_reason, remove }
 }
 
-/// Why missing replicas found no node: the first rule that leaves none, in the order an
-/// operator would check them.
+/// Why missing replicas found no node: the first rule that leaves none once `placing` are
+/// placed, in the order an operator would check them.
 fn why_unplaced(
     deployment: &Deployment,
     nodes: &HashMap<NodeName, Node>,
     healthy: &[Replica],
-    placing: usize,
+    placing: &[NodeName],
 ) -> String {
     let template = &deployment.spec.template;
-    let online: Vec<&Node> = nodes.values().filter(|n| n.is_schedulable()).collect();
-    if online.is_empty() {
+    let units = deployment.spec.units;
+    let claim = template.claim();
+    // The nodes as they will be once this plan's placements hold their share.
+    let mut after: HashMap<&NodeName, Node> =
+        nodes.values().filter(|n| n.is_schedulable()).map(|n| (&n.name, n.clone())).collect();
+    let mut here: HashMap<&NodeName, usize> = HashMap::new();
+    for r in healthy {
+        *here.entry(&r.node).or_default() += 1;
+    }
+    for name in placing {
+        *here.entry(name).or_default() += 1;
+        if let Some(n) = after.get_mut(name) {
+            n.available = n.available.saturating_sub(units);
+            n.reserved.memory_bytes += claim.memory_bytes;
+            n.reserved.nano_cpus += claim.nano_cpus;
+            n.reserved.ports.extend(claim.ports.iter().copied());
+        }
+    }
+    if after.is_empty() {
         return "no online node".into();
     }
-    let admitted: Vec<&Node> = online.iter().copied().filter(|n| template.admits(n.name.as_str(), &n.labels)).collect();
+    let admitted: Vec<&Node> = after.values().filter(|n| template.admits(n.name.as_str(), &n.labels)).collect();
     if admitted.is_empty() {
         let rules: Vec<String> = template.constraints.iter().map(ToString::to_string).collect();
         return format!("no online node meets the constraints ({})", rules.join(", "));
@@ -98,18 +116,44 @@ fn why_unplaced(
         return "no online node the constraints admit has a host its published ports are reached at (set public_host)"
             .into();
     }
-    let with_room = admitted.iter().filter(|n| n.available >= deployment.spec.units).count();
     let cap = max_per_node(deployment) as usize;
-    if cap != u32::MAX as usize && healthy.len() + placing >= admitted.len() * cap {
-        if let Some((port, protocol)) = template.published_ports().next() {
-            return format!("no online node has {protocol}/{port} free");
+    let open: Vec<&Node> = admitted
+        .into_iter()
+        .filter(|n| here.get(&n.name).copied().unwrap_or(0) < cap)
+        .filter(|n| claim.ports.iter().all(|p| !n.reserved.ports.contains(p)))
+        .collect();
+    if open.is_empty() {
+        if let Some(port) = claim.ports.first() {
+            return format!("no online node has {port} free");
         }
         return format!("every node it may use runs max_per_node ({cap}) of it");
     }
-    if with_room == 0 {
-        return format!("no online node has {} free units", deployment.spec.units);
+    let with_units: Vec<&Node> = open.into_iter().filter(|n| n.available >= units).collect();
+    if with_units.is_empty() {
+        return format!("no online node has {units} free units");
     }
-    format!("not enough room: {with_room} online node(s) with {} free units", deployment.spec.units)
+    let memory = Claim { memory_bytes: claim.memory_bytes, ..Claim::default() };
+    if claim.memory_bytes > 0 && with_units.iter().all(|n| n.room_for(&memory) == 0) {
+        return format!("no online node has {} of memory free", size_text(claim.memory_bytes));
+    }
+    let cpus = Claim { nano_cpus: claim.nano_cpus, ..Claim::default() };
+    if claim.nano_cpus > 0 && with_units.iter().all(|n| n.room_for(&cpus) == 0) {
+        return format!("no online node has {} CPUs free", cpus_text(claim.nano_cpus));
+    }
+    "no online node has room for all of them at once".into()
+}
+
+/// A size in bytes as an operator reads it: `64MiB`, `1.5GiB`, `512B`.
+fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let text = format!("{value:.1}");
+    format!("{}{}", text.trim_end_matches(".0"), UNITS[unit])
 }
 
 /// One move that evens out a deployment's spread over online nodes (moby#24103: Swarm never
@@ -131,10 +175,14 @@ pub fn spread_move(deployment: &Deployment, replicas: &[Replica], nodes: &HashMa
         }
     }
     let max_replicas = max_per_node(deployment) as usize;
+    let claim = deployment.spec.template.claim();
     let (_, most) = per_node.iter().max_by_key(|(n, rs)| (rs.len(), std::cmp::Reverse(*n)))?;
     let (to, fewest) = per_node
         .iter()
-        .filter(|(n, rs)| nodes[**n].available >= deployment.spec.units && rs.len() < max_replicas)
+        .filter(|(n, rs)| {
+            let node = &nodes[**n];
+            node.available >= deployment.spec.units && rs.len() < max_replicas && node.room_for(&claim) > 0
+        })
         .min_by_key(|(n, rs)| (rs.len(), std::cmp::Reverse(nodes[**n].available), *n))?;
     if most.len() <= fewest.len() + 1 {
         return None;
@@ -167,14 +215,20 @@ fn candidates(deployment: &Deployment, nodes: &HashMap<NodeName, Node>, healthy:
         *here.entry(&r.node).or_default() += 1;
     }
     let max_replicas = max_per_node(deployment);
+    let claim = deployment.spec.template.claim();
     nodes
         .values()
         .filter(|n| n.is_schedulable() && admits(deployment, n))
-        .map(|n| Candidate {
-            node: n.name.clone(),
-            available: n.available,
-            replicas: here.get(&n.name).copied().unwrap_or(0),
-            max_replicas,
+        .map(|n| {
+            let replicas = here.get(&n.name).copied().unwrap_or(0);
+            // Memory, CPUs and ports left bound how many more this node takes.
+            let room = if claim.is_empty() { u32::MAX } else { n.room_for(&claim) };
+            Candidate {
+                node: n.name.clone(),
+                available: n.available,
+                replicas,
+                max_replicas: max_replicas.min(replicas.saturating_add(room)),
+            }
         })
         .collect()
 }
@@ -242,6 +296,7 @@ mod tests {
             labels: Default::default(),
             public_host: None,
             engine: None,
+            reserved: Default::default(),
         }
     }
 
@@ -256,6 +311,7 @@ mod tests {
             state,
             created_at: SystemTime::UNIX_EPOCH,
             health: None,
+            claim: Default::default(),
         }
     }
 
@@ -491,5 +547,59 @@ mod tests {
             super::plan(Strategy::Spread, &deployment(2, 1), &Serving::default(), &nodes_online(2)).unplaced_reason,
             None
         );
+    }
+
+    fn with_engine(mut nodes: HashMap<NodeName, Node>, cpus: u32, memory_bytes: u64) -> HashMap<NodeName, Node> {
+        for n in nodes.values_mut() {
+            n.engine = Some(orchestrator_core::EngineFacts { cpus, memory_bytes });
+        }
+        nodes
+    }
+
+    #[test]
+    fn memory_and_cpus_bound_each_node_and_the_rest_waits_with_the_reason() {
+        const MIB: u64 = 1 << 20;
+        let mut d = deployment(10, 1);
+        d.spec.template.resources.memory_bytes = Some(64 * MIB);
+        // 2 nodes of 200 MiB: 3 replicas of 64 MiB each, the 7th..10th wait.
+        let nodes = with_engine(nodes_online(2), 4, 200 * MIB);
+        let plan = plan(Strategy::Spread, &d, &Serving::default(), &nodes);
+        assert_eq!((plan.place.len(), plan.unplaced), (6, 4), "{plan:?}");
+        assert_eq!(plan.unplaced_reason.as_deref(), Some("no online node has 64MiB of memory free"));
+        // What other replicas reserved counts: n0 has room for one more only.
+        let mut busy = nodes.clone();
+        busy.get_mut(&NodeName::new("n0").unwrap()).unwrap().reserved.memory_bytes = 120 * MIB;
+        let plan = super::plan(Strategy::Binpack, &d, &Serving::default(), &busy);
+        assert_eq!(plan.place.iter().filter(|n| n.as_str() == "n0").count(), 1, "{plan:?}");
+        // Nothing fits anywhere: the reason names memory; the same for CPUs.
+        let mut huge = deployment(1, 1);
+        huge.spec.template.resources.memory_bytes = Some(300 * MIB);
+        let plan = super::plan(Strategy::Spread, &huge, &Serving::default(), &nodes);
+        assert_eq!(plan.unplaced_reason.as_deref(), Some("no online node has 300MiB of memory free"));
+        let mut cpus = deployment(9, 1);
+        cpus.spec.template.resources.nano_cpus = Some(1_500_000_000);
+        let plan = super::plan(Strategy::Spread, &cpus, &Serving::default(), &nodes);
+        assert_eq!((plan.place.len(), plan.unplaced), (4, 5), "4 CPUs hold two of 1.5: {plan:?}");
+        cpus.spec.template.resources.nano_cpus = Some(4_500_000_000);
+        let plan = super::plan(Strategy::Spread, &cpus, &Serving::default(), &nodes);
+        assert_eq!(plan.unplaced_reason.as_deref(), Some("no online node has 4.5 CPUs free"));
+        // A node whose engine has not told its size yet takes no replica with limits.
+        let plan = super::plan(Strategy::Spread, &d, &Serving::default(), &nodes_online(2));
+        assert_eq!(plan.place.len(), 0, "{plan:?}");
+    }
+
+    #[test]
+    fn a_port_another_deployment_holds_keeps_its_node_out() {
+        let mut d = deployment(3, 1);
+        d.spec.template.ports = vec![orchestrator_core::PortSpec::tcp(8080, Some(18081))];
+        let mut nodes = nodes_online(3);
+        let held = orchestrator_core::HostPort { protocol: orchestrator_core::Protocol::Tcp, port: 18081 };
+        nodes.get_mut(&NodeName::new("n1").unwrap()).unwrap().reserved.ports.insert(held);
+        let plan = plan(Strategy::Spread, &d, &Serving::default(), &nodes);
+        assert_eq!(plan.place.iter().map(NodeName::as_str).collect::<HashSet<_>>(), HashSet::from(["n0", "n2"]));
+        assert_eq!(plan.unplaced_reason.as_deref(), Some("no online node has tcp/18081 free"));
+        // The same number over udp is another port.
+        d.spec.template.ports[0].protocol = orchestrator_core::Protocol::Udp;
+        assert_eq!(super::plan(Strategy::Spread, &d, &Serving::default(), &nodes).place.len(), 3);
     }
 }

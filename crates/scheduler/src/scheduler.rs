@@ -19,6 +19,7 @@ mod converge;
 
 use crate::config::SchedulerConfig;
 use crate::election::Tenure;
+use crate::foreign_ports::ForeignPorts;
 use crate::locks::{EnginePermits, KeyedLocks};
 use crate::queue::{Ran, WorkQueue, Worker};
 use crate::stats::Stats;
@@ -58,6 +59,8 @@ pub struct Scheduler {
     /// Held while a placement is decided and recorded (see `converge_locked`).
     placing: Arc<tokio::sync::Mutex<()>>,
     permits: Arc<EnginePermits>,
+    /// Host ports engines refused because something else holds them.
+    foreign_ports: Arc<ForeignPorts>,
     stats: Arc<Stats>,
     /// Stops the queue's work and what `spawn` started: the term's end, for a leader.
     stop: CancellationToken,
@@ -77,6 +80,7 @@ impl Scheduler {
             spawn_locks: Arc::default(),
             placing: Arc::default(),
             permits,
+            foreign_ports: Arc::default(),
             stats: Arc::default(),
             stop,
             queue,
@@ -96,6 +100,7 @@ impl Scheduler {
             spawn_locks: Arc::clone(&self.spawn_locks),
             placing: Arc::clone(&self.placing),
             permits: Arc::clone(&self.permits),
+            foreign_ports: Arc::clone(&self.foreign_ports),
             stats: Arc::clone(&self.stats),
             stop,
             queue,
@@ -216,7 +221,11 @@ impl Scheduler {
         Ok(converged)
     }
 
+    /// The nodes as placement reads them: stored, with the ports engines said others hold.
     pub(crate) async fn nodes_by_name(&self) -> Result<HashMap<NodeName, Node>> {
-        Ok(self.store.list_nodes().await?.into_iter().map(|n| (n.name.clone(), n)).collect())
+        let mut nodes: HashMap<NodeName, Node> =
+            self.store.list_nodes().await?.into_iter().map(|n| (n.name.clone(), n)).collect();
+        self.foreign_ports.apply(&mut nodes);
+        Ok(nodes)
     }
 }

@@ -82,6 +82,7 @@ mod tests {
             labels: Default::default(),
             public_host: None,
             engine: None,
+            reserved: Default::default(),
         }
     }
 

@@ -193,7 +193,13 @@ async fn after_a_crash_pending_replicas_are_adopted_or_started_never_duplicated(
     // The crashed server had reserved 4 replicas and created containers for two of them.
     let placements: Vec<_> = ["node1", "node1", "node2", "node2"]
         .iter()
-        .map(|n| orchestrator_core::Placement { deployment: web.name.clone(), node: node(n), units: 1, revision: 1 })
+        .map(|n| orchestrator_core::Placement {
+            deployment: web.name.clone(),
+            node: node(n),
+            units: 1,
+            revision: 1,
+            claim: Default::default(),
+        })
         .collect();
     let placed = h.store.place_replicas(&placements).await.unwrap();
     for r in &placed[..2] {

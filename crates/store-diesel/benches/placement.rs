@@ -31,6 +31,7 @@ fn setup(rt: &tokio::runtime::Runtime, dir: &tempfile::TempDir) -> (DieselStore,
                 node: nodes[i % NODES].clone(),
                 units: 1,
                 revision: 1,
+                claim: Default::default(),
             })
             .collect();
         (store, placements)

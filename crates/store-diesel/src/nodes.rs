@@ -1,5 +1,6 @@
 //! `NodeStore` on diesel (SQLite or PostgreSQL).
 
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -12,8 +13,8 @@ use orchestrator_core::{
 use crate::connection::AnyConnection;
 use crate::error::Error;
 use crate::events;
-use crate::rows::{NodeRow, labels_json, to_millis};
-use crate::schema::{nodes, replicas};
+use crate::rows::{NodeRow, labels_json, parse_host_port, to_millis};
+use crate::schema::{node_ports, nodes, replicas};
 use crate::store::DieselStore;
 
 /// Nodes per `UPDATE ... WHERE name IN (...)`; well under SQLite's bound-parameter limit.
@@ -21,7 +22,38 @@ const HEARTBEAT_CHUNK: usize = 500;
 
 pub(crate) fn load_node(conn: &mut AnyConnection, name: &str) -> Result<Node, Error> {
     let row: Option<NodeRow> = nodes::table.find(name).select(NodeRow::as_select()).first(conn).optional()?;
-    row.ok_or_else(|| DomainError::not_found(Kind::Node, name).into()).and_then(Node::try_from)
+    let mut node = row.ok_or_else(|| DomainError::not_found(Kind::Node, name).into()).and_then(Node::try_from)?;
+    let held: Vec<(String, String, i32)> = node_ports::table
+        .filter(node_ports::node.eq(name))
+        .select((node_ports::node, node_ports::protocol, node_ports::port))
+        .load(conn)?;
+    add_ports(std::slice::from_mut(&mut node), held)?;
+    Ok(node)
+}
+
+/// Every node, with the host ports its replicas hold.
+fn load_nodes(conn: &mut AnyConnection) -> Result<Vec<Node>, Error> {
+    let rows: Vec<NodeRow> = nodes::table.order(nodes::name).select(NodeRow::as_select()).load(conn)?;
+    let mut nodes: Vec<Node> = rows.into_iter().map(Node::try_from).collect::<Result<_, _>>()?;
+    let held: Vec<(String, String, i32)> =
+        node_ports::table.select((node_ports::node, node_ports::protocol, node_ports::port)).load(conn)?;
+    add_ports(&mut nodes, held)?;
+    Ok(nodes)
+}
+
+fn add_ports(nodes: &mut [Node], held: Vec<(String, String, i32)>) -> Result<(), Error> {
+    if held.is_empty() {
+        return Ok(());
+    }
+    let mut by_name: HashMap<String, &mut Node> = nodes.iter_mut().map(|n| (n.name.to_string(), n)).collect();
+    for (node, protocol, port) in held {
+        let text = format!("{protocol}/{port}");
+        let port = parse_host_port(&text).ok_or_else(|| Error::Corrupt(format!("node port {text:?}")))?;
+        if let Some(n) = by_name.get_mut(&node) {
+            n.reserved.ports.insert(port);
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -48,12 +80,7 @@ impl NodeStore for DieselStore {
     }
 
     async fn list_nodes(&self) -> Result<Vec<Node>> {
-        Ok(self
-            .read(|conn| {
-                let rows: Vec<NodeRow> = nodes::table.order(nodes::name).select(NodeRow::as_select()).load(conn)?;
-                rows.into_iter().map(Node::try_from).collect()
-            })
-            .await?)
+        Ok(self.read(|conn| load_nodes(conn)).await?)
     }
 
     async fn set_node_status(

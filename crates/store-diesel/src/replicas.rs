@@ -5,37 +5,77 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use diesel::IntoSql;
 use diesel::prelude::*;
+use diesel::sql_types::Bool;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    DeploymentName, Error as DomainError, Health, NewEvent, NodeName, NodeStatus, Placement, Replica, ReplicaCount,
-    ReplicaFilter, ReplicaId, ReplicaState, ReplicaStore, Result,
+    Claim, DeploymentName, Error as DomainError, Health, NewEvent, NodeName, NodeStatus, Placement, Replica,
+    ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState, ReplicaStore, Result,
 };
 
 use crate::connection::{AnyConnection, each_backend};
 use crate::error::Error;
 use crate::events;
 use crate::nodes::load_node;
-use crate::rows::{NewReplicaRow, ReplicaRow, parse_health, replica_id, to_millis};
-use crate::schema::{deployments, nodes, replicas};
+use crate::rows::{NewReplicaRow, NodePortRow, ReplicaRow, parse_health, ports_text, replica_id, to_i64, to_millis};
+use crate::schema::{deployments, node_ports, nodes, replicas};
 use crate::store::DieselStore;
 
 /// Rows per multi-row INSERT: 5 parameters each, well under SQLite's limit of 32,766.
 const INSERT_CHUNK: usize = 1_000;
 /// Ids per `IN (...)` list.
 const ID_CHUNK: usize = 1_000;
+/// CPUs in the engine's billionths, as the nodes table's CHECK counts them.
+const NANO_CPUS: i64 = 1_000_000_000;
 
-/// Gives the units of `released` replicas back to their nodes, one UPDATE per node.
+/// What placements or releases add up to on one node.
+#[derive(Default)]
+struct NodeTotal<'a> {
+    units: i64,
+    memory_bytes: i64,
+    nano_cpus: i64,
+    claims: Vec<&'a Claim>,
+}
+
+impl<'a> NodeTotal<'a> {
+    fn add(&mut self, units: u32, claim: &'a Claim) {
+        self.units += i64::from(units);
+        self.memory_bytes += to_i64(claim.memory_bytes);
+        self.nano_cpus += to_i64(claim.nano_cpus);
+        self.claims.push(claim);
+    }
+
+    fn has_ports(&self) -> bool {
+        self.claims.iter().any(|c| !c.ports.is_empty())
+    }
+}
+
+/// Gives what `released` replicas held back to their nodes (one UPDATE per node) and frees
+/// their host ports.
 pub(crate) fn release_units<'a>(
     conn: &mut AnyConnection,
     released: impl IntoIterator<Item = &'a Replica>,
 ) -> Result<(), Error> {
-    let mut per_node: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut per_node: BTreeMap<&str, NodeTotal<'_>> = BTreeMap::new();
+    let mut with_ports = Vec::new();
     for replica in released {
-        *per_node.entry(replica.node.as_str()).or_default() += i64::from(replica.units);
+        per_node.entry(replica.node.as_str()).or_default().add(replica.units, &replica.claim);
+        if !replica.claim.ports.is_empty() {
+            with_ports.push(replica_id(replica.id)?);
+        }
     }
-    for (node, units) in per_node {
-        diesel::update(nodes::table.find(node)).set(nodes::available.eq(nodes::available + units)).execute(conn)?;
+    for (node, total) in per_node {
+        diesel::update(nodes::table.find(node))
+            .set((
+                nodes::available.eq(nodes::available + total.units),
+                nodes::memory_reserved.eq(nodes::memory_reserved - total.memory_bytes),
+                nodes::nano_cpus_reserved.eq(nodes::nano_cpus_reserved - total.nano_cpus),
+            ))
+            .execute(conn)?;
+    }
+    for chunk in with_ports.chunks(ID_CHUNK) {
+        diesel::delete(node_ports::table.filter(node_ports::replica.eq_any(chunk))).execute(conn)?;
     }
     Ok(())
 }
@@ -45,29 +85,61 @@ fn load_replica(conn: &mut AnyConnection, id: i64) -> Result<Replica, Error> {
     row.ok_or_else(|| DomainError::not_found(Kind::Replica, id.to_string()).into()).and_then(Replica::try_from)
 }
 
-/// Reserves `units` on `node`, or explains precisely why it cannot.
-fn reserve(conn: &mut AnyConnection, node: &str, units: i64) -> Result<(), Error> {
+/// Reserves what `total` needs of `node` in one conditional UPDATE, or explains precisely
+/// why it cannot. Host ports are checked against the node as this transaction sees it and held
+/// by `hold_ports` once the replicas have ids; the table's key refuses a port that two writers
+/// raced for.
+fn reserve(conn: &mut AnyConnection, node: &str, total: &NodeTotal<'_>) -> Result<(), Error> {
+    let memory_fits = nodes::engine_memory_bytes
+        .ge((nodes::memory_reserved + total.memory_bytes).nullable())
+        .or((total.memory_bytes == 0).into_sql::<Bool>());
+    let cpus_fit = (nodes::engine_cpus * NANO_CPUS)
+        .ge((nodes::nano_cpus_reserved + total.nano_cpus).nullable())
+        .or((total.nano_cpus == 0).into_sql::<Bool>());
     let reserved = diesel::update(
         nodes::table
             .filter(nodes::name.eq(node))
             .filter(nodes::status.eq(NodeStatus::Online.as_str()))
-            .filter(nodes::available.ge(units)),
+            .filter(nodes::available.ge(total.units))
+            .filter(memory_fits)
+            .filter(cpus_fit),
     )
-    .set(nodes::available.eq(nodes::available - units))
+    .set((
+        nodes::available.eq(nodes::available - total.units),
+        nodes::memory_reserved.eq(nodes::memory_reserved + total.memory_bytes),
+        nodes::nano_cpus_reserved.eq(nodes::nano_cpus_reserved + total.nano_cpus),
+    ))
     .execute(conn)?;
-    if reserved == 1 {
+    if reserved == 1 && !total.has_ports() {
         return Ok(());
     }
     let current = load_node(conn, node)?;
-    if current.status != NodeStatus::Online {
-        return Err(DomainError::node_not_online(node, current.status).into());
+    if reserved == 1 {
+        return current.port_conflict(total.claims.iter().copied()).map_or(Ok(()), |taken| Err(taken.into()));
     }
-    Err(DomainError::InsufficientCapacity {
-        node: node.to_string(),
-        needed: u64::try_from(units).unwrap_or_default(),
-        available: u64::from(current.available),
+    let units = u64::try_from(total.units).unwrap_or_default();
+    let why = current.shortfall(units, total.claims.iter().copied());
+    Err(why.unwrap_or_else(|| DomainError::Conflict(format!("node {node:?} changed while placing; try again"))).into())
+}
+
+/// Holds the host ports of `placed` replicas on their nodes.
+fn hold_ports(conn: &mut AnyConnection, placed: &[Replica]) -> Result<(), Error> {
+    let rows: Vec<NodePortRow<'_>> = placed
+        .iter()
+        .flat_map(|r| r.claim.ports.iter().map(move |p| (r, p)))
+        .map(|(r, p)| {
+            Ok(NodePortRow {
+                node: r.node.as_str(),
+                protocol: p.protocol.as_str(),
+                port: i32::from(p.port),
+                replica: replica_id(r.id)?,
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        each_backend!(conn, |c| diesel::insert_into(node_ports::table).values(chunk).execute(c)?);
     }
-    .into())
+    Ok(())
 }
 
 #[async_trait]
@@ -79,10 +151,10 @@ impl ReplicaStore for DieselStore {
         let placements = placements.to_vec();
         Ok(self
             .write(move |conn| {
-                let mut per_node: BTreeMap<&str, i64> = BTreeMap::new();
+                let mut per_node: BTreeMap<&str, NodeTotal<'_>> = BTreeMap::new();
                 let mut wanted_deployments = BTreeSet::new();
                 for p in &placements {
-                    *per_node.entry(p.node.as_str()).or_default() += i64::from(p.units);
+                    per_node.entry(p.node.as_str()).or_default().add(p.units, &p.claim);
                     wanted_deployments.insert(p.deployment.as_str());
                 }
                 let found: Vec<String> = deployments::table
@@ -92,8 +164,8 @@ impl ReplicaStore for DieselStore {
                 if let Some(missing) = wanted_deployments.iter().find(|d| !found.iter().any(|f| f == *d)) {
                     return Err(DomainError::not_found(Kind::Deployment, *missing).into());
                 }
-                for (node, units) in &per_node {
-                    reserve(conn, node, *units)?;
+                for (node, total) in &per_node {
+                    reserve(conn, node, total)?;
                 }
                 let now = to_millis(SystemTime::now());
                 let mut placed = Vec::with_capacity(placements.len());
@@ -107,6 +179,9 @@ impl ReplicaStore for DieselStore {
                             state: ReplicaState::Pending.as_str(),
                             created_at_ms: now,
                             revision: i64::try_from(p.revision).unwrap_or(i64::MAX),
+                            memory_bytes: to_i64(p.claim.memory_bytes),
+                            nano_cpus: to_i64(p.claim.nano_cpus),
+                            ports: ports_text(&p.claim.ports),
                         })
                         .collect();
                     let inserted: Vec<ReplicaRow> = each_backend!(conn, |c| diesel::insert_into(replicas::table)
@@ -117,6 +192,7 @@ impl ReplicaStore for DieselStore {
                         placed.push(Replica::try_from(row)?);
                     }
                 }
+                hold_ports(conn, &placed)?;
                 let news: Vec<NewEvent> = placed.iter().map(NewEvent::replica_placed).collect();
                 events::record(conn, &news)?;
                 Ok(placed)

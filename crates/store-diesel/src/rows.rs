@@ -5,12 +5,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use diesel::prelude::*;
 use orchestrator_core::{
-    Change, ContainerTemplate, Deployment, DeploymentName, DeploymentSpec, EngineAddress, EngineFacts, Health, Node,
-    NodeName, Replica, ReplicaId, ReplicaState, Revision, Unplaced,
+    Change, Claim, ContainerTemplate, Deployment, DeploymentName, DeploymentSpec, EngineAddress, EngineFacts, Health,
+    HostPort, Node, NodeName, Protocol, Replica, ReplicaId, ReplicaState, Reserved, Revision, Unplaced,
 };
 
 use crate::error::{Error, Result};
-use crate::schema::{deployment_revisions, deployments, nodes, replicas};
+use crate::schema::{deployment_revisions, deployments, node_ports, nodes, replicas};
 
 pub fn to_millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -42,6 +42,8 @@ pub struct NodeRow {
     pub public_host: Option<String>,
     pub engine_cpus: Option<i64>,
     pub engine_memory_bytes: Option<i64>,
+    pub memory_reserved: i64,
+    pub nano_cpus_reserved: i64,
 }
 
 impl NodeRow {
@@ -58,6 +60,8 @@ impl NodeRow {
             public_host: node.public_host.clone(),
             engine_cpus: node.engine.map(|e| i64::from(e.cpus)),
             engine_memory_bytes: node.engine.map(|e| to_i64(e.memory_bytes)),
+            memory_reserved: to_i64(node.reserved.memory_bytes),
+            nano_cpus_reserved: to_i64(node.reserved.nano_cpus),
         }
     }
 }
@@ -88,6 +92,12 @@ impl TryFrom<NodeRow> for Node {
             labels,
             public_host: row.public_host,
             engine,
+            // The ports are rows of `node_ports`: `nodes::with_ports` adds them.
+            reserved: Reserved {
+                memory_bytes: u64::try_from(row.memory_reserved).map_err(|e| corrupt("node memory reserved", e))?,
+                nano_cpus: u64::try_from(row.nano_cpus_reserved).map_err(|e| corrupt("node cpus reserved", e))?,
+                ports: Default::default(),
+            },
         })
     }
 }
@@ -197,7 +207,7 @@ impl TryFrom<RevisionRow> for Revision {
     }
 }
 
-fn to_i64(v: u64) -> i64 {
+pub fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -213,6 +223,10 @@ pub struct ReplicaRow {
     pub created_at_ms: i64,
     pub revision: i64,
     pub health: Option<String>,
+    pub memory_bytes: i64,
+    pub nano_cpus: i64,
+    /// `ports_text`.
+    pub ports: String,
 }
 
 #[derive(Insertable)]
@@ -224,6 +238,19 @@ pub struct NewReplicaRow<'a> {
     pub state: &'static str,
     pub created_at_ms: i64,
     pub revision: i64,
+    pub memory_bytes: i64,
+    pub nano_cpus: i64,
+    pub ports: String,
+}
+
+/// One host port a replica holds on its node.
+#[derive(Insertable)]
+#[diesel(table_name = node_ports)]
+pub struct NodePortRow<'a> {
+    pub node: &'a str,
+    pub protocol: &'static str,
+    pub port: i32,
+    pub replica: i64,
 }
 
 impl TryFrom<ReplicaRow> for Replica {
@@ -239,8 +266,30 @@ impl TryFrom<ReplicaRow> for Replica {
             state: row.state.parse::<ReplicaState>().map_err(|e| corrupt("replica state", e))?,
             created_at: from_millis(row.created_at_ms),
             health: parse_health(row.health.as_deref())?,
+            claim: Claim {
+                memory_bytes: u64::try_from(row.memory_bytes).map_err(|e| corrupt("replica memory", e))?,
+                nano_cpus: u64::try_from(row.nano_cpus).map_err(|e| corrupt("replica cpus", e))?,
+                ports: parse_ports(&row.ports)?,
+            },
         })
     }
+}
+
+/// Host ports as a replica row keeps them: `tcp/18081,udp/53`.
+pub fn ports_text(ports: &[HostPort]) -> String {
+    ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn parse_ports(text: &str) -> Result<Vec<HostPort>> {
+    text.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| parse_host_port(p).ok_or_else(|| corrupt("replica ports", p)))
+        .collect()
+}
+
+pub fn parse_host_port(text: &str) -> Option<HostPort> {
+    let (protocol, port) = text.split_once('/')?;
+    Some(HostPort { protocol: Protocol::parse(protocol, "ports").ok()?, port: port.parse().ok()? })
 }
 
 pub fn parse_health(text: Option<&str>) -> Result<Option<Health>> {

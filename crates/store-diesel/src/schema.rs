@@ -21,6 +21,8 @@ diesel::table! {
         public_host -> Nullable<Text>,
         engine_cpus -> Nullable<BigInt>,
         engine_memory_bytes -> Nullable<BigInt>,
+        memory_reserved -> BigInt,
+        nano_cpus_reserved -> BigInt,
     }
 }
 
@@ -61,17 +63,31 @@ diesel::table! {
         created_at_ms -> BigInt,
         revision -> BigInt,
         health -> Nullable<Text>,
+        memory_bytes -> BigInt,
+        nano_cpus -> BigInt,
+        ports -> Text,
+    }
+}
+
+diesel::table! {
+    node_ports (node, protocol, port) {
+        node -> Text,
+        protocol -> Text,
+        port -> Integer,
+        replica -> BigInt,
     }
 }
 
 diesel::joinable!(replicas -> deployments (deployment));
 diesel::joinable!(replicas -> nodes (node));
+diesel::joinable!(node_ports -> replicas (replica));
 diesel::allow_tables_to_appear_in_same_query!(
     cluster,
     nodes,
     deployments,
     deployment_revisions,
     replicas,
+    node_ports,
     tokens,
     audit,
     lease,

@@ -58,7 +58,13 @@ async fn deployment(store: &DieselStore, name: &str, replicas: u32) {
 }
 
 fn placement(deployment: &str, node: &str, units: u32) -> Placement {
-    Placement { deployment: deployment_name(deployment), node: node_name(node), units, revision: 1 }
+    Placement {
+        deployment: deployment_name(deployment),
+        node: node_name(node),
+        units,
+        revision: 1,
+        claim: Default::default(),
+    }
 }
 
 async fn nodes_crud(db: TestDb) {
@@ -388,8 +394,20 @@ async fn every_change_is_an_event_in_order_and_failed_writes_leave_none(db: Test
     let web = deployment_name("web");
     let placed = s
         .place_replicas(&[
-            Placement { deployment: web.clone(), node: node_name("n1"), units: 1, revision: 1 },
-            Placement { deployment: web.clone(), node: node_name("n2"), units: 1, revision: 1 },
+            Placement {
+                deployment: web.clone(),
+                node: node_name("n1"),
+                units: 1,
+                revision: 1,
+                claim: Default::default(),
+            },
+            Placement {
+                deployment: web.clone(),
+                node: node_name("n2"),
+                units: 1,
+                revision: 1,
+                claim: Default::default(),
+            },
         ])
         .await
         .unwrap();
@@ -398,9 +416,15 @@ async fn every_change_is_an_event_in_order_and_failed_writes_leave_none(db: Test
     // Writes that fail record nothing.
     assert!(s.scale_deployment(&web, 5, 99).await.is_err());
     assert!(
-        s.place_replicas(&[Placement { deployment: web.clone(), node: node_name("n1"), units: 50, revision: 1 }])
-            .await
-            .is_err()
+        s.place_replicas(&[Placement {
+            deployment: web.clone(),
+            node: node_name("n1"),
+            units: 50,
+            revision: 1,
+            claim: Default::default()
+        }])
+        .await
+        .is_err()
     );
     assert_eq!(s.last_event_id().await.unwrap(), before_failures);
     s.scale_deployment(&web, 3, 1).await.unwrap();
@@ -454,7 +478,16 @@ async fn old_events_are_dropped_beyond_the_retention(db: TestDb) {
     let web = deployment_name("web");
     // 11 x 1,000 placements: 11,000 events and a few more.
     for _ in 0..11 {
-        let batch = vec![Placement { deployment: web.clone(), node: node_name("n1"), units: 1, revision: 1 }; 1_000];
+        let batch = vec![
+            Placement {
+                deployment: web.clone(),
+                node: node_name("n1"),
+                units: 1,
+                revision: 1,
+                claim: Default::default()
+            };
+            1_000
+        ];
         s.place_replicas(&batch).await.unwrap();
     }
     let last = s.last_event_id().await.unwrap();
@@ -789,6 +822,61 @@ async fn health_verdicts_are_kept_and_counted(db: TestDb) {
     assert_eq!(health_events[0].replica, Some(placed[0].id.0));
 }
 
+async fn claims_of_memory_cpus_and_ports_are_reserved_and_given_back(db: TestDb) {
+    use orchestrator_core::{Claim, EngineFacts, HostPort, NodeUpdate, Protocol};
+    const MIB: u64 = 1 << 20;
+    let t = TempStore::new(db).await;
+    for n in ["n1", "n2"] {
+        online_node(&t.store, n, 100).await;
+    }
+    let facts = NodeUpdate { engine: Some(EngineFacts { cpus: 2, memory_bytes: 256 * MIB }), ..NodeUpdate::default() };
+    t.store.update_node(&node_name("n1"), facts).await.unwrap();
+    deployment(&t.store, "web", 3).await;
+    deployment(&t.store, "api", 3).await;
+    let port = HostPort { protocol: Protocol::Tcp, port: 18081 };
+    let web = Claim { memory_bytes: 100 * MIB, nano_cpus: 500_000_000, ports: vec![port] };
+    let claimed = |d: &str, node: &str, claim: &Claim| Placement { claim: claim.clone(), ..placement(d, node, 1) };
+
+    let placed = t.store.place_replicas(&[claimed("web", "n1", &web)]).await.unwrap();
+    assert_eq!(placed[0].claim, web, "the replica keeps what it claimed");
+    let n1 = t.store.get_node(&node_name("n1")).await.unwrap();
+    assert_eq!((n1.reserved.memory_bytes, n1.reserved.nano_cpus), (100 * MIB, 500_000_000));
+    assert!(n1.reserved.ports.contains(&port));
+    assert!(t.store.list_nodes().await.unwrap()[0].reserved.ports.contains(&port), "listed with its ports");
+
+    // The port is the node's, whatever the deployment; the refusal writes nothing.
+    let other = Claim { ports: vec![port], ..Claim::default() };
+    let taken = t.store.place_replicas(&[claimed("api", "n2", &Claim::default()), claimed("api", "n1", &other)]).await;
+    assert!(matches!(&taken, Err(Error::Conflict(m)) if m.contains("tcp/18081 taken")), "{taken:?}");
+    let twice = t.store.place_replicas(&[claimed("api", "n2", &other), claimed("api", "n2", &other)]).await;
+    assert!(matches!(&twice, Err(Error::Conflict(m)) if m.contains("tcp/18081 taken")), "{twice:?}");
+    assert_eq!(t.store.list_replicas(ReplicaFilter::deployment(&deployment_name("api"))).await.unwrap().len(), 0);
+    let udp = Claim { ports: vec![HostPort { protocol: Protocol::Udp, port: 18081 }], ..Claim::default() };
+    t.store.place_replicas(&[claimed("api", "n1", &udp)]).await.unwrap();
+
+    // Memory and CPUs: never beyond what the engine reported; a node not heard from has none.
+    let big = Claim { memory_bytes: 200 * MIB, ..Claim::default() };
+    let short = t.store.place_replicas(&[claimed("web", "n1", &big)]).await;
+    assert!(matches!(&short, Err(Error::Conflict(m)) if m.contains("memory")), "{short:?}");
+    let cpus = Claim { nano_cpus: 1_600_000_000, ..Claim::default() };
+    let short = t.store.place_replicas(&[claimed("web", "n1", &cpus)]).await;
+    assert!(matches!(&short, Err(Error::Conflict(m)) if m.contains("1.5 CPUs free")), "{short:?}");
+    let unknown = t.store.place_replicas(&[claimed("web", "n2", &Claim { memory_bytes: 1, ..Claim::default() })]).await;
+    assert!(unknown.is_err(), "{unknown:?}");
+
+    // Lost, released or deleted: given back, and the port can be taken again.
+    t.store.mark_node_lost(&node_name("n1")).await.unwrap();
+    let n1 = t.store.get_node(&node_name("n1")).await.unwrap();
+    assert_eq!((n1.reserved.memory_bytes, n1.reserved.nano_cpus, n1.reserved.ports.len()), (0, 0, 0), "{n1:?}");
+    let again = t.store.place_replicas(&[claimed("web", "n1", &web), claimed("api", "n2", &other)]).await.unwrap();
+    t.store.release_replica(again[0].id).await.unwrap();
+    t.store.delete_deployment(&deployment_name("api")).await.unwrap();
+    for n in t.reopen().await.list_nodes().await.unwrap() {
+        assert_eq!(n.reserved, orchestrator_core::Reserved::default(), "{n:?}");
+        assert_eq!(n.available, n.capacity);
+    }
+}
+
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -832,4 +920,5 @@ on_both_backends!(
     template_changes_make_revisions_and_the_newest_are_kept,
     node_labels_public_host_and_engine_facts_are_kept,
     health_verdicts_are_kept_and_counted,
+    claims_of_memory_cpus_and_ports_are_reserved_and_given_back,
 );

@@ -34,6 +34,7 @@ impl ClusterNode {
             labels: Default::default(),
             public_host: None,
             engine: None,
+            reserved: Default::default(),
         }
     }
 

@@ -8,12 +8,13 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    Deployment, DeploymentName, Error, Node, NodeName, Placement, Replica, ReplicaContainer, ReplicaFilter, ReplicaId,
-    Result, Unplaced,
+    Claim, Deployment, DeploymentName, Error, Node, NodeName, Placement, Replica, ReplicaContainer, ReplicaFilter,
+    ReplicaId, Result, Unplaced,
 };
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Converged, RECORD_BATCH, Scheduler};
+use crate::foreign_ports::refused_port;
 use crate::planner::{self, Move, Plan, Serving};
 
 impl Scheduler {
@@ -73,6 +74,7 @@ impl Scheduler {
         if nodes.is_empty() {
             return Ok(Vec::new());
         }
+        let claim = deployment.spec.template.claim();
         let placements: Vec<Placement> = nodes
             .into_iter()
             .map(|node| Placement {
@@ -80,6 +82,7 @@ impl Scheduler {
                 node,
                 units: deployment.spec.units,
                 revision: deployment.revision,
+                claim: claim.clone(),
             })
             .collect();
         self.store.place_replicas(&placements).await
@@ -184,7 +187,8 @@ impl Scheduler {
         report: &mut Converged,
     ) -> Vec<ReplicaId> {
         let total = replicas.len();
-        let node_of: HashMap<ReplicaId, NodeName> = replicas.iter().map(|r| (r.id, r.node.clone())).collect();
+        let node_of: HashMap<ReplicaId, (NodeName, Claim)> =
+            replicas.iter().map(|r| (r.id, (r.node.clone(), r.claim.clone()))).collect();
         let (done, mut finished) = tokio::sync::mpsc::unbounded_channel::<(ReplicaId, Result<String>)>();
         let mut by_node: BTreeMap<NodeName, Vec<Replica>> = BTreeMap::new();
         for replica in replicas {
@@ -234,6 +238,9 @@ impl Scheduler {
                         Ok(container_id) => started.push((id, container_id)),
                         Err(e) => {
                             warn!(replica = %id, error = %e, "start failed; releasing the reservation");
+                            if let Some((node, claim)) = node_of.get(&id) {
+                                self.note_refused_port(node, claim, &e);
+                            }
                             failed.push(id);
                         }
                     }
@@ -256,7 +263,7 @@ impl Scheduler {
         };
         let (_, (failed, refused)) = futures::join!(starting, recording);
         let refused: Vec<(ReplicaId, NodeName)> =
-            refused.into_iter().filter_map(|id| Some((id, node_of.get(&id)?.clone()))).collect();
+            refused.into_iter().filter_map(|id| Some((id, node_of.get(&id)?.0.clone()))).collect();
         self.remove_if_deleted(deployment, nodes, &refused).await;
         for id in &failed {
             if let Err(e) = self.store.release_replica(*id).await {
@@ -328,11 +335,21 @@ impl Scheduler {
             Ok(()) => true,
             Err(e) => {
                 warn!(node = %node.name, replica = %replica.id, error = %e, "start failed; releasing the reservation");
+                self.note_refused_port(&node.name, &replica.claim, &e);
                 if let Err(e) = self.store.release_replica(replica.id).await {
                     warn!(replica = %replica.id, error = %e, "release failed");
                 }
                 false
             }
+        }
+    }
+
+    /// Keeps a port the engine refused (something else holds it) out of placement on that
+    /// node for a while: the next plan puts the replica elsewhere, or says why it cannot.
+    fn note_refused_port(&self, node: &NodeName, claim: &Claim, error: &Error) {
+        if let Some(port) = refused_port(error, claim) {
+            warn!(node = %node, port = %port, "the engine holds the port for something else; avoiding the node for it");
+            self.foreign_ports.hold(node, port);
         }
     }
 
