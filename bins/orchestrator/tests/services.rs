@@ -293,3 +293,120 @@ async fn a_replica_whose_health_check_starts_failing_is_replaced() {
 
     delete_and_wait(&client, &base, nodes, &name).await;
 }
+
+/// `docker run` on one engine, outside the orchestrator.
+fn run_by_hand(node: &local_cluster::ClusterNode, args: &[&str]) -> String {
+    let out = Command::new("docker").args(["-H", &node.tcp, "run", "-d"]).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+async fn unplaced(client: &reqwest::Client, base: &str, name: &str) -> Value {
+    let (_, d) = get(client, &format!("{base}/v1/deployments/{name}"), READER).await;
+    d["unplaced"].clone()
+}
+
+#[tokio::test]
+async fn a_host_port_is_held_for_one_replica_a_node_across_deployments_and_engines() {
+    let Some(nodes) = local_cluster::nodes() else { return };
+    let nodes = &nodes[..3];
+    let (server, client) = start_ready_server(nodes).await;
+    let base = server.url.clone();
+    let pid = std::process::id();
+    // Something the orchestrator does not know holds the port on the first node.
+    let foreign = format!("foreign{pid}");
+    run_by_hand(&nodes[0], &["--name", &foreign, "-p", "18086:8080", "local/busybox:1", "sleep", "3600"]);
+
+    let (first, second) = (format!("holds{pid}"), format!("wants{pid}"));
+    create(&client, &base, &web(&first, 3, &first, json!([{"target": 8080, "published": 18086}]))).await;
+    let why = json!({"count": 1, "reason": "no online node has tcp/18086 free"});
+    wait_for("2 placed, 1 waiting for the port", CONVERGE, async || {
+        let running = per_node(nodes, &first)?;
+        (running.iter().map(|(_, n)| n).sum::<usize>() == 2 && unplaced(&client, &base, &first).await == why)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(per_node(nodes, &first).unwrap()[0].1, 0, "not on the engine that refused it");
+
+    // The holder goes: the deployment gets the node once the engine's refusal is old.
+    let removed = Command::new("docker").args(["-H", &nodes[0].tcp, "rm", "-f", &foreign]).output().unwrap();
+    assert!(removed.status.success());
+    wait_for("3 replicas once the port is free", Duration::from_secs(90), async || {
+        let running = per_node(nodes, &first)?;
+        (running.iter().all(|(_, n)| *n == 1) && unplaced(&client, &base, &first).await.is_null()).then_some(())
+    })
+    .await;
+
+    // Another deployment asking for the port finds none: the store holds it on every node.
+    create(&client, &base, &web(&second, 1, &second, json!([{"target": 8080, "published": 18086}]))).await;
+    wait_for("the second deployment waits", CONVERGE, async || {
+        (unplaced(&client, &base, &second).await == why).then_some(())
+    })
+    .await;
+    let (_, listed) = get(&client, &format!("{base}/v1/nodes"), READER).await;
+    let held = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["reserved"]["ports"].as_array().is_some_and(|p| p.contains(&json!("tcp/18086"))))
+        .count();
+    assert_eq!(held, 3, "{listed}");
+    // Deleted, the first gives the port back: the second one is placed.
+    delete_and_wait(&client, &base, nodes, &first).await;
+    wait_for("the second deployment placed", CONVERGE, async || converged(&client, &base, nodes, &second, 1).await)
+        .await;
+    delete_and_wait(&client, &base, nodes, &second).await;
+}
+
+#[tokio::test]
+async fn memory_limits_are_counted_against_each_node_and_the_rest_waits() {
+    let Some(nodes) = local_cluster::nodes() else { return };
+    let nodes = &nodes[..2];
+    let (server, client) = start_ready_server(nodes).await;
+    let base = server.url.clone();
+    let name = format!("mem{}", std::process::id());
+    let (_, listed) = get(&client, &format!("{base}/v1/nodes"), READER).await;
+    let memory = wait_for("engine facts", CONVERGE, async || {
+        let (_, listed) = get(&client, &format!("{base}/v1/nodes"), READER).await;
+        listed.as_array()?.iter().map(|n| n["engine"]["memory_bytes"].as_u64()).collect::<Option<Vec<u64>>>()
+    })
+    .await;
+    assert_eq!(memory.len(), 2, "{listed}");
+    // Each replica claims two fifths of a node's memory: two a node fit, a fifth replica waits.
+    let each = memory.iter().min().unwrap() * 2 / 5;
+    let body = json!({"name": name, "image": "local/busybox:1", "replicas": 5, "command": ["sleep", "3600"],
+                      "resources": {"memory": each.to_string()}, "stop_grace_period": "1s"});
+    create(&client, &base, &body).await;
+    wait_for("4 running, 1 waiting for memory", CONVERGE, async || {
+        let running: usize = per_node(nodes, &name)?.iter().map(|(_, n)| n).sum();
+        let waiting = unplaced(&client, &base, &name).await;
+        (running == 4 && waiting["count"] == 1).then_some(())
+    })
+    .await;
+    let reason = unplaced(&client, &base, &name).await["reason"].as_str().unwrap().to_string();
+    assert!(reason.starts_with("no online node has ") && reason.ends_with(" of memory free"), "{reason}");
+    let (_, listed) = get(&client, &format!("{base}/v1/nodes"), READER).await;
+    for n in listed.as_array().unwrap().iter().filter(|n| nodes.iter().any(|c| c.name == n["name"])) {
+        assert_eq!(n["reserved"]["memory_bytes"].as_u64(), Some(2 * each), "{n}");
+    }
+    // Scaled down, the memory comes back and nothing waits.
+    let (_, d) = get(&client, &format!("{base}/v1/deployments/{name}"), READER).await;
+    let (code, _) = send(
+        &client,
+        reqwest::Method::PATCH,
+        format!("{base}/v1/deployments/{name}"),
+        Some(json!({"replicas": 3, "version": d["version"]})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    wait_for("3 running, none waiting", CONVERGE, async || {
+        let running: usize = per_node(nodes, &name)?.iter().map(|(_, n)| n).sum();
+        (running == 3 && unplaced(&client, &base, &name).await.is_null()).then_some(())
+    })
+    .await;
+    delete_and_wait(&client, &base, nodes, &name).await;
+    let (_, listed) = get(&client, &format!("{base}/v1/nodes"), READER).await;
+    for n in listed.as_array().unwrap().iter().filter(|n| nodes.iter().any(|c| c.name == n["name"])) {
+        assert!(n["reserved"].is_null(), "all given back: {n}");
+    }
+}

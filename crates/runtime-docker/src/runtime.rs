@@ -217,7 +217,23 @@ impl ContainerRuntime for DockerRuntime {
             // 304: already running (a retry after a lost answer).
             Ok(()) => Ok(id),
             Err(e) if is_status(&e, 304) => Ok(id),
-            Err(e) => Err(engine_error(node.name.as_str(), "start", e)),
+            Err(e) => {
+                // The engine refused the start (a host port taken, a bad mount): a created
+                // container would only hold the replica's name and its port bindings. Removed
+                // here, not left for the reconciler; if this fails too, the reconciler will.
+                let remove = RemoveContainerOptionsBuilder::new().force(true).v(true).build();
+                let removed = bounded(
+                    node.name.as_str(),
+                    "remove",
+                    self.config.request_timeout,
+                    docker.remove_container(&id, Some(remove)),
+                )
+                .await;
+                if !matches!(removed, Ok(Ok(()))) {
+                    tracing::debug!(node = %node.name, container = %id, "could not remove a container that did not start");
+                }
+                Err(engine_error(node.name.as_str(), "start", e))
+            }
         }
     }
 
