@@ -80,7 +80,7 @@ impl NodeStore for DieselStore {
     }
 
     async fn list_nodes(&self) -> Result<Vec<Node>> {
-        Ok(self.read(|conn| load_nodes(conn)).await?)
+        Ok(self.read(load_nodes).await?)
     }
 
     async fn set_node_status(
