@@ -142,10 +142,10 @@ pub enum NodeCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Set labels (KEY=VALUE) or remove them (KEY-) on a node; nothing placed moves.
+    /// Set labels (KEY=VALUE) or remove them (-KEY, or KEY-) on a node; nothing placed moves.
     Label {
         name: String,
-        #[arg(required = true, value_name = "KEY=VALUE|KEY-")]
+        #[arg(required = true, value_name = "KEY=VALUE|-KEY")]
         changes: Vec<String>,
         #[command(flatten)]
         client: ClientArgs,
@@ -208,5 +208,42 @@ pub async fn run(cli: Cli) -> Result<()> {
             clap_complete::generate(shell, &mut Cli::command(), "orchestrator", &mut std::io::stdout());
             Ok(())
         }
+    }
+}
+
+/// The command line as clap should read it: in `node label`, a removal written `-KEY` (as
+/// the issue and `docker node update --label-rm` users write it) would be read as an unknown
+/// flag, so it becomes kubectl's `KEY-`, which means the same. Flags (`-o`, `--output`) stay.
+pub fn with_label_removals_as_suffix(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut args: Vec<String> = args.into_iter().collect();
+    let is_label = args.len() > 3 && args[1] == "node" && args[2] == "label";
+    if is_label {
+        for arg in &mut args[4..] {
+            let removal = arg.len() > 2 && arg.starts_with('-') && !arg.starts_with("--") && !arg.contains('=');
+            if removal {
+                *arg = format!("{}-", &arg[1..]);
+            }
+        }
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn node_label_takes_dash_key_removals_and_still_knows_its_flags() {
+        let args =
+            ["orchestrator", "node", "label", "n1", "zone=a", "-disk", "rack-", "--server", "http://h:1", "-o", "json"];
+        let cli = Cli::try_parse_from(with_label_removals_as_suffix(args.map(String::from))).unwrap();
+        let Command::Node(NodeCommand::Label { name, changes, client }) = cli.command else { panic!("not node label") };
+        assert_eq!((name.as_str(), changes), ("n1", vec!["zone=a".to_string(), "disk-".into(), "rack-".into()]));
+        assert!(client.output == crate::client::Output::Json, "the flags after the changes are still flags");
+        // Elsewhere nothing is rewritten.
+        let other = ["orchestrator", "node", "ls", "-x"].map(String::from);
+        assert_eq!(with_label_removals_as_suffix(other.clone()), other);
     }
 }

@@ -370,12 +370,14 @@ pub async fn add_node(c: &ClientArgs, body: Value) -> Result<()> {
 /// `KEY=VALUE` sets a label, `KEY-` removes one, as `kubectl label` does.
 pub fn relabel(labels: &mut serde_json::Map<String, Value>, changes: &[String]) -> Result<()> {
     for change in changes {
-        if let Some((key, value)) = change.split_once('=') {
-            labels.insert(key.to_string(), json!(value));
-        } else if let Some(key) = change.strip_suffix('-') {
+        // `-KEY` as the issue and `docker node update --label-rm` users write it; `KEY-` as
+        // kubectl does.
+        if let Some(key) = change.strip_prefix('-').or_else(|| change.strip_suffix('-')).filter(|k| !k.contains('=')) {
             labels.remove(key);
+        } else if let Some((key, value)) = change.split_once('=') {
+            labels.insert(key.to_string(), json!(value));
         } else {
-            anyhow::bail!("{change:?}: expected KEY=VALUE or KEY-");
+            anyhow::bail!("{change:?}: expected KEY=VALUE, -KEY or KEY-");
         }
     }
     Ok(())
@@ -443,6 +445,8 @@ mod tests {
         let mut labels = json!({"zone": "a", "disk": "hdd"}).as_object().unwrap().clone();
         relabel(&mut labels, &["disk-".into(), "zone=b".into(), "rack=3".into()]).unwrap();
         assert_eq!(Value::Object(labels.clone()), json!({"zone": "b", "rack": "3"}));
+        relabel(&mut labels, &["-rack".into(), "tier=a-".into()]).unwrap();
+        assert_eq!(Value::Object(labels.clone()), json!({"zone": "b", "tier": "a-"}));
         assert!(relabel(&mut labels, &["nonsense".into()]).is_err());
     }
 }

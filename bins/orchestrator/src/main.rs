@@ -18,7 +18,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     malloc::tune();
     fd_limit::raise();
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_from(cli::with_label_removals_as_suffix(std::env::args()));
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
