@@ -206,6 +206,13 @@ pub async fn deployment(c: &ClientArgs, name: &str) -> Result<()> {
     let d = call(c, Method::GET, &format!("/v1/deployments/{name}"), None).await?;
     show(c, &d, |d| {
         print_table(&["DEPLOYMENT", "IMAGE", "RUNNING/REQUIRED", "VERSION"], deployment_rows(&json!([d])));
+        if let Some(crash) = d["crash_looping"].as_object() {
+            println!(
+                "crash_looping: {} failures in a row, last exit code {}",
+                text(&crash["restarts"]),
+                text(&crash["last_exit_code"])
+            );
+        }
         if let Some(unplaced) = d["unplaced"].as_object() {
             println!("unplaced: {} ({})", text(&unplaced["count"]), text(&unplaced["reason"]));
         }

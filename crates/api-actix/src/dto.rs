@@ -342,6 +342,10 @@ pub struct DeploymentView {
     /// Replicas that wait for a node, and why (`no online node has tcp/18081 free`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unplaced: Option<UnplacedView>,
+    /// Its replicas keep failing (exiting, or failing their health check): each replacement
+    /// waits 1 s doubling to 5 min; 10 min without a failure ends it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crash_looping: Option<CrashLoopView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<Vec<ReplicaView>>,
 }
@@ -350,6 +354,17 @@ pub struct DeploymentView {
 pub struct UnplacedView {
     pub count: u32,
     pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CrashLoopView {
+    /// Failures in a row.
+    pub restarts: u32,
+    /// Of the last container that exited.
+    pub last_exit_code: Option<i64>,
+    pub last_failure_ms: u64,
+    /// No replacement starts before this.
+    pub retry_at_ms: u64,
 }
 
 impl DeploymentView {
@@ -366,6 +381,12 @@ impl DeploymentView {
             created_at_ms: millis(d.created_at),
             updated_at_ms: millis(d.updated_at),
             unplaced: d.unplaced.as_ref().map(|u| UnplacedView { count: u.count, reason: u.reason.clone() }),
+            crash_looping: d.crash_loop.as_ref().map(|c| CrashLoopView {
+                restarts: c.restarts,
+                last_exit_code: c.last_exit_code,
+                last_failure_ms: millis(c.last_failure_at),
+                retry_at_ms: millis(c.retry_at),
+            }),
             replicas: detailed.then(|| replicas.iter().map(|r| ReplicaView::new(r, addresses)).collect()),
         }
     }
@@ -511,7 +532,7 @@ pub struct EventView {
     pub id: u64,
     pub at_ms: u64,
     /// `node.added|online|offline|draining|updated|removed`,
-    /// `deployment.created|scaled|updated|unplaced|deleted`,
+    /// `deployment.created|scaled|updated|unplaced|crash_looping|deleted`,
     /// `replica.placed|started|exited|lost|removed`, `leader.elected`.
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]

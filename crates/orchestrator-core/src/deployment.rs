@@ -312,6 +312,8 @@ pub struct Deployment {
     pub updated_at: SystemTime,
     /// Replicas the scheduler could not place at its last try, and why.
     pub unplaced: Option<Unplaced>,
+    /// Its replicas keep failing: replacements wait (`None`: no recent failure).
+    pub crash_loop: Option<crate::crash_loop::CrashLoop>,
 }
 
 /// Replicas waiting for a node, and the reason anyone can read (`no online node has tcp/18081

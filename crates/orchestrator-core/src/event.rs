@@ -23,6 +23,8 @@ pub enum EventKind {
     DeploymentScaled,
     DeploymentUpdated,
     DeploymentUnplaced,
+    /// A replica failed again: the next replacement waits.
+    DeploymentCrashLooping,
     DeploymentDeleted,
     ReplicaPlaced,
     ReplicaStarted,
@@ -34,7 +36,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 18] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::NodeAdded,
         EventKind::NodeOnline,
         EventKind::NodeOffline,
@@ -45,6 +47,7 @@ impl EventKind {
         EventKind::DeploymentScaled,
         EventKind::DeploymentUpdated,
         EventKind::DeploymentUnplaced,
+        EventKind::DeploymentCrashLooping,
         EventKind::DeploymentDeleted,
         EventKind::ReplicaPlaced,
         EventKind::ReplicaStarted,
@@ -68,6 +71,7 @@ impl EventKind {
             EventKind::DeploymentScaled => "deployment.scaled",
             EventKind::DeploymentUpdated => "deployment.updated",
             EventKind::DeploymentUnplaced => "deployment.unplaced",
+            EventKind::DeploymentCrashLooping => "deployment.crash_looping",
             EventKind::DeploymentDeleted => "deployment.deleted",
             EventKind::ReplicaPlaced => "replica.placed",
             EventKind::ReplicaStarted => "replica.started",
@@ -193,6 +197,17 @@ impl NewEvent {
     pub fn deployment_unplaced(name: &str, count: u32, reason: &str) -> Self {
         NewEvent::new(EventKind::DeploymentUnplaced, format!("{name}: {count} replica(s) unplaced: {reason}"))
             .deployment(name)
+    }
+
+    pub fn deployment_crash_looping(name: &str, crash: &crate::crash_loop::CrashLoop) -> Self {
+        let wait = crash.retry_at.duration_since(crash.last_failure_at).unwrap_or_default();
+        let code = crash.last_exit_code.map_or_else(|| "none".to_string(), |c| c.to_string());
+        let message = format!(
+            "{name}: failure {} in a row (last exit code {code}); the next replacement waits {}s",
+            crash.restarts,
+            wait.as_secs()
+        );
+        NewEvent::new(EventKind::DeploymentCrashLooping, message).deployment(name)
     }
 
     pub fn deployment_deleted(name: &str) -> Self {

@@ -10,6 +10,7 @@
 pub mod access;
 pub mod address;
 pub mod control;
+pub mod crash_loop;
 pub mod deployment;
 pub mod error;
 pub mod event;
@@ -27,6 +28,7 @@ pub mod workload;
 pub use access::{AccessStore, ApiToken, AuditEntry, Role};
 pub use address::{EngineAddress, Scheme};
 pub use control::{ControlPlane, Leadership, LoopHealth, LoopStats};
+pub use crash_loop::{CrashLoop, Failure};
 pub use deployment::{
     Change, ContainerTemplate, Deployment, DeploymentSpec, Limits, REVISIONS_KEPT, Revision, Unplaced,
 };

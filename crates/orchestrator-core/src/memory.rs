@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use crate::access::{AccessStore, ApiToken, AuditEntry};
+use crate::crash_loop::CrashLoop;
 use crate::deployment::{Change, Deployment, DeploymentSpec, REVISIONS_KEPT, Revision, Unplaced};
 use crate::error::{Error, Kind, Result};
 use crate::event::{EVENT_RETENTION, Event, EventStore, NewEvent};
@@ -247,6 +248,7 @@ impl DeploymentStore for MemoryStore {
             created_at: now,
             updated_at: now,
             unplaced: None,
+            crash_loop: None,
         };
         s.deployments.insert(name.clone(), deployment.clone());
         s.revisions.insert(name.clone(), vec![revision_of(&deployment, change)]);
@@ -353,6 +355,19 @@ impl DeploymentStore for MemoryStore {
         d.unplaced = unplaced.clone();
         if let Some(u) = unplaced {
             s.record([NewEvent::deployment_unplaced(name.as_str(), u.count, &u.reason)]);
+        }
+        Ok(())
+    }
+
+    async fn set_crash_loop(&self, name: &DeploymentName, crash: Option<CrashLoop>) -> Result<()> {
+        let mut s = self.write();
+        let Some(d) = s.deployments.get_mut(name) else { return Ok(()) };
+        if d.crash_loop == crash {
+            return Ok(());
+        }
+        d.crash_loop = crash.clone();
+        if let Some(c) = crash {
+            s.record([NewEvent::deployment_crash_looping(name.as_str(), &c)]);
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
+use crate::crash_loop::CrashLoop;
 use crate::deployment::{Change, Deployment, DeploymentSpec, Revision, Unplaced};
 use crate::error::Result;
 use crate::event::EventStore;
@@ -89,6 +90,10 @@ pub trait DeploymentStore: Send + Sync {
     /// `deployment.unplaced` event when the reason or count changes. A deployment gone is no
     /// error: there is nothing left to place.
     async fn set_unplaced(&self, name: &DeploymentName, unplaced: Option<Unplaced>) -> Result<()>;
+
+    /// Records the deployment's streak of failing replicas (`None`: the streak is over), with a
+    /// `deployment.crash_looping` event for each new failure. A deployment gone is no error.
+    async fn set_crash_loop(&self, name: &DeploymentName, crash: Option<CrashLoop>) -> Result<()>;
 }
 
 #[cfg_attr(feature = "mock", mockall::automock)]

@@ -282,6 +282,7 @@ mod tests {
             created_at: SystemTime::UNIX_EPOCH,
             updated_at: SystemTime::UNIX_EPOCH,
             unplaced: None,
+            crash_loop: None,
         }
     }
 

@@ -21,12 +21,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::SystemTime;
 use tokio::time::Instant;
 
 use futures::StreamExt;
 use orchestrator_core::{
-    ContainerState, ContainerSummary, Deployment, DeploymentName, Health, Node, NodeName, NodeStatus, ReplicaFilter,
-    ReplicaId, ReplicaState, Result,
+    ContainerState, ContainerSummary, CrashLoop, Deployment, DeploymentName, Failure, Health, Node, NodeName,
+    NodeStatus, ReplicaFilter, ReplicaId, ReplicaState, Result,
 };
 use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -252,6 +253,7 @@ async fn fix(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<(
     let mut seen = HashSet::new();
     let mut surplus: Vec<Doomed> = Vec::new();
     let mut health: Vec<(ReplicaId, Option<Health>)> = Vec::new();
+    let mut failed: Option<Failure> = None;
     for container in &containers {
         let node = &snapshot.listed_names[container.node as usize];
         let replica = replicas.get(&container.replica).filter(|r| r.node == *node);
@@ -261,6 +263,7 @@ async fn fix(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<(
             Some(r) if r.state.is_active() => match container.state {
                 ContainerState::Exited | ContainerState::Dead => {
                     info!(node = %node, replica = %r.id, exit_code = ?container.exit_code, "container exited; replacing");
+                    failed = Some(Failure::Exited(container.exit_code));
                     surplus.push(doomed());
                     if let Err(e) = store.release_replica(r.id).await {
                         warn!(replica = %r.id, error = %e, "release failed");
@@ -270,6 +273,7 @@ async fn fix(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<(
                 // acts on it itself (moby/moby#28400), so a replacement is ours to make.
                 ContainerState::Running if container.health == Some(Health::Unhealthy) => {
                     info!(node = %node, replica = %r.id, "container unhealthy; replacing");
+                    failed = failed.or(Some(Failure::Unhealthy));
                     surplus.push(doomed());
                     if let Err(e) = store.release_replica(r.id).await {
                         warn!(replica = %r.id, error = %e, "release failed");
@@ -299,6 +303,7 @@ async fn fix(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<(
     if !health.is_empty() {
         store.set_replica_health(&health).await?;
     }
+    record_crash_loop(scheduler, &deployment, failed).await?;
 
     for r in replicas.values().filter(|r| snapshot.listed.contains(&r.node) && !seen.contains(&r.id)) {
         let vanished = r.state == ReplicaState::Running && snapshot.running_before.contains(&r.id);
@@ -312,6 +317,25 @@ async fn fix(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<(
         }
     }
     Ok(())
+}
+
+/// One more failure in the deployment's streak (one a pass, however many replicas failed in
+/// it: they failed together), or the streak's end after long enough without one. The
+/// converge that follows waits out the backoff before it places replacements.
+async fn record_crash_loop(scheduler: &Scheduler, deployment: &Deployment, failed: Option<Failure>) -> Result<()> {
+    let now = SystemTime::now();
+    let crash = match failed {
+        Some(failure) => {
+            let crash = CrashLoop::after(deployment.crash_loop.as_ref(), failure, now);
+            if crash.restarts > 1 {
+                warn!(restarts = crash.restarts, exit_code = ?crash.last_exit_code, "replicas keep failing; backing off");
+            }
+            Some(crash)
+        }
+        None if deployment.crash_loop.as_ref().is_some_and(|c| c.is_over(now)) => None,
+        None => return Ok(()),
+    };
+    scheduler.store().set_crash_loop(&deployment.name, crash).await
 }
 
 async fn remove_containers(scheduler: &Scheduler, containers: Vec<Doomed>, why: &str) {

@@ -222,19 +222,40 @@ async fn after_a_crash_pending_replicas_are_adopted_or_started_never_duplicated(
 }
 
 #[tokio::test(start_paused = true)]
-async fn exited_containers_are_replaced_by_the_reconciler() {
+async fn exited_containers_are_replaced_by_the_reconciler_after_a_growing_backoff() {
     let h = Harness::new(SchedulerConfig::default());
     h.online_nodes(1, 10).await;
-    h.deploy("web", "local/busybox:1", 2).await;
+    let name = h.deploy("web", "local/busybox:1", 2).await;
+    let reconciler = Reconciler::new(h.scheduler.clone(), Arc::new(Notify::new()));
+    let crash = |id: u64| {
+        h.engines.with("node1", |e| e.containers.get_mut(&("web".into(), id)).unwrap().1 = ContainerState::Exited)
+    };
     let first = running(&h, "web").await[0].clone();
-    h.engines.with("node1", |e| {
-        e.containers.get_mut(&("web".into(), first.id.0)).unwrap().1 = ContainerState::Exited;
-    });
-    Reconciler::new(h.scheduler.clone(), Arc::new(Notify::new())).pass().await.unwrap();
+    crash(first.id.0);
+    reconciler.pass().await.unwrap();
+    // Removed at once; its replacement waits out the first backoff (1 s).
+    assert_eq!(running(&h, "web").await.len(), 1);
+    let streak = h.store.get_deployment(&name).await.unwrap().crash_loop.expect("a streak");
+    assert_eq!((streak.restarts, streak.last_exit_code), (1, Some(1)));
+    assert_eq!(streak.retry_at.duration_since(streak.last_failure_at).unwrap(), Duration::from_secs(1));
+    reconciler.pass().await.unwrap();
+    assert_eq!(running(&h, "web").await.len(), 1, "still backing off");
+
+    std::thread::sleep(Duration::from_millis(1_100));
+    reconciler.pass().await.unwrap();
     let now = running(&h, "web").await;
     assert_eq!(now.len(), 2);
     assert!(now.iter().all(|r| r.id != first.id));
     assert_eq!(h.engines.containers().len(), 2);
+
+    // Failing again doubles the wait; an event says so.
+    crash(now[1].id.0);
+    reconciler.pass().await.unwrap();
+    let streak = h.store.get_deployment(&name).await.unwrap().crash_loop.unwrap();
+    assert_eq!(streak.restarts, 2);
+    assert_eq!(streak.retry_at.duration_since(streak.last_failure_at).unwrap(), Duration::from_secs(2));
+    let events = orchestrator_core::EventStore::list_events(&*h.store, 0, 1_000).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.kind == orchestrator_core::EventKind::DeploymentCrashLooping).count(), 2);
 }
 
 #[tokio::test(start_paused = true)]

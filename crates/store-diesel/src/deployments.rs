@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    Change, Deployment, DeploymentName, DeploymentSpec, DeploymentStore, Error as DomainError, NewEvent, Replica,
-    Result, Revision, Unplaced,
+    Change, CrashLoop, Deployment, DeploymentName, DeploymentSpec, DeploymentStore, Error as DomainError, NewEvent,
+    Replica, Result, Revision, Unplaced,
 };
 
 use crate::connection::AnyConnection;
@@ -183,6 +183,35 @@ impl DeploymentStore for DieselStore {
                     .execute(conn)?;
                 if let Some(u) = &unplaced {
                     events::record(conn, &[NewEvent::deployment_unplaced(&name, u.count, &u.reason)])?;
+                }
+                Ok(())
+            })
+            .await?)
+    }
+
+    async fn set_crash_loop(&self, name: &DeploymentName, crash: Option<CrashLoop>) -> Result<()> {
+        let name = name.to_string();
+        Ok(self
+            .write(move |conn| {
+                let before = match load_deployment(conn, &name) {
+                    Ok(d) => d,
+                    Err(Error::Domain(DomainError::NotFound { .. })) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                if before.crash_loop == crash {
+                    return Ok(());
+                }
+                let c = crash.as_ref();
+                diesel::update(deployments::table.find(&name))
+                    .set((
+                        deployments::crash_restarts.eq(c.map_or(0, |c| i64::from(c.restarts))),
+                        deployments::crash_exit_code.eq(c.and_then(|c| c.last_exit_code)),
+                        deployments::crash_last_ms.eq(c.map(|c| to_millis(c.last_failure_at))),
+                        deployments::crash_retry_at_ms.eq(c.map(|c| to_millis(c.retry_at))),
+                    ))
+                    .execute(conn)?;
+                if let Some(c) = &crash {
+                    events::record(conn, &[NewEvent::deployment_crash_looping(&name, c)])?;
                 }
                 Ok(())
             })

@@ -5,8 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use diesel::prelude::*;
 use orchestrator_core::{
-    Change, Claim, ContainerTemplate, Deployment, DeploymentName, DeploymentSpec, EngineAddress, EngineFacts, Health,
-    HostPort, Node, NodeName, Protocol, Replica, ReplicaId, ReplicaState, Reserved, Revision, Unplaced,
+    Change, Claim, ContainerTemplate, CrashLoop, Deployment, DeploymentName, DeploymentSpec, EngineAddress,
+    EngineFacts, Health, HostPort, Node, NodeName, Protocol, Replica, ReplicaId, ReplicaState, Reserved, Revision,
+    Unplaced,
 };
 
 use crate::error::{Error, Result};
@@ -116,6 +117,10 @@ pub struct DeploymentRow {
     pub revision: i64,
     pub unplaced: i64,
     pub unplaced_reason: Option<String>,
+    pub crash_restarts: i64,
+    pub crash_exit_code: Option<i64>,
+    pub crash_last_ms: Option<i64>,
+    pub crash_retry_at_ms: Option<i64>,
 }
 
 impl DeploymentRow {
@@ -131,6 +136,10 @@ impl DeploymentRow {
             revision: to_i64(revision),
             unplaced: 0,
             unplaced_reason: None,
+            crash_restarts: 0,
+            crash_exit_code: None,
+            crash_last_ms: None,
+            crash_retry_at_ms: None,
         }
     }
 }
@@ -155,6 +164,16 @@ impl TryFrom<DeploymentRow> for Deployment {
                     Ok::<_, Error>(Unplaced { count, reason: row.unplaced_reason.unwrap_or_default() })
                 })
                 .transpose()?,
+            crash_loop: match (row.crash_restarts, row.crash_last_ms, row.crash_retry_at_ms) {
+                (0, _, _) => None,
+                (restarts, Some(last), Some(retry)) => Some(CrashLoop {
+                    restarts: to_u32("deployment crash restarts", restarts)?,
+                    last_exit_code: row.crash_exit_code,
+                    last_failure_at: from_millis(last),
+                    retry_at: from_millis(retry),
+                }),
+                _ => return Err(corrupt("deployment crash loop", "restarts without their times")),
+            },
         })
     }
 }

@@ -38,6 +38,10 @@ diesel::table! {
         revision -> BigInt,
         unplaced -> BigInt,
         unplaced_reason -> Nullable<Text>,
+        crash_restarts -> BigInt,
+        crash_exit_code -> Nullable<BigInt>,
+        crash_last_ms -> Nullable<BigInt>,
+        crash_retry_at_ms -> Nullable<BigInt>,
     }
 }
 

@@ -877,6 +877,27 @@ async fn claims_of_memory_cpus_and_ports_are_reserved_and_given_back(db: TestDb)
     }
 }
 
+async fn a_crash_loop_is_kept_told_and_cleared(db: TestDb) {
+    use orchestrator_core::{CrashLoop, EventKind, EventStore, Failure};
+    let t = TempStore::new(db).await;
+    deployment(&t.store, "web", 1).await;
+    let name = deployment_name("web");
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let first = CrashLoop::after(None, Failure::Exited(Some(3)), at);
+    let second = CrashLoop::after(Some(&first), Failure::Unhealthy, at + Duration::from_secs(2));
+    t.store.set_crash_loop(&name, Some(first)).await.unwrap();
+    t.store.set_crash_loop(&name, Some(second.clone())).await.unwrap();
+    t.store.set_crash_loop(&name, Some(second.clone())).await.unwrap();
+    assert_eq!(t.reopen().await.get_deployment(&name).await.unwrap().crash_loop, Some(second));
+    let told = t.store.list_events(0, 100).await.unwrap();
+    let crashes: Vec<_> = told.iter().filter(|e| e.kind == EventKind::DeploymentCrashLooping).collect();
+    assert_eq!(crashes.len(), 2, "one event a failure, none for the same streak again: {told:?}");
+    assert!(crashes[1].message.contains("failure 2 in a row (last exit code 3)"), "{}", crashes[1].message);
+    t.store.set_crash_loop(&name, None).await.unwrap();
+    assert_eq!(t.store.get_deployment(&name).await.unwrap().crash_loop, None);
+    t.store.set_crash_loop(&deployment_name("gone"), None).await.unwrap();
+}
+
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -921,4 +942,5 @@ on_both_backends!(
     node_labels_public_host_and_engine_facts_are_kept,
     health_verdicts_are_kept_and_counted,
     claims_of_memory_cpus_and_ports_are_reserved_and_given_back,
+    a_crash_loop_is_kept_told_and_cleared,
 );

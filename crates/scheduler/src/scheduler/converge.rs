@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::time::SystemTime;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -16,6 +17,15 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::{Converged, RECORD_BATCH, Scheduler};
 use crate::foreign_ports::refused_port;
 use crate::planner::{self, Move, Plan, Serving};
+
+/// Drops a plan's placements, and the removals that counted on them: the removals are the
+/// planner's picks for an excess that each placement made one larger, and a smaller excess
+/// picks a prefix of the same list.
+fn hold_back_placements(plan: &mut Plan) {
+    let held = plan.place.len();
+    plan.place.clear();
+    plan.remove.truncate(plan.remove.len().saturating_sub(held));
+}
 
 impl Scheduler {
     /// Converges the deployment now, in the caller's task (still one at a time per
@@ -51,9 +61,16 @@ impl Scheduler {
         };
         let replicas = self.store.list_replicas(ReplicaFilter::deployment(name).active()).await?;
         let serving = Serving::of(replicas, &nodes);
+        let backing_off = deployment.crash_loop.as_ref().is_some_and(|c| c.is_backing_off(SystemTime::now()));
         let mut plan = planner::plan(self.config.strategy, &deployment, &serving, &nodes);
+        if backing_off {
+            // Its replicas keep failing: no replacement before the backoff is over (a later
+            // pass places them), never a hot loop of starts that fail again.
+            debug!("replicas keep failing; replacements wait out the backoff");
+            hold_back_placements(&mut plan);
+        }
         let mut placed = Vec::new();
-        if !plan.place.is_empty() || plan.unplaced > 0 {
+        if !plan.place.is_empty() || (plan.unplaced > 0 && !backing_off) {
             // Placements are decided one at a time across deployments, each on the capacity the
             // one before left: converges deciding at once on the same numbers would all pick
             // the same emptiest node. Only the decision and its record wait, not the starts.
