@@ -410,3 +410,39 @@ async fn memory_limits_are_counted_against_each_node_and_the_rest_waits() {
         assert!(n["reserved"].is_null(), "all given back: {n}");
     }
 }
+
+#[tokio::test]
+async fn a_replica_that_keeps_exiting_is_restarted_with_a_growing_wait_and_shown_crash_looping() {
+    let Some(nodes) = local_cluster::nodes() else { return };
+    let nodes = &nodes[..1];
+    let (server, client) = start_ready_server(nodes).await;
+    let base = server.url.clone();
+    let name = format!("crash{}", std::process::id());
+    let body = json!({"name": name, "image": "local/busybox:1", "replicas": 1,
+                      "command": ["sh", "-c", "sleep 0.2; exit 3"], "stop_grace_period": "1s"});
+    create(&client, &base, &body).await;
+    let crash = wait_for("three failures in a row", CONVERGE, async || {
+        let (_, d) = get(&client, &format!("{base}/v1/deployments/{name}"), READER).await;
+        let crash = d["crash_looping"].clone();
+        (crash["restarts"].as_u64()? >= 3).then_some(crash)
+    })
+    .await;
+    assert_eq!(crash["last_exit_code"], 3, "{crash}");
+    let wait = crash["retry_at_ms"].as_u64().unwrap() - crash["last_failure_ms"].as_u64().unwrap();
+    assert_eq!(wait, 1_000 << (crash["restarts"].as_u64().unwrap() - 1), "the wait doubles: {crash}");
+    // However long it runs, the starts are counted in seconds of backoff, not reconcile passes:
+    // in 1+2+4+8 s at most 5 starts (a pass every 2 s without the backoff would make 8 and more).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (_, events) = get(&client, &format!("{base}/v1/events?limit=1000"), READER).await;
+    let placed = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "replica.placed" && e["deployment"] == name.as_str())
+        .count();
+    let (_, d) = get(&client, &format!("{base}/v1/deployments/{name}"), READER).await;
+    let restarts = d["crash_looping"]["restarts"].as_u64().unwrap() as usize;
+    assert!(placed <= restarts + 1, "one start a failure, each after its wait: {placed} starts, {restarts} failures");
+    assert!(restarts <= 5, "the waits grow: {restarts} failures in about 15 s");
+    delete_and_wait(&client, &base, nodes, &name).await;
+}

@@ -51,7 +51,16 @@ struct Node {
     knobs: Mutex<Knobs>,
     addr: SocketAddr,
     serving: Mutex<Option<JoinHandle<()>>>,
+    /// Bumped by each kill. Aborting the serving task only asks for its end, which comes a
+    /// little later on another worker thread; until then a kept-alive connection would still be
+    /// answered, as a SIGKILLed dockerd never does. Connections of an older life answer nothing.
+    life: std::sync::atomic::AtomicU64,
 }
+
+/// What a connection of a killed engine's earlier life gets: closed without an answer.
+#[derive(Debug, thiserror::Error)]
+#[error("this engine was killed")]
+struct Killed;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -97,8 +106,9 @@ impl HollowCluster {
                 knobs: Mutex::new(Knobs::default()),
                 addr,
                 serving: Mutex::new(None),
+                life: std::sync::atomic::AtomicU64::new(0),
             });
-            *lock(&node.serving) = Some(tokio::spawn(serve(Arc::clone(&node), listener)));
+            *lock(&node.serving) = Some(tokio::spawn(serve(Arc::clone(&node), listener, 0)));
             nodes.push(node);
         }
         Ok(Self { nodes })
@@ -139,7 +149,9 @@ impl HollowCluster {
 
     /// Close the listener and every open connection: a dead engine (connection refused).
     pub fn kill(&self, i: usize) -> Result<(), Error> {
-        if let Some(task) = lock(&self.node(i)?.serving).take() {
+        let node = self.node(i)?;
+        node.life.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(task) = lock(&node.serving).take() {
             task.abort();
         }
         Ok(())
@@ -150,7 +162,8 @@ impl HollowCluster {
         let node = self.node(i)?;
         let mut serving = lock(&node.serving);
         if serving.is_none() {
-            *serving = Some(tokio::spawn(serve(Arc::clone(node), listener(node.addr)?)));
+            let life = node.life.load(std::sync::atomic::Ordering::SeqCst);
+            *serving = Some(tokio::spawn(serve(Arc::clone(node), listener(node.addr)?, life)));
         }
         Ok(())
     }
@@ -173,7 +186,8 @@ impl Drop for HollowCluster {
 
 /// Accepts connections until aborted; aborting drops the listener and, with the `JoinSet`,
 /// every connection.
-async fn serve(node: Arc<Node>, listener: tokio::net::TcpListener) {
+/// Answers engine `node` in its `life`-th life (see `Node::life`).
+async fn serve(node: Arc<Node>, listener: tokio::net::TcpListener, life: u64) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -182,7 +196,15 @@ async fn serve(node: Arc<Node>, listener: tokio::net::TcpListener) {
                 let _ = stream.set_nodelay(true);
                 let node = Arc::clone(&node);
                 connections.spawn(async move {
-                    let service = service_fn(move |req| answer(Arc::clone(&node), req));
+                    let service = service_fn(move |req| {
+                        let node = Arc::clone(&node);
+                        async move {
+                            if node.life.load(std::sync::atomic::Ordering::SeqCst) != life {
+                                return Err(Killed);
+                            }
+                            answer(node, req).await.map_err(|never| match never {})
+                        }
+                    });
                     let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
                 });
             }

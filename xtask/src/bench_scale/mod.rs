@@ -209,7 +209,7 @@ pub fn run(args: Args) -> Result<()> {
     // 1. Store side.
     let raw_rows_per_s = store_side::raw_sqlite_inserts(&dir, args.replicas)?;
     println!("raw SQLite batched inserts: {raw_rows_per_s:.0} rows/s");
-    let placed = runtime.block_on(store_side::placements(&dir, args.nodes, args.replicas, PER_DEPLOYMENT))?;
+    let placed = runtime.block_on(store_side::placements(&dir, args.nodes, args.replicas, PER_DEPLOYMENT, false))?;
     let placements_per_s = placed.placements as f64 / placed.took.as_secs_f64();
     println!(
         "placements decided and persisted: {placements_per_s:.0}/s ({} in {:.2} s, {} deployments, {} nodes)",
@@ -217,6 +217,14 @@ pub fn run(args: Args) -> Result<()> {
         placed.took.as_secs_f64(),
         placed.deployments,
         args.nodes
+    );
+    // The same with memory, CPUs and a fixed port reserved by each placement (same run).
+    let claimed = runtime.block_on(store_side::placements(&dir, args.nodes, args.replicas, PER_DEPLOYMENT, true))?;
+    let claimed_per_s = claimed.placements as f64 / claimed.took.as_secs_f64();
+    println!(
+        "  with memory, CPUs and a fixed port each: {claimed_per_s:.0}/s ({} deployments) = {:.2}x without",
+        claimed.deployments,
+        claimed_per_s / placements_per_s
     );
 
     if args.store_only {
@@ -372,6 +380,7 @@ pub fn run(args: Args) -> Result<()> {
         "deployments": deployments,
         "raw_sqlite_inserts_per_s": raw_rows_per_s,
         "placements_per_s": placements_per_s,
+        "placements_with_claims_per_s": claimed_per_s,
         "placement_s": placed.took.as_secs_f64(),
         "nodes_registered_s": registered.as_secs_f64(),
         "creates_s": created.as_secs_f64(),

@@ -10,8 +10,8 @@ use anyhow::{Result, ensure};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
 use orchestrator_core::{
-    Change, ContainerTemplate, DeploymentName, DeploymentSpec, DeploymentStore, ImageRef, MockContainerRuntime,
-    NewNode, NodeName, NodeStatus, NodeStore,
+    Change, ContainerTemplate, DeploymentName, DeploymentSpec, DeploymentStore, EngineFacts, ImageRef,
+    MockContainerRuntime, NewNode, NodeName, NodeStatus, NodeStore, NodeUpdate, PortSpec, Resources,
 };
 use scheduler::{Scheduler, SchedulerConfig};
 use store_diesel::DieselStore;
@@ -78,7 +78,19 @@ pub struct Placed {
 /// read nodes and replicas, decide, reserve and record in one transaction) for each
 /// deployment, one after another as placements are decided (each on the capacity the one
 /// before left). Only that step is timed.
-pub async fn placements(dir: &std::path::Path, nodes: usize, replicas: u64, per_deployment: u64) -> Result<Placed> {
+///
+/// `claims`: every replica also claims memory and CPUs (nodes know their engine's size) and a
+/// fixed host port of its deployment's own, so each placement also reserves those and holds a
+/// port row; a deployment then has at most one replica a node (`per_deployment` is capped at
+/// `nodes`).
+pub async fn placements(
+    dir: &std::path::Path,
+    nodes: usize,
+    replicas: u64,
+    per_deployment: u64,
+    claims: bool,
+) -> Result<Placed> {
+    let per_deployment = if claims { per_deployment.min(nodes as u64) } else { per_deployment };
     let path = dir.join("placement.db");
     let _ = std::fs::remove_file(&path);
     let store = Arc::new(DieselStore::open(&path).await?);
@@ -86,15 +98,25 @@ pub async fn placements(dir: &std::path::Path, nodes: usize, replicas: u64, per_
     for i in 0..nodes {
         let name = format!("hollow{}", i + 1);
         store.add_node(NewNode::new(&name, &format!("tcp://127.0.0.1:{}", 20_000 + i), capacity)?).await?;
-        store.set_node_status(&NodeName::new(name)?, NodeStatus::Online, None).await?;
+        let name = NodeName::new(name)?;
+        store.set_node_status(&name, NodeStatus::Online, None).await?;
+        if claims {
+            let engine = EngineFacts { cpus: 1_024, memory_bytes: 1 << 50 };
+            store.update_node(&name, NodeUpdate { engine: Some(engine), ..NodeUpdate::default() }).await?;
+        }
     }
     let deployments = replicas.div_ceil(per_deployment);
     let mut names = Vec::new();
     for d in 0..deployments {
         let count = per_deployment.min(replicas - d * per_deployment);
         let name = format!("scale-{d}");
-        let template = ContainerTemplate::new(ImageRef::parse("local/busybox:1")?)
+        let mut template = ContainerTemplate::new(ImageRef::parse("local/busybox:1")?)
             .with_command(vec!["sleep".into(), "3600".into()]);
+        if claims {
+            template.resources = Resources { memory_bytes: Some(64 << 20), nano_cpus: Some(10_000_000) };
+            let published = u16::try_from(10_000 + d % 50_000)?;
+            template.ports = vec![PortSpec::tcp(8080, Some(published)), PortSpec::tcp(9090, None)];
+        }
         let name = DeploymentName::new(name)?;
         store.create_deployment(&name, DeploymentSpec::new(template, u32::try_from(count)?), Change::default()).await?;
         names.push(name);
