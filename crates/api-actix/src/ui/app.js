@@ -81,6 +81,11 @@ function renderStatus(status) {
     if (d.unplaced) {
       count.append(el("span", { class: "unplaced", text: `${d.unplaced.count} unplaced: ${d.unplaced.reason}` }));
     }
+    if (d.crash_looping) {
+      const code = d.crash_looping.last_exit_code ?? "none";
+      count.append(el("span", { class: "unplaced crash-looping",
+        text: `crash looping: ${d.crash_looping.restarts} failures in a row, last exit code ${code}` }));
+    }
     return el("tr", { "data-deployment": d.name, "data-degraded": String(d.actual < d.required) },
       el("th", { scope: "row", text: d.name }),
       el("td", { text: d.image }),
