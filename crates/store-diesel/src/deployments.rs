@@ -18,6 +18,16 @@ use crate::rows::{DeploymentRow, ReplicaRow, RevisionRow, to_millis};
 use crate::schema::{deployment_revisions, deployments, replicas};
 use crate::store::DieselStore;
 
+/// The deployment, or `None` if it is gone: for writes about a deployment that may have been
+/// deleted meanwhile, which then have nothing left to do.
+fn deployment_if_present(conn: &mut AnyConnection, name: &str) -> Result<Option<Deployment>, Error> {
+    match load_deployment(conn, name) {
+        Ok(d) => Ok(Some(d)),
+        Err(Error::Domain(DomainError::NotFound { .. })) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn load_deployment(conn: &mut AnyConnection, name: &str) -> Result<Deployment, Error> {
     let row: Option<DeploymentRow> =
         deployments::table.find(name).select(DeploymentRow::as_select()).first(conn).optional()?;
@@ -168,11 +178,7 @@ impl DeploymentStore for DieselStore {
         let name = name.to_string();
         Ok(self
             .write(move |conn| {
-                let before = match load_deployment(conn, &name) {
-                    Ok(d) => d,
-                    Err(Error::Domain(DomainError::NotFound { .. })) => return Ok(()),
-                    Err(e) => return Err(e),
-                };
+                let Some(before) = deployment_if_present(conn, &name)? else { return Ok(()) };
                 if before.unplaced == unplaced {
                     return Ok(());
                 }
@@ -193,11 +199,7 @@ impl DeploymentStore for DieselStore {
         let name = name.to_string();
         Ok(self
             .write(move |conn| {
-                let before = match load_deployment(conn, &name) {
-                    Ok(d) => d,
-                    Err(Error::Domain(DomainError::NotFound { .. })) => return Ok(()),
-                    Err(e) => return Err(e),
-                };
+                let Some(before) = deployment_if_present(conn, &name)? else { return Ok(()) };
                 if before.crash_loop == crash {
                     return Ok(());
                 }
