@@ -20,7 +20,7 @@ use crate::name::{DeploymentName, NodeName};
 use crate::node::{NewNode, Node, NodeStatus, NodeUpdate};
 use crate::replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
 use crate::store::{DeploymentStore, NodeStore, ReplicaStore, StoreRevision};
-use crate::workload::{Claim, Health};
+use crate::workload::{Claim, Health, HostPort};
 
 #[derive(Default)]
 struct State {
@@ -152,6 +152,14 @@ impl NodeStore for MemoryStore {
 
     async fn list_nodes(&self) -> Result<Vec<Node>> {
         Ok(self.lock().nodes.values().cloned().collect())
+    }
+
+    async fn list_nodes_holding(&self, ports: &[HostPort]) -> Result<Vec<Node>> {
+        let mut nodes = self.list_nodes().await?;
+        for n in &mut nodes {
+            n.reserved.ports.retain(|p| ports.contains(p));
+        }
+        Ok(nodes)
     }
 
     async fn set_node_status(

@@ -18,7 +18,7 @@ use crate::event::EventStore;
 use crate::name::{DeploymentName, NodeName};
 use crate::node::{NewNode, Node, NodeStatus, NodeUpdate};
 use crate::replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
-use crate::workload::Health;
+use crate::workload::{Health, HostPort};
 
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
@@ -28,7 +28,12 @@ pub trait NodeStore: Send + Sync {
 
     async fn get_node(&self, name: &NodeName) -> Result<Node>;
 
+    /// Every node, with all the host ports its replicas hold.
     async fn list_nodes(&self) -> Result<Vec<Node>>;
+
+    /// Every node, its reserved ports limited to those among `ports` (none when it is empty):
+    /// what placing one deployment needs, without reading every port of every replica.
+    async fn list_nodes_holding(&self, ports: &[HostPort]) -> Result<Vec<Node>>;
 
     /// Sets a node's status, and its last heartbeat time when given.
     async fn set_node_status(&self, name: &NodeName, status: NodeStatus, heartbeat: Option<SystemTime>)

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use orchestrator_core::error::Kind;
-use orchestrator_core::{ClusterStore, ContainerRuntime, DeploymentName, Error, ImageRef, Node, NodeName, Result};
+use orchestrator_core::{
+    ClusterStore, ContainerRuntime, Deployment, DeploymentName, Error, ImageRef, Node, NodeName, Result,
+};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span, warn};
@@ -221,11 +223,21 @@ impl Scheduler {
         Ok(converged)
     }
 
-    /// The nodes as placement reads them: stored, with the ports engines said others hold.
+    /// The nodes, their reserved host ports left out: for reaching engines, not placing.
     pub(crate) async fn nodes_by_name(&self) -> Result<HashMap<NodeName, Node>> {
+        Ok(self.store.list_nodes_holding(&[]).await?.into_iter().map(|n| (n.name.clone(), n)).collect())
+    }
+
+    /// The nodes as placing `deployment` reads them: with those of its host ports that replicas
+    /// hold, or that engines said something else holds.
+    pub(crate) async fn nodes_for(&self, deployment: &Deployment) -> Result<HashMap<NodeName, Node>> {
+        let claim = deployment.spec.template.claim();
         let mut nodes: HashMap<NodeName, Node> =
-            self.store.list_nodes().await?.into_iter().map(|n| (n.name.clone(), n)).collect();
+            self.store.list_nodes_holding(&claim.ports).await?.into_iter().map(|n| (n.name.clone(), n)).collect();
         self.foreign_ports.apply(&mut nodes);
+        for n in nodes.values_mut() {
+            n.reserved.ports.retain(|p| claim.ports.contains(p));
+        }
         Ok(nodes)
     }
 }

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    Error as DomainError, NewEvent, NewNode, Node, NodeName, NodeStatus, NodeStore, NodeUpdate, Result,
+    Error as DomainError, HostPort, NewEvent, NewNode, Node, NodeName, NodeStatus, NodeStore, NodeUpdate, Result,
 };
 
 use crate::connection::AnyConnection;
@@ -31,12 +31,27 @@ pub(crate) fn load_node(conn: &mut AnyConnection, name: &str) -> Result<Node, Er
     Ok(node)
 }
 
-/// Every node, with the host ports its replicas hold.
-fn load_nodes(conn: &mut AnyConnection) -> Result<Vec<Node>, Error> {
+/// Every node, with the host ports its replicas hold: all of them (`None`), or only those
+/// among `only` (none for an empty list, and no query).
+fn load_nodes(conn: &mut AnyConnection, only: Option<&[HostPort]>) -> Result<Vec<Node>, Error> {
     let rows: Vec<NodeRow> = nodes::table.order(nodes::name).select(NodeRow::as_select()).load(conn)?;
     let mut nodes: Vec<Node> = rows.into_iter().map(Node::try_from).collect::<Result<_, _>>()?;
-    let held: Vec<(String, String, i32)> =
-        node_ports::table.select((node_ports::node, node_ports::protocol, node_ports::port)).load(conn)?;
+    let held: Vec<(String, String, i32)> = match only {
+        None => node_ports::table.select((node_ports::node, node_ports::protocol, node_ports::port)).load(conn)?,
+        Some([]) => Vec::new(),
+        Some(ports) => {
+            let numbers: Vec<i32> = ports.iter().map(|p| i32::from(p.port)).collect();
+            let rows: Vec<(String, String, i32)> = node_ports::table
+                .filter(node_ports::port.eq_any(&numbers))
+                .select((node_ports::node, node_ports::protocol, node_ports::port))
+                .load(conn)?;
+            rows.into_iter()
+                .filter(|(_, protocol, port)| {
+                    ports.iter().any(|p| p.protocol.as_str() == protocol && i32::from(p.port) == *port)
+                })
+                .collect()
+        }
+    };
     add_ports(&mut nodes, held)?;
     Ok(nodes)
 }
@@ -80,7 +95,12 @@ impl NodeStore for DieselStore {
     }
 
     async fn list_nodes(&self) -> Result<Vec<Node>> {
-        Ok(self.read(load_nodes).await?)
+        Ok(self.read(|conn| load_nodes(conn, None)).await?)
+    }
+
+    async fn list_nodes_holding(&self, ports: &[HostPort]) -> Result<Vec<Node>> {
+        let ports = ports.to_vec();
+        Ok(self.read(move |conn| load_nodes(conn, Some(&ports))).await?)
     }
 
     async fn set_node_status(

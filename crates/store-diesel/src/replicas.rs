@@ -10,7 +10,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Bool;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    Claim, DeploymentName, Error as DomainError, Health, NewEvent, NodeName, NodeStatus, Placement, Replica,
+    Claim, DeploymentName, Error as DomainError, Health, HostPort, NewEvent, NodeName, NodeStatus, Placement, Replica,
     ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState, ReplicaStore, Result,
 };
 
@@ -45,10 +45,6 @@ impl<'a> NodeTotal<'a> {
         self.nano_cpus += to_i64(claim.nano_cpus);
         self.claims.push(claim);
     }
-
-    fn has_ports(&self) -> bool {
-        self.claims.iter().any(|c| !c.ports.is_empty())
-    }
 }
 
 /// Gives what `released` replicas held back to their nodes (one UPDATE per node) and frees
@@ -58,11 +54,15 @@ pub(crate) fn release_units<'a>(
     released: impl IntoIterator<Item = &'a Replica>,
 ) -> Result<(), Error> {
     let mut per_node: BTreeMap<&str, NodeTotal<'_>> = BTreeMap::new();
-    let mut with_ports = Vec::new();
+    // Per port, the nodes and replicas that held it: one DELETE by key prefix a port (the
+    // replicas of a deployment hold the same ports on each node).
+    let mut held: BTreeMap<HostPort, (Vec<&str>, Vec<i64>)> = BTreeMap::new();
     for replica in released {
         per_node.entry(replica.node.as_str()).or_default().add(replica.units, &replica.claim);
-        if !replica.claim.ports.is_empty() {
-            with_ports.push(replica_id(replica.id)?);
+        for port in &replica.claim.ports {
+            let (nodes, ids) = held.entry(*port).or_default();
+            nodes.push(replica.node.as_str());
+            ids.push(replica_id(replica.id)?);
         }
     }
     for (node, total) in per_node {
@@ -74,8 +74,17 @@ pub(crate) fn release_units<'a>(
             ))
             .execute(conn)?;
     }
-    for chunk in with_ports.chunks(ID_CHUNK) {
-        diesel::delete(node_ports::table.filter(node_ports::replica.eq_any(chunk))).execute(conn)?;
+    for (port, (nodes, ids)) in held {
+        for (nodes, ids) in nodes.chunks(ID_CHUNK / 2).zip(ids.chunks(ID_CHUNK / 2)) {
+            diesel::delete(
+                node_ports::table
+                    .filter(node_ports::port.eq(i32::from(port.port)))
+                    .filter(node_ports::protocol.eq(port.protocol.as_str()))
+                    .filter(node_ports::node.eq_any(nodes))
+                    .filter(node_ports::replica.eq_any(ids)),
+            )
+            .execute(conn)?;
+        }
     }
     Ok(())
 }
@@ -86,9 +95,8 @@ fn load_replica(conn: &mut AnyConnection, id: i64) -> Result<Replica, Error> {
 }
 
 /// Reserves what `total` needs of `node` in one conditional UPDATE, or explains precisely
-/// why it cannot. Host ports are checked against the node as this transaction sees it and held
-/// by `hold_ports` once the replicas have ids; the table's key refuses a port that two writers
-/// raced for.
+/// why it cannot. Host ports are checked for the whole batch by `check_ports` and held by
+/// `hold_ports` once the replicas have ids.
 fn reserve(conn: &mut AnyConnection, node: &str, total: &NodeTotal<'_>) -> Result<(), Error> {
     let memory_fits = nodes::engine_memory_bytes
         .ge((nodes::memory_reserved + total.memory_bytes).nullable())
@@ -110,16 +118,45 @@ fn reserve(conn: &mut AnyConnection, node: &str, total: &NodeTotal<'_>) -> Resul
         nodes::nano_cpus_reserved.eq(nodes::nano_cpus_reserved + total.nano_cpus),
     ))
     .execute(conn)?;
-    if reserved == 1 && !total.has_ports() {
+    if reserved == 1 {
         return Ok(());
     }
-    let current = load_node(conn, node)?;
-    if reserved == 1 {
-        return current.port_conflict(total.claims.iter().copied()).map_or(Ok(()), |taken| Err(taken.into()));
-    }
+    let mut current = load_node(conn, node)?;
+    current.reserved.ports.clear(); // checked by `check_ports`
     let units = u64::try_from(total.units).unwrap_or_default();
     let why = current.shortfall(units, total.claims.iter().copied());
     Err(why.unwrap_or_else(|| DomainError::Conflict(format!("node {node:?} changed while placing; try again"))).into())
+}
+
+/// Refuses a batch asking for a host port that a replica holds on that node, or twice for one:
+/// one query for the whole batch. (If two writers race past it, `node_ports`' key decides.)
+fn check_ports(conn: &mut AnyConnection, per_node: &BTreeMap<&str, NodeTotal<'_>>) -> Result<(), Error> {
+    let mut asked: BTreeSet<(&str, HostPort)> = BTreeSet::new();
+    for (node, total) in per_node {
+        for port in total.claims.iter().flat_map(|c| &c.ports) {
+            if !asked.insert((node, *port)) {
+                return Err(DomainError::Conflict(format!("node {node:?} has {port} taken")).into());
+            }
+        }
+    }
+    if asked.is_empty() {
+        return Ok(());
+    }
+    let nodes: BTreeSet<&str> = asked.iter().map(|(n, _)| *n).collect();
+    let numbers: BTreeSet<i32> = asked.iter().map(|(_, p)| i32::from(p.port)).collect();
+    let held: Vec<(String, String, i32)> = node_ports::table
+        .filter(node_ports::node.eq_any(&nodes))
+        .filter(node_ports::port.eq_any(&numbers))
+        .select((node_ports::node, node_ports::protocol, node_ports::port))
+        .load(conn)?;
+    for (node, protocol, port) in held {
+        let taken =
+            asked.iter().find(|(n, p)| *n == node && p.protocol.as_str() == protocol && i32::from(p.port) == port);
+        if let Some((_, port)) = taken {
+            return Err(DomainError::Conflict(format!("node {node:?} has {port} taken")).into());
+        }
+    }
+    Ok(())
 }
 
 /// Holds the host ports of `placed` replicas on their nodes.
@@ -164,6 +201,7 @@ impl ReplicaStore for DieselStore {
                 if let Some(missing) = wanted_deployments.iter().find(|d| !found.iter().any(|f| f == *d)) {
                     return Err(DomainError::not_found(Kind::Deployment, *missing).into());
                 }
+                check_ports(conn, &per_node)?;
                 for (node, total) in &per_node {
                     reserve(conn, node, total)?;
                 }

@@ -74,17 +74,16 @@ diesel::table! {
 }
 
 diesel::table! {
-    node_ports (node, protocol, port) {
-        node -> Text,
-        protocol -> Text,
+    node_ports (port, protocol, node) {
         port -> Integer,
+        protocol -> Text,
+        node -> Text,
         replica -> BigInt,
     }
 }
 
 diesel::joinable!(replicas -> deployments (deployment));
 diesel::joinable!(replicas -> nodes (node));
-diesel::joinable!(node_ports -> replicas (replica));
 diesel::allow_tables_to_appear_in_same_query!(
     cluster,
     nodes,

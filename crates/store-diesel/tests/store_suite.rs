@@ -843,6 +843,10 @@ async fn claims_of_memory_cpus_and_ports_are_reserved_and_given_back(db: TestDb)
     assert_eq!((n1.reserved.memory_bytes, n1.reserved.nano_cpus), (100 * MIB, 500_000_000));
     assert!(n1.reserved.ports.contains(&port));
     assert!(t.store.list_nodes().await.unwrap()[0].reserved.ports.contains(&port), "listed with its ports");
+    let udp_port = HostPort { protocol: Protocol::Udp, port: 18081 };
+    assert!(t.store.list_nodes_holding(&[port]).await.unwrap()[0].reserved.ports.contains(&port));
+    assert!(t.store.list_nodes_holding(&[udp_port]).await.unwrap()[0].reserved.ports.is_empty(), "only those asked");
+    assert!(t.store.list_nodes_holding(&[]).await.unwrap()[0].reserved.ports.is_empty());
 
     // The port is the node's, whatever the deployment; the refusal writes nothing.
     let other = Claim { ports: vec![port], ..Claim::default() };

@@ -57,7 +57,7 @@ impl Scheduler {
         };
         let mut nodes: Cow<'_, HashMap<NodeName, Node>> = match seen {
             Some(nodes) => Cow::Borrowed(nodes),
-            None => Cow::Owned(self.nodes_by_name().await?),
+            None => Cow::Owned(self.nodes_for(&deployment).await?),
         };
         let replicas = self.store.list_replicas(ReplicaFilter::deployment(name).active()).await?;
         let serving = Serving::of(replicas, &nodes);
@@ -75,7 +75,7 @@ impl Scheduler {
             // one before left: converges deciding at once on the same numbers would all pick
             // the same emptiest node. Only the decision and its record wait, not the starts.
             let _placing = self.placing.lock().await;
-            nodes = Cow::Owned(self.nodes_by_name().await?);
+            nodes = Cow::Owned(self.nodes_for(&deployment).await?);
             plan = planner::plan(self.config.strategy, &deployment, &serving, &nodes);
             placed = self.record_placements(&deployment, std::mem::take(&mut plan.place)).await?;
         }
@@ -154,7 +154,7 @@ impl Scheduler {
         // Each move narrows the gap, so this ends; the bound is a guard against a store that
         // keeps changing under us.
         for _ in 0..=deployment.spec.replicas {
-            let nodes = self.nodes_by_name().await?;
+            let nodes = self.nodes_for(&deployment).await?;
             let replicas = self.store.list_replicas(ReplicaFilter::deployment(name).active()).await?;
             let Some(Move { replica: victim, to }) = planner::spread_move(&deployment, &replicas, &nodes) else {
                 break;
@@ -184,7 +184,7 @@ impl Scheduler {
         let _turn = self.deployment_locks.lock(name).await;
         let deployment = self.store.get_deployment(name).await?;
         let _placing = self.placing.lock().await;
-        let nodes = self.nodes_by_name().await?;
+        let nodes = self.nodes_for(&deployment).await?;
         let replicas = self.store.list_replicas(ReplicaFilter::deployment(name).active()).await?;
         let plan = planner::plan(self.config.strategy, &deployment, &Serving::of(replicas, &nodes), &nodes);
         Ok((self.record_placements(&deployment, plan.place).await?, plan.unplaced))

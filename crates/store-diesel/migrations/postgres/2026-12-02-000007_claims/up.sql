@@ -13,12 +13,13 @@ ALTER TABLE replicas ADD COLUMN nano_cpus BIGINT NOT NULL DEFAULT 0 CHECK (nano_
 ALTER TABLE replicas ADD COLUMN ports TEXT NOT NULL DEFAULT '';
 
 -- One row per host port an active replica holds: the primary key is the rule that two
--- replicas never hold one port of one node. Deleted when the replica is released or lost.
+-- replicas never hold one port of one node, and, port first, how placing a deployment finds
+-- the nodes holding its ports. Deleted (by key) when the replica is released or lost; no
+-- foreign key to the replica, whose check would cost every placement a lookup more.
 CREATE TABLE node_ports (
-    node TEXT NOT NULL REFERENCES nodes (name),
-    protocol TEXT NOT NULL CHECK (protocol IN ('tcp', 'udp')),
     port INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
-    replica BIGINT NOT NULL REFERENCES replicas (id) ON DELETE CASCADE,
-    PRIMARY KEY (node, protocol, port)
+    protocol TEXT NOT NULL CHECK (protocol IN ('tcp', 'udp')),
+    node TEXT NOT NULL REFERENCES nodes (name),
+    replica BIGINT NOT NULL,
+    PRIMARY KEY (port, protocol, node)
 );
-CREATE INDEX node_ports_by_replica ON node_ports (replica);
