@@ -166,6 +166,7 @@ impl Limits {
     pub fn check_spec(&self, spec: &DeploymentSpec) -> Result<()> {
         self.check_replicas(i64::from(spec.replicas))?;
         self.check_units(i64::from(spec.units))?;
+        spec.policy.check()?;
         self.check_template(&spec.template)
     }
 
@@ -240,6 +241,18 @@ impl ContainerTemplate {
             }
     }
 
+    /// Since when `replica` has been ready by this template's rule (see `is_ready`).
+    pub fn ready_since(&self, replica: &crate::replica::Replica) -> Option<SystemTime> {
+        use crate::workload::Health;
+        if !self.is_ready(replica.state, replica.health) {
+            return None;
+        }
+        match replica.health {
+            Some(Health::Healthy) => replica.health_since.or(replica.started_at),
+            _ => replica.started_at,
+        }
+    }
+
     /// Host ports this template holds on a node it runs on, as (port, protocol).
     pub fn published_ports(&self) -> impl Iterator<Item = (u16, crate::workload::Protocol)> + '_ {
         self.ports.iter().filter_map(|p| Some((p.published?, p.protocol)))
@@ -278,12 +291,14 @@ pub struct DeploymentSpec {
     pub replicas: u32,
     /// Capacity units each replica reserves on its node.
     pub units: u32,
+    /// How template changes roll out and roll back.
+    pub policy: crate::rollout::DeployPolicy,
 }
 
 impl DeploymentSpec {
     /// `replicas` of `template`, one unit each.
     pub fn new(template: ContainerTemplate, replicas: u32) -> Self {
-        Self { template, replicas, units: 1 }
+        Self { template, replicas, units: 1, policy: crate::rollout::DeployPolicy::default() }
     }
 
     pub fn with_units(mut self, units: u32) -> Self {
@@ -314,6 +329,8 @@ pub struct Deployment {
     pub unplaced: Option<Unplaced>,
     /// Its replicas keep failing: replacements wait (`None`: no recent failure).
     pub crash_loop: Option<crate::crash_loop::CrashLoop>,
+    /// The rollout under way (in progress or paused), if any.
+    pub rollout: Option<crate::rollout::RolloutId>,
 }
 
 /// Replicas waiting for a node, and the reason anyone can read (`no online node has tcp/18081
@@ -338,11 +355,14 @@ pub struct Change {
     /// The id of the token that asked (never the token itself).
     pub by: Option<String>,
     pub cause: Option<String>,
+    /// A rollback: the earlier revision whose template the change brings back. The rollout
+    /// it starts uses the rollback policy, and the rollout it interrupts ends `rolled_back`.
+    pub restores: Option<u64>,
 }
 
 impl Change {
     pub fn by(token_id: impl Into<String>) -> Self {
-        Self { by: Some(token_id.into()), cause: None }
+        Self { by: Some(token_id.into()), ..Self::default() }
     }
 }
 
@@ -355,6 +375,8 @@ pub struct Revision {
     pub created_at: SystemTime,
     pub by: Option<String>,
     pub cause: Option<String>,
+    /// The earlier revision this one brought back (a rollback).
+    pub restores: Option<u64>,
 }
 
 /// Revisions a store keeps per deployment unless told otherwise (the newest; the current one

@@ -13,6 +13,8 @@ pub enum Kind {
     Replica,
     Container,
     Token,
+    Rollout,
+    Revision,
 }
 
 impl std::fmt::Display for Kind {
@@ -20,6 +22,8 @@ impl std::fmt::Display for Kind {
         f.write_str(match self {
             Kind::Node => "node",
             Kind::Deployment => "deployment",
+            Kind::Rollout => "rollout",
+            Kind::Revision => "revision",
             Kind::Replica => "replica",
             Kind::Container => "container",
             Kind::Token => "token",

@@ -33,10 +33,17 @@ pub enum EventKind {
     ReplicaLost,
     ReplicaRemoved,
     LeaderElected,
+    RolloutStarted,
+    RolloutProgressed,
+    RolloutPaused,
+    RolloutResumed,
+    RolloutSucceeded,
+    RolloutFailed,
+    RolloutRolledBack,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 26] = [
         EventKind::NodeAdded,
         EventKind::NodeOnline,
         EventKind::NodeOffline,
@@ -56,6 +63,13 @@ impl EventKind {
         EventKind::ReplicaLost,
         EventKind::ReplicaRemoved,
         EventKind::LeaderElected,
+        EventKind::RolloutStarted,
+        EventKind::RolloutProgressed,
+        EventKind::RolloutPaused,
+        EventKind::RolloutResumed,
+        EventKind::RolloutSucceeded,
+        EventKind::RolloutFailed,
+        EventKind::RolloutRolledBack,
     ];
 
     /// The stable name on the wire and in the store: `node.offline`, `replica.placed`, ...
@@ -80,6 +94,13 @@ impl EventKind {
             EventKind::ReplicaLost => "replica.lost",
             EventKind::ReplicaRemoved => "replica.removed",
             EventKind::LeaderElected => "leader.elected",
+            EventKind::RolloutStarted => "rollout.started",
+            EventKind::RolloutProgressed => "rollout.progressed",
+            EventKind::RolloutPaused => "rollout.paused",
+            EventKind::RolloutResumed => "rollout.resumed",
+            EventKind::RolloutSucceeded => "rollout.succeeded",
+            EventKind::RolloutFailed => "rollout.failed",
+            EventKind::RolloutRolledBack => "rollout.rolled_back",
         }
     }
 }
@@ -188,6 +209,38 @@ impl NewEvent {
     pub fn deployment_updated(d: &Deployment) -> Self {
         let message = format!("{}: revision {} ({})", d.name, d.revision, d.spec.template.image);
         NewEvent::new(EventKind::DeploymentUpdated, message).deployment(d.name.as_str())
+    }
+
+    pub fn rollout_started(r: &crate::rollout::Rollout) -> Self {
+        let restoring = r.restores.map(|n| format!(", restoring revision {n}")).unwrap_or_default();
+        let message = format!(
+            "{}: rollout {} from revision {} to {}{restoring}",
+            r.deployment, r.id, r.from_revision, r.to_revision
+        );
+        NewEvent::new(EventKind::RolloutStarted, message).deployment(r.deployment.as_str())
+    }
+
+    pub fn rollout_progressed(r: &crate::rollout::Rollout) -> Self {
+        let message = format!(
+            "{}: rollout {}: {} updated, {} healthy, {} failed",
+            r.deployment, r.id, r.updated, r.healthy, r.failed
+        );
+        NewEvent::new(EventKind::RolloutProgressed, message).deployment(r.deployment.as_str())
+    }
+
+    /// The rollout's move to its current state (paused, resumed, or finished).
+    pub fn rollout_state(r: &crate::rollout::Rollout) -> Self {
+        use crate::rollout::RolloutState;
+        let kind = match r.state {
+            RolloutState::InProgress => EventKind::RolloutResumed,
+            RolloutState::Paused => EventKind::RolloutPaused,
+            RolloutState::Succeeded => EventKind::RolloutSucceeded,
+            RolloutState::Failed => EventKind::RolloutFailed,
+            RolloutState::RolledBack => EventKind::RolloutRolledBack,
+        };
+        let why = r.reason.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
+        let message = format!("{}: rollout {} to revision {} {}{why}", r.deployment, r.id, r.to_revision, r.state);
+        NewEvent::new(kind, message).deployment(r.deployment.as_str())
     }
 
     pub fn deployment_scaled(name: &str, from: u32, to: u32) -> Self {

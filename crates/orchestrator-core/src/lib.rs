@@ -21,6 +21,7 @@ pub mod memory;
 pub mod name;
 pub mod node;
 pub mod replica;
+pub mod rollout;
 pub mod runtime;
 pub mod store;
 pub mod workload;
@@ -39,6 +40,9 @@ pub use lease::{Lease, LeaseStore};
 pub use name::{DeploymentName, NodeName};
 pub use node::{EngineFacts, NewNode, Node, NodeStatus, NodeUpdate};
 pub use replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
+pub use rollout::{
+    DeployPolicy, FailureAction, Rollout, RolloutId, RolloutProgress, RolloutState, UpdateOrder, UpdatePolicy,
+};
 pub use runtime::{BoundPort, ContainerRuntime, ContainerState, ContainerSummary, EngineInfo, ReplicaContainer};
 pub use store::{ClusterStore, DeploymentStore, NodeStore, ReplicaStore, StoreRevision};
 pub use workload::{

@@ -19,6 +19,7 @@ use crate::event::{EVENT_RETENTION, Event, EventStore, NewEvent};
 use crate::name::{DeploymentName, NodeName};
 use crate::node::{NewNode, Node, NodeStatus, NodeUpdate};
 use crate::replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
+use crate::rollout::{Rollout, RolloutId, RolloutProgress, RolloutState};
 use crate::store::{DeploymentStore, NodeStore, ReplicaStore, StoreRevision};
 use crate::workload::{Claim, Health, HostPort};
 
@@ -30,6 +31,8 @@ struct State {
     revisions: BTreeMap<DeploymentName, Vec<Revision>>,
     replicas: BTreeMap<ReplicaId, Replica>,
     next_replica: u64,
+    rollouts: BTreeMap<RolloutId, Rollout>,
+    next_rollout: u64,
     tokens: Vec<ApiToken>,
     audit: Vec<AuditEntry>,
     revision: u64,
@@ -232,6 +235,45 @@ fn revision_of(d: &Deployment, change: Change) -> Revision {
         created_at: d.updated_at,
         by: change.by,
         cause: change.cause,
+        restores: change.restores,
+    }
+}
+
+impl State {
+    /// Ends the deployment's rollout under way (a new template replaces its target) and starts
+    /// one to the deployment's current revision: the store's side of `update_deployment`.
+    fn start_rollout(&mut self, before: &Deployment, after: &mut Deployment, change: &Change, now: SystemTime) {
+        if let Some(id) = before.rollout
+            && let Some(r) = self.rollouts.get_mut(&id)
+            && r.state.is_active()
+        {
+            let (state, reason) = crate::rollout::ended_by(change, after.revision);
+            r.state = state;
+            r.reason = Some(reason);
+            r.finished_at = Some(now);
+            let ended = NewEvent::rollout_state(r);
+            self.record([ended]);
+        }
+        self.next_rollout += 1;
+        let policy = after.spec.policy;
+        let rollout = Rollout {
+            id: self.next_rollout,
+            deployment: after.name.clone(),
+            from_revision: before.revision,
+            to_revision: after.revision,
+            restores: change.restores,
+            state: RolloutState::InProgress,
+            reason: None,
+            updated: 0,
+            healthy: 0,
+            failed: 0,
+            started_at: now,
+            finished_at: None,
+            policy: if change.restores.is_some() { policy.rollback } else { policy.update },
+        };
+        after.rollout = Some(rollout.id);
+        self.record([NewEvent::rollout_started(&rollout)]);
+        self.rollouts.insert(rollout.id, rollout);
     }
 }
 
@@ -257,6 +299,7 @@ impl DeploymentStore for MemoryStore {
             updated_at: now,
             unplaced: None,
             crash_loop: None,
+            rollout: None,
         };
         s.deployments.insert(name.clone(), deployment.clone());
         s.revisions.insert(name.clone(), vec![revision_of(&deployment, change)]);
@@ -305,17 +348,21 @@ impl DeploymentStore for MemoryStore {
         if d.version != expected_version {
             return Err(Error::stale_version(name.as_str(), d.version, expected_version));
         }
+        let before = d.clone();
         let was = d.spec.replicas;
         let new_template = d.spec.template != spec.template;
+        let now = SystemTime::now();
         d.spec = spec;
         d.version += 1;
-        d.updated_at = SystemTime::now();
+        d.updated_at = now;
         if new_template {
             d.revision += 1;
         }
-        let d = d.clone();
+        let mut d = d.clone();
         let mut events = Vec::new();
         if new_template {
+            s.start_rollout(&before, &mut d, &change, now);
+            s.deployments.insert(name.clone(), d.clone());
             let revisions = s.revisions.entry(name.clone()).or_default();
             revisions.push(revision_of(&d, change));
             let excess = revisions.len().saturating_sub(kept);
@@ -337,12 +384,97 @@ impl DeploymentStore for MemoryStore {
         Ok(s.revisions.get(name).cloned().unwrap_or_default())
     }
 
+    async fn list_rollouts(&self, name: &DeploymentName) -> Result<Vec<Rollout>> {
+        let s = self.lock();
+        if !s.deployments.contains_key(name) {
+            return Err(Error::not_found(Kind::Deployment, name.as_str()));
+        }
+        Ok(s.rollouts.values().rev().filter(|r| r.deployment == *name).cloned().collect())
+    }
+
+    async fn get_rollout(&self, name: &DeploymentName, id: RolloutId) -> Result<Rollout> {
+        let s = self.lock();
+        if !s.deployments.contains_key(name) {
+            return Err(Error::not_found(Kind::Deployment, name.as_str()));
+        }
+        s.rollouts
+            .get(&id)
+            .filter(|r| r.deployment == *name)
+            .cloned()
+            .ok_or_else(|| Error::not_found(Kind::Rollout, id.to_string()))
+    }
+
+    async fn record_rollout_progress(
+        &self,
+        id: RolloutId,
+        progress: RolloutProgress,
+        waiting_on: Option<String>,
+    ) -> Result<Rollout> {
+        let mut s = self.write();
+        let r = s.rollouts.get_mut(&id).ok_or_else(|| Error::not_found(Kind::Rollout, id.to_string()))?;
+        if !r.state.is_active() {
+            return Err(Error::Conflict(format!("rollout {id} is {}", r.state)));
+        }
+        let moved = (r.updated, r.healthy) != (progress.updated, progress.healthy);
+        r.updated = progress.updated;
+        r.healthy = progress.healthy;
+        if r.state == RolloutState::InProgress {
+            r.reason = waiting_on;
+        }
+        let r = r.clone();
+        if moved {
+            s.record([NewEvent::rollout_progressed(&r)]);
+        }
+        Ok(r)
+    }
+
+    async fn count_rollout_failure(&self, name: &DeploymentName, revision: u64, why: &str) -> Result<()> {
+        let mut s = self.write();
+        let Some(id) = s.deployments.get(name).and_then(|d| d.rollout) else { return Ok(()) };
+        if let Some(r) = s.rollouts.get_mut(&id).filter(|r| r.to_revision == revision && r.state.is_active()) {
+            r.failed += 1;
+            r.reason = Some(why.to_string());
+            let r = r.clone();
+            s.record([NewEvent::rollout_progressed(&r)]);
+        }
+        Ok(())
+    }
+
+    async fn set_rollout_state(
+        &self,
+        id: RolloutId,
+        from: &[RolloutState],
+        to: RolloutState,
+        reason: Option<String>,
+    ) -> Result<Rollout> {
+        let mut s = self.write();
+        let r = s.rollouts.get_mut(&id).ok_or_else(|| Error::not_found(Kind::Rollout, id.to_string()))?;
+        if !from.contains(&r.state) {
+            return Err(Error::Conflict(format!("rollout {id} is {}", r.state)));
+        }
+        r.state = to;
+        r.reason = reason;
+        if !to.is_active() {
+            r.finished_at = Some(SystemTime::now());
+        }
+        let r = r.clone();
+        if !to.is_active()
+            && let Some(d) = s.deployments.get_mut(&r.deployment)
+            && d.rollout == Some(id)
+        {
+            d.rollout = None;
+        }
+        s.record([NewEvent::rollout_state(&r)]);
+        Ok(r)
+    }
+
     async fn delete_deployment(&self, name: &DeploymentName) -> Result<Vec<Replica>> {
         let mut s = self.write();
         if s.deployments.remove(name).is_none() {
             return Err(Error::not_found(Kind::Deployment, name.as_str()));
         }
         s.revisions.remove(name);
+        s.rollouts.retain(|_, r| r.deployment != *name);
         let (removed, kept): (Vec<_>, Vec<_>) =
             std::mem::take(&mut s.replicas).into_iter().partition(|(_, r)| r.deployment == *name);
         s.replicas = kept.into_iter().collect();
@@ -420,6 +552,8 @@ impl ReplicaStore for MemoryStore {
                 created_at: now,
                 health: None,
                 claim: p.claim.clone(),
+                started_at: None,
+                health_since: None,
             };
             s.replicas.insert(replica.id, replica.clone());
             placed.push(replica);
@@ -437,6 +571,7 @@ impl ReplicaStore for MemoryStore {
         let was = r.state;
         r.state = ReplicaState::Running;
         r.container_id = Some(container_id.to_string());
+        r.started_at = Some(SystemTime::now());
         let r = r.clone();
         s.record(NewEvent::replica_state(&r, was));
         Ok(r)
@@ -446,12 +581,14 @@ impl ReplicaStore for MemoryStore {
         let mut s = self.write();
         let mut refused = Vec::new();
         let mut events = Vec::new();
+        let now = SystemTime::now();
         for (id, container_id) in started {
             match s.replicas.get_mut(id) {
                 Some(r) if r.state != ReplicaState::Lost => {
                     let was = r.state;
                     r.state = ReplicaState::Running;
                     r.container_id = Some(container_id.clone());
+                    r.started_at = Some(now);
                     events.extend(NewEvent::replica_state(r, was));
                 }
                 _ => refused.push(*id),
@@ -493,11 +630,13 @@ impl ReplicaStore for MemoryStore {
     async fn set_replica_health(&self, changes: &[(ReplicaId, Option<Health>)]) -> Result<()> {
         let mut s = self.write();
         let mut news = Vec::new();
+        let now = SystemTime::now();
         for (id, health) in changes {
             if let Some(r) = s.replicas.get_mut(id)
                 && r.health != *health
             {
                 r.health = *health;
+                r.health_since = Some(now);
                 news.extend(health.filter(|h| *h != Health::Starting).map(|h| NewEvent::replica_health(r, h)));
             }
         }

@@ -80,6 +80,10 @@ pub struct Replica {
     pub health: Option<Health>,
     /// What it holds of its node besides units, as its revision's template asked when placed.
     pub claim: Claim,
+    /// When it was last recorded running (its container started).
+    pub started_at: Option<SystemTime>,
+    /// When `health` last changed.
+    pub health_since: Option<SystemTime>,
 }
 
 /// A decision to put one replica of a deployment on a node; the store turns it into a `Pending`

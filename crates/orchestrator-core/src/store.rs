@@ -18,6 +18,7 @@ use crate::event::EventStore;
 use crate::name::{DeploymentName, NodeName};
 use crate::node::{NewNode, Node, NodeStatus, NodeUpdate};
 use crate::replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
+use crate::rollout::{Rollout, RolloutId, RolloutProgress, RolloutState};
 use crate::workload::{Health, HostPort};
 
 #[cfg_attr(feature = "mock", mockall::automock)]
@@ -74,8 +75,10 @@ pub trait DeploymentStore: Send + Sync {
 
     /// Replaces the spec if the stored version is still `expected_version` (otherwise
     /// `Conflict`): a new template makes the next revision (kept with `change`, the oldest
-    /// beyond the store's limit forgotten); replicas and units alone do not. Replicas already
-    /// placed keep their revision and units. Returns the deployment at its new version.
+    /// beyond the store's limit forgotten) and starts a rollout to it, in the same
+    /// transaction; replicas, units and policy alone do not. A rollout still under way ends:
+    /// `rolled_back` when `change.restores` is set, otherwise `failed`, superseded. Replicas
+    /// already placed keep their revision and units. Returns the deployment at its new version.
     async fn update_deployment(
         &self,
         name: &DeploymentName,
@@ -86,6 +89,37 @@ pub trait DeploymentStore: Send + Sync {
 
     /// The revisions kept for the deployment, oldest first (the current one last).
     async fn list_revisions(&self, name: &DeploymentName) -> Result<Vec<Revision>>;
+
+    /// The deployment's rollouts, newest first.
+    async fn list_rollouts(&self, name: &DeploymentName) -> Result<Vec<Rollout>>;
+
+    /// One rollout of the deployment (`NotFound` if it has no such rollout).
+    async fn get_rollout(&self, name: &DeploymentName, id: RolloutId) -> Result<Rollout>;
+
+    /// Records what a step of the rollout saw (a `rollout.progressed` event when the counts
+    /// change) and what it waits on. `Conflict` if the rollout is no longer active.
+    async fn record_rollout_progress(
+        &self,
+        id: RolloutId,
+        progress: RolloutProgress,
+        waiting_on: Option<String>,
+    ) -> Result<Rollout>;
+
+    /// Counts a failed replica of `revision` against the deployment's active rollout when that
+    /// is the revision it rolls out to (otherwise nothing): the replica itself is replaced and
+    /// forgotten, the failure is not.
+    async fn count_rollout_failure(&self, name: &DeploymentName, revision: u64, why: &str) -> Result<()>;
+
+    /// Moves the rollout to `to` if it is in one of `from` (otherwise `Conflict`), with
+    /// `reason` and its event; a finished state records when and clears the deployment's
+    /// rollout under way.
+    async fn set_rollout_state(
+        &self,
+        id: RolloutId,
+        from: &[RolloutState],
+        to: RolloutState,
+        reason: Option<String>,
+    ) -> Result<Rollout>;
 
     /// Deletes the deployment and its replica records, releasing their capacity. Returns the
     /// records it deleted so the caller can remove their containers.
@@ -109,7 +143,7 @@ pub trait ReplicaStore: Send + Sync {
     /// error names that node (`InsufficientCapacity`, `Conflict` or `NotFound`).
     async fn place_replicas(&self, placements: &[Placement]) -> Result<Vec<Replica>>;
 
-    /// Marks a replica `Running` with the container that backs it.
+    /// Marks a replica `Running` with the container that backs it (its start time now).
     async fn mark_running(&self, id: ReplicaId, container_id: &str) -> Result<Replica>;
 
     /// `mark_running` for many replicas in one transaction: the scheduler commits the starts
@@ -125,8 +159,8 @@ pub trait ReplicaStore: Send + Sync {
     /// Deletes a replica record, releasing its capacity if it still held it.
     async fn release_replica(&self, id: ReplicaId) -> Result<()>;
 
-    /// Records the health verdicts the engines reported, in one transaction; replicas no
-    /// longer stored are skipped.
+    /// Records the health verdicts the engines reported (and since when: now), in one
+    /// transaction; replicas no longer stored are skipped.
     async fn set_replica_health(&self, changes: &[(ReplicaId, Option<Health>)]) -> Result<()>;
 
     async fn list_replicas(&self, filter: ReplicaFilter) -> Result<Vec<Replica>>;

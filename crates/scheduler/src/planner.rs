@@ -283,6 +283,7 @@ mod tests {
             updated_at: SystemTime::UNIX_EPOCH,
             unplaced: None,
             crash_loop: None,
+            rollout: None,
         }
     }
 
@@ -313,6 +314,8 @@ mod tests {
             created_at: SystemTime::UNIX_EPOCH,
             health: None,
             claim: Default::default(),
+            started_at: None,
+            health_since: None,
         }
     }
 

@@ -7,13 +7,14 @@ use diesel::prelude::*;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
     Change, CrashLoop, Deployment, DeploymentName, DeploymentSpec, DeploymentStore, Error as DomainError, NewEvent,
-    Replica, Result, Revision, Unplaced,
+    Replica, Result, Revision, Rollout, RolloutId, RolloutProgress, RolloutState, Unplaced,
 };
 
 use crate::connection::AnyConnection;
 use crate::error::Error;
 use crate::events;
 use crate::replicas::release_units;
+use crate::rollouts;
 use crate::rows::{DeploymentRow, ReplicaRow, RevisionRow, to_millis};
 use crate::schema::{deployment_revisions, deployments, replicas};
 use crate::store::DieselStore;
@@ -142,6 +143,7 @@ impl DeploymentStore for DieselStore {
                     deployments::replicas.eq(row.replicas),
                     deployments::units.eq(row.units),
                     deployments::template.eq(&row.template),
+                    deployments::policy.eq(&row.policy),
                     deployments::revision.eq(row.revision),
                     deployments::version.eq(row.version),
                     deployments::updated_at_ms.eq(row.updated_at_ms),
@@ -150,9 +152,11 @@ impl DeploymentStore for DieselStore {
                 if changed == 0 {
                     return Err(DomainError::stale_version(name.as_str(), before.version, expected_version).into());
                 }
-                let after = load_deployment(conn, name.as_str())?;
+                let mut after = load_deployment(conn, name.as_str())?;
                 let mut news = Vec::new();
                 if new_template {
+                    let rollout_news = rollouts::start(conn, &before, &after, &change)?;
+                    after = load_deployment(conn, name.as_str())?;
                     diesel::insert_into(deployment_revisions::table)
                         .values(RevisionRow::of(&after, change))
                         .execute(conn)?;
@@ -164,6 +168,7 @@ impl DeploymentStore for DieselStore {
                     )
                     .execute(conn)?;
                     news.push(NewEvent::deployment_updated(&after));
+                    news.extend(rollout_news);
                 }
                 if before.spec.replicas != after.spec.replicas {
                     news.push(NewEvent::deployment_scaled(name.as_str(), before.spec.replicas, after.spec.replicas));
@@ -235,6 +240,60 @@ impl DeploymentStore for DieselStore {
             .await?)
     }
 
+    async fn list_rollouts(&self, name: &DeploymentName) -> Result<Vec<Rollout>> {
+        let name = name.to_string();
+        Ok(self
+            .read(move |conn| {
+                load_deployment(conn, &name)?;
+                rollouts::list(conn, &name)
+            })
+            .await?)
+    }
+
+    async fn get_rollout(&self, name: &DeploymentName, id: RolloutId) -> Result<Rollout> {
+        let name = name.to_string();
+        Ok(self
+            .read(move |conn| {
+                load_deployment(conn, &name)?;
+                let rollout = rollouts::load(conn, id)?;
+                if rollout.deployment.as_str() != name {
+                    return Err(DomainError::not_found(Kind::Rollout, id.to_string()).into());
+                }
+                Ok(rollout)
+            })
+            .await?)
+    }
+
+    async fn record_rollout_progress(
+        &self,
+        id: RolloutId,
+        progress: RolloutProgress,
+        waiting_on: Option<String>,
+    ) -> Result<Rollout> {
+        Ok(self.write(move |conn| rollouts::record_progress(conn, id, progress, waiting_on)).await?)
+    }
+
+    async fn count_rollout_failure(&self, name: &DeploymentName, revision: u64, why: &str) -> Result<()> {
+        let (name, why) = (name.to_string(), why.to_string());
+        Ok(self
+            .write(move |conn| {
+                let Some(deployment) = deployment_if_present(conn, &name)? else { return Ok(()) };
+                rollouts::count_failure(conn, &deployment, revision, &why)
+            })
+            .await?)
+    }
+
+    async fn set_rollout_state(
+        &self,
+        id: RolloutId,
+        from: &[RolloutState],
+        to: RolloutState,
+        reason: Option<String>,
+    ) -> Result<Rollout> {
+        let from = from.to_vec();
+        Ok(self.write(move |conn| rollouts::set_state(conn, id, &from, to, reason)).await?)
+    }
+
     async fn delete_deployment(&self, name: &DeploymentName) -> Result<Vec<Replica>> {
         let name = name.to_string();
         Ok(self
@@ -248,6 +307,8 @@ impl DeploymentStore for DieselStore {
                 release_units(conn, removed.iter().filter(|r| r.state.is_active()))?;
                 diesel::delete(replicas::table.filter(replicas::deployment.eq(&name))).execute(conn)?;
                 diesel::delete(deployment_revisions::table.filter(deployment_revisions::deployment.eq(&name)))
+                    .execute(conn)?;
+                diesel::delete(crate::schema::rollouts::table.filter(crate::schema::rollouts::deployment.eq(&name)))
                     .execute(conn)?;
                 diesel::delete(deployments::table.find(&name)).execute(conn)?;
                 events::record(conn, &[NewEvent::deployment_deleted(&name)])?;

@@ -248,7 +248,11 @@ impl ReplicaStore for DieselStore {
                     return Err(DomainError::replica_lost(id).into());
                 }
                 diesel::update(replicas::table.find(id))
-                    .set((replicas::state.eq(ReplicaState::Running.as_str()), replicas::container_id.eq(container_id)))
+                    .set((
+                        replicas::state.eq(ReplicaState::Running.as_str()),
+                        replicas::container_id.eq(container_id),
+                        replicas::started_at_ms.eq(to_millis(SystemTime::now())),
+                    ))
                     .execute(conn)?;
                 let now = load_replica(conn, id)?;
                 events::record(conn, NewEvent::replica_state(&now, current.state).as_slice())?;
@@ -278,6 +282,7 @@ impl ReplicaStore for DieselStore {
                 }
                 let mut refused = Vec::new();
                 let mut news = Vec::with_capacity(started.len());
+                let now = to_millis(SystemTime::now());
                 for (id, container_id) in started {
                     let Some(row) = current.remove(&id).filter(|row| row.state != ReplicaState::Lost.as_str()) else {
                         refused.push(ReplicaId(id.unsigned_abs()));
@@ -287,6 +292,7 @@ impl ReplicaStore for DieselStore {
                         .set((
                             replicas::state.eq(ReplicaState::Running.as_str()),
                             replicas::container_id.eq(&container_id),
+                            replicas::started_at_ms.eq(now),
                         ))
                         .execute(conn)?;
                     let mut replica = Replica::try_from(row)?;
@@ -381,6 +387,7 @@ impl ReplicaStore for DieselStore {
         Ok(self
             .write(move |conn| {
                 let mut news = Vec::new();
+                let now = to_millis(SystemTime::now());
                 for (health, ids) in &by_health {
                     for chunk in ids.chunks(ID_CHUNK) {
                         let text = health.map(Health::as_str);
@@ -396,7 +403,7 @@ impl ReplicaStore for DieselStore {
                             }
                         }
                         diesel::update(replicas::table.filter(replicas::id.eq_any(chunk)))
-                            .set(replicas::health.eq(text))
+                            .set((replicas::health.eq(text), replicas::health_at_ms.eq(now)))
                             .execute(conn)?;
                     }
                 }

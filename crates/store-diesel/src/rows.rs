@@ -7,11 +7,11 @@ use diesel::prelude::*;
 use orchestrator_core::{
     Change, Claim, ContainerTemplate, CrashLoop, Deployment, DeploymentName, DeploymentSpec, EngineAddress,
     EngineFacts, Health, HostPort, Node, NodeName, Protocol, Replica, ReplicaId, ReplicaState, Reserved, Revision,
-    Unplaced,
+    Rollout, RolloutState, Unplaced,
 };
 
 use crate::error::{Error, Result};
-use crate::schema::{deployment_revisions, deployments, node_ports, nodes, replicas};
+use crate::schema::{deployment_revisions, deployments, node_ports, nodes, replicas, rollouts};
 
 pub fn to_millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -121,6 +121,9 @@ pub struct DeploymentRow {
     pub crash_exit_code: Option<i64>,
     pub crash_last_ms: Option<i64>,
     pub crash_retry_at_ms: Option<i64>,
+    /// `policy_json`.
+    pub policy: String,
+    pub rollout_id: Option<i64>,
 }
 
 impl DeploymentRow {
@@ -140,6 +143,8 @@ impl DeploymentRow {
             crash_exit_code: None,
             crash_last_ms: None,
             crash_retry_at_ms: None,
+            policy: crate::policy_json::encode_deploy(&spec.policy),
+            rollout_id: None,
         }
     }
 }
@@ -153,6 +158,7 @@ impl TryFrom<DeploymentRow> for Deployment {
                 template: parse_template(&row.template)?,
                 replicas: to_u32("deployment replicas", row.replicas)?,
                 units: to_u32("deployment units", row.units)?,
+                policy: crate::policy_json::decode_deploy(&row.policy)?,
             },
             version: u64::try_from(row.version).map_err(|e| corrupt("deployment version", e))?,
             revision: u64::try_from(row.revision).map_err(|e| corrupt("deployment revision", e))?,
@@ -174,6 +180,10 @@ impl TryFrom<DeploymentRow> for Deployment {
                 }),
                 _ => return Err(corrupt("deployment crash loop", "restarts without their times")),
             },
+            rollout: row
+                .rollout_id
+                .map(|id| u64::try_from(id).map_err(|e| corrupt("deployment rollout", e)))
+                .transpose()?,
         })
     }
 }
@@ -197,6 +207,7 @@ pub struct RevisionRow {
     pub created_at_ms: i64,
     pub created_by: Option<String>,
     pub cause: Option<String>,
+    pub restores: Option<i64>,
 }
 
 impl RevisionRow {
@@ -208,6 +219,7 @@ impl RevisionRow {
             created_at_ms: to_millis(deployment.updated_at),
             created_by: change.by,
             cause: change.cause,
+            restores: change.restores.map(to_i64),
         }
     }
 }
@@ -222,6 +234,10 @@ impl TryFrom<RevisionRow> for Revision {
             created_at: from_millis(row.created_at_ms),
             by: row.created_by,
             cause: row.cause,
+            restores: row
+                .restores
+                .map(|r| u64::try_from(r).map_err(|e| corrupt("revision restores", e)))
+                .transpose()?,
         })
     }
 }
@@ -246,6 +262,8 @@ pub struct ReplicaRow {
     pub nano_cpus: i64,
     /// `ports_text`.
     pub ports: String,
+    pub started_at_ms: Option<i64>,
+    pub health_at_ms: Option<i64>,
 }
 
 #[derive(Insertable)]
@@ -290,6 +308,8 @@ impl TryFrom<ReplicaRow> for Replica {
                 nano_cpus: u64::try_from(row.nano_cpus).map_err(|e| corrupt("replica cpus", e))?,
                 ports: parse_ports(&row.ports)?,
             },
+            started_at: row.started_at_ms.map(from_millis),
+            health_since: row.health_at_ms.map(from_millis),
         })
     }
 }
@@ -319,4 +339,57 @@ pub fn replica_id(id: ReplicaId) -> Result<i64> {
     i64::try_from(id.0).map_err(|_| {
         orchestrator_core::Error::not_found(orchestrator_core::error::Kind::Replica, id.to_string()).into()
     })
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = rollouts)]
+pub struct RolloutRow {
+    pub id: i64,
+    pub deployment: String,
+    pub from_revision: i64,
+    pub to_revision: i64,
+    pub restores: Option<i64>,
+    pub state: String,
+    pub reason: Option<String>,
+    pub updated: i64,
+    pub healthy: i64,
+    pub failed: i64,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    /// `policy_json::encode_update`.
+    pub policy: String,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = rollouts)]
+pub struct NewRolloutRow {
+    pub deployment: String,
+    pub from_revision: i64,
+    pub to_revision: i64,
+    pub restores: Option<i64>,
+    pub state: &'static str,
+    pub started_at_ms: i64,
+    pub policy: String,
+}
+
+impl TryFrom<RolloutRow> for Rollout {
+    type Error = Error;
+    fn try_from(row: RolloutRow) -> Result<Rollout> {
+        let revision = |what, v: i64| u64::try_from(v).map_err(|e| corrupt(what, e));
+        Ok(Rollout {
+            id: revision("rollout id", row.id)?,
+            deployment: DeploymentName::new(row.deployment).map_err(|e| corrupt("rollout deployment", e))?,
+            from_revision: revision("rollout from", row.from_revision)?,
+            to_revision: revision("rollout to", row.to_revision)?,
+            restores: row.restores.map(|r| revision("rollout restores", r)).transpose()?,
+            state: RolloutState::parse(&row.state).ok_or_else(|| corrupt("rollout state", &row.state))?,
+            reason: row.reason,
+            updated: to_u32("rollout updated", row.updated)?,
+            healthy: to_u32("rollout healthy", row.healthy)?,
+            failed: to_u32("rollout failed", row.failed)?,
+            started_at: from_millis(row.started_at_ms),
+            finished_at: row.finished_at_ms.map(from_millis),
+            policy: crate::policy_json::decode_update(&row.policy)?,
+        })
+    }
 }

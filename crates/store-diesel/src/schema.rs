@@ -42,6 +42,8 @@ diesel::table! {
         crash_exit_code -> Nullable<BigInt>,
         crash_last_ms -> Nullable<BigInt>,
         crash_retry_at_ms -> Nullable<BigInt>,
+        policy -> Text,
+        rollout_id -> Nullable<BigInt>,
     }
 }
 
@@ -53,6 +55,7 @@ diesel::table! {
         created_at_ms -> BigInt,
         created_by -> Nullable<Text>,
         cause -> Nullable<Text>,
+        restores -> Nullable<BigInt>,
     }
 }
 
@@ -70,6 +73,26 @@ diesel::table! {
         memory_bytes -> BigInt,
         nano_cpus -> BigInt,
         ports -> Text,
+        started_at_ms -> Nullable<BigInt>,
+        health_at_ms -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    rollouts (id) {
+        id -> BigInt,
+        deployment -> Text,
+        from_revision -> BigInt,
+        to_revision -> BigInt,
+        restores -> Nullable<BigInt>,
+        state -> Text,
+        reason -> Nullable<Text>,
+        updated -> BigInt,
+        healthy -> BigInt,
+        failed -> BigInt,
+        started_at_ms -> BigInt,
+        finished_at_ms -> Nullable<BigInt>,
+        policy -> Text,
     }
 }
 
@@ -91,6 +114,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     deployment_revisions,
     replicas,
     node_ports,
+    rollouts,
     tokens,
     audit,
     lease,

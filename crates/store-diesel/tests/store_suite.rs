@@ -641,7 +641,7 @@ async fn template_changes_make_revisions_and_the_newest_are_kept(db: TestDb) {
     assert_eq!(placed[0].revision, 1);
 
     // A new template: the next revision, recorded with who asked and why.
-    let change = Change { by: Some("tok-2".into()), cause: Some("new image".into()) };
+    let change = Change { by: Some("tok-2".into()), cause: Some("new image".into()), restores: None };
     let v3 = store.update_deployment(&web, DeploymentSpec::new(template("local/web:2"), 4), 2, change).await.unwrap();
     assert_eq!((v3.version, v3.revision, v3.spec.units), (3, 2, 1));
     let stale = store.update_deployment(&web, DeploymentSpec::new(template("local/web:9"), 1), 2, Change::default());
@@ -925,6 +925,123 @@ macro_rules! on_both_backends {
     };
 }
 
+/// A new template starts a rollout in the same write; a second one supersedes it; a rollback
+/// ends the one under way as rolled back; states move only from where they are; progress and
+/// failures are counted with their events; the policy and replica times are kept.
+async fn rollouts_start_with_their_revision_and_end_once(db: TestDb) {
+    use orchestrator_core::{RolloutProgress, RolloutState, UpdateOrder};
+    let t = TempStore::new(db).await;
+    let store = &t.store;
+    online_node(store, "n1", 8).await;
+    let web = deployment_name("web");
+    let mut spec = DeploymentSpec::new(template("local/web:1"), 2);
+    spec.policy.update.order = UpdateOrder::StopFirst;
+    spec.policy.deregister_delay = Duration::from_millis(250);
+    let created = store.create_deployment(&web, spec.clone(), Change::default()).await.unwrap();
+    assert_eq!((created.rollout, created.spec.policy), (None, spec.policy), "creation is no rollout");
+    assert!(store.list_rollouts(&web).await.unwrap().is_empty());
+
+    // The policy alone: a new version, no revision, no rollout.
+    spec.policy.update.parallelism = 3;
+    let v2 = store.update_deployment(&web, spec.clone(), 1, Change::default()).await.unwrap();
+    assert_eq!((v2.revision, v2.rollout, v2.spec.policy.update.parallelism), (1, None, 3));
+
+    spec.template = template("local/web:2");
+    let v3 = store.update_deployment(&web, spec.clone(), 2, Change::by("tok")).await.unwrap();
+    let first = store.get_rollout(&web, v3.rollout.expect("a rollout under way")).await.unwrap();
+    assert_eq!((first.from_revision, first.to_revision, first.state), (1, 2, RolloutState::InProgress));
+    assert_eq!(first.policy, spec.policy.update, "it runs with the update policy");
+
+    let progress = RolloutProgress { updated: 1, healthy: 0 };
+    let seen = store.record_rollout_progress(first.id, progress, Some("waiting for replica 3".into())).await.unwrap();
+    assert_eq!((seen.updated, seen.reason.as_deref()), (1, Some("waiting for replica 3")));
+    store.count_rollout_failure(&web, 1, "an old replica failed").await.unwrap();
+    store.count_rollout_failure(&web, 2, "replica 3 unhealthy").await.unwrap();
+    let counted = store.get_rollout(&web, first.id).await.unwrap();
+    assert_eq!((counted.failed, counted.reason.as_deref()), (1, Some("replica 3 unhealthy")), "only the target's");
+
+    let paused = store
+        .set_rollout_state(first.id, &[RolloutState::InProgress], RolloutState::Paused, Some("by tok".into()))
+        .await
+        .unwrap();
+    assert_eq!((paused.state, paused.finished_at), (RolloutState::Paused, None));
+    let again = store.set_rollout_state(first.id, &[RolloutState::InProgress], RolloutState::Paused, None).await;
+    assert!(matches!(again.unwrap_err(), Error::Conflict(_)), "paused already");
+
+    // A second template supersedes the paused rollout.
+    spec.template = template("local/web:3");
+    let v4 = store.update_deployment(&web, spec.clone(), 3, Change::default()).await.unwrap();
+    let superseded = store.get_rollout(&web, first.id).await.unwrap();
+    assert_eq!(superseded.state, RolloutState::Failed);
+    assert_eq!(superseded.reason.as_deref(), Some("superseded by revision 3"));
+    assert!(superseded.finished_at.is_some());
+    let second = v4.rollout.unwrap();
+    assert_ne!(second, first.id);
+
+    // A rollback: the rollout under way ends rolled back; the new revision says what it restores.
+    let change = Change { by: None, cause: Some("replica 9 unhealthy; rolling back".into()), restores: Some(1) };
+    spec.template = template("local/web:1");
+    let v5 = store.update_deployment(&web, spec.clone(), 4, change).await.unwrap();
+    let rolled = store.get_rollout(&web, second).await.unwrap();
+    assert_eq!(
+        (rolled.state, rolled.reason.as_deref()),
+        (RolloutState::RolledBack, Some("replica 9 unhealthy; rolling back"))
+    );
+    let back = store.get_rollout(&web, v5.rollout.unwrap()).await.unwrap();
+    assert_eq!((back.from_revision, back.to_revision, back.restores), (3, 4, Some(1)));
+    assert_eq!(back.policy, spec.policy.rollback, "a rollback runs with the rollback policy");
+    let revisions = store.list_revisions(&web).await.unwrap();
+    assert_eq!(revisions.last().map(|r| (r.number, r.restores)), Some((4, Some(1))));
+
+    let done = store
+        .set_rollout_state(back.id, &[RolloutState::InProgress, RolloutState::Paused], RolloutState::Succeeded, None)
+        .await
+        .unwrap();
+    assert!(done.finished_at.is_some());
+    assert_eq!(store.get_deployment(&web).await.unwrap().rollout, None, "nothing under way");
+    let late = store.record_rollout_progress(back.id, RolloutProgress::default(), None).await;
+    assert!(matches!(late.unwrap_err(), Error::Conflict(_)), "a finished rollout takes no more steps");
+    let ids: Vec<u64> = store.list_rollouts(&web).await.unwrap().iter().map(|r| r.id).collect();
+    assert_eq!(ids, [back.id, second, first.id], "newest first");
+    assert!(matches!(store.get_rollout(&deployment_name("nope"), 1).await, Err(Error::NotFound { .. })));
+    assert!(matches!(store.get_rollout(&web, 999).await, Err(Error::NotFound { kind: Kind::Rollout, .. })));
+
+    let kinds: Vec<String> = store.list_events(0, 500).await.unwrap().into_iter().map(|e| e.kind.to_string()).collect();
+    let rollout_kinds: Vec<&str> = kinds.iter().map(String::as_str).filter(|k| k.starts_with("rollout.")).collect();
+    assert_eq!(
+        rollout_kinds,
+        [
+            "rollout.started",
+            "rollout.progressed",
+            "rollout.progressed",
+            "rollout.paused",
+            "rollout.failed",
+            "rollout.started",
+            "rollout.rolled_back",
+            "rollout.started",
+            "rollout.succeeded"
+        ]
+    );
+
+    // Replica times: started when marked running, health since its last change.
+    let placed = store.place_replicas(&[placement("web", "n1", 1)]).await.unwrap();
+    assert_eq!((placed[0].started_at, placed[0].health_since), (None, None));
+    let before = SystemTime::now() - Duration::from_secs(1);
+    let running = store.mark_running(placed[0].id, "c1").await.unwrap();
+    assert!(running.started_at.is_some_and(|t| t >= before));
+    store.set_replica_health(&[(placed[0].id, Some(orchestrator_core::Health::Healthy))]).await.unwrap();
+    let healthy = &store.list_replicas(ReplicaFilter::deployment(&web)).await.unwrap()[0];
+    assert!(healthy.health_since.is_some_and(|t| t >= before));
+
+    // Kept across a reopen, and gone with the deployment.
+    let reopened = t.reopen().await;
+    assert_eq!(reopened.get_deployment(&web).await.unwrap().spec.policy, spec.policy);
+    assert_eq!(reopened.list_rollouts(&web).await.unwrap().len(), 3);
+    reopened.delete_deployment(&web).await.unwrap();
+    reopened.create_deployment(&web, DeploymentSpec::new(template("local/web:1"), 1), Change::default()).await.unwrap();
+    assert!(reopened.list_rollouts(&web).await.unwrap().is_empty());
+}
+
 on_both_backends!(
     nodes_crud,
     duplicates_and_missing_objects_are_typed_errors,
@@ -947,4 +1064,5 @@ on_both_backends!(
     health_verdicts_are_kept_and_counted,
     claims_of_memory_cpus_and_ports_are_reserved_and_given_back,
     a_crash_loop_is_kept_told_and_cleared,
+    rollouts_start_with_their_revision_and_end_once,
 );

@@ -22,7 +22,7 @@ pub async fn create(
     let body: CreateDeployment = read_json(&req, payload, state.body_limit).await?;
     let (name, spec) = body.into_spec(&state.limits)?;
     fits_some_engine(&spec.template.resources, &state.store.list_nodes().await?)?;
-    let change = Change { by: req.extensions().get::<Caller>().map(|c| c.token_id.clone()), cause: None };
+    let change = Change { by: req.extensions().get::<Caller>().map(|c| c.token_id.clone()), ..Change::default() };
     // Create by name is idempotent: a client that retries after a lost answer, or whose
     // request a load balancer sent twice, gets the deployment it made, never a second one.
     match state.control.create_deployment(&name, spec.clone(), change).await {
