@@ -18,6 +18,7 @@ pub mod planner;
 mod queue;
 mod rebalancer;
 mod reconciler;
+pub mod rollout_step;
 mod scheduler;
 mod stats;
 mod tenure_runtime;

@@ -77,6 +77,23 @@ pub fn plan(strategy: Strategy, deployment: &Deployment, serving: &Serving, node
     Plan { restart, place: placed.nodes, unplaced: placed.unplaced, unplaced_reason, remove }
 }
 
+/// Nodes for `count` more replicas of `deployment` beside `present` (its replicas of every
+/// revision, which hold their nodes' room and ports), how many found none, and why.
+pub fn place_more(
+    strategy: Strategy,
+    deployment: &Deployment,
+    nodes: &HashMap<NodeName, Node>,
+    present: &[Replica],
+    count: u32,
+) -> (Vec<NodeName>, u32, Option<String>) {
+    if count == 0 {
+        return (Vec::new(), 0, None);
+    }
+    let placed = placement::place(strategy, &candidates(deployment, nodes, present), deployment.spec.units, count);
+    let reason = (placed.unplaced > 0).then(|| why_unplaced(deployment, nodes, present, &placed.nodes));
+    (placed.nodes, placed.unplaced, reason)
+}
+
 /// Why missing replicas found no node: the first rule that leaves none once `placing` are
 /// placed, in the order an operator would check them.
 fn why_unplaced(
@@ -235,7 +252,7 @@ fn candidates(deployment: &Deployment, nodes: &HashMap<NodeName, Node>, healthy:
 
 /// Which `count` replicas to remove when scaling down: from the nodes running the most
 /// replicas of the deployment, then the fullest nodes, newest replica first.
-fn pick_surplus(healthy: &[Replica], nodes: &HashMap<NodeName, Node>, count: usize) -> Vec<Replica> {
+pub(crate) fn pick_surplus(healthy: &[Replica], nodes: &HashMap<NodeName, Node>, count: usize) -> Vec<Replica> {
     let mut per_node: BTreeMap<&NodeName, Vec<&Replica>> = BTreeMap::new();
     for r in healthy {
         per_node.entry(&r.node).or_default().push(r);

@@ -1,0 +1,237 @@
+//! One step of a rollout, decided from the state alone: the rollout's half of the planner
+//! (pure, no I/O; the clock comes in as `now`). The executor in `scheduler::rollout` carries a
+//! step out and asks for the next one on a later pass, so a rollout is level-triggered: any
+//! leader, reading the same state, takes the same step.
+//!
+//! Two populations: replicas of the deployment's current revision ("new") and the rest
+//! ("old", whatever revision they run, so a superseded rollout never leaves three kinds to
+//! juggle). Rules:
+//! - never more than `replicas + surge` replicas, never fewer than `replicas - unavailable`
+//!   ready ones, where ready old replicas and new ones ready for `monitor` count;
+//! - at most `parallelism` replicas being replaced at once;
+//! - old replicas that are not ready go first (they serve nobody); then those on draining
+//!   nodes; then from the nodes running the most;
+//! - a step that removes does not place: the room it frees is seen by the next step;
+//! - where start-first finds no node for a new replica (its port or `max_per_node` is held
+//!   by the old ones everywhere) and nothing else is in flight, one old replica stops first,
+//!   `max_unavailable` raised to 1 if it was 0, and the step says so. Never a deadlock.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use orchestrator_core::{
+    Deployment, FailureAction, Health, Node, NodeName, Replica, ReplicaId, ReplicaState, Rollout, RolloutProgress,
+    RolloutState,
+};
+
+use crate::placement::Strategy;
+use crate::planner::{self, Serving};
+
+/// How a rollout ends, when a step finds it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed(String),
+}
+
+/// One step's decisions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Step {
+    /// Pending replicas of the new revision to start again.
+    pub restart: Vec<Replica>,
+    /// Replicas to stop now, most wanted first.
+    pub remove: Vec<Replica>,
+    /// New replicas that failed this step (not ready by their deadline), with why: removed
+    /// (they are in `remove`) and counted against the rollout.
+    pub failed: Vec<(ReplicaId, String)>,
+    /// Nodes for new replicas; empty whenever `remove` is not.
+    pub place: Vec<NodeName>,
+    pub unplaced: u32,
+    pub unplaced_reason: Option<String>,
+    pub progress: RolloutProgress,
+    /// What the rollout waits on, in words.
+    pub waiting_on: Option<String>,
+    pub outcome: Option<Outcome>,
+}
+
+/// Whether an old replica serves: running and not failing its check (its own template is not
+/// at hand, so a replica with no verdict yet counts).
+fn old_ready(r: &Replica) -> bool {
+    r.state == ReplicaState::Running && !matches!(r.health, Some(Health::Starting | Health::Unhealthy))
+}
+
+/// A duration as the API takes it: `5s`, `1m30s`, `250ms`.
+fn secs(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let s = d.as_secs();
+    match (s / 3600, s % 3600 / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, m, s) => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// The next step of `rollout` for `deployment` (at its current revision and replica count).
+pub fn step(
+    strategy: Strategy,
+    deployment: &Deployment,
+    rollout: &Rollout,
+    serving: &Serving,
+    nodes: &HashMap<NodeName, Node>,
+    now: SystemTime,
+) -> Step {
+    let required = deployment.spec.replicas as usize;
+    let target = deployment.revision;
+    let template = &deployment.spec.template;
+    let policy = &rollout.policy;
+    let mut step = Step::default();
+
+    let (new, mut old): (Vec<&Replica>, Vec<&Replica>) = serving.online.iter().partition(|r| r.revision == target);
+    old.extend(serving.draining.iter());
+
+    // A new replica that started but is not ready by its deadline has failed. The deadline
+    // counts from its start, after any pull (hashicorp/nomad#3121): a pending replica is
+    // bounded by the progress deadline only.
+    let mut alive: Vec<&Replica> = Vec::with_capacity(new.len());
+    for r in new {
+        let late = template.ready_since(r).is_none()
+            && r.started_at.is_some_and(|started| started + policy.ready_deadline <= now);
+        if late {
+            let why = format!("replica {} on {} not ready within {}", r.id, r.node, secs(policy.ready_deadline));
+            step.failed.push((r.id, why));
+            step.remove.push(r.clone());
+        } else {
+            alive.push(r);
+        }
+    }
+    let monitored: Vec<&Replica> = alive
+        .iter()
+        .copied()
+        .filter(|r| template.ready_since(r).is_some_and(|since| since + policy.monitor <= now))
+        .collect();
+    step.progress = RolloutProgress {
+        updated: u32::try_from(alive.len()).unwrap_or(u32::MAX),
+        healthy: u32::try_from(monitored.len()).unwrap_or(u32::MAX),
+    };
+    step.restart = alive.iter().filter(|r| r.state == ReplicaState::Pending).map(|r| (*r).clone()).collect();
+
+    let failures = rollout.failed + u32::try_from(step.failed.len()).unwrap_or(u32::MAX);
+    let started = step.progress.updated + failures;
+    if policy.failure_action != FailureAction::Continue && policy.too_many_failures(failures, started) {
+        let last = step.failed.last().map(|(_, why)| why.clone()).or_else(|| rollout.reason.clone());
+        let last = last.map(|w| format!(": {w}")).unwrap_or_default();
+        let ratio = policy.max_failure_ratio();
+        step.outcome = Some(Outcome::Failed(format!(
+            "{failures} of {started} new replicas failed (max_failure_ratio {ratio}){last}"
+        )));
+        return step;
+    }
+    if rollout.started_at + policy.progress_deadline <= now {
+        let deadline = secs(policy.progress_deadline);
+        step.outcome = Some(Outcome::Failed(format!("not done within its progress_deadline ({deadline})")));
+        return step;
+    }
+    if old.is_empty() && monitored.len() >= required {
+        step.outcome = Some(Outcome::Succeeded);
+        return step;
+    }
+
+    let mut present: Vec<Replica> = alive.iter().map(|r| (*r).clone()).collect();
+    present.extend(old.iter().map(|r| (*r).clone()));
+    let total = alive.len() + old.len();
+    if rollout.state == RolloutState::Paused {
+        // Where it stopped, but whole: replicas lost meanwhile come back at the new revision.
+        let missing = u32::try_from(required.saturating_sub(total)).unwrap_or(u32::MAX);
+        place(&mut step, strategy, deployment, nodes, &present, missing);
+        return step;
+    }
+
+    let (surge, unavailable) = policy.bounds();
+    let floor = required.saturating_sub(unavailable as usize);
+    let parallel = if policy.parallelism == 0 { usize::MAX } else { policy.parallelism as usize };
+    let in_flight = alive.len() - monitored.len();
+
+    // Old replicas in the order they go: those not ready, those on draining nodes, then by
+    // spread (from the nodes running the most).
+    let mut ordered: Vec<&Replica> = old.iter().copied().filter(|r| !old_ready(r)).collect();
+    ordered.extend(serving.draining.iter().filter(|r| old_ready(r)));
+    let online_old: Vec<Replica> =
+        serving.online.iter().filter(|r| r.revision != target && old_ready(r)).cloned().collect();
+    let by_spread = planner::pick_surplus(&online_old, nodes, online_old.len());
+    ordered.extend(by_spread.iter());
+
+    let mut ready = old.iter().filter(|r| old_ready(r)).count() + monitored.len();
+    let mut left = total - step.remove.len();
+    let mut stopping = Vec::new();
+    for r in ordered {
+        let serves = old_ready(r);
+        if serves && monitored.len() < required {
+            // Replacing, not yet done: within the floor and the parallelism.
+            let open_after = required.saturating_sub(left - 1);
+            if ready <= floor || in_flight + open_after > parallel {
+                break;
+            }
+        }
+        stopping.push(r.clone());
+        left -= 1;
+        if serves {
+            ready -= 1;
+        }
+    }
+    let stopping_count = stopping.len();
+    step.remove.extend(stopping);
+    if !step.remove.is_empty() {
+        let old_revisions = if stopping_count > 0 { " of the old revision" } else { "" };
+        step.waiting_on = Some(format!("stopping {} replica(s){old_revisions}", step.remove.len()));
+        return step;
+    }
+
+    let wanted = required.saturating_sub(alive.len());
+    let room = (required + surge as usize).saturating_sub(total).min(parallel.saturating_sub(in_flight));
+    let count = u32::try_from(wanted.min(room)).unwrap_or(u32::MAX);
+    place(&mut step, strategy, deployment, nodes, &present, count);
+
+    if count > 0 && step.place.is_empty() && in_flight == 0 {
+        // Start-first has nowhere to put a new copy: stop one old replica first.
+        if let Some(victim) = by_spread.first() {
+            let raised = if unavailable == 0 { " (max_unavailable raised to 1 for it)" } else { "" };
+            let why = step.unplaced_reason.take().unwrap_or_else(|| "no room".into());
+            step.waiting_on = Some(format!(
+                "no node takes a new replica beside the old ones ({why}): stopping replica {} on {} first{raised}",
+                victim.id, victim.node
+            ));
+            step.unplaced = 0;
+            step.remove.push(victim.clone());
+            return step;
+        }
+    }
+    step.waiting_on = if !step.place.is_empty() {
+        Some(format!("starting {} replica(s) of revision {target}", step.place.len()))
+    } else if in_flight > 0 {
+        Some(format!("waiting for {in_flight} new replica(s) to be ready for {}", secs(policy.monitor)))
+    } else {
+        step.unplaced_reason.clone()
+    };
+    step
+}
+
+fn place(
+    step: &mut Step,
+    strategy: Strategy,
+    deployment: &Deployment,
+    nodes: &HashMap<NodeName, Node>,
+    present: &[Replica],
+    count: u32,
+) {
+    let (placed, unplaced, reason) = planner::place_more(strategy, deployment, nodes, present, count);
+    step.place = placed;
+    step.unplaced = unplaced;
+    step.unplaced_reason = reason;
+}
+
+#[cfg(test)]
+mod tests;
