@@ -58,7 +58,14 @@ impl Serving {
 /// Plans one converge of `deployment` from its serving replicas and the nodes.
 pub fn plan(strategy: Strategy, deployment: &Deployment, serving: &Serving, nodes: &HashMap<NodeName, Node>) -> Plan {
     let required = deployment.spec.replicas as usize;
-    let healthy = &serving.online;
+    // A pending replica of an older revision never starts: its container would run the
+    // current template under the old revision's name. It goes, and counts for nothing.
+    let (stale, healthy): (Vec<Replica>, Vec<Replica>) = serving
+        .online
+        .iter()
+        .cloned()
+        .partition(|r| r.state == ReplicaState::Pending && r.revision != deployment.revision);
+    let healthy = &healthy;
     let restart: Vec<Replica> = healthy.iter().filter(|r| r.state == ReplicaState::Pending).cloned().collect();
     let missing = required.saturating_sub(healthy.len());
     let placed = if missing > 0 {
@@ -71,7 +78,8 @@ pub fn plan(strategy: Strategy, deployment: &Deployment, serving: &Serving, node
     let serving_after = healthy.len() + placed.nodes.len() + serving.draining.len();
     let excess = serving_after.saturating_sub(required);
     let moving = excess.min(serving.draining.len());
-    let mut remove: Vec<Replica> = serving.draining.iter().take(moving).cloned().collect();
+    let mut remove: Vec<Replica> = stale;
+    remove.extend(serving.draining.iter().take(moving).cloned());
     remove.extend(pick_surplus(healthy, nodes, excess - moving));
     let unplaced_reason = (placed.unplaced > 0).then(|| why_unplaced(deployment, nodes, healthy, &placed.nodes));
     Plan { restart, place: placed.nodes, unplaced: placed.unplaced, unplaced_reason, remove }

@@ -90,7 +90,11 @@ pub fn step(
     let policy = &rollout.policy;
     let mut step = Step::default();
 
-    let (new, mut old): (Vec<&Replica>, Vec<&Replica>) = serving.online.iter().partition(|r| r.revision == target);
+    // A rollback's target runs the template of the revision it restores: replicas still at
+    // that revision are already what it wants, and stay (no second canary phase, as in
+    // hashicorp/nomad#10882).
+    let current = |r: &Replica| r.revision == target || Some(r.revision) == rollout.restores;
+    let (new, mut old): (Vec<&Replica>, Vec<&Replica>) = serving.online.iter().partition(|r| current(r));
     old.extend(serving.draining.iter());
 
     // A new replica that started but is not ready by its deadline has failed. The deadline
@@ -159,8 +163,7 @@ pub fn step(
     // spread (from the nodes running the most).
     let mut ordered: Vec<&Replica> = old.iter().copied().filter(|r| !old_ready(r)).collect();
     ordered.extend(serving.draining.iter().filter(|r| old_ready(r)));
-    let online_old: Vec<Replica> =
-        serving.online.iter().filter(|r| r.revision != target && old_ready(r)).cloned().collect();
+    let online_old: Vec<Replica> = serving.online.iter().filter(|r| !current(r) && old_ready(r)).cloned().collect();
     let by_spread = planner::pick_surplus(&online_old, nodes, online_old.len());
     ordered.extend(by_spread.iter());
 

@@ -18,6 +18,7 @@ use tracing::{Instrument, info_span, warn};
 
 mod actions;
 mod converge;
+mod rollout;
 
 use crate::config::SchedulerConfig;
 use crate::election::Tenure;

@@ -537,3 +537,85 @@ async fn a_failed_start_is_retried_by_the_queue_after_a_backoff() {
     tokio::time::sleep(SchedulerConfig::default().converge_retry.first + Duration::from_millis(10)).await;
     assert_eq!(containers_of(&h, &names).len(), 1);
 }
+
+/// The state of a deployment's newest rollout.
+async fn newest_rollout(h: &Harness, name: &orchestrator_core::DeploymentName) -> orchestrator_core::Rollout {
+    h.store.list_rollouts(name).await.unwrap().into_iter().next().expect("a rollout")
+}
+
+#[tokio::test]
+async fn an_update_replaces_replicas_within_its_bounds_and_a_failing_one_rolls_back_by_itself() {
+    use orchestrator_core::{Change, ImageRef, RolloutState};
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(2, 10).await;
+    let name = h.deploy("web", "local/busybox:1", 3).await;
+    let reconciler = Reconciler::new(h.scheduler.clone(), Arc::new(Notify::new()));
+    let images = |h: &Harness| {
+        let state = h.engines.state.lock().unwrap();
+        let mut images: Vec<String> =
+            state.values().flat_map(|e| e.containers.values().map(|(_, _, image)| image.clone())).collect();
+        images.sort();
+        images
+    };
+
+    let before = h.store.get_deployment(&name).await.unwrap();
+    let mut spec = before.spec.clone();
+    spec.policy.update.monitor = Duration::ZERO;
+    spec.policy.rollback.monitor = Duration::ZERO;
+    spec.template.image = ImageRef::parse("local/busybox:2").unwrap();
+    let updated = h.scheduler.update_deployment(&name, spec.clone(), before.version, Change::by("tok")).await.unwrap();
+    assert_eq!(updated.revision, 2);
+    for _ in 0..20 {
+        reconciler.pass().await.unwrap();
+        assert!(h.engines.containers().len() <= 4, "never more than replicas + max_surge");
+        if newest_rollout(&h, &name).await.state != RolloutState::InProgress {
+            break;
+        }
+    }
+    let done = newest_rollout(&h, &name).await;
+    assert_eq!((done.state, done.updated, done.healthy, done.failed), (RolloutState::Succeeded, 3, 3, 0));
+    assert_eq!(images(&h), ["local/busybox:2"; 3]);
+    assert!(running(&h, "web").await.iter().all(|r| r.revision == 2));
+
+    // A template whose replicas exit: the first failure fails the rollout, which rolls back.
+    let before = h.store.get_deployment(&name).await.unwrap();
+    spec.template.image = ImageRef::parse("local/busybox:broken").unwrap();
+    h.scheduler.update_deployment(&name, spec.clone(), before.version, Change::default()).await.unwrap();
+    h.scheduler.converge(&name).await.unwrap();
+    let broken: Vec<_> = running(&h, "web").await.into_iter().filter(|r| r.revision == 3).collect();
+    assert_eq!(broken.len(), 1, "one at a time");
+    h.engines.with(broken[0].node.as_str(), |e| {
+        e.containers.get_mut(&("web".into(), broken[0].id.0)).unwrap().1 = ContainerState::Exited
+    });
+    for _ in 0..20 {
+        reconciler.pass().await.unwrap();
+        if h.store.get_deployment(&name).await.unwrap().rollout.is_none() {
+            break;
+        }
+    }
+    let rollouts = h.store.list_rollouts(&name).await.unwrap();
+    let (back, failed) = (&rollouts[0], &rollouts[1]);
+    assert_eq!(failed.state, RolloutState::RolledBack);
+    let why = failed.reason.clone().unwrap();
+    assert!(why.contains("exited with code 1") && why.contains("rolled back to revision 2"), "{why}");
+    assert_eq!((back.state, back.restores, back.to_revision), (RolloutState::Succeeded, Some(2), 4));
+    assert_eq!(images(&h), ["local/busybox:2"; 3], "back on the last good image");
+    let kinds: Vec<String> = orchestrator_core::EventStore::list_events(&*h.store, 0, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind.to_string())
+        .filter(|k| k.starts_with("rollout.") && k != "rollout.progressed")
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "rollout.started",
+            "rollout.succeeded",
+            "rollout.started",
+            "rollout.rolled_back",
+            "rollout.started",
+            "rollout.succeeded"
+        ]
+    );
+}

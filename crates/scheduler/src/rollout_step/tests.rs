@@ -292,3 +292,15 @@ proptest! {
         prop_assert_eq!(sim.replicas.len(), replicas as usize);
     }
 }
+
+#[test]
+fn a_rollback_keeps_the_replicas_that_still_run_the_revision_it_restores() {
+    let mut sim = Sim::new(3, 3, policy(1, 1, 0, UpdateOrder::StartFirst), Vec::new());
+    // Revision 3 restores revision 1: the three replicas of revision 1 are what it wants.
+    sim.deployment.revision = 3;
+    sim.rollout.to_revision = 3;
+    sim.rollout.restores = Some(1);
+    sim.now += MONITOR;
+    let step = sim.step();
+    assert_eq!(step.outcome, Some(Outcome::Succeeded), "{step:?}");
+}

@@ -50,11 +50,24 @@ impl Scheduler {
         seen: Option<&HashMap<NodeName, Node>>,
     ) -> Result<Converged> {
         // Read under the lock: the state may have changed while we waited for it.
-        let deployment = match self.store.get_deployment(name).await {
+        let mut deployment = match self.store.get_deployment(name).await {
             Ok(d) => d,
             Err(Error::NotFound { kind: Kind::Deployment, .. }) => return Ok(Converged::default()),
             Err(e) => return Err(e),
         };
+        if let Some(id) = deployment.rollout {
+            match self.store.get_rollout(name, id).await {
+                Ok(rollout) if rollout.state.is_active() => {
+                    if let Some(report) = self.step_rollout(&deployment, rollout).await? {
+                        return Ok(report);
+                    }
+                    // It ended: converge as usual, on the deployment as it is now.
+                    deployment = self.store.get_deployment(name).await?;
+                }
+                Ok(_) | Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let mut nodes: Cow<'_, HashMap<NodeName, Node>> = match seen {
             Some(nodes) => Cow::Borrowed(nodes),
             None => Cow::Owned(self.nodes_for(&deployment).await?),
@@ -87,7 +100,11 @@ impl Scheduler {
     }
 
     /// Records placements as `Pending` replicas, their capacity reserved, in one transaction.
-    async fn record_placements(&self, deployment: &Deployment, nodes: Vec<NodeName>) -> Result<Vec<Replica>> {
+    pub(super) async fn record_placements(
+        &self,
+        deployment: &Deployment,
+        nodes: Vec<NodeName>,
+    ) -> Result<Vec<Replica>> {
         if nodes.is_empty() {
             return Ok(Vec::new());
         }
@@ -108,7 +125,7 @@ impl Scheduler {
     /// Carries a plan out: starts the placed replicas (already recorded) and the pending
     /// ones, then removes from the plan's removals only as many as leave the required count
     /// serving after the starts that succeeded.
-    async fn execute(
+    pub(super) async fn execute(
         &self,
         deployment: &Deployment,
         nodes: &HashMap<NodeName, Node>,
@@ -372,7 +389,7 @@ impl Scheduler {
 
     /// Removes replicas' containers, then their records. A replica whose container could not be
     /// removed keeps its record (and capacity) so the next pass tries again.
-    async fn remove_all(&self, nodes: &HashMap<NodeName, Node>, replicas: Vec<Replica>) -> usize {
+    pub(super) async fn remove_all(&self, nodes: &HashMap<NodeName, Node>, replicas: Vec<Replica>) -> usize {
         futures::stream::iter(replicas)
             .map(|replica| async move {
                 let Some(node) = nodes.get(&replica.node) else { return false };
