@@ -10,6 +10,7 @@ use orchestrator_core::{
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
+use crate::rollout_dto::{DeployPolicyView, RolloutView, UpdatePolicyRequest};
 pub use crate::template_dto::TemplateView;
 use crate::template_dto::{HealthcheckRequest, PortRequest, ResourcesRequest, WorkloadFields};
 
@@ -61,7 +62,7 @@ pub(crate) fn objects<'de, D: Deserializer<'de>, T: serde::de::DeserializeOwned>
         .collect()
 }
 
-fn version<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(crate) fn version<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let n = serde_json::Number::deserialize(d)?;
     if let Some(u) = n.as_u64() {
         return Ok(u);
@@ -124,6 +125,16 @@ pub struct CreateDeployment {
     /// SIGTERM, then this long before SIGKILL (`"10s"`, `"1m30s"`); the server's default when absent.
     #[schema(example = "10s")]
     pub stop_grace_period: Option<String>,
+    /// How template changes roll out (see `PATCH`): parallelism 1, max_surge 1, max_unavailable 0,
+    /// start-first, monitor 5s, failure_action rollback by default.
+    #[serde(default, deserialize_with = "optional_object")]
+    pub update: Option<UpdatePolicyRequest>,
+    /// How a rollback replaces replicas (the same keys; failure_action pause by default).
+    #[serde(default, deserialize_with = "optional_object")]
+    pub rollback: Option<UpdatePolicyRequest>,
+    /// A replica about to be stopped leaves the endpoints this long before its SIGTERM. Default `2s`.
+    #[schema(example = "2s")]
+    pub deregister_delay: Option<String>,
 }
 
 impl CreateDeployment {
@@ -148,22 +159,11 @@ impl CreateDeployment {
         };
         workload.apply(&mut template)?;
         limits.check_template(&template)?;
-        let spec = DeploymentSpec::new(template, limits.check_replicas(self.replicas)?)
+        let mut spec = DeploymentSpec::new(template, limits.check_replicas(self.replicas)?)
             .with_units(limits.check_units(self.units.unwrap_or(1))?);
+        spec.policy = crate::rollout_dto::policy(spec.policy, self.update, self.rollback, self.deregister_delay)?;
         Ok((name, spec))
     }
-}
-
-/// `PATCH /v1/deployments/{name}`: `version` is the one last read; a stale one is a 409.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ScaleDeployment {
-    #[schema(minimum = 0, maximum = 10_000)]
-    #[serde(deserialize_with = "integer")]
-    pub replicas: i64,
-    #[schema(minimum = 0)]
-    #[serde(deserialize_with = "version")]
-    pub version: u64,
 }
 
 /// `POST /v1/nodes`.
@@ -230,7 +230,7 @@ impl UpdateNode {
 }
 
 /// Milliseconds since the Unix epoch, as JSON numbers travel best.
-fn millis(t: SystemTime) -> u64 {
+pub(crate) fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
@@ -346,6 +346,12 @@ pub struct DeploymentView {
     /// waits 1 s doubling to 5 min; 10 min without a failure ends it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crash_looping: Option<CrashLoopView>,
+    /// How template changes roll out and roll back.
+    #[serde(flatten)]
+    pub policy: DeployPolicyView,
+    /// The rollout under way (in progress or paused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutView>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<Vec<ReplicaView>>,
 }
@@ -387,8 +393,15 @@ impl DeploymentView {
                 last_failure_ms: millis(c.last_failure_at),
                 retry_at_ms: millis(c.retry_at),
             }),
+            policy: DeployPolicyView::new(&d.spec.policy),
+            rollout: None,
             replicas: detailed.then(|| replicas.iter().map(|r| ReplicaView::new(r, addresses)).collect()),
         }
+    }
+
+    pub fn with_rollout(mut self, rollout: Option<&orchestrator_core::Rollout>) -> Self {
+        self.rollout = rollout.filter(|r| r.state.is_active()).map(RolloutView::new);
+        self
     }
 }
 
@@ -409,6 +422,9 @@ pub struct RevisionView {
     /// The id of the token that made it (never the token).
     pub by: Option<String>,
     pub cause: Option<String>,
+    /// A rollback's revision: the earlier one whose template it brought back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restores: Option<u64>,
     pub template: TemplateView,
 }
 
@@ -419,6 +435,7 @@ impl RevisionView {
             created_at_ms: millis(r.created_at),
             by: r.by.clone(),
             cause: r.cause.clone(),
+            restores: r.restores,
             template: TemplateView::new(&r.template),
         }
     }

@@ -12,6 +12,7 @@ mod dto;
 mod error;
 mod metrics;
 mod openapi;
+mod rollout_dto;
 mod routes;
 mod snapshot;
 mod summary;
@@ -83,7 +84,7 @@ impl ApiState {
 /// `App::new().configure(|cfg| api_actix::configure(cfg, state, tokens))`.
 pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) {
     use actix_web::http::Method;
-    use routes::{access, deployments, endpoints, events, health, nodes, path, status};
+    use routes::{access, deployments, endpoints, events, health, nodes, path, rollouts, status};
     if state.metrics_public {
         cfg.service(path("/metrics").on(Method::GET, metrics::metrics).done());
     }
@@ -118,12 +119,17 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) 
                 .service(
                     path("/v1/deployments/{name}")
                         .on(Method::GET, deployments::get)
-                        .on(Method::PATCH, deployments::scale)
+                        .on(Method::PATCH, rollouts::update)
                         .on(Method::DELETE, deployments::delete)
                         .done(),
                 )
                 .service(path("/v1/deployments/{name}/rebalance").on(Method::POST, deployments::rebalance).done())
                 .service(path("/v1/deployments/{name}/revisions").on(Method::GET, deployments::revisions).done())
+                .service(path("/v1/deployments/{name}/rollback").on(Method::POST, rollouts::rollback).done())
+                .service(path("/v1/deployments/{name}/rollouts").on(Method::GET, rollouts::list).done())
+                .service(path("/v1/deployments/{name}/rollouts/{id}").on(Method::GET, rollouts::get).done())
+                .service(path("/v1/deployments/{name}/rollouts/{id}/pause").on(Method::POST, rollouts::pause).done())
+                .service(path("/v1/deployments/{name}/rollouts/{id}/resume").on(Method::POST, rollouts::resume).done())
                 .service(path("/v1/deployments/{name}/endpoints").on(Method::GET, endpoints::list).done())
                 .service(path("/v1/nodes").on(Method::GET, nodes::list).on(Method::POST, nodes::add).done())
                 .service(

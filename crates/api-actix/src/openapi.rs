@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{access, deployments, endpoints, events, health, nodes, status};
+use crate::routes::{access, deployments, endpoints, events, health, nodes, rollouts, status};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,10 +23,15 @@ use crate::routes::{access, deployments, endpoints, events, health, nodes, statu
         deployments::create,
         deployments::list,
         deployments::get,
-        deployments::scale,
+        rollouts::update,
         deployments::delete,
         deployments::rebalance,
         deployments::revisions,
+        rollouts::rollback,
+        rollouts::list,
+        rollouts::get,
+        rollouts::pause,
+        rollouts::resume,
         endpoints::list,
         nodes::list,
         nodes::add,

@@ -50,6 +50,27 @@ pub trait ControlPlane: Send + Sync {
     async fn scale_deployment(&self, name: &DeploymentName, replicas: u32, version: u64) -> Result<Deployment>;
 
     /// Deletes the deployment and removes its containers.
+    /// Replaces the spec (a new template makes a revision and starts its rollout).
+    async fn update_deployment(
+        &self,
+        name: &DeploymentName,
+        spec: DeploymentSpec,
+        version: u64,
+        change: Change,
+    ) -> Result<Deployment>;
+
+    /// The rollout `spec` would start, as it would go: a dry run, nothing changes.
+    async fn plan_update(&self, name: &DeploymentName, spec: DeploymentSpec) -> Result<crate::rollout::RolloutPlan>;
+
+    /// Pauses the deployment's rollout `id` (`pause`), or resumes it.
+    async fn pause_rollout(
+        &self,
+        name: &DeploymentName,
+        id: crate::rollout::RolloutId,
+        pause: bool,
+        by: Option<String>,
+    ) -> Result<crate::rollout::Rollout>;
+
     async fn delete_deployment(&self, name: &DeploymentName) -> Result<()>;
 
     /// Moves replicas one at a time (new copy first) to even out the deployment's spread, e.g.

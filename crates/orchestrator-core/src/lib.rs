@@ -41,7 +41,8 @@ pub use name::{DeploymentName, NodeName};
 pub use node::{EngineFacts, NewNode, Node, NodeStatus, NodeUpdate};
 pub use replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
 pub use rollout::{
-    DeployPolicy, FailureAction, Rollout, RolloutId, RolloutProgress, RolloutState, UpdateOrder, UpdatePolicy,
+    DeployPolicy, FailureAction, PlannedAction, PlannedKind, Rollout, RolloutId, RolloutPlan, RolloutProgress,
+    RolloutState, UpdateOrder, UpdatePolicy,
 };
 pub use runtime::{BoundPort, ContainerRuntime, ContainerState, ContainerSummary, EngineInfo, ReplicaContainer};
 pub use store::{ClusterStore, DeploymentStore, NodeStore, ReplicaStore, StoreRevision};

@@ -261,6 +261,48 @@ pub struct RolloutProgress {
     pub healthy: u32,
 }
 
+/// What one action of a planned rollout does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlannedKind {
+    Start,
+    Stop,
+}
+
+impl PlannedKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlannedKind::Start => "start",
+            PlannedKind::Stop => "stop",
+        }
+    }
+}
+
+/// One action of a rollout as a dry run plans it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedAction {
+    /// Actions of one step happen together; steps follow each other, each after the new
+    /// replicas before it are ready for `monitor`.
+    pub step: u32,
+    pub kind: PlannedKind,
+    pub node: crate::name::NodeName,
+    /// The replica stopped (a start makes a new one).
+    pub replica: Option<crate::replica::ReplicaId>,
+    pub revision: u64,
+    /// Why, where it is not the plain rule (a stop before its replacement can start).
+    pub why: Option<String>,
+}
+
+/// A rollout as it would go if every new replica started and became ready at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutPlan {
+    pub from_revision: u64,
+    pub to_revision: u64,
+    pub policy: UpdatePolicy,
+    pub actions: Vec<PlannedAction>,
+    /// Set when the plan cannot finish: why (no node fits, say).
+    pub stuck: Option<String>,
+}
+
 /// How a rollout under way ends when a change makes `revision` from a new template: rolled back
 /// by a rollback (its cause the reason), otherwise failed, superseded.
 pub fn ended_by(change: &crate::deployment::Change, revision: u64) -> (RolloutState, String) {

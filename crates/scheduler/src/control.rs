@@ -14,7 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orchestrator_core::{
     Change, ControlPlane, Deployment, DeploymentName, DeploymentSpec, Error, Leadership, LoopHealth, LoopStats,
-    NewNode, Node, NodeName, NodeStatus, NodeUpdate, ReplicaFilter, Result,
+    NewNode, Node, NodeName, NodeStatus, NodeUpdate, ReplicaFilter, Result, Rollout, RolloutId, RolloutPlan,
+    RolloutState,
 };
 use tokio::sync::watch;
 use tracing::{Instrument, info};
@@ -110,6 +111,45 @@ impl ControlPlane for SchedulerControl {
         let deployment = self.scheduler.scale_deployment(name, replicas, version).await?;
         self.converge_in_background(deployment.name.clone());
         Ok(deployment)
+    }
+
+    async fn update_deployment(
+        &self,
+        name: &DeploymentName,
+        spec: DeploymentSpec,
+        version: u64,
+        change: Change,
+    ) -> Result<Deployment> {
+        let deployment = self.scheduler.update_deployment(name, spec, version, change).await?;
+        self.converge_in_background(deployment.name.clone());
+        Ok(deployment)
+    }
+
+    async fn plan_update(&self, name: &DeploymentName, spec: DeploymentSpec) -> Result<RolloutPlan> {
+        self.scheduler.plan_update(name, spec).await
+    }
+
+    async fn pause_rollout(
+        &self,
+        name: &DeploymentName,
+        id: RolloutId,
+        pause: bool,
+        by: Option<String>,
+    ) -> Result<Rollout> {
+        let store = self.scheduler.store();
+        // Through the deployment, so a rollout of another deployment is not found here.
+        store.get_rollout(name, id).await?;
+        let who = by.map(|b| format!(" by {b}")).unwrap_or_default();
+        let rollout = if pause {
+            store
+                .set_rollout_state(id, &[RolloutState::InProgress], RolloutState::Paused, Some(format!("paused{who}")))
+                .await?
+        } else {
+            store.set_rollout_state(id, &[RolloutState::Paused], RolloutState::InProgress, None).await?
+        };
+        info!(deployment = %name, rollout = id, state = %rollout.state, "rollout {}", if pause { "paused" } else { "resumed" });
+        self.converge_in_background(name.clone());
+        Ok(rollout)
     }
 
     /// Answers once the deployment is gone from the store; its containers are removed in the

@@ -63,7 +63,7 @@ fn old_ready(r: &Replica) -> bool {
 /// A duration as the API takes it: `5s`, `1m30s`, `250ms`.
 fn secs(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let s = d.as_secs();
@@ -234,6 +234,120 @@ fn place(
     step.place = placed;
     step.unplaced = unplaced;
     step.unplaced_reason = reason;
+}
+
+/// Steps a planned dry run takes at most (each one a monitor period of waiting, at least).
+const PLAN_STEPS: u32 = 10_000;
+
+/// The rollout of `deployment` (at the revision it would make, its replicas still at earlier
+/// ones) as it would go if every new replica started and became ready at once: what a dry
+/// run answers. Changes nothing.
+pub fn simulate(
+    strategy: Strategy,
+    deployment: &Deployment,
+    policy: orchestrator_core::UpdatePolicy,
+    replicas: Vec<Replica>,
+    mut nodes: HashMap<NodeName, Node>,
+    now: SystemTime,
+) -> orchestrator_core::RolloutPlan {
+    use orchestrator_core::{PlannedAction, PlannedKind, RolloutPlan};
+    let mut rollout = Rollout {
+        id: 0,
+        deployment: deployment.name.clone(),
+        from_revision: deployment.revision.saturating_sub(1),
+        to_revision: deployment.revision,
+        restores: None,
+        state: RolloutState::InProgress,
+        reason: None,
+        updated: 0,
+        healthy: 0,
+        failed: 0,
+        started_at: now,
+        finished_at: None,
+        policy,
+    };
+    // Time is not what a plan is about: no deadline passes in it.
+    rollout.policy.progress_deadline = Duration::MAX / 4;
+    let mut plan = RolloutPlan {
+        from_revision: rollout.from_revision,
+        to_revision: rollout.to_revision,
+        policy,
+        actions: Vec::new(),
+        stuck: None,
+    };
+    let mut replicas: Vec<Replica> = replicas.into_iter().filter(|r| r.state.is_active()).collect();
+    let mut next_id = replicas.iter().map(|r| r.id.0).max().unwrap_or(0);
+    let mut at = now;
+    let pace = policy.monitor.max(Duration::from_millis(1));
+    for number in 1..=PLAN_STEPS {
+        let serving = Serving::of(replicas.clone(), &nodes);
+        let step = step(strategy, deployment, &rollout, &serving, &nodes, at);
+        if step.outcome.is_some() {
+            return plan;
+        }
+        let moved = !step.remove.is_empty() || !step.place.is_empty();
+        let why = step.waiting_on.clone().filter(|w| w.starts_with("no node takes"));
+        for r in &step.remove {
+            plan.actions.push(PlannedAction {
+                step: number,
+                kind: PlannedKind::Stop,
+                node: r.node.clone(),
+                replica: Some(r.id),
+                revision: r.revision,
+                why: why.clone(),
+            });
+            if let Some(n) = nodes.get_mut(&r.node) {
+                n.available = (n.available + r.units).min(n.capacity);
+                n.reserved.memory_bytes = n.reserved.memory_bytes.saturating_sub(r.claim.memory_bytes);
+                n.reserved.nano_cpus = n.reserved.nano_cpus.saturating_sub(r.claim.nano_cpus);
+                for p in &r.claim.ports {
+                    n.reserved.ports.remove(p);
+                }
+            }
+        }
+        replicas.retain(|r| !step.remove.iter().any(|gone| gone.id == r.id));
+        let claim = deployment.spec.template.claim();
+        for node in &step.place {
+            plan.actions.push(PlannedAction {
+                step: number,
+                kind: PlannedKind::Start,
+                node: node.clone(),
+                replica: None,
+                revision: deployment.revision,
+                why: None,
+            });
+            if let Some(n) = nodes.get_mut(node) {
+                n.available = n.available.saturating_sub(deployment.spec.units);
+                n.reserved.memory_bytes += claim.memory_bytes;
+                n.reserved.nano_cpus += claim.nano_cpus;
+                n.reserved.ports.extend(claim.ports.iter().copied());
+            }
+            next_id += 1;
+            replicas.push(Replica {
+                id: ReplicaId(next_id),
+                deployment: deployment.name.clone(),
+                node: node.clone(),
+                units: deployment.spec.units,
+                revision: deployment.revision,
+                container_id: None,
+                state: ReplicaState::Running,
+                created_at: at,
+                health: Some(Health::Healthy),
+                claim: claim.clone(),
+                started_at: Some(at),
+                health_since: Some(at),
+            });
+        }
+        rollout.updated = step.progress.updated;
+        if !moved && step.progress.updated == step.progress.healthy {
+            // Nothing in flight and nothing it can do: it would wait here.
+            plan.stuck = Some(step.waiting_on.unwrap_or_else(|| "nothing it can do".into()));
+            return plan;
+        }
+        at += pace;
+    }
+    plan.stuck = Some(format!("not done within {PLAN_STEPS} steps"));
+    plan
 }
 
 #[cfg(test)]

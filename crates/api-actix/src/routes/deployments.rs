@@ -6,7 +6,7 @@ use tracing::info;
 
 use super::path_name;
 use crate::body::read_json;
-use crate::dto::{Addresses, CreateDeployment, DeploymentView, Rebalanced, RevisionView, ScaleDeployment};
+use crate::dto::{Addresses, CreateDeployment, DeploymentView, Rebalanced, RevisionView};
 use crate::error::{ApiError, ErrorBody};
 use crate::summary::ready_by_deployment;
 use crate::{ApiState, Caller};
@@ -42,7 +42,7 @@ pub async fn create(
 
 /// Refuses limits above what every engine has, among those whose facts are known (no replica
 /// could ever start: the engine refuses more CPUs than it has).
-fn fits_some_engine(resources: &Resources, nodes: &[Node]) -> Result<(), Error> {
+pub(super) fn fits_some_engine(resources: &Resources, nodes: &[Node]) -> Result<(), Error> {
     let engines: Vec<EngineFacts> = nodes.iter().filter_map(|n| n.engine).collect();
     if engines.is_empty() {
         return Ok(());
@@ -104,25 +104,12 @@ pub async fn get(path: web::Path<String>, state: web::Data<ApiState>) -> Result<
     let replicas = state.store.list_replicas(ReplicaFilter::deployment(&name).active()).await?;
     let nodes = state.store.list_nodes().await?;
     let mine: Vec<_> = replicas.iter().collect();
-    Ok(HttpResponse::Ok().json(DeploymentView::new(&deployment, &mine, &Addresses::new(&nodes), true)))
-}
-
-#[utoipa::path(patch, path = "/v1/deployments/{name}", tag = "deployments", params(("name" = String, Path, description = "Deployment name")), request_body = ScaleDeployment,
-    responses((status = 200, description = "Scaled; replicas are being added or removed", body = DeploymentView), (status = 400, description = "Malformed JSON, unknown field or wrong type (the field is named)", body = ErrorBody), (status = 422, description = "A value out of range or badly formed (the field is named)", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody),
-        (status = 404, description = "No such deployment", body = ErrorBody), (status = 409, description = "Stale version", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody), (status = 403, description = "A reader token on a mutating route", body = ErrorBody)))]
-pub async fn scale(
-    req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
-    state: web::Data<ApiState>,
-) -> Result<HttpResponse, ApiError> {
-    let name = path_name::<DeploymentName>(&path, "deployment")?;
-    let body: ScaleDeployment = read_json(&req, payload, state.body_limit).await?;
-    let replicas = state.limits.check_replicas(body.replicas)?;
-    let deployment = state.control.scale_deployment(&name, replicas, body.version).await?;
-    let active = state.store.list_replicas(ReplicaFilter::deployment(&name).active()).await?;
-    let mine: Vec<_> = active.iter().collect();
-    Ok(HttpResponse::Ok().json(DeploymentView::new(&deployment, &mine, &Addresses::default(), false)))
+    let rollout = match deployment.rollout {
+        Some(id) => state.store.get_rollout(&name, id).await.ok(),
+        None => None,
+    };
+    let view = DeploymentView::new(&deployment, &mine, &Addresses::new(&nodes), true).with_rollout(rollout.as_ref());
+    Ok(HttpResponse::Ok().json(view))
 }
 
 #[utoipa::path(delete, path = "/v1/deployments/{name}", tag = "deployments", params(("name" = String, Path, description = "Deployment name")),

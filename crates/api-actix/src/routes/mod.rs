@@ -6,6 +6,7 @@ pub mod endpoints;
 pub mod events;
 pub mod health;
 pub mod nodes;
+pub mod rollouts;
 pub mod status;
 pub mod ui;
 

@@ -304,3 +304,38 @@ fn a_rollback_keeps_the_replicas_that_still_run_the_revision_it_restores() {
     let step = sim.step();
     assert_eq!(step.outcome, Some(Outcome::Succeeded), "{step:?}");
 }
+
+#[test]
+fn a_dry_run_plans_every_start_and_stop_in_order_and_changes_nothing() {
+    let sim = Sim::new(3, 3, policy(1, 1, 0, UpdateOrder::StartFirst), vec![PortSpec::tcp(8080, Some(18081))]);
+    let before = sim.replicas.clone();
+    let plan = simulate(
+        Strategy::Spread,
+        &sim.deployment,
+        sim.rollout.policy,
+        sim.replicas.clone(),
+        sim.nodes.clone(),
+        sim.now,
+    );
+    assert_eq!(plan.stuck, None);
+    let kinds: Vec<&str> = plan.actions.iter().map(|a| a.kind.as_str()).collect();
+    assert_eq!(kinds, ["stop", "start", "stop", "start", "stop", "start"], "every node holds the port");
+    assert!(plan.actions[0].why.as_deref().is_some_and(|w| w.contains("max_unavailable raised to 1")));
+    assert_eq!(plan.actions[1].node, plan.actions[0].node, "the new copy goes where the port was freed");
+    assert!(plan.actions.windows(2).all(|w| w[0].step <= w[1].step));
+    assert_eq!(sim.replicas, before);
+
+    // Room beside the old ones: start first, each stop after its replacement.
+    let sim = Sim::new(2, 3, policy(1, 1, 0, UpdateOrder::StartFirst), Vec::new());
+    let plan = simulate(
+        Strategy::Spread,
+        &sim.deployment,
+        sim.rollout.policy,
+        sim.replicas.clone(),
+        sim.nodes.clone(),
+        sim.now,
+    );
+    let kinds: Vec<&str> = plan.actions.iter().map(|a| a.kind.as_str()).collect();
+    assert_eq!(kinds, ["start", "stop", "start", "stop"]);
+    assert!(plan.actions.iter().all(|a| a.why.is_none()));
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use orchestrator_core::{
     Change, Deployment, DeploymentName, DeploymentSpec, EngineFacts, Error, NewNode, Node, NodeName, NodeStatus,
-    NodeUpdate, Replica, ReplicaFilter, Result,
+    NodeUpdate, Replica, ReplicaFilter, Result, RolloutPlan,
 };
 use tracing::{info, warn};
 
@@ -39,6 +39,38 @@ impl Scheduler {
         let deployment = self.store.update_deployment(name, spec, version, change).await?;
         info!(deployment = %name, revision = deployment.revision, version = deployment.version, "deployment updated");
         Ok(deployment)
+    }
+
+    /// The rollout `spec` would start on the deployment as it is now (see
+    /// `rollout_step::simulate`). Nothing changes.
+    pub async fn plan_update(&self, name: &DeploymentName, spec: DeploymentSpec) -> Result<RolloutPlan> {
+        let current = self.store.get_deployment(name).await?;
+        let mut after = current.clone();
+        let new_template = current.spec.template != spec.template;
+        after.spec = spec;
+        if !new_template {
+            let policy = after.spec.policy.update;
+            let revision = current.revision;
+            return Ok(RolloutPlan {
+                from_revision: revision,
+                to_revision: revision,
+                policy,
+                actions: Vec::new(),
+                stuck: None,
+            });
+        }
+        after.revision += 1;
+        let nodes = self.nodes_for(&after).await?;
+        let replicas = self.store.list_replicas(ReplicaFilter::deployment(name).active()).await?;
+        let policy = after.spec.policy.update;
+        Ok(crate::rollout_step::simulate(
+            self.config.strategy,
+            &after,
+            policy,
+            replicas,
+            nodes,
+            std::time::SystemTime::now(),
+        ))
     }
 
     pub async fn scale_deployment(&self, name: &DeploymentName, replicas: u32, version: u64) -> Result<Deployment> {
