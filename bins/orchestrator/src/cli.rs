@@ -5,7 +5,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::client::{ClientArgs, WaitArgs};
 use crate::workload_args::WorkloadArgs;
-use crate::{client, config, serve};
+use crate::{client, config, rollout_cli, serve};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -98,6 +98,37 @@ pub enum DeployCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Change the template (a new revision, rolled out replica by replica), replicas or policy.
+    Update {
+        name: String,
+        #[command(flatten)]
+        args: Box<crate::rollout_cli::UpdateArgs>,
+        #[command(flatten)]
+        workload: Box<WorkloadArgs>,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Roll back to the previous revision, or to any kept one.
+    Rollback {
+        name: String,
+        #[arg(long)]
+        to_revision: Option<u64>,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The kept revisions: when, who, why, and what changed.
+    History {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Pause or resume the rollout under way.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
     /// Move replicas, one at a time, to even out spread (e.g. onto a node that came back).
     Rebalance {
         name: String,
@@ -106,6 +137,21 @@ pub enum DeployCommand {
     },
     /// Delete a deployment and its containers.
     Rm {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum RolloutCommand {
+    /// Stop replacing replicas until resumed.
+    Pause {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    Resume {
         name: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -184,6 +230,19 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Deploy(DeployCommand::Get { name, client: c }) => client::deployment(&c, &name).await,
         Command::Deploy(DeployCommand::Scale { name, replicas, wait, client: c }) => {
             client::scale(&c, &name, replicas, &wait).await
+        }
+        Command::Deploy(DeployCommand::Update { name, args, workload, wait, client: c }) => {
+            rollout_cli::update(&c, &name, *args, *workload, &wait).await
+        }
+        Command::Deploy(DeployCommand::Rollback { name, to_revision, wait, client: c }) => {
+            rollout_cli::rollback(&c, &name, to_revision, &wait).await
+        }
+        Command::Deploy(DeployCommand::History { name, client: c }) => rollout_cli::history(&c, &name).await,
+        Command::Deploy(DeployCommand::Rollout(RolloutCommand::Pause { name, client: c })) => {
+            rollout_cli::pause(&c, &name, true).await
+        }
+        Command::Deploy(DeployCommand::Rollout(RolloutCommand::Resume { name, client: c })) => {
+            rollout_cli::pause(&c, &name, false).await
         }
         Command::Deploy(DeployCommand::Rm { name, client: c }) => client::delete(&c, &name).await,
         Command::Deploy(DeployCommand::Rebalance { name, client: c }) => client::rebalance(&c, &name).await,

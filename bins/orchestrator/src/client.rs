@@ -38,7 +38,7 @@ pub struct WaitArgs {
     pub timeout: Duration,
 }
 
-async fn call(c: &ClientArgs, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
+pub(crate) async fn call(c: &ClientArgs, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
     let url = format!("{}{path}", c.server.trim_end_matches('/'));
     let mut request = reqwest::Client::new().request(method, &url);
     if let Some(token) = &c.token {
@@ -60,7 +60,7 @@ async fn call(c: &ClientArgs, method: Method, path: &str, body: Option<Value>) -
     Ok(body)
 }
 
-fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -77,7 +77,7 @@ fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -85,7 +85,7 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn show(c: &ClientArgs, value: &Value, table: impl FnOnce(&Value)) {
+pub(crate) fn show(c: &ClientArgs, value: &Value, table: impl FnOnce(&Value)) {
     match c.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(value).unwrap_or_default()),
         Output::Table => table(value),

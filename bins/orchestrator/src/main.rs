@@ -7,6 +7,7 @@ mod config;
 mod fd_limit;
 mod logging;
 mod malloc;
+mod rollout_cli;
 mod serve;
 mod tokens;
 mod workload_args;
