@@ -247,7 +247,7 @@ fn changes(before: Option<&Value>, after: &Value) -> String {
         .into_iter()
         .filter(|k| b.get(*k) != a.get(*k))
         .map(|k| {
-            let side = |v: Option<&Value>| v.map_or("-".to_string(), |v| text(v));
+            let side = |v: Option<&Value>| v.map_or("-".to_string(), text);
             format!("{k} {} -> {}", side(b.get(k)), side(a.get(k)))
         })
         .collect();
