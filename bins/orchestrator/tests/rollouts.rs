@@ -1,0 +1,233 @@
+//! Rolling updates on real engines: busybox httpd serving its revision's `$GREETING`, updated
+//! one replica at a time within its bounds (sampled from Docker while it runs), a failing
+//! update rolled back by itself (and `deploy update --wait` exiting non-zero with why), a
+//! rollback two revisions back, and a dry run that changes nothing.
+
+mod server;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use server::{ADMIN, READER, converged, create, get, local_cluster, start_ready_server, wait_for};
+
+const CONVERGE: Duration = Duration::from_secs(60);
+const ROLLOUT: Duration = Duration::from_secs(120);
+
+fn web(name: &str, replicas: u32, greeting: &str) -> Value {
+    json!({
+        "name": name,
+        "image": "local/busybox:1",
+        "replicas": replicas,
+        "command": ["sh", "-c", "mkdir -p /www && echo \"$GREETING\" > /www/index.html && exec httpd -f -p 8080 -h /www"],
+        "env": {"GREETING": greeting},
+        "ports": [{"target": 8080}],
+        "healthcheck": {"test": ["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/"],
+                        "interval": "1s", "timeout": "1s", "retries": 3},
+        "stop_grace_period": "2s",
+        "update": {"monitor": "1s"},
+        "rollback": {"monitor": "1s"}
+    })
+}
+
+/// (containers not exited, of which healthy) of a deployment, as the engines say now.
+fn census(nodes: &[local_cluster::ClusterNode], deployment: &str) -> Option<(usize, usize)> {
+    let filter = format!("label=io.orchestrator.deployment={deployment}");
+    let listings: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let (tcp, filter) = (n.tcp.clone(), filter.clone());
+            std::thread::spawn(move || {
+                Command::new("docker")
+                    .args(["-H", &tcp, "ps", "--filter", &filter, "--format", "{{.Status}}"])
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())
+                    .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            })
+        })
+        .collect();
+    let mut counts = (0, 0);
+    for listing in listings {
+        for status in listing.join().ok()??.lines() {
+            counts.0 += 1;
+            counts.1 += usize::from(status.contains("(healthy)"));
+        }
+    }
+    Some(counts)
+}
+
+/// Samples `census` every 100 ms until dropped.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    samples: Arc<Mutex<Vec<(usize, usize)>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(nodes: &[local_cluster::ClusterNode], deployment: &str) -> Sampler {
+        let (stop, samples) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())));
+        let (nodes, deployment) = (nodes.to_vec(), deployment.to_string());
+        let (s, out) = (stop.clone(), samples.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Some(c) = census(&nodes, &deployment) {
+                    out.lock().unwrap().push(c);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        Sampler { stop, samples, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> Vec<(usize, usize)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        self.samples.lock().unwrap().clone()
+    }
+}
+
+async fn patch(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
+    let resp = client.patch(url).bearer_auth(ADMIN).json(body).send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The rollout once it has ended.
+async fn ended(client: &reqwest::Client, base: &str, name: &str, id: u64) -> Value {
+    wait_for(&format!("rollout {id} of {name} to end"), ROLLOUT, async || {
+        let (_, r) = get(client, &format!("{base}/v1/deployments/{name}/rollouts/{id}"), READER).await;
+        (r["state"] != "in_progress").then_some(r)
+    })
+    .await
+}
+
+/// Every ready endpoint's page, once `n` are ready and all answer.
+async fn pages(client: &reqwest::Client, base: &str, name: &str, n: usize) -> Vec<String> {
+    wait_for(&format!("{n} answering endpoints of {name}"), CONVERGE, async || {
+        let (_, list) = get(client, &format!("{base}/v1/deployments/{name}/endpoints"), READER).await;
+        let list = list.as_array()?.clone();
+        if list.len() != n || list.iter().any(|e| e["ready"] != true) {
+            return None;
+        }
+        let mut answers = Vec::new();
+        for e in &list {
+            let resp = client.get(format!("http://{}/", e["address"].as_str()?)).send().await.ok()?;
+            answers.push(resp.text().await.ok()?.trim().to_string());
+        }
+        Some(answers)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn updates_roll_out_within_bounds_roll_back_by_themselves_and_on_demand() {
+    let Some(nodes) = local_cluster::nodes() else { return };
+    let nodes = &nodes[..3];
+    let (server, client) = start_ready_server(nodes).await;
+    let base = server.url.clone();
+    let name = format!("roll{}", std::process::id());
+    let url = format!("{base}/v1/deployments/{name}");
+    create(&client, &base, &web(&name, 4, "v1")).await;
+    wait_for("4 replicas converged", CONVERGE, async || converged(&client, &base, nodes, &name, 4).await).await;
+    assert_eq!(pages(&client, &base, &name, 4).await, ["v1"; 4]);
+
+    // A dry run plans every replica and changes nothing.
+    let (_, d) = get(&client, &url, READER).await;
+    let (code, plan) =
+        patch(&client, &format!("{url}?dry_run=true"), &json!({"version": d["version"], "env": {"GREETING": "v2"}}))
+            .await;
+    assert_eq!(code, 200, "{plan}");
+    let actions: Vec<&str> = plan["plan"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["start", "stop", "start", "stop", "start", "stop", "start", "stop"], "{plan}");
+    let (_, after) = get(&client, &url, READER).await;
+    assert_eq!((after["version"].clone(), after["revision"].as_u64()), (d["version"].clone(), Some(1)));
+
+    // The update, sampled from Docker while it runs: never more than 4 + 1 containers,
+    // never fewer than 4 healthy.
+    let sampler = Sampler::start(nodes, &name);
+    let (code, updated) =
+        patch(&client, &url, &json!({"version": d["version"], "env": {"GREETING": "v2"}, "cause": "v2"})).await;
+    assert_eq!(code, 200, "{updated}");
+    assert_eq!(updated["revision"].as_u64(), Some(2));
+    let done = ended(&client, &base, &name, updated["rollout"]["id"].as_u64().unwrap()).await;
+    let samples = sampler.finish();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!((done["updated"].as_u64(), done["healthy"].as_u64()), (Some(4), Some(4)));
+    assert!(samples.len() > 20, "sampled while it ran: {samples:?}");
+    let most = samples.iter().map(|s| s.0).max().unwrap();
+    let fewest_healthy = samples.iter().map(|s| s.1).min().unwrap();
+    assert!(most <= 5, "at most replicas + max_surge containers: {samples:?}");
+    assert!(fewest_healthy >= 4, "never fewer than replicas - max_unavailable healthy: {samples:?}");
+    assert_eq!(pages(&client, &base, &name, 4).await, ["v2"; 4]);
+
+    // A template whose check never passes: the rollout fails on the first unhealthy replica
+    // and rolls back by itself; `deploy update --wait` exits non-zero and says why.
+    let out = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["deploy", "update", &name, "-e", "GREETING=v3", "--health-cmd", "exit 1", "--health-interval", "1s"])
+        .args(["--health-retries", "1", "--wait", "--timeout", "120s", "--server", &base, "--token", ADMIN])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a rolled-back update is no success: {stderr}");
+    assert!(stderr.contains("rolled back") && stderr.contains("unhealthy"), "{stderr}");
+    let back = wait_for("the automatic rollback to end", ROLLOUT, async || {
+        let (_, d) = get(&client, &url, READER).await;
+        d["rollout"].is_null().then_some(d)
+    })
+    .await;
+    assert_eq!((back["revision"].as_u64(), back["env"]["GREETING"].as_str()), (Some(4), Some("v2")), "{back}");
+    let (_, rollouts) = get(&client, &format!("{url}/rollouts"), READER).await;
+    let states: Vec<&str> = rollouts.as_array().unwrap().iter().map(|r| r["state"].as_str().unwrap()).collect();
+    assert_eq!(states, ["succeeded", "rolled_back", "succeeded"], "{rollouts}");
+    assert_eq!(rollouts[0]["restores"].as_u64(), Some(2));
+    assert_eq!(pages(&client, &base, &name, 4).await, ["v2"; 4], "back on revision 2's template, all ready");
+    let (_, events) = get(&client, &format!("{base}/v1/events?limit=1000"), READER).await;
+    let told: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["deployment"] == name.as_str())
+        .filter_map(|e| e["kind"].as_str().filter(|k| k.starts_with("rollout.") && *k != "rollout.progressed"))
+        .collect();
+    assert_eq!(
+        told,
+        [
+            "rollout.started",
+            "rollout.succeeded",
+            "rollout.started",
+            "rollout.rolled_back",
+            "rollout.started",
+            "rollout.succeeded"
+        ]
+    );
+
+    // History, and a rollback two revisions back, on demand.
+    let out = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["deploy", "history", &name, "--server", &base, "--token", READER])
+        .output()
+        .unwrap();
+    let history = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(history.contains("restores revision 2"), "{history}");
+    let resp = client
+        .post(format!("{url}/rollback"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"version": back["version"], "to_revision": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let rolled: Value = resp.json().await.unwrap();
+    assert_eq!(ended(&client, &base, &name, rolled["rollout"]["id"].as_u64().unwrap()).await["state"], "succeeded");
+    assert_eq!(pages(&client, &base, &name, 4).await, ["v1"; 4]);
+
+    let resp = client.delete(&url).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    wait_for("containers removed", CONVERGE, async || {
+        server::try_containers_on_engines(nodes, &name)?.is_empty().then_some(())
+    })
+    .await;
+}
