@@ -30,6 +30,7 @@ pub enum EventKind {
     ReplicaStarted,
     ReplicaExited,
     ReplicaHealth,
+    ReplicaDeregistered,
     ReplicaLost,
     ReplicaRemoved,
     LeaderElected,
@@ -43,7 +44,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 26] = [
+    pub const ALL: [EventKind; 27] = [
         EventKind::NodeAdded,
         EventKind::NodeOnline,
         EventKind::NodeOffline,
@@ -60,6 +61,7 @@ impl EventKind {
         EventKind::ReplicaStarted,
         EventKind::ReplicaExited,
         EventKind::ReplicaHealth,
+        EventKind::ReplicaDeregistered,
         EventKind::ReplicaLost,
         EventKind::ReplicaRemoved,
         EventKind::LeaderElected,
@@ -91,6 +93,7 @@ impl EventKind {
             EventKind::ReplicaStarted => "replica.started",
             EventKind::ReplicaExited => "replica.exited",
             EventKind::ReplicaHealth => "replica.health",
+            EventKind::ReplicaDeregistered => "replica.deregistered",
             EventKind::ReplicaLost => "replica.lost",
             EventKind::ReplicaRemoved => "replica.removed",
             EventKind::LeaderElected => "leader.elected",
@@ -296,6 +299,11 @@ impl NewEvent {
     /// Its health check's verdict changed to healthy or unhealthy.
     pub fn replica_health(r: &Replica, health: crate::workload::Health) -> Self {
         NewEvent::about(EventKind::ReplicaHealth, r, &format!("{} on", health.as_str()))
+    }
+
+    /// Out of the endpoints, about to be stopped.
+    pub fn replica_deregistered(r: &Replica) -> Self {
+        Self::about(EventKind::ReplicaDeregistered, r, "out of the endpoints, about to stop, on")
     }
 
     pub fn replica_lost(r: &Replica) -> Self {

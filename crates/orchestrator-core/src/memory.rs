@@ -554,6 +554,7 @@ impl ReplicaStore for MemoryStore {
                 claim: p.claim.clone(),
                 started_at: None,
                 health_since: None,
+                deregistered_at: None,
             };
             s.replicas.insert(replica.id, replica.clone());
             placed.push(replica);
@@ -615,6 +616,22 @@ impl ReplicaStore for MemoryStore {
         }
         s.record(NewEvent::replica_state(&r, was));
         Ok(r)
+    }
+
+    async fn deregister_replicas(&self, ids: &[ReplicaId]) -> Result<()> {
+        let mut s = self.write();
+        let now = SystemTime::now();
+        let mut news = Vec::new();
+        for id in ids {
+            if let Some(r) = s.replicas.get_mut(id)
+                && r.deregistered_at.is_none()
+            {
+                r.deregistered_at = Some(now);
+                news.push(NewEvent::replica_deregistered(r));
+            }
+        }
+        s.record(news);
+        Ok(())
     }
 
     async fn release_replica(&self, id: ReplicaId) -> Result<()> {

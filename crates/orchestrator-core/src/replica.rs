@@ -84,6 +84,9 @@ pub struct Replica {
     pub started_at: Option<SystemTime>,
     /// When `health` last changed.
     pub health_since: Option<SystemTime>,
+    /// Set when it left the endpoints because it is about to be stopped: it serves no new
+    /// requests from then on, and is removed after the deployment's `deregister_delay`.
+    pub deregistered_at: Option<SystemTime>,
 }
 
 /// A decision to put one replica of a deployment on a node; the store turns it into a `Pending`

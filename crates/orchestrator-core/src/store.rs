@@ -156,6 +156,10 @@ pub trait ReplicaStore: Send + Sync {
     /// replica cannot come back (`Conflict`): a new replica replaces it.
     async fn set_replica_state(&self, id: ReplicaId, state: ReplicaState) -> Result<Replica>;
 
+    /// Takes replicas out of the endpoints before they are stopped (a `replica.deregistered`
+    /// event each); replicas no longer stored are skipped.
+    async fn deregister_replicas(&self, ids: &[ReplicaId]) -> Result<()>;
+
     /// Deletes a replica record, releasing its capacity if it still held it.
     async fn release_replica(&self, id: ReplicaId) -> Result<()>;
 

@@ -60,11 +60,11 @@ pub fn plan(strategy: Strategy, deployment: &Deployment, serving: &Serving, node
     let required = deployment.spec.replicas as usize;
     // A pending replica of an older revision never starts: its container would run the
     // current template under the old revision's name. It goes, and counts for nothing.
-    let (stale, healthy): (Vec<Replica>, Vec<Replica>) = serving
-        .online
-        .iter()
-        .cloned()
-        .partition(|r| r.state == ReplicaState::Pending && r.revision != deployment.revision);
+    let (stale, healthy): (Vec<Replica>, Vec<Replica>) = serving.online.iter().cloned().partition(|r| {
+        // One already out of the endpoints was on its way out when its converge stopped
+        // (a leader that died in the delay): it goes on.
+        (r.state == ReplicaState::Pending && r.revision != deployment.revision) || r.deregistered_at.is_some()
+    });
     let healthy = &healthy;
     let restart: Vec<Replica> = healthy.iter().filter(|r| r.state == ReplicaState::Pending).cloned().collect();
     let missing = required.saturating_sub(healthy.len());
@@ -341,6 +341,7 @@ mod tests {
             claim: Default::default(),
             started_at: None,
             health_since: None,
+            deregistered_at: None,
         }
     }
 

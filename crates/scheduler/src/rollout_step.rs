@@ -57,7 +57,9 @@ pub struct Step {
 /// Whether an old replica serves: running and not failing its check (its own template is not
 /// at hand, so a replica with no verdict yet counts).
 fn old_ready(r: &Replica) -> bool {
-    r.state == ReplicaState::Running && !matches!(r.health, Some(Health::Starting | Health::Unhealthy))
+    r.state == ReplicaState::Running
+        && r.deregistered_at.is_none()
+        && !matches!(r.health, Some(Health::Starting | Health::Unhealthy))
 }
 
 /// A duration as the API takes it: `5s`, `1m30s`, `250ms`.
@@ -336,6 +338,7 @@ pub fn simulate(
                 claim: claim.clone(),
                 started_at: Some(at),
                 health_since: Some(at),
+                deregistered_at: None,
             });
         }
         rollout.updated = step.progress.updated;

@@ -562,6 +562,7 @@ async fn an_update_replaces_replicas_within_its_bounds_and_a_failing_one_rolls_b
     let mut spec = before.spec.clone();
     spec.policy.update.monitor = Duration::ZERO;
     spec.policy.rollback.monitor = Duration::ZERO;
+    spec.policy.deregister_delay = Duration::from_millis(20);
     spec.template.image = ImageRef::parse("local/busybox:2").unwrap();
     let updated = h.scheduler.update_deployment(&name, spec.clone(), before.version, Change::by("tok")).await.unwrap();
     assert_eq!(updated.revision, 2);
@@ -618,4 +619,11 @@ async fn an_update_replaces_replicas_within_its_bounds_and_a_failing_one_rolls_b
             "rollout.succeeded"
         ]
     );
+    // Endpoints first: each old replica the update stopped left the endpoints before.
+    let events = orchestrator_core::EventStore::list_events(&*h.store, 0, 1_000).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "replica.deregistered").count(), 3, "{kinds:?}");
+    let first_out = kinds.iter().position(|k| *k == "replica.deregistered").unwrap();
+    let first_removed = kinds.iter().position(|k| *k == "replica.removed").unwrap();
+    assert!(first_out < first_removed, "out of the endpoints before it goes: {kinds:?}");
 }

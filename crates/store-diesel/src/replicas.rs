@@ -329,6 +329,38 @@ impl ReplicaStore for DieselStore {
             .await?)
     }
 
+    async fn deregister_replicas(&self, ids: &[ReplicaId]) -> Result<()> {
+        let ids: Vec<i64> = ids.iter().map(|id| replica_id(*id)).collect::<Result<_, Error>>()?;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        Ok(self
+            .write(move |conn| {
+                let now = to_millis(SystemTime::now());
+                let mut news = Vec::new();
+                for chunk in ids.chunks(ID_CHUNK) {
+                    let rows: Vec<ReplicaRow> = replicas::table
+                        .filter(replicas::id.eq_any(chunk))
+                        .filter(replicas::deregistered_at_ms.is_null())
+                        .select(ReplicaRow::as_select())
+                        .load(conn)?;
+                    for row in rows {
+                        news.push(NewEvent::replica_deregistered(&Replica::try_from(row)?));
+                    }
+                    diesel::update(
+                        replicas::table
+                            .filter(replicas::id.eq_any(chunk))
+                            .filter(replicas::deregistered_at_ms.is_null()),
+                    )
+                    .set(replicas::deregistered_at_ms.eq(now))
+                    .execute(conn)?;
+                }
+                events::record(conn, &news)?;
+                Ok(())
+            })
+            .await?)
+    }
+
     async fn release_replica(&self, id: ReplicaId) -> Result<()> {
         let id = replica_id(id)?;
         Ok(self

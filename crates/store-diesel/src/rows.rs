@@ -264,6 +264,7 @@ pub struct ReplicaRow {
     pub ports: String,
     pub started_at_ms: Option<i64>,
     pub health_at_ms: Option<i64>,
+    pub deregistered_at_ms: Option<i64>,
 }
 
 #[derive(Insertable)]
@@ -310,6 +311,7 @@ impl TryFrom<ReplicaRow> for Replica {
             },
             started_at: row.started_at_ms.map(from_millis),
             health_since: row.health_at_ms.map(from_millis),
+            deregistered_at: row.deregistered_at_ms.map(from_millis),
         })
     }
 }

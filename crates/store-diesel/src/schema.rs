@@ -75,6 +75,7 @@ diesel::table! {
         ports -> Text,
         started_at_ms -> Nullable<BigInt>,
         health_at_ms -> Nullable<BigInt>,
+        deregistered_at_ms -> Nullable<BigInt>,
     }
 }
 

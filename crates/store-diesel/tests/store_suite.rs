@@ -1032,6 +1032,13 @@ async fn rollouts_start_with_their_revision_and_end_once(db: TestDb) {
     store.set_replica_health(&[(placed[0].id, Some(orchestrator_core::Health::Healthy))]).await.unwrap();
     let healthy = &store.list_replicas(ReplicaFilter::deployment(&web)).await.unwrap()[0];
     assert!(healthy.health_since.is_some_and(|t| t >= before));
+    assert_eq!(healthy.deregistered_at, None);
+    store.deregister_replicas(&[placed[0].id, ReplicaId(999_999)]).await.unwrap();
+    store.deregister_replicas(&[placed[0].id]).await.unwrap();
+    let leaving = &store.list_replicas(ReplicaFilter::deployment(&web)).await.unwrap()[0];
+    assert!(leaving.deregistered_at.is_some_and(|t| t >= before));
+    let events = store.list_events(0, 1_000).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.kind.as_str() == "replica.deregistered").count(), 1, "once");
 
     // Kept across a reopen, and gone with the deployment.
     let reopened = t.reopen().await;

@@ -40,9 +40,10 @@ pub async fn list(path: web::Path<String>, state: web::Data<ApiState>) -> Result
     let replicas = state.store.list_replicas(ReplicaFilter::deployment(&name).active()).await?;
     let nodes: HashMap<NodeName, Node> =
         state.store.list_nodes().await?.into_iter().map(|n| (n.name.clone(), n)).collect();
-    let mut on_node: BTreeMap<&NodeName, Vec<ReplicaId>> = BTreeMap::new();
+    // A replica out of the endpoints (about to stop) is listed, not ready.
+    let mut on_node: BTreeMap<&NodeName, Vec<(ReplicaId, bool)>> = BTreeMap::new();
     for r in &replicas {
-        on_node.entry(&r.node).or_default().push(r.id);
+        on_node.entry(&r.node).or_default().push((r.id, r.deregistered_at.is_some()));
     }
     let engines = &state.engines;
     let asked = on_node.iter().filter_map(|(node, ids)| Some((nodes.get(*node)?, ids))).map(|(node, ids)| async move {
@@ -63,7 +64,7 @@ pub async fn list(path: web::Path<String>, state: web::Data<ApiState>) -> Result
         let Some(host) = node.reachable_host() else { continue };
         let ours: HashMap<ReplicaId, &ContainerSummary> =
             listed.iter().filter(|c| c.deployment == name).map(|c| (c.replica, c)).collect();
-        for id in ids {
+        for (id, leaving) in ids {
             let Some(container) = ours.get(id) else { continue };
             for port in &container.ports {
                 views.push(EndpointView {
@@ -72,7 +73,7 @@ pub async fn list(path: web::Path<String>, state: web::Data<ApiState>) -> Result
                     address: format!("{host}:{}", port.published),
                     target: port.target,
                     protocol: port.protocol.as_str(),
-                    ready: container.is_ready(),
+                    ready: container.is_ready() && !leaving,
                 });
             }
         }

@@ -99,6 +99,7 @@ impl Sim {
             claim: self.deployment.spec.template.claim(),
             started_at,
             health_since: None,
+            deregistered_at: None,
         });
     }
 

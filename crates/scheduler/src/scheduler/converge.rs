@@ -147,7 +147,7 @@ impl Scheduler {
         // Each failed start leaves one fewer serving than the plan counted on.
         let allowed = remove.len().saturating_sub(failed.len());
         let to_remove: Vec<Replica> = remove.into_iter().filter(|r| !failed.contains(&r.id)).take(allowed).collect();
-        report.removed = self.remove_all(nodes, to_remove).await;
+        report.removed = self.remove_all(nodes, to_remove, deployment.spec.policy.deregister_delay).await;
         Ok(report)
     }
 
@@ -184,7 +184,7 @@ impl Scheduler {
                 break;
             }
             info!(from = %victim.node, to = %to, replica = %victim.id, "moved a replica to even out spread");
-            if self.remove_all(&nodes, vec![victim]).await == 0 {
+            if self.remove_all(&nodes, vec![victim], deployment.spec.policy.deregister_delay).await == 0 {
                 break;
             }
             moved += 1;
@@ -387,9 +387,35 @@ impl Scheduler {
         }
     }
 
-    /// Removes replicas' containers, then their records. A replica whose container could not be
-    /// removed keeps its record (and capacity) so the next pass tries again.
-    pub(super) async fn remove_all(&self, nodes: &HashMap<NodeName, Node>, replicas: Vec<Replica>) -> usize {
+    /// Removes replicas' containers, then their records. Endpoints first: those still serving
+    /// leave the endpoints `deregister_delay` before their SIGTERM, so a load balancer that
+    /// follows the endpoints stops sending them requests before they stop (kubernetes#43576).
+    /// A replica whose container could not be removed keeps its record (and capacity) so the
+    /// next pass tries again.
+    pub(super) async fn remove_all(
+        &self,
+        nodes: &HashMap<NodeName, Node>,
+        replicas: Vec<Replica>,
+        deregister_delay: std::time::Duration,
+    ) -> usize {
+        let serving: Vec<ReplicaId> = replicas
+            .iter()
+            .filter(|r| r.state == orchestrator_core::ReplicaState::Running && r.deregistered_at.is_none())
+            .map(|r| r.id)
+            .collect();
+        if !serving.is_empty() && !deregister_delay.is_zero() {
+            match self.store.deregister_replicas(&serving).await {
+                Ok(()) => {
+                    debug!(
+                        replicas = serving.len(),
+                        delay_ms = deregister_delay.as_millis() as u64,
+                        "deregistered; stopping after the delay"
+                    );
+                    tokio::time::sleep(deregister_delay).await;
+                }
+                Err(e) => warn!(error = %e, "cannot take replicas out of the endpoints; stopping them anyway"),
+            }
+        }
         futures::stream::iter(replicas)
             .map(|replica| async move {
                 let Some(node) = nodes.get(&replica.node) else { return false };

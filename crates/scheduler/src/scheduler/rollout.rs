@@ -56,7 +56,7 @@ impl Scheduler {
             }
             if !step.remove.is_empty() {
                 let wanted = step.remove.len();
-                let removed = self.remove_all(&nodes, step.remove).await;
+                let removed = self.remove_all(&nodes, step.remove, deployment.spec.policy.deregister_delay).await;
                 report.removed += removed;
                 if removed < wanted {
                     break;

@@ -1,4 +1,5 @@
 DROP TABLE rollouts;
+ALTER TABLE replicas DROP COLUMN deregistered_at_ms;
 ALTER TABLE replicas DROP COLUMN health_at_ms;
 ALTER TABLE replicas DROP COLUMN started_at_ms;
 ALTER TABLE deployment_revisions DROP COLUMN restores;

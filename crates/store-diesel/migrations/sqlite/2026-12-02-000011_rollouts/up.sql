@@ -7,6 +7,8 @@ ALTER TABLE deployment_revisions ADD COLUMN restores BIGINT;
 -- When a replica started and its health last changed: "ready for monitor" is read off these.
 ALTER TABLE replicas ADD COLUMN started_at_ms BIGINT;
 ALTER TABLE replicas ADD COLUMN health_at_ms BIGINT;
+-- Out of the endpoints, about to be stopped (endpoints first: a load balancer stops sending).
+ALTER TABLE replicas ADD COLUMN deregistered_at_ms BIGINT;
 -- Every rollout, kept until its deployment is deleted: the record of what each update did.
 CREATE TABLE rollouts (
     id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
