@@ -213,6 +213,19 @@ pub async fn deployment(c: &ClientArgs, name: &str) -> Result<()> {
                 text(&crash["last_exit_code"])
             );
         }
+        if let Some(r) = d["rollout"].as_object() {
+            println!(
+                "rollout {}: revision {} -> {}, {}: {} updated, {} healthy, {} failed{}",
+                text(&r["id"]),
+                text(&r["from_revision"]),
+                text(&r["to_revision"]),
+                text(&r["state"]).replace('_', " "),
+                text(&r["updated"]),
+                text(&r["healthy"]),
+                text(&r["failed"]),
+                r.get("reason").and_then(Value::as_str).map(|w| format!(" ({w})")).unwrap_or_default()
+            );
+        }
         if let Some(unplaced) = d["unplaced"].as_object() {
             println!("unplaced: {} ({})", text(&unplaced["count"]), text(&unplaced["reason"]));
         }
@@ -228,11 +241,12 @@ pub async fn deployment(c: &ClientArgs, name: &str) -> Result<()> {
                     text(&r["node"]),
                     text(&r["state"]),
                     health,
+                    text(&r["revision"]),
                     text(&r["container_id"]).chars().take(12).collect(),
                 ]
             })
             .collect();
-        print_table(&["REPLICA", "NODE", "STATE", "HEALTH", "CONTAINER"], rows);
+        print_table(&["REPLICA", "NODE", "STATE", "HEALTH", "REVISION", "CONTAINER"], rows);
     });
     Ok(())
 }

@@ -5,7 +5,9 @@
 //!   nothing it still had in flight lands, and the cluster stays exactly as the new leader
 //!   keeps it;
 //! - a client creating and scaling through HAProxy with a simple retry policy while the
-//!   leader is killed loses nothing and duplicates nothing.
+//!   leader is killed loses nothing and duplicates nothing;
+//! - a rollout under way when the leader is killed finishes on the new leader where it was,
+//!   within its bounds.
 
 mod server;
 
@@ -374,4 +376,89 @@ async fn creates_and_scales_through_haproxy_lose_nothing_and_duplicate_nothing_w
     .await;
     eprintln!("every container of the 25 deleted deployments gone {:?} after the last delete", deleted.elapsed());
     drop(proxy);
+}
+
+#[tokio::test]
+async fn a_rollout_carries_on_where_it_was_on_the_new_leader_when_the_leader_is_killed() {
+    use server::rolling::{ROLLOUT, Sampler, ended, web};
+    let Some(nodes) = local_cluster::nodes() else { return };
+    let Some(store) = fresh_database() else { return };
+    let nodes = &nodes[..3];
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let mut servers: Vec<Server> = ["ro1", "ro2"].iter().map(|id| start(nodes, &store, id, dir.path())).collect();
+    all_ready(&client, &servers.iter().collect::<Vec<_>>()).await;
+    let mut leader = None;
+    for (i, s) in servers.iter().enumerate() {
+        if role(&client, s).await.as_deref() == Some("leader") {
+            leader = Some(i);
+        }
+    }
+    let leader = leader.expect("a leader");
+    let survivor = servers[1 - leader].url.clone();
+    let base = servers[leader].url.clone();
+    let name = format!("haroll{}", std::process::id());
+    let url = format!("{base}/v1/deployments/{name}");
+    let resp = client
+        .post(format!("{base}/v1/deployments"))
+        .bearer_auth(ADMIN)
+        .json(&web(&name, 4, "v1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    wait_for("4 replicas converged", Duration::from_secs(60), async || {
+        converged(&client, &base, nodes, &name, 4).await
+    })
+    .await;
+    wait_for("4 ready", Duration::from_secs(60), async || {
+        let (_, d) = server::get(&client, &url, READER).await;
+        (d["actual"] == 4).then_some(())
+    })
+    .await;
+
+    let sampler = Sampler::start(nodes, &name);
+    let (_, d) = server::get(&client, &url, READER).await;
+    let body = json!({"version": d["version"], "env": {"GREETING": "v2"}});
+    let resp = client.patch(&url).bearer_auth(ADMIN).json(&body).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let updated: Value = resp.json().await.unwrap();
+    let id = updated["rollout"]["id"].as_u64().unwrap();
+    // Killed once the first replica is replaced (updated and watched for its monitor).
+    let updated_before = wait_for("one replica replaced", ROLLOUT, async || {
+        let (_, d) = server::get(&client, &url, READER).await;
+        let replicas = d["replicas"].as_array()?;
+        let new: Vec<u64> = replicas.iter().filter(|r| r["revision"] == 2).filter_map(|r| r["id"].as_u64()).collect();
+        (new.len() >= 2 && replicas.len() <= 5).then_some(new)
+    })
+    .await;
+    servers[leader].child.kill().unwrap();
+    servers[leader].child.wait().unwrap();
+
+    let done = ended(&client, &survivor, &name, id).await;
+    let samples = sampler.finish();
+    assert_eq!(done["state"], "succeeded", "the same rollout finished: {done}");
+    let (_, rollouts) = server::get(&client, &format!("{survivor}/v1/deployments/{name}/rollouts"), READER).await;
+    assert_eq!(rollouts.as_array().unwrap().len(), 1, "not started over: {rollouts}");
+    let (_, d) = server::get(&client, &format!("{survivor}/v1/deployments/{name}"), READER).await;
+    let now: Vec<u64> = d["replicas"].as_array().unwrap().iter().filter_map(|r| r["id"].as_u64()).collect();
+    assert!(
+        updated_before.iter().all(|r| now.contains(r)),
+        "replicas updated before the kill kept: {updated_before:?} {now:?}"
+    );
+    assert!(d["replicas"].as_array().unwrap().iter().all(|r| r["revision"] == 2), "{d}");
+    let most = samples.iter().map(|s| s.0).max().unwrap();
+    let fewest_healthy = samples.iter().map(|s| s.1).min().unwrap();
+    assert!(most <= 5 && fewest_healthy >= 4, "within its bounds across the takeover: {samples:?}");
+    wait_for("converged on the new leader", Duration::from_secs(60), async || {
+        converged(&client, &survivor, nodes, &name, 4).await
+    })
+    .await;
+
+    let resp = client.delete(format!("{survivor}/v1/deployments/{name}")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    wait_for("containers removed", Duration::from_secs(60), async || {
+        server::try_containers_on_engines(nodes, &name)?.is_empty().then_some(())
+    })
+    .await;
 }

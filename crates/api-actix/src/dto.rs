@@ -298,6 +298,8 @@ pub struct ReplicaView {
     /// The health check's last verdict: `starting`, `healthy` or `unhealthy`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<&'static str>,
+    /// The deployment revision whose template it runs.
+    pub revision: u64,
 }
 
 /// Node name to address, looked up once per replica.
@@ -319,6 +321,7 @@ impl ReplicaView {
             container_id: r.container_id.clone(),
             state: r.state.as_str(),
             health: r.health.map(orchestrator_core::Health::as_str),
+            revision: r.revision,
         }
     }
 }

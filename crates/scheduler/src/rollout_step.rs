@@ -105,7 +105,7 @@ pub fn step(
     let mut alive: Vec<&Replica> = Vec::with_capacity(new.len());
     for r in new {
         let late = template.ready_since(r).is_none()
-            && r.started_at.is_some_and(|started| started + policy.ready_deadline <= now);
+            && r.started_at.and_then(|started| started.checked_add(policy.ready_deadline)).is_some_and(|d| d <= now);
         if late {
             let why = format!("replica {} on {} not ready within {}", r.id, r.node, secs(policy.ready_deadline));
             step.failed.push((r.id, why));
@@ -117,7 +117,9 @@ pub fn step(
     let monitored: Vec<&Replica> = alive
         .iter()
         .copied()
-        .filter(|r| template.ready_since(r).is_some_and(|since| since + policy.monitor <= now))
+        .filter(|r| {
+            template.ready_since(r).and_then(|since| since.checked_add(policy.monitor)).is_some_and(|t| t <= now)
+        })
         .collect();
     step.progress = RolloutProgress {
         updated: u32::try_from(alive.len()).unwrap_or(u32::MAX),
@@ -136,7 +138,7 @@ pub fn step(
         )));
         return step;
     }
-    if rollout.started_at + policy.progress_deadline <= now {
+    if rollout.started_at.checked_add(policy.progress_deadline).is_some_and(|deadline| deadline <= now) {
         let deadline = secs(policy.progress_deadline);
         step.outcome = Some(Outcome::Failed(format!("not done within its progress_deadline ({deadline})")));
         return step;

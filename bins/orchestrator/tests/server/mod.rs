@@ -4,6 +4,8 @@
 
 pub use test_support::local_cluster;
 
+pub mod rolling;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
