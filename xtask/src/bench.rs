@@ -19,6 +19,8 @@ pub enum Suite {
     Api,
     /// Ours vs Docker Swarm vs the raw Docker API on 3 local engines: converge and failover.
     E2e,
+    /// Rolling updates, ours vs Docker Swarm on 3 local engines: defaults, same settings, rollback.
+    Update,
     /// HA: takeover after kill -9 of the leader (median of 5) and requests through HAProxy.
     Ha,
     /// Hollow engines (crates/hollow-node): --nodes N --replicas R (default 500 / 50,000).
@@ -57,6 +59,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if wants(Suite::E2e) {
         crate::bench_e2e::run(false)?;
+    }
+    if wants(Suite::Update) {
+        crate::bench_update::run(false)?;
     }
     if wants(Suite::Ha) {
         crate::bench_ha::run()?;

@@ -27,17 +27,17 @@ const TOKEN: &str = "bench-e2e-token-0123456789abcdef0123456789";
 const POLL: Duration = Duration::from_millis(25);
 
 #[derive(Clone)]
-struct Node {
+pub(crate) struct Node {
     name: String,
     tcp: String,
 }
 
-fn nodes() -> Result<Vec<Node>> {
+pub(crate) fn nodes() -> Result<Vec<Node>> {
     let listing = test_support::local_cluster::listing(&state_dir()).context("no cluster node list")?;
     Ok(listing.into_iter().map(|n| Node { name: n.name, tcp: n.tcp }).collect())
 }
 
-fn until(what: &str, timeout: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<Duration> {
+pub(crate) fn until(what: &str, timeout: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<Duration> {
     let started = Instant::now();
     while started.elapsed() < timeout {
         if done().unwrap_or(false) {
@@ -53,7 +53,7 @@ fn kill_engine(node: &str) -> Result<()> {
     sh::run(Command::new("kill").args(["-KILL", pid.trim()]))
 }
 
-fn docker(node: &Node, args: &[&str]) -> Result<String> {
+pub(crate) fn docker(node: &Node, args: &[&str]) -> Result<String> {
     sh::output(Command::new("docker").arg("-H").arg(&node.tcp).args(args))
 }
 
@@ -88,7 +88,7 @@ pub fn run(no_install: bool) -> Result<()> {
 
 // ---- ours -------------------------------------------------------------------------------
 
-fn api(method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+pub(crate) fn api(method: &str, path: &str, body: Option<Value>) -> Result<Value> {
     let url = format!("http://127.0.0.1:{PORT}{path}");
     let request = ureq::http::Request::builder()
         .method(method)
@@ -105,9 +105,10 @@ fn api(method: &str, path: &str, body: Option<Value>) -> Result<Value> {
     Ok(response.body_mut().read_json()?)
 }
 
-fn ours() -> Result<Figures> {
+/// The release server on the cluster's nodes at `PORT`, its data in target/`data`, ready.
+pub(crate) fn serve(data: &str) -> Result<sh::KillOnDrop> {
     let nodes = nodes()?;
-    let data = sh::workspace_root().join("target/bench-e2e");
+    let data = sh::workspace_root().join("target").join(data);
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data)?;
     let mut serve = Command::new(sh::workspace_root().join("target/release/orchestrator"));
@@ -122,10 +123,15 @@ fn ours() -> Result<Figures> {
     for n in &nodes {
         serve.arg("--node").arg(format!("{}={}", n.name, n.tcp));
     }
-    let _server = sh::KillOnDrop(serve.spawn()?);
+    let server = sh::KillOnDrop(serve.spawn()?);
     until("the server ready", Duration::from_secs(20), || {
         Ok(ureq::get(format!("http://127.0.0.1:{PORT}/readyz")).call().is_ok())
     })?;
+    Ok(server)
+}
+
+fn ours() -> Result<Figures> {
+    let _server = serve("bench-e2e")?;
     let mut figures = Figures::default();
 
     let body = json!({"image": image::TEST_IMAGE, "replicas": CONVERGE_REPLICAS, "name": "converge", "command": ["sleep", "3600"]});
@@ -252,7 +258,8 @@ struct Raw {
 
 // ---- Docker Swarm -----------------------------------------------------------------------
 
-fn swarm() -> Result<Figures> {
+/// A swarm of the cluster's nodes, node1 its manager; the nodes, the manager first.
+pub(crate) fn swarm_init() -> Result<Vec<Node>> {
     let nodes = nodes()?;
     let manager = &nodes[0];
     let ip = |n: &Node| n.tcp.trim_start_matches("tcp://").split(':').next().unwrap_or_default().to_string();
@@ -265,6 +272,12 @@ fn swarm() -> Result<Figures> {
         let ls = docker(manager, &["node", "ls", "--format", "{{.Status}}"])?;
         Ok(ls.lines().filter(|s| *s == "Ready").count() == nodes.len())
     })?;
+    Ok(nodes)
+}
+
+fn swarm() -> Result<Figures> {
+    let nodes = swarm_init()?;
+    let manager = &nodes[0];
     let mut figures = Figures::default();
     let service = |name: &str, replicas: usize| {
         docker(

@@ -5,6 +5,7 @@ mod bench_api;
 mod bench_e2e;
 mod bench_ha;
 mod bench_scale;
+mod bench_update;
 mod chaos;
 mod ci;
 mod cluster;

@@ -306,8 +306,63 @@ async fn the_dashboard_shows_the_cluster_and_follows_a_node_failure_live() {
     .await;
     assert_eq!(report, json!([]), "accessibility problems");
 
-    // Signing out forgets the token.
+    // A deployment's panel: its rollout and revisions; a reader's change is refused, said.
     c.set_window_size(1280, 1000).await.unwrap();
+    let open = format!("button[data-open={name}]");
+    c.find(Locator::Css(&open)).await.unwrap().click().await.unwrap();
+    until(
+        &c,
+        "the panel",
+        Duration::from_secs(10),
+        "document.getElementById('detail-rollout').textContent.includes('No rollout')",
+    )
+    .await;
+    assert_eq!(js(&c, "return document.querySelectorAll('#revisions tbody tr').length;").await, json!(1));
+    c.find(Locator::Css("#detail-scale")).await.unwrap().click().await.unwrap();
+    until(
+        &c,
+        "the reader refused",
+        Duration::from_secs(10),
+        "document.getElementById('detail-error').textContent.length > 0",
+    )
+    .await;
+
+    // As an admin: a rollout under way is shown with its progress, paused, and rolled back
+    // from the panel; the revisions say what the rollback restored.
+    c.find(Locator::Css("#signout")).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("#token")).await.unwrap().send_keys(ADMIN).await.unwrap();
+    c.find(Locator::Css("#login button[type=submit]")).await.unwrap().click().await.unwrap();
+    until(&c, "signed in again", Duration::from_secs(10), &format!("document.querySelector('{open}') !== null")).await;
+    let (_, d) = server::get(&client, &format!("{}/v1/deployments/{name}", server.url), READER).await;
+    let body = json!({"version": d["version"], "env": {"REVISION": "2"}, "update": {"monitor": "10m", "progress_deadline": "20m"}});
+    let resp = client
+        .patch(format!("{}/v1/deployments/{name}", server.url))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    c.find(Locator::Css(&open)).await.unwrap().click().await.unwrap();
+    until(&c, "the rollout in progress", Duration::from_secs(20), "document.getElementById('detail-rollout').dataset.state === 'in_progress' && !document.getElementById('detail-pause').hidden").await;
+    screenshot(&c, "4-rollout.png").await;
+    c.find(Locator::Css("#detail-pause")).await.unwrap().click().await.unwrap();
+    until(&c, "the rollout paused", Duration::from_secs(10), "document.getElementById('detail-rollout').dataset.state === 'paused' && !document.getElementById('detail-resume').hidden").await;
+    c.find(Locator::Css("#detail-rollback")).await.unwrap().click().await.unwrap();
+    until(
+        &c,
+        "rolled back, revision 3 restoring 1",
+        Duration::from_secs(60),
+        "document.getElementById('detail-rollout').dataset.state === 'none' && \
+         document.querySelector('#revisions tr[data-revision=\"3\"]') !== null && \
+         document.querySelector('#revisions tr[data-revision=\"3\"]').textContent.includes('restores 1')",
+    )
+    .await;
+    let (_, rollouts) = server::get(&client, &format!("{}/v1/deployments/{name}/rollouts", server.url), READER).await;
+    assert_eq!(rollouts[1]["state"], "rolled_back", "{rollouts}");
+    screenshot(&c, "5-rolled-back.png").await;
+
+    // Signing out forgets the token.
     c.find(Locator::Css("#signout")).await.unwrap().click().await.unwrap();
     assert_eq!(js(&c, "return sessionStorage.length;").await, json!(0));
     c.close().await.unwrap();

@@ -52,6 +52,9 @@ pub struct Step {
     /// What the rollout waits on, in words.
     pub waiting_on: Option<String>,
     pub outcome: Option<Outcome>,
+    /// When the clock alone changes what the next step decides (a monitor period or a
+    /// deadline ends), if nothing else does first.
+    pub next_look: Option<SystemTime>,
 }
 
 /// Whether an old replica serves: running and not failing its check (its own template is not
@@ -121,6 +124,15 @@ pub fn step(
             template.ready_since(r).and_then(|since| since.checked_add(policy.monitor)).is_some_and(|t| t <= now)
         })
         .collect();
+    let mut looks: Vec<SystemTime> = alive
+        .iter()
+        .filter_map(|r| match template.ready_since(r) {
+            Some(since) => since.checked_add(policy.monitor).filter(|t| *t > now),
+            None => r.started_at.and_then(|s| s.checked_add(policy.ready_deadline)),
+        })
+        .collect();
+    looks.extend(rollout.started_at.checked_add(policy.progress_deadline));
+    step.next_look = looks.into_iter().min();
     step.progress = RolloutProgress {
         updated: u32::try_from(alive.len()).unwrap_or(u32::MAX),
         healthy: u32::try_from(monitored.len()).unwrap_or(u32::MAX),

@@ -39,6 +39,9 @@ pub struct Converged {
     pub removed: usize,
     /// Replicas that found no room (the deployment stays degraded).
     pub unplaced: u32,
+    /// A rollout waits on the clock (a new replica's monitor period): converge again after
+    /// this, rather than at the next reconcile pass.
+    pub look_again: Option<std::time::Duration>,
 }
 
 /// What a reconcile pass found for one deployment, for its next converge: the fixes to make
@@ -201,6 +204,14 @@ impl Scheduler {
                     Err(Error::NotFound { kind: Kind::Deployment, .. }) => Ok(Converged::default()),
                     other => other,
                 };
+                if let Ok(Converged { look_again: Some(after), .. }) = &output {
+                    let (again, name) = (Arc::clone(&scheduler), name.clone());
+                    let after = *after;
+                    scheduler.spawn(async move {
+                        tokio::time::sleep(after).await;
+                        again.enqueue(name);
+                    });
+                }
                 let retry = match &output {
                     Ok(report) => report.failed > 0,
                     Err(e) => {

@@ -1,4 +1,5 @@
-// The dashboard: read-only, a client of the public API like any other. The token lives in
+// The dashboard: a client of the public API like any other (changes, from a deployment's
+// panel, need an admin token; the server decides). The token lives in
 // this tab's sessionStorage; the live feed is the SSE stream read with fetch (EventSource
 // cannot send an Authorization header, and a token in the URL would end up in logs).
 "use strict";
@@ -86,8 +87,10 @@ function renderStatus(status) {
       count.append(el("span", { class: "unplaced crash-looping",
         text: `crash looping: ${d.crash_looping.restarts} failures in a row, last exit code ${code}` }));
     }
+    const open = el("button", { type: "button", class: "link", "data-open": d.name, text: d.name });
+    open.addEventListener("click", () => showDetail(d.name));
     return el("tr", { "data-deployment": d.name, "data-degraded": String(d.actual < d.required) },
-      el("th", { scope: "row", text: d.name }),
+      el("th", { scope: "row" }, open),
       el("td", { text: d.image }),
       count,
       el("td", { text: String(d.version) }));
@@ -96,11 +99,90 @@ function renderStatus(status) {
   $("no-deployments").hidden = deployments.length > 0;
 }
 
+// ----- One deployment: its rollout, revisions and actions -----
+
+let detailName = null;
+let detailVersion = null;
+let detailRollout = null;
+
+async function showDetail(name) {
+  detailName = name;
+  $("detail").hidden = false;
+  $("detail-error").textContent = "";
+  await refreshDetail(true);
+}
+
+async function refreshDetail(fresh = false) {
+  if (!detailName) return;
+  const [response, revisions] = await Promise.all([
+    api(`/v1/deployments/${encodeURIComponent(detailName)}`),
+    api(`/v1/deployments/${encodeURIComponent(detailName)}/revisions`),
+  ]);
+  if (!response.ok) {
+    $("detail").hidden = true;
+    detailName = null;
+    return;
+  }
+  const d = await response.json();
+  detailVersion = d.version;
+  detailRollout = d.rollout || null;
+  $("detail-name").textContent = `${d.name} (revision ${d.revision})`;
+  if (fresh) $("detail-replicas").value = String(d.required);
+  const r = detailRollout;
+  $("detail-rollout").textContent = r
+    ? `Rollout ${r.id}, revision ${r.from_revision} → ${r.to_revision}: ${r.state.replace("_", " ")}, ` +
+      `${r.updated} updated, ${r.healthy} healthy of ${d.required}, ${r.failed} failed` +
+      (r.reason ? ` (${r.reason})` : "")
+    : "No rollout under way.";
+  $("detail-rollout").dataset.state = r ? r.state : "none";
+  $("detail-pause").hidden = !r || r.state !== "in_progress";
+  $("detail-resume").hidden = !r || r.state !== "paused";
+  if (revisions.ok) {
+    const rows = (await revisions.json()).reverse().map((v) =>
+      el("tr", { "data-revision": String(v.revision) },
+        el("td", { text: v.restores ? `${v.revision} (restores ${v.restores})` : String(v.revision) }),
+        el("td", { text: new Date(v.created_at_ms).toLocaleString() }),
+        el("td", { text: v.by || "-" }),
+        el("td", { text: v.cause || "-" }),
+        el("td", { text: v.template.image })));
+    $("revisions").tBodies[0].replaceChildren(...rows);
+  }
+}
+
+// An admin action on the open deployment; the server's message when it is refused.
+async function act(method, path, body) {
+  $("detail-error").textContent = "";
+  const init = { method };
+  if (body) {
+    init.headers = { "Content-Type": "application/json" };
+    init.body = JSON.stringify(body);
+  }
+  try {
+    const response = await api(path, init);
+    if (!response.ok) {
+      const error = await response.json().catch(() => ({}));
+      $("detail-error").textContent = (error.error && error.error.message) || `HTTP ${response.status}`;
+    }
+  } catch (e) {
+    if (e instanceof Unauthorized) return signOut(e.message);
+  }
+  await refreshDetail(true);
+  refreshSoon();
+}
+
+const detailPath = () => `/v1/deployments/${encodeURIComponent(detailName)}`;
+$("detail-scale").addEventListener("click", () =>
+  act("PATCH", detailPath(), { version: detailVersion, replicas: Number($("detail-replicas").value) }));
+$("detail-rollback").addEventListener("click", () => act("POST", `${detailPath()}/rollback`, { version: detailVersion }));
+$("detail-pause").addEventListener("click", () => act("POST", `${detailPath()}/rollouts/${detailRollout.id}/pause`));
+$("detail-resume").addEventListener("click", () => act("POST", `${detailPath()}/rollouts/${detailRollout.id}/resume`));
+
 async function refresh() {
   refreshTimer = null;
   try {
     const response = await api("/status");
     if (response.ok) renderStatus(await response.json());
+    await refreshDetail();
   } catch (e) {
     if (e instanceof Unauthorized) signOut(e.message);
   }

@@ -80,6 +80,12 @@ impl Scheduler {
             report.started += done.started;
             report.failed += done.failed;
             report.unplaced = done.unplaced;
+            // Waiting on the clock: the next step when it ends, not at the next pass.
+            let waiting = step.next_look.and_then(|t| t.duration_since(SystemTime::now()).ok());
+            // Those it just started are ready at the earliest a monitor period from now.
+            let started = (done.started > 0).then_some(rollout.policy.monitor);
+            report.look_again =
+                waiting.into_iter().chain(started).min().map(|d| d + std::time::Duration::from_millis(20));
             break;
         }
         Ok(Some(report))
