@@ -87,18 +87,34 @@ pub fn plan(strategy: Strategy, deployment: &Deployment, serving: &Serving, node
 
 /// Nodes for `count` more replicas of `deployment` beside `present` (its replicas of every
 /// revision, which hold their nodes' room and ports), how many found none, and why.
+///
+/// `leaving` (replicas on their way out, a rollout's old ones) count against `max_per_node`
+/// but not for spread: a new replica goes beside an old one it will replace, so the spread
+/// after the rollout is the spread before it.
 pub fn place_more(
     strategy: Strategy,
     deployment: &Deployment,
     nodes: &HashMap<NodeName, Node>,
     present: &[Replica],
+    leaving: &[Replica],
     count: u32,
 ) -> (Vec<NodeName>, u32, Option<String>) {
     if count == 0 {
         return (Vec::new(), 0, None);
     }
-    let placed = placement::place(strategy, &candidates(deployment, nodes, present), deployment.spec.units, count);
-    let reason = (placed.unplaced > 0).then(|| why_unplaced(deployment, nodes, present, &placed.nodes));
+    let mut candidates = candidates(deployment, nodes, present);
+    let mut old_here: HashMap<&NodeName, u32> = HashMap::new();
+    for r in leaving {
+        *old_here.entry(&r.node).or_default() += 1;
+    }
+    let limit = max_per_node(deployment);
+    for c in &mut candidates {
+        let old = old_here.get(&c.node).copied().unwrap_or(0);
+        c.max_replicas = c.max_replicas.min(limit.saturating_sub(old));
+    }
+    let placed = placement::place(strategy, &candidates, deployment.spec.units, count);
+    let everyone: Vec<Replica> = present.iter().chain(leaving).cloned().collect();
+    let reason = (placed.unplaced > 0).then(|| why_unplaced(deployment, nodes, &everyone, &placed.nodes));
     (placed.nodes, placed.unplaced, reason)
 }
 

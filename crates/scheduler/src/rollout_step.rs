@@ -160,13 +160,13 @@ pub fn step(
         return step;
     }
 
-    let mut present: Vec<Replica> = alive.iter().map(|r| (*r).clone()).collect();
-    present.extend(old.iter().map(|r| (*r).clone()));
+    let present: Vec<Replica> = alive.iter().map(|r| (*r).clone()).collect();
+    let leaving: Vec<Replica> = old.iter().map(|r| (*r).clone()).collect();
     let total = alive.len() + old.len();
     if rollout.state == RolloutState::Paused {
         // Where it stopped, but whole: replicas lost meanwhile come back at the new revision.
         let missing = u32::try_from(required.saturating_sub(total)).unwrap_or(u32::MAX);
-        place(&mut step, strategy, deployment, nodes, &present, missing);
+        place(&mut step, strategy, deployment, nodes, (&present, &leaving), missing);
         return step;
     }
 
@@ -179,8 +179,16 @@ pub fn step(
     // spread (from the nodes running the most).
     let mut ordered: Vec<&Replica> = old.iter().copied().filter(|r| !old_ready(r)).collect();
     ordered.extend(serving.draining.iter().filter(|r| old_ready(r)));
-    let online_old: Vec<Replica> = serving.online.iter().filter(|r| !current(r) && old_ready(r)).cloned().collect();
-    let by_spread = planner::pick_surplus(&online_old, nodes, online_old.len());
+    // By spread: from the nodes running the most of the deployment, old and new together (a
+    // new replica placed beside an old one makes that old one go next), newest first.
+    let mut here: HashMap<&NodeName, usize> = HashMap::new();
+    for r in alive.iter().copied().chain(old.iter().copied()) {
+        *here.entry(&r.node).or_default() += 1;
+    }
+    let mut by_spread: Vec<Replica> = serving.online.iter().filter(|r| !current(r) && old_ready(r)).cloned().collect();
+    by_spread.sort_by_key(|r| {
+        (std::cmp::Reverse(here.get(&r.node).copied().unwrap_or(0)), r.node.clone(), std::cmp::Reverse(r.id))
+    });
     ordered.extend(by_spread.iter());
 
     let mut ready = old.iter().filter(|r| old_ready(r)).count() + monitored.len();
@@ -212,7 +220,7 @@ pub fn step(
     let wanted = required.saturating_sub(alive.len());
     let room = (required + surge as usize).saturating_sub(total).min(parallel.saturating_sub(in_flight));
     let count = u32::try_from(wanted.min(room)).unwrap_or(u32::MAX);
-    place(&mut step, strategy, deployment, nodes, &present, count);
+    place(&mut step, strategy, deployment, nodes, (&present, &leaving), count);
 
     if count > 0 && step.place.is_empty() && in_flight == 0 {
         // Start-first has nowhere to put a new copy: stop one old replica first.
@@ -243,10 +251,10 @@ fn place(
     strategy: Strategy,
     deployment: &Deployment,
     nodes: &HashMap<NodeName, Node>,
-    present: &[Replica],
+    (present, leaving): (&[Replica], &[Replica]),
     count: u32,
 ) {
-    let (placed, unplaced, reason) = planner::place_more(strategy, deployment, nodes, present, count);
+    let (placed, unplaced, reason) = planner::place_more(strategy, deployment, nodes, present, leaving, count);
     step.place = placed;
     step.unplaced = unplaced;
     step.unplaced_reason = reason;

@@ -566,8 +566,11 @@ async fn an_update_replaces_replicas_within_its_bounds_and_a_failing_one_rolls_b
     spec.template.image = ImageRef::parse("local/busybox:2").unwrap();
     let updated = h.scheduler.update_deployment(&name, spec.clone(), before.version, Change::by("tok")).await.unwrap();
     assert_eq!(updated.revision, 2);
-    for _ in 0..20 {
+    // Passes until it ends (one a deployment whose converge is queued, as a rollout's
+    // follow-up is, skips it: give the queue its turn between passes).
+    for _ in 0..300 {
         reconciler.pass().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(h.engines.containers().len() <= 4, "never more than replicas + max_surge");
         if newest_rollout(&h, &name).await.state != RolloutState::InProgress {
             break;
@@ -588,8 +591,9 @@ async fn an_update_replaces_replicas_within_its_bounds_and_a_failing_one_rolls_b
     h.engines.with(broken[0].node.as_str(), |e| {
         e.containers.get_mut(&("web".into(), broken[0].id.0)).unwrap().1 = ContainerState::Exited
     });
-    for _ in 0..20 {
+    for _ in 0..300 {
         reconciler.pass().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
         if h.store.get_deployment(&name).await.unwrap().rollout.is_none() {
             break;
         }

@@ -340,3 +340,13 @@ fn a_dry_run_plans_every_start_and_stop_in_order_and_changes_nothing() {
     assert_eq!(kinds, ["start", "stop", "start", "stop"]);
     assert!(plan.actions.iter().all(|a| a.why.is_none()));
 }
+
+#[test]
+fn a_rollout_keeps_the_spread_it_found() {
+    let mut sim = Sim::new(6, 3, policy(1, 1, 0, UpdateOrder::StartFirst), Vec::new());
+    sim.run().unwrap();
+    let mut per_node: Vec<usize> =
+        (0..3).map(|i| sim.replicas.iter().filter(|r| r.node.as_str() == format!("n{i}")).count()).collect();
+    per_node.sort_unstable();
+    assert_eq!(per_node, [2, 2, 2], "each new replica beside the old one it replaces");
+}
