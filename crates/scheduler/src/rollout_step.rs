@@ -57,12 +57,12 @@ pub struct Step {
     pub next_look: Option<SystemTime>,
 }
 
-/// Whether an old replica serves: running and not failing its check (its own template is not
-/// at hand, so a replica with no verdict yet counts).
+/// Whether an old replica serves, or may soon: running, not failing its check and not on its
+/// way out. One whose check is still starting counts (the store learns a verdict a pass after
+/// the engine does: treating it as gone would stop replicas that serve); only what surely
+/// serves nobody (pending, unhealthy, leaving) goes first, outside the bounds.
 fn old_ready(r: &Replica) -> bool {
-    r.state == ReplicaState::Running
-        && r.deregistered_at.is_none()
-        && !matches!(r.health, Some(Health::Starting | Health::Unhealthy))
+    r.state == ReplicaState::Running && r.deregistered_at.is_none() && r.health != Some(Health::Unhealthy)
 }
 
 /// A duration as the API takes it: `5s`, `1m30s`, `250ms`.

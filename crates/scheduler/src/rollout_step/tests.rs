@@ -350,3 +350,14 @@ fn a_rollout_keeps_the_spread_it_found() {
     per_node.sort_unstable();
     assert_eq!(per_node, [2, 2, 2], "each new replica beside the old one it replaces");
 }
+
+#[test]
+fn old_replicas_whose_check_is_still_starting_are_not_stopped_outside_the_bounds() {
+    let mut sim = Sim::new(4, 3, policy(1, 1, 0, UpdateOrder::StartFirst), Vec::new());
+    for r in &mut sim.replicas {
+        r.health = Some(Health::Starting);
+    }
+    sim.replicas[0].health = Some(Health::Unhealthy);
+    let first = sim.step();
+    assert_eq!(first.remove.iter().map(|r| r.id).collect::<Vec<_>>(), [sim.replicas[0].id], "only the unhealthy one");
+}
