@@ -192,7 +192,8 @@ pub fn step(
     ordered.extend(by_spread.iter());
 
     let mut ready = old.iter().filter(|r| old_ready(r)).count() + monitored.len();
-    let mut left = total - step.remove.len();
+    // The late new replicas already in `remove` are not in `total`.
+    let mut left = total;
     let mut stopping = Vec::new();
     for r in ordered {
         let serves = old_ready(r);

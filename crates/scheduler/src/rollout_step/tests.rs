@@ -361,3 +361,23 @@ fn old_replicas_whose_check_is_still_starting_are_not_stopped_outside_the_bounds
     let first = sim.step();
     assert_eq!(first.remove.iter().map(|r| r.id).collect::<Vec<_>>(), [sim.replicas[0].id], "only the unhealthy one");
 }
+
+#[test]
+fn new_replicas_all_late_with_no_old_ones_left_are_replaced_not_miscounted() {
+    let mut sim = Sim::new(2, 2, policy(1, 1, 0, UpdateOrder::StartFirst), Vec::new());
+    sim.rollout.policy.max_failure_permille = 1000;
+    sim.deployment.spec.template.healthcheck =
+        orchestrator_core::HealthCheck::Command(orchestrator_core::HealthCommand {
+            test: vec!["CMD".into(), "false".into()],
+            interval: None,
+            timeout: None,
+            retries: None,
+            start_period: None,
+        });
+    for r in &mut sim.replicas {
+        r.revision = 2;
+    }
+    sim.now += sim.rollout.policy.ready_deadline + Duration::from_secs(60);
+    let step = sim.step();
+    assert_eq!((step.failed.len(), step.remove.len(), step.outcome.clone()), (2, 2, None), "{step:?}");
+}
