@@ -95,6 +95,7 @@ pub struct RolledBack {
     params(("name" = String, Path, description = "Deployment name")), request_body = RollbackDeployment,
     responses((status = 200, description = "Rolling back: a new revision restoring the one asked for (default: the one before the current), rolled out with the rollback policy; a rollout under way, even paused, ends rolled_back (`interrupted`)", body = RolledBack),
         (status = 400, description = "Malformed JSON, unknown field or wrong type", body = ErrorBody), (status = 422, description = "A value out of range (the field is named)", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 404, description = "No such deployment, or no such revision kept", body = ErrorBody), (status = 409, description = "Stale version, or the revision runs the current template already", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody), (status = 403, description = "A reader token on a mutating route", body = ErrorBody)))]
 pub async fn rollback(
     req: HttpRequest,
