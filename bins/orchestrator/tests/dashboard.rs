@@ -309,7 +309,10 @@ async fn the_dashboard_shows_the_cluster_and_follows_a_node_failure_live() {
     // A deployment's panel: its rollout and revisions; a reader's change is refused, said.
     c.set_window_size(1280, 1000).await.unwrap();
     let open = format!("button[data-open={name}]");
-    c.find(Locator::Css(&open)).await.unwrap().click().await.unwrap();
+    // Clicked from the page itself: the table is redrawn at every refresh, so an element found
+    // by one command may be gone by the next.
+    let open_panel = format!("document.querySelector('{open}').click(); return 1;");
+    assert_eq!(js(&c, &open_panel).await, json!(1));
     until(
         &c,
         "the panel",
@@ -343,7 +346,7 @@ async fn the_dashboard_shows_the_cluster_and_follows_a_node_failure_live() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    c.find(Locator::Css(&open)).await.unwrap().click().await.unwrap();
+    assert_eq!(js(&c, &open_panel).await, json!(1));
     until(&c, "the rollout in progress", Duration::from_secs(20), "document.getElementById('detail-rollout').dataset.state === 'in_progress' && !document.getElementById('detail-pause').hidden").await;
     screenshot(&c, "4-rollout.png").await;
     c.find(Locator::Css("#detail-pause")).await.unwrap().click().await.unwrap();
