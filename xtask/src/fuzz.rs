@@ -121,6 +121,9 @@ fn one_pass(st: &Path, url: &str, dir: &Path, seed: u64, label: &str, token: boo
     cmd.arg("--config-file")
         .arg(sh::workspace_root().join(CONFIG))
         .args(["run", &format!("{url}/openapi.json"), "--checks", "all", "--exclude-path", "/v1/events/stream"])
+        // A rollback's 404 for a revision not kept (the contract) reads to this check as "the
+        // deployment just created is gone"; the route tests hold created deployments to being found.
+        .args(["--exclude-checks", "ensure_resource_availability"])
         // One worker: CPython 3.11 before 3.11.8 keeps the AST constructor's recursion depth
         // where two threads can both move it (python/cpython#106905), and schemathesis' coverage
         // phase, run from two workers, died of it (`AST constructor recursion depth mismatch`)

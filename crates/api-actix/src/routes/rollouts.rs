@@ -22,6 +22,14 @@ pub struct UpdateQuery {
     pub dry_run: Option<bool>,
 }
 
+/// What an update answers: the deployment, or with `dry_run` the plan.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum UpdateAnswer {
+    Updated(Box<DeploymentView>),
+    Plan(UpdatePlanView),
+}
+
 fn caller(req: &HttpRequest) -> Option<String> {
     req.extensions().get::<Caller>().map(|c| c.token_id.clone())
 }
@@ -43,7 +51,7 @@ async fn answer(
 
 #[utoipa::path(patch, path = "/v1/deployments/{name}", tag = "deployments",
     params(("name" = String, Path, description = "Deployment name"), UpdateQuery), request_body = UpdateDeployment,
-    responses((status = 200, description = "Updated: a new template made a revision and started its rollout (`revision`, `rollout`); replicas alone scale. With `dry_run`: the plan, nothing changed", body = DeploymentView),
+    responses((status = 200, description = "Updated: a new template made a revision and started its rollout (`revision`, `rollout`); replicas alone scale. With `dry_run`: the plan, nothing changed", body = UpdateAnswer),
         (status = 400, description = "Malformed JSON, unknown field or wrong type (the field is named)", body = ErrorBody), (status = 422, description = "A value out of range or badly formed (the field is named)", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 404, description = "No such deployment", body = ErrorBody), (status = 409, description = "Stale version", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody), (status = 403, description = "A reader token on a mutating route", body = ErrorBody)))]
 pub async fn update(
@@ -59,7 +67,7 @@ pub async fn update(
     if body.is_scale_only() && !dry_run {
         let replicas = state.limits.check_replicas(body.replicas.unwrap_or_default())?;
         let deployment = state.control.scale_deployment(&name, replicas, body.version).await?;
-        return Ok(HttpResponse::Ok().json(answer(&state, &name, &deployment).await?));
+        return Ok(HttpResponse::Ok().json(UpdateAnswer::Updated(Box::new(answer(&state, &name, &deployment).await?))));
     }
     let current = state.store.get_deployment(&name).await?;
     if current.version != body.version {
@@ -70,12 +78,12 @@ pub async fn update(
     fits_some_engine(&spec.template.resources, &state.store.list_nodes().await?)?;
     if dry_run {
         let plan = state.control.plan_update(&name, spec).await?;
-        return Ok(HttpResponse::Ok().json(UpdatePlanView::new(&plan)));
+        return Ok(HttpResponse::Ok().json(UpdateAnswer::Plan(UpdatePlanView::new(&plan))));
     }
     let change = Change { by: caller(&req), cause, restores: None };
     let deployment = state.control.update_deployment(&name, spec, version, change).await?;
     info!(deployment = %name, revision = deployment.revision, "updated via API");
-    Ok(HttpResponse::Ok().json(answer(&state, &name, &deployment).await?))
+    Ok(HttpResponse::Ok().json(UpdateAnswer::Updated(Box::new(answer(&state, &name, &deployment).await?))))
 }
 
 /// A rollback's answer: the deployment (with the rollout that brings the revision back) and
