@@ -163,6 +163,17 @@ impl Sim {
     }
 }
 
+/// A health check that never passes.
+fn never_healthy() -> orchestrator_core::HealthCheck {
+    orchestrator_core::HealthCheck::Command(orchestrator_core::HealthCommand {
+        test: vec!["CMD".into(), "false".into()],
+        interval: None,
+        timeout: None,
+        retries: None,
+        start_period: None,
+    })
+}
+
 fn policy(parallelism: u32, max_surge: u32, max_unavailable: u32, order: UpdateOrder) -> UpdatePolicy {
     UpdatePolicy { parallelism, max_surge, max_unavailable, order, monitor: MONITOR, ..UpdatePolicy::default() }
 }
@@ -217,14 +228,7 @@ fn a_fixed_port_on_every_node_falls_back_to_stopping_one_old_replica_first_and_s
 #[test]
 fn a_new_replica_not_ready_by_its_deadline_fails_the_rollout_with_the_reason() {
     let mut sim = Sim::new(2, 2, policy(1, 1, 0, UpdateOrder::StartFirst), Vec::new());
-    sim.deployment.spec.template.healthcheck =
-        orchestrator_core::HealthCheck::Command(orchestrator_core::HealthCommand {
-            test: vec!["CMD".into(), "false".into()],
-            interval: None,
-            timeout: None,
-            retries: None,
-            start_period: None,
-        });
+    sim.deployment.spec.template.healthcheck = never_healthy();
     let first = sim.step();
     sim.apply(&first);
     sim.now += sim.rollout.policy.ready_deadline;
@@ -366,14 +370,7 @@ fn old_replicas_whose_check_is_still_starting_are_not_stopped_outside_the_bounds
 fn new_replicas_all_late_with_no_old_ones_left_are_replaced_not_miscounted() {
     let mut sim = Sim::new(2, 2, policy(1, 1, 0, UpdateOrder::StartFirst), Vec::new());
     sim.rollout.policy.max_failure_permille = 1000;
-    sim.deployment.spec.template.healthcheck =
-        orchestrator_core::HealthCheck::Command(orchestrator_core::HealthCommand {
-            test: vec!["CMD".into(), "false".into()],
-            interval: None,
-            timeout: None,
-            retries: None,
-            start_period: None,
-        });
+    sim.deployment.spec.template.healthcheck = never_healthy();
     for r in &mut sim.replicas {
         r.revision = 2;
     }
