@@ -24,6 +24,8 @@ pub enum Command {
     /// Manage deployments.
     #[command(subcommand)]
     Deploy(DeployCommand),
+    /// Print what a deployment's replicas print, merged (`replica@node | line`).
+    Logs(crate::logs_cli::LogsArgs),
     /// Manage nodes.
     #[command(subcommand)]
     Node(NodeCommand),
@@ -48,6 +50,8 @@ pub enum Command {
         limit: u32,
         #[arg(short, long)]
         follow: bool,
+        #[command(flatten)]
+        filter: client::EventFilterArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -225,6 +229,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             workload.fill(&mut body)?;
             client::create(&c, body, &wait).await
         }
+        Command::Logs(args) => crate::logs_cli::logs(&args).await,
         Command::Deploy(DeployCommand::Endpoints { name, client: c }) => client::endpoints(&c, &name).await,
         Command::Deploy(DeployCommand::Ls(c)) => client::deployments(&c).await,
         Command::Deploy(DeployCommand::Get { name, client: c }) => client::deployment(&c, &name).await,
@@ -262,7 +267,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Node(NodeCommand::Drain { name, client: c }) => client::drain_node(&c, &name).await,
         Command::Token(TokenCommand::Create { role, client: c }) => client::create_token(&c, &role).await,
         Command::Audit { limit, client: c } => client::audit(&c, limit).await,
-        Command::Events { since, limit, follow, client: c } => client::events(&c, since, limit, follow).await,
+        Command::Events { since, limit, follow, filter, client: c } => {
+            client::events(&c, since, limit, follow, &filter).await
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "orchestrator", &mut std::io::stdout());
             Ok(())

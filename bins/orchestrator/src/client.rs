@@ -318,11 +318,40 @@ fn print_event(c: &ClientArgs, e: &Value) {
     }
 }
 
-pub async fn events(c: &ClientArgs, since: u64, limit: u32, follow: bool) -> Result<()> {
+/// Which events `events` shows (the server filters).
+#[derive(clap::Args, Debug, Default)]
+pub struct EventFilterArgs {
+    /// Only events about this deployment.
+    #[arg(long)]
+    pub deployment: Option<String>,
+    /// Only events about this node.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Only these kinds, comma-separated: `replica.exited` or a family such as `rollout`.
+    #[arg(long)]
+    pub kind: Option<String>,
+}
+
+impl EventFilterArgs {
+    /// `&deployment=...` and the like, escaped, for a query that has a `?` already.
+    fn query(&self) -> String {
+        let pairs: Vec<(&str, &str)> = [("deployment", &self.deployment), ("node", &self.node), ("kind", &self.kind)]
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value.as_deref()?)))
+            .collect();
+        match serde_urlencoded::to_string(pairs) {
+            Ok(query) if !query.is_empty() => format!("&{query}"),
+            _ => String::new(),
+        }
+    }
+}
+
+pub async fn events(c: &ClientArgs, since: u64, limit: u32, follow: bool, filter: &EventFilterArgs) -> Result<()> {
     if !(1..=1000).contains(&limit) {
         bail!("--limit must be 1..=1000");
     }
-    let past = call(c, Method::GET, &format!("/v1/events?since={since}&limit={limit}"), None).await?;
+    let filters = filter.query();
+    let past = call(c, Method::GET, &format!("/v1/events?since={since}&limit={limit}{filters}"), None).await?;
     if !follow {
         show(c, &past, |l| print_table(&EVENT_HEADERS, l.as_array().into_iter().flatten().map(event_row).collect()));
         return Ok(());
@@ -338,7 +367,7 @@ pub async fn events(c: &ClientArgs, since: u64, limit: u32, follow: bool) -> Res
     // Follow until interrupted; a dropped stream (server restart, failover behind a load
     // balancer) is resumed after the last event printed, so nothing is missed or repeated.
     loop {
-        match follow_stream(c, &mut last).await {
+        match follow_stream(c, &mut last, &filters).await {
             Ok(()) => eprintln!("event stream ended; reconnecting"),
             Err(e) => eprintln!("event stream: {e:#}; reconnecting"),
         }
@@ -347,8 +376,8 @@ pub async fn events(c: &ClientArgs, since: u64, limit: u32, follow: bool) -> Res
 }
 
 /// Reads one SSE connection, printing each event and advancing `last`.
-async fn follow_stream(c: &ClientArgs, last: &mut u64) -> Result<()> {
-    let url = format!("{}/v1/events/stream", c.server.trim_end_matches('/'));
+async fn follow_stream(c: &ClientArgs, last: &mut u64, filters: &str) -> Result<()> {
+    let url = format!("{}/v1/events/stream?since={last}{filters}", c.server.trim_end_matches('/'));
     let mut request = reqwest::Client::new().get(&url).header("Last-Event-ID", last.to_string());
     if let Some(token) = &c.token {
         request = request.bearer_auth(token);

@@ -56,6 +56,17 @@ async fn events_follow_prints_a_deployment_being_placed_and_started_live() {
     // The same events are listed afterwards, and bad input is one line and a non-zero exit.
     let (_, listed) = server::get(&client, &format!("{}/v1/events?since={}", server.url, seen[0].0 - 1), READER).await;
     assert_eq!(listed[0]["kind"], "deployment.created");
+    // Filtered by the server: this deployment's starts only, among everything that happened.
+    let out = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["events", "--deployment", &name, "--kind", "replica.started", "-o", "json"])
+        .args(["--limit", "1000", "--server", &server.url, "--token", READER])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let filtered: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let started: Vec<u64> = seen.iter().filter(|(_, k)| k == "replica.started").map(|(id, _)| *id).collect();
+    let ids: Vec<u64> = filtered.as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, started, "{filtered}");
     let out = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
         .args(["events", "--limit", "0", "--server", &server.url, "--token", READER])
         .output()

@@ -1,6 +1,8 @@
 //! `GET /v1/events` (a page of events after an id) and `GET /v1/events/stream` (Server-Sent
 //! Events, resumable with `Last-Event-ID`). Both read what the store recorded with its writes,
-//! so every server of an HA setup streams the same events with the same ids.
+//! so every server of an HA setup streams the same events with the same ids. Both take the
+//! same filters (`deployment`, `node`, `kind`), applied to what the store kept (its last
+//! `EVENT_RETENTION` events, so a filtered read scans at most that many).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use orchestrator_core::{ClusterStore, Event};
+use orchestrator_core::{ClusterStore, Event, EventKind};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -40,6 +42,86 @@ pub struct EventsQuery {
     /// The newest this many events (1..=1,000), oldest first (and after `since`, if given).
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     tail: Option<String>,
+    /// Only events about this deployment.
+    deployment: Option<String>,
+    /// Only events about this node.
+    node: Option<String>,
+    /// Only events of these kinds, comma-separated: a kind (`replica.exited`) or a family
+    /// (`rollout` = every `rollout.*`).
+    #[param(example = "replica.exited,rollout")]
+    kind: Option<String>,
+}
+
+/// Which events a reader asked for; empty matches every event.
+#[derive(Debug, Clone, Default)]
+struct EventFilter {
+    deployment: Option<String>,
+    node: Option<String>,
+    /// Empty: any kind.
+    kinds: Vec<EventKind>,
+}
+
+impl EventFilter {
+    fn from_query(query: &EventsQuery) -> Result<Self, ApiError> {
+        let mut kinds = Vec::new();
+        for wanted in query.kind.iter().flat_map(|k| k.split(',')).map(str::trim).filter(|k| !k.is_empty()) {
+            let family = format!("{wanted}.");
+            let matching: Vec<EventKind> = EventKind::ALL
+                .into_iter()
+                .filter(|k| k.as_str() == wanted || k.as_str().starts_with(&family))
+                .collect();
+            if matching.is_empty() {
+                return Err(ApiError::BadRequest {
+                    code: "invalid_value",
+                    message: format!(
+                        "invalid kind: {wanted:?} is no event kind nor family (e.g. replica.exited, rollout)"
+                    ),
+                    field: Some("kind".into()),
+                });
+            }
+            kinds.extend(matching);
+        }
+        Ok(Self { deployment: query.deployment.clone(), node: query.node.clone(), kinds })
+    }
+
+    fn is_everything(&self) -> bool {
+        self.deployment.is_none() && self.node.is_none() && self.kinds.is_empty()
+    }
+
+    fn matches(&self, event: &Event) -> bool {
+        self.deployment.as_ref().is_none_or(|d| event.deployment.as_ref() == Some(d))
+            && self.node.as_ref().is_none_or(|n| event.node.as_ref() == Some(n))
+            && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
+    }
+}
+
+/// The matching events after `since`, oldest first: the first `limit`, or with `newest` the
+/// last `limit`. Reads the store a page at a time.
+async fn matching(
+    store: &dyn ClusterStore,
+    filter: &EventFilter,
+    since: u64,
+    limit: u32,
+    newest: bool,
+) -> Result<Vec<Event>, ApiError> {
+    let limit = limit as usize;
+    let mut found = VecDeque::new();
+    let mut after = since;
+    loop {
+        let page = store.list_events(after, MAX_LIMIT).await?;
+        let Some(last) = page.last() else { break };
+        after = last.id;
+        for event in page.into_iter().filter(|e| filter.matches(e)) {
+            if found.len() == limit {
+                if !newest {
+                    return Ok(found.into());
+                }
+                found.pop_front();
+            }
+            found.push_back(event);
+        }
+    }
+    Ok(found.into())
 }
 
 /// An event id: 0..=2^63-1, as the OpenAPI document's int64 says.
@@ -73,12 +155,16 @@ pub async fn list(query: web::Query<EventsQuery>, state: web::Data<ApiState>) ->
     };
     let since = event_id("since", query.since.as_deref())?.unwrap_or(0);
     let limit = in_range("limit", parse::<u32>("limit", query.limit.as_deref())?.unwrap_or(DEFAULT_LIMIT))?;
-    let (since, limit) = match parse::<u32>("tail", query.tail.as_deref())? {
+    let tail = parse::<u32>("tail", query.tail.as_deref())?.map(|t| in_range("tail", t)).transpose()?;
+    let filter = EventFilter::from_query(&query)?;
+    if !filter.is_everything() {
+        let (limit, newest) = tail.map_or((limit, false), |t| (t, true));
+        let events = matching(state.store.as_ref(), &filter, since, limit, newest).await?;
+        return Ok(HttpResponse::Ok().json(events.iter().map(EventView::from).collect::<Vec<_>>()));
+    }
+    let (since, limit) = match tail {
         // The newest `tail` (after `since`, when both are given).
-        Some(tail) => {
-            let tail = in_range("tail", tail)?;
-            (since.max(state.store.last_event_id().await?.saturating_sub(u64::from(tail))), tail)
-        }
+        Some(tail) => (since.max(state.store.last_event_id().await?.saturating_sub(u64::from(tail))), tail),
         None => (since, limit),
     };
     let events = state.store.list_events(since, limit).await?;
@@ -100,11 +186,22 @@ pub async fn stream(
     let resume = event_id("Last-Event-ID", header)?;
     let since = event_id("since", query.since.as_deref())?;
     let tail = parse::<u64>("tail", query.tail.as_deref())?;
+    let filter = EventFilter::from_query(&query)?;
     let after = match resume.or(since) {
         Some(id) => id,
-        None => state.store.last_event_id().await?.saturating_sub(tail.unwrap_or(0)),
+        None if filter.is_everything() || tail.is_none() => {
+            state.store.last_event_id().await?.saturating_sub(tail.unwrap_or(0))
+        }
+        // The newest `tail` matching: resume just before the first of them.
+        None => {
+            let tail = u32::try_from(tail.unwrap_or(0)).unwrap_or(u32::MAX).clamp(1, MAX_LIMIT);
+            match matching(state.store.as_ref(), &filter, 0, tail, true).await?.first() {
+                Some(first) => first.id - 1,
+                None => state.store.last_event_id().await?,
+            }
+        }
     };
-    let feed = Feed::new(Arc::clone(&state.store), after);
+    let feed = Feed::new(Arc::clone(&state.store), after, filter);
     // The first bytes go out at once (headers flushed, the client knows it is connected) and
     // tell an EventSource to reconnect after a second.
     let hello = futures::stream::once(async { Ok::<_, Infallible>(Bytes::from_static(b"retry: 1000\n\n")) });
@@ -120,7 +217,9 @@ pub async fn stream(
 /// One client's position in the events: what it has been sent, and what is ready to send.
 struct Feed {
     store: Arc<dyn ClusterStore>,
+    /// The last event read (matching or not).
     after: u64,
+    filter: EventFilter,
     ready: VecDeque<Event>,
     revision: Option<u64>,
     read_at: Instant,
@@ -128,16 +227,15 @@ struct Feed {
 }
 
 impl Feed {
-    fn new(store: Arc<dyn ClusterStore>, after: u64) -> Self {
+    fn new(store: Arc<dyn ClusterStore>, after: u64, filter: EventFilter) -> Self {
         let now = Instant::now();
-        Self { store, after, ready: VecDeque::new(), revision: None, read_at: now, sent_at: now }
+        Self { store, after, filter, ready: VecDeque::new(), revision: None, read_at: now, sent_at: now }
     }
 
     /// The next message: an event, or a keep-alive comment after a quiet while.
     async fn next(&mut self) -> Bytes {
         loop {
             if let Some(event) = self.ready.pop_front() {
-                self.after = event.id;
                 self.sent_at = Instant::now();
                 return message(&event);
             }
@@ -151,7 +249,9 @@ impl Feed {
                 self.read_at = Instant::now();
                 match self.store.list_events(self.after, MAX_LIMIT).await {
                     Ok(events) if !events.is_empty() => {
-                        self.ready.extend(events);
+                        self.after = events.last().map_or(self.after, |e| e.id);
+                        let filter = &self.filter;
+                        self.ready.extend(events.into_iter().filter(|e| filter.matches(e)));
                         continue;
                     }
                     Ok(_) => {}
