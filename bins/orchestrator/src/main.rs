@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod fd_limit;
 mod logging;
+mod logs_cli;
 mod malloc;
 mod rollout_cli;
 mod serve;

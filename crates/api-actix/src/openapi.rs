@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{access, deployments, endpoints, events, health, nodes, rollouts, status};
+use crate::routes::{access, deployments, endpoints, events, health, logs, nodes, rollouts, status};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,6 +33,7 @@ use crate::routes::{access, deployments, endpoints, events, health, nodes, rollo
         rollouts::pause,
         rollouts::resume,
         endpoints::list,
+        logs::logs,
         nodes::list,
         nodes::add,
         nodes::get,
@@ -46,7 +47,7 @@ use crate::routes::{access, deployments, endpoints, events, health, nodes, rollo
         health::healthz,
         health::readyz,
     ),
-    components(schemas(ErrorBody, ErrorDetail, dto::CreateDeployment)),
+    components(schemas(ErrorBody, ErrorDetail, dto::CreateDeployment, logs::LogMarkerView)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags(

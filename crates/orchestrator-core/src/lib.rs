@@ -16,6 +16,7 @@ pub mod error;
 pub mod event;
 pub mod image;
 pub mod lease;
+pub mod logs;
 #[cfg(feature = "mock")]
 pub mod memory;
 pub mod name;
@@ -37,6 +38,7 @@ pub use error::{Error, Result};
 pub use event::{EVENT_RETENTION, Event, EventKind, EventStore, NewEvent};
 pub use image::ImageRef;
 pub use lease::{Lease, LeaseStore};
+pub use logs::{LogLine, LogLines, LogRequest, OutputStream};
 pub use name::{DeploymentName, NodeName};
 pub use node::{EngineFacts, NewNode, Node, NodeStatus, NodeUpdate};
 pub use replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use crate::deployment::{ContainerTemplate, Deployment};
 use crate::error::Result;
+use crate::logs::{LogLines, LogRequest};
 use crate::name::DeploymentName;
 use crate::node::Node;
 use crate::replica::{Replica, ReplicaId};
@@ -121,4 +122,16 @@ pub trait ContainerRuntime: Send + Sync {
         deployment: &DeploymentName,
         replica: ReplicaId,
     ) -> Result<ContainerSummary>;
+
+    /// What the replica's container printed (`NotFound` when there is no such container).
+    /// Opening is bounded by the runtime's timeouts; a followed stream then lasts as long as the
+    /// container runs, and may be silent: whether its engine still answers is the caller's to
+    /// watch (`ping`).
+    async fn replica_logs(
+        &self,
+        node: &Node,
+        deployment: &DeploymentName,
+        replica: ReplicaId,
+        request: &LogRequest,
+    ) -> Result<LogLines>;
 }

@@ -62,10 +62,21 @@ pub fn create_body(cluster_id: &str, container: &ReplicaContainer, default_grace
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             memory: t.resources.memory_bytes.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
             nano_cpus: t.resources.nano_cpus.map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
+            log_config: Some(log_config()),
             ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+/// Every replica logs through the engine's `local` driver, rotated (5 files of 20 MB, the
+/// driver's own defaults made explicit): the engine's default `json-file` keeps growing until
+/// the disk is full, and, storing JSON strings, it replaces the bytes of a character it cut
+/// at its 16 KiB boundary with U+FFFD; `local` keeps the bytes, so the character is whole
+/// once the frames are joined.
+fn log_config() -> bollard::models::HostConfigLogConfig {
+    let config = [("max-size", "20m"), ("max-file", "5")].map(|(k, v)| (k.to_string(), v.to_string()));
+    bollard::models::HostConfigLogConfig { typ: Some("local".into()), config: Some(config.into_iter().collect()) }
 }
 
 /// The health in a list entry's status text: `Up 5 seconds (healthy)`, `(health: starting)`.

@@ -10,6 +10,7 @@ mod config;
 mod connections;
 mod container_spec;
 mod labels;
+mod log_lines;
 mod runtime;
 
 pub use config::{DockerRuntimeConfig, TlsFiles};

@@ -5,17 +5,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerStateStatusEnum, ContainerSummaryStateEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    ContainerRuntime, ContainerState, ContainerSummary, DeploymentName, EngineInfo, Error, Node, ReplicaContainer,
-    ReplicaId, Result,
+    ContainerRuntime, ContainerState, ContainerSummary, DeploymentName, EngineInfo, Error, LogLine, LogLines,
+    LogRequest, Node, OutputStream, ReplicaContainer, ReplicaId, Result,
 };
 
 use crate::classify::{engine_error, is_missing_image, is_status};
@@ -23,6 +24,7 @@ use crate::config::DockerRuntimeConfig;
 use crate::connections::Connections;
 use crate::container_spec::{bound_ports, bound_ports_of_map, create_body, health_from_inspect, health_from_status};
 use crate::labels::{cluster_filter, container_name, parse_replica_labels};
+use crate::log_lines::LineAssembler;
 
 /// Talks to any number of Docker Engines; one value serves the whole cluster.
 pub struct DockerRuntime {
@@ -303,6 +305,70 @@ impl ContainerRuntime for DockerRuntime {
         let docker = self.client(node, self.config.request_timeout).await?;
         self.inspect_by_name(&docker, node, &self.name(deployment, replica)).await
     }
+
+    async fn replica_logs(
+        &self,
+        node: &Node,
+        deployment: &DeploymentName,
+        replica: ReplicaId,
+        request: &LogRequest,
+    ) -> Result<LogLines> {
+        let docker = self.client(node, self.config.request_timeout).await?;
+        let name = self.name(deployment, replica);
+        // Ours, and there: a missing container is `NotFound` before any stream is opened.
+        self.inspect_by_name(&docker, node, &name).await?;
+        let tail = request.tail.map_or_else(|| "all".to_string(), |n| n.to_string());
+        let mut options =
+            LogsOptionsBuilder::new().follow(request.follow).stdout(true).stderr(true).timestamps(true).tail(&tail);
+        if let Some(since) = request.since {
+            let seconds = since.duration_since(std::time::SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            options = options.since(i32::try_from(seconds).unwrap_or(i32::MAX));
+        }
+        let frames = docker.logs(&name, Some(options.build()));
+        Ok(lines_of(frames, node.name.to_string(), request.since))
+    }
+}
+
+/// The engine's frames as whole lines: each frame is decoded as it comes, and the lines it
+/// completes are handed on before the next is read (a slow reader slows the engine's stream).
+fn lines_of(
+    frames: impl futures::Stream<Item = std::result::Result<LogOutput, DockerError>> + Send + 'static,
+    node: String,
+    since: Option<std::time::SystemTime>,
+) -> LogLines {
+    let state = (Box::pin(frames), LineAssembler::since(since), std::collections::VecDeque::<LogLine>::new(), false);
+    Box::pin(futures::stream::unfold(state, move |(mut frames, mut assembler, mut ready, mut ended)| {
+        let node = node.clone();
+        async move {
+            loop {
+                if let Some(line) = ready.pop_front() {
+                    return Some((Ok(line), (frames, assembler, ready, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                let mut out = Vec::new();
+                match frames.next().await {
+                    Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
+                        assembler.push(OutputStream::Stdout, &message, std::time::SystemTime::now(), &mut out)
+                    }
+                    Some(Ok(LogOutput::StdErr { message })) => {
+                        assembler.push(OutputStream::Stderr, &message, std::time::SystemTime::now(), &mut out)
+                    }
+                    Some(Ok(LogOutput::StdIn { .. })) => {}
+                    Some(Err(e)) => {
+                        ended = true;
+                        return Some((Err(engine_error(&node, "logs", e)), (frames, assembler, ready, ended)));
+                    }
+                    None => {
+                        ended = true;
+                        assembler.finish(&mut out);
+                    }
+                }
+                ready.extend(out);
+            }
+        }
+    }))
 }
 
 #[cfg(test)]

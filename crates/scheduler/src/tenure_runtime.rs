@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use orchestrator_core::{
-    ContainerRuntime, ContainerSummary, DeploymentName, EngineInfo, Error, Node, ReplicaContainer, ReplicaId, Result,
+    ContainerRuntime, ContainerSummary, DeploymentName, EngineInfo, Error, LogLines, LogRequest, Node,
+    ReplicaContainer, ReplicaId, Result,
 };
 
 use crate::election::Tenure;
@@ -58,6 +59,16 @@ impl ContainerRuntime for TenureRuntime {
         replica: ReplicaId,
     ) -> Result<ContainerSummary> {
         self.inner.inspect_replica(node, deployment, replica).await
+    }
+
+    async fn replica_logs(
+        &self,
+        node: &Node,
+        deployment: &DeploymentName,
+        replica: ReplicaId,
+        request: &LogRequest,
+    ) -> Result<LogLines> {
+        self.inner.replica_logs(node, deployment, replica, request).await
     }
 }
 

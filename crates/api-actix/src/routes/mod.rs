@@ -5,6 +5,7 @@ pub mod deployments;
 pub mod endpoints;
 pub mod events;
 pub mod health;
+pub mod logs;
 pub mod nodes;
 pub mod rollouts;
 pub mod status;

@@ -189,6 +189,15 @@ impl ContainerRuntime for Slow {
     async fn inspect_replica(&self, node: &Node, d: &DeploymentName, r: ReplicaId) -> Result<ContainerSummary> {
         self.inner.inspect_replica(node, d, r).await
     }
+    async fn replica_logs(
+        &self,
+        node: &Node,
+        d: &DeploymentName,
+        r: ReplicaId,
+        request: &orchestrator_core::LogRequest,
+    ) -> Result<orchestrator_core::LogLines> {
+        self.inner.replica_logs(node, d, r, request).await
+    }
 }
 
 pub struct Harness {
