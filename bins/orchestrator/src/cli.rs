@@ -87,6 +87,16 @@ pub enum DeployCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Each replica with its state and why it does not serve, and the replicas the deployment
+    /// is short of (unplaced, crash-looping) with why.
+    Ps {
+        name: String,
+        /// Full container ids and reasons.
+        #[arg(long)]
+        no_trunc: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Where the deployment's published ports are reached, as the engines report them.
     Endpoints {
         name: String,
@@ -230,6 +240,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             client::create(&c, body, &wait).await
         }
         Command::Logs(args) => crate::logs_cli::logs(&args).await,
+        Command::Deploy(DeployCommand::Ps { name, no_trunc, client: c }) => client::ps(&c, &name, no_trunc).await,
         Command::Deploy(DeployCommand::Endpoints { name, client: c }) => client::endpoints(&c, &name).await,
         Command::Deploy(DeployCommand::Ls(c)) => client::deployments(&c).await,
         Command::Deploy(DeployCommand::Get { name, client: c }) => client::deployment(&c, &name).await,

@@ -178,6 +178,44 @@ pub async fn create(c: &ClientArgs, body: Value, wait: &WaitArgs) -> Result<()> 
     Ok(())
 }
 
+pub async fn ps(c: &ClientArgs, name: &str, no_trunc: bool) -> Result<()> {
+    let list = call(c, Method::GET, &format!("/v1/deployments/{name}/replicas"), None).await?;
+    let cut = |s: String, n: usize| {
+        if no_trunc || s.chars().count() <= n { s } else { format!("{}…", s.chars().take(n - 1).collect::<String>()) }
+    };
+    show(c, &list, |l| {
+        let rows = l
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let state = match r["health"].as_str() {
+                    Some(health) => format!("{} ({health})", text(&r["state"])),
+                    None => text(&r["state"]),
+                };
+                let started = r["started_at_ms"].as_u64().map_or_else(
+                    || "-".to_string(),
+                    |ms| {
+                        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                        humantime::format_rfc3339_seconds(at).to_string()
+                    },
+                );
+                vec![
+                    text(&r["replica"]),
+                    text(&r["node"]),
+                    text(&r["revision"]),
+                    state,
+                    cut(text(&r["container_id"]), 12),
+                    started,
+                    cut(text(&r["reason"]), 80),
+                ]
+            })
+            .collect();
+        print_table(&["REPLICA", "NODE", "REVISION", "STATE", "CONTAINER", "STARTED", "REASON"], rows);
+    });
+    Ok(())
+}
+
 pub async fn endpoints(c: &ClientArgs, name: &str) -> Result<()> {
     let list = call(c, Method::GET, &format!("/v1/deployments/{name}/endpoints"), None).await?;
     show(c, &list, |l| {

@@ -118,6 +118,34 @@ async fn logs_are_merged_cut_by_tail_and_since_followed_live_and_never_hang_on_a
     let err: Value = resp.json().await.unwrap();
     assert_eq!(err["error"]["field"], "since");
 
+    // `deploy ps`: the three serve, no reason needed.
+    let ps = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["deploy", "ps", &name, "--server", &base, "--token", READER])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&ps.stdout);
+    assert!(ps.status.success() && table.starts_with("REPLICA  NODE"), "{table}");
+    assert_eq!(table.lines().filter(|l| l.contains(" running ")).count(), 3, "{table}");
+
+    // A replica that crashes: why it is not running, in words.
+    let crasher = format!("crash{}", std::process::id());
+    create(
+        &client,
+        &base,
+        &json!({"image": "local/busybox:1", "replicas": 1, "name": crasher, "command": ["sh", "-c", "echo boom; exit 3"]}),
+    )
+    .await;
+    let reason = wait_for("a crash-looping reason", Duration::from_secs(60), async || {
+        let (_, list) = server::get(&client, &format!("{base}/v1/deployments/{crasher}/replicas"), READER).await;
+        let waiting = list.as_array()?.iter().find(|r| r["state"] == "waiting")?;
+        let reason = waiting["reason"].as_str()?.to_string();
+        reason.contains("(last exit code 3)").then_some(reason)
+    })
+    .await;
+    assert!(reason.starts_with("crash-looping: failure "), "{reason}");
+    let resp = client.delete(format!("{base}/v1/deployments/{crasher}")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+
     // Followed: new lines within a second, as they are printed.
     let mut follow = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
         .args(["logs", &name, "-f", "--tail", "0", "-o", "json", "--server", &base, "--token", READER])

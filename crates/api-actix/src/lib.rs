@@ -84,7 +84,7 @@ impl ApiState {
 /// `App::new().configure(|cfg| api_actix::configure(cfg, state, tokens))`.
 pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) {
     use actix_web::http::Method;
-    use routes::{access, deployments, endpoints, events, health, logs, nodes, path, rollouts, status};
+    use routes::{access, deployments, endpoints, events, health, logs, nodes, path, replicas, rollouts, status};
     if state.metrics_public {
         cfg.service(path("/metrics").on(Method::GET, metrics::metrics).done());
     }
@@ -132,6 +132,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) 
                 .service(path("/v1/deployments/{name}/rollouts/{id}/resume").on(Method::POST, rollouts::resume).done())
                 .service(path("/v1/deployments/{name}/endpoints").on(Method::GET, endpoints::list).done())
                 .service(path("/v1/deployments/{name}/logs").on(Method::GET, logs::logs).done())
+                .service(path("/v1/deployments/{name}/replicas").on(Method::GET, replicas::list).done())
                 .service(path("/v1/nodes").on(Method::GET, nodes::list).on(Method::POST, nodes::add).done())
                 .service(
                     path("/v1/nodes/{name}")

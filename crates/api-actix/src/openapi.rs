@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{access, deployments, endpoints, events, health, logs, nodes, rollouts, status};
+use crate::routes::{access, deployments, endpoints, events, health, logs, nodes, replicas, rollouts, status};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,6 +34,7 @@ use crate::routes::{access, deployments, endpoints, events, health, logs, nodes,
         rollouts::resume,
         endpoints::list,
         logs::logs,
+        replicas::list,
         nodes::list,
         nodes::add,
         nodes::get,
