@@ -64,11 +64,11 @@ impl LineAssembler {
                 None => (rest, false),
             };
             rest = &rest[(piece.len() + usize::from(ended)).min(rest.len())..];
-            let (started, bytes) = self.partial[slot].get_or_insert_with(|| (time, Vec::new()));
+            let (_, bytes) = self.partial[slot].get_or_insert_with(|| (time, Vec::new()));
             bytes.extend_from_slice(piece);
-            let started = *started;
-            if ended || bytes.len() >= MAX_LINE {
-                let (_, bytes) = self.partial[slot].take().unwrap_or((started, Vec::new()));
+            if (ended || bytes.len() >= MAX_LINE)
+                && let Some((started, bytes)) = self.partial[slot].take()
+            {
                 self.emit(stream, started, bytes, out);
             }
         }

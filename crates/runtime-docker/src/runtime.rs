@@ -336,37 +336,49 @@ fn lines_of(
     node: String,
     since: Option<std::time::SystemTime>,
 ) -> LogLines {
-    let state = (Box::pin(frames), LineAssembler::since(since), std::collections::VecDeque::<LogLine>::new(), false);
-    Box::pin(futures::stream::unfold(state, move |(mut frames, mut assembler, mut ready, mut ended)| {
-        let node = node.clone();
-        async move {
-            loop {
-                if let Some(line) = ready.pop_front() {
-                    return Some((Ok(line), (frames, assembler, ready, ended)));
-                }
-                if ended {
-                    return None;
-                }
-                let mut out = Vec::new();
-                match frames.next().await {
-                    Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
-                        assembler.push(OutputStream::Stdout, &message, std::time::SystemTime::now(), &mut out)
-                    }
-                    Some(Ok(LogOutput::StdErr { message })) => {
-                        assembler.push(OutputStream::Stderr, &message, std::time::SystemTime::now(), &mut out)
-                    }
-                    Some(Ok(LogOutput::StdIn { .. })) => {}
-                    Some(Err(e)) => {
-                        ended = true;
-                        return Some((Err(engine_error(&node, "logs", e)), (frames, assembler, ready, ended)));
-                    }
-                    None => {
-                        ended = true;
-                        assembler.finish(&mut out);
-                    }
-                }
-                ready.extend(out);
+    struct Reading<F> {
+        frames: std::pin::Pin<Box<F>>,
+        node: String,
+        assembler: LineAssembler,
+        ready: std::collections::VecDeque<LogLine>,
+        ended: bool,
+    }
+    let reading = Reading {
+        frames: Box::pin(frames),
+        node,
+        assembler: LineAssembler::since(since),
+        ready: std::collections::VecDeque::new(),
+        ended: false,
+    };
+    Box::pin(futures::stream::unfold(reading, |mut r| async move {
+        loop {
+            if let Some(line) = r.ready.pop_front() {
+                return Some((Ok(line), r));
             }
+            if r.ended {
+                return None;
+            }
+            let mut out = Vec::new();
+            let now = std::time::SystemTime::now();
+            match r.frames.next().await {
+                Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
+                    r.assembler.push(OutputStream::Stdout, &message, now, &mut out)
+                }
+                Some(Ok(LogOutput::StdErr { message })) => {
+                    r.assembler.push(OutputStream::Stderr, &message, now, &mut out)
+                }
+                Some(Ok(LogOutput::StdIn { .. })) => {}
+                Some(Err(e)) => {
+                    r.ended = true;
+                    let error = engine_error(&r.node, "logs", e);
+                    return Some((Err(error), r));
+                }
+                None => {
+                    r.ended = true;
+                    r.assembler.finish(&mut out);
+                }
+            }
+            r.ready.extend(out);
         }
     }))
 }

@@ -113,6 +113,13 @@ fn since(raw: Option<&str>, now: SystemTime) -> Result<Option<SystemTime>, ApiEr
     Ok(Some(now.checked_sub(ago).unwrap_or(SystemTime::UNIX_EPOCH)))
 }
 
+/// One NDJSON line.
+fn ndjson(view: &impl Serialize) -> Bytes {
+    let mut bytes = serde_json::to_vec(view).unwrap_or_default();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
 /// What every reader of one request shares.
 struct Readers {
     name: DeploymentName,
@@ -136,9 +143,7 @@ impl Readers {
                     time,
                     line: &line.line,
                 };
-                let mut bytes = serde_json::to_vec(&view).unwrap_or_default();
-                bytes.push(b'\n');
-                Bytes::from(bytes)
+                ndjson(&view)
             }
             Format::Text { timestamps } => {
                 let stamp = if timestamps { format!("{time} ") } else { String::new() };
@@ -151,10 +156,7 @@ impl Readers {
         let marker = if error.is_some() { "unreachable" } else { "reachable" };
         match self.format {
             Format::Json => {
-                let view = LogMarkerView { node: node.as_str(), marker, error: error.map(ToString::to_string) };
-                let mut bytes = serde_json::to_vec(&view).unwrap_or_default();
-                bytes.push(b'\n');
-                Bytes::from(bytes)
+                ndjson(&LogMarkerView { node: node.as_str(), marker, error: error.map(ToString::to_string) })
             }
             Format::Text { .. } => {
                 let why = error.map(|e| format!(": {e}")).unwrap_or_default();
@@ -284,17 +286,14 @@ fn timeout(node: &Node) -> Error {
 async fn follow_all(
     readers: Arc<Readers>,
     store: Arc<dyn ClusterStore>,
-    nodes: HashMap<NodeName, Node>,
+    mut nodes: HashMap<NodeName, Node>,
     first: Vec<Replica>,
-    request: LogRequest,
+    mut request: LogRequest,
     only: Option<ReplicaId>,
 ) {
-    let mut nodes = nodes;
     let mut watched: HashMap<NodeName, watch::Receiver<bool>> = HashMap::new();
     let mut reading: HashSet<ReplicaId> = HashSet::new();
     let mut fresh = first;
-    // Replicas found after the first look: their whole output since they started.
-    let mut request = request;
     loop {
         for replica in fresh.drain(..) {
             if !reading.insert(replica.id) {
@@ -311,14 +310,20 @@ async fn follow_all(
                 .clone();
             tokio::spawn(follow_one(Arc::clone(&readers), node, replica, request.clone(), up));
         }
+        // Replicas found after the first look: their whole output since they started.
         request.tail = None;
         tokio::select! {
             () = readers.out.closed() => return,
             () = tokio::time::sleep(WATCH_EVERY) => {}
         }
         match current_replicas(store.as_ref(), &readers.name, only).await {
+            // None left: the stream ends if the deployment is gone.
+            Ok(now) if now.is_empty() => {
+                if matches!(store.get_deployment(&readers.name).await, Err(Error::NotFound { .. })) {
+                    return;
+                }
+            }
             Ok(now) => fresh = now,
-            Err(ApiError::NotFound(_)) => return,
             Err(_) => continue,
         }
         if fresh.iter().any(|r| !nodes.contains_key(&r.node))

@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use actix_web::{HttpResponse, web};
 use orchestrator_core::{CrashLoop, Deployment, DeploymentName, Health, Replica, ReplicaFilter, ReplicaState};
-use serde::Serialize;
-use utoipa::ToSchema;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::path_name;
 use crate::ApiState;
@@ -70,7 +70,7 @@ fn reason(r: &Replica) -> Option<String> {
 }
 
 /// What `replicas` says about a deployment at `now`: its replicas, then those it is short of.
-pub fn statuses(d: &Deployment, replicas: &[Replica], now: SystemTime) -> Vec<ReplicaStatusView> {
+fn statuses(d: &Deployment, replicas: &[Replica], now: SystemTime) -> Vec<ReplicaStatusView> {
     let mut views: Vec<ReplicaStatusView> = replicas
         .iter()
         .map(|r| ReplicaStatusView {
@@ -109,11 +109,33 @@ pub fn statuses(d: &Deployment, replicas: &[Replica], now: SystemTime) -> Vec<Re
     views
 }
 
-#[utoipa::path(get, path = "/v1/deployments/{name}/replicas", tag = "deployments", params(("name" = String, Path, description = "Deployment name")),
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicasQuery {
+    /// Past containers too: not recorded yet, so `true` is refused rather than answered with
+    /// the current replicas alone.
+    #[param(value_type = Option<bool>)]
+    history: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/deployments/{name}/replicas", tag = "deployments", params(("name" = String, Path, description = "Deployment name"), ReplicasQuery),
     responses((status = 200, description = "Each replica (by id) with its state and why it does not serve, then one entry per replica the deployment is short of (`unplaced` or `waiting`, with the reason)", body = [ReplicaStatusView]),
+        (status = 400, description = "An unknown query parameter", body = ErrorBody),
+        (status = 422, description = "`history=true`: past containers are not recorded yet", body = ErrorBody),
         (status = 404, description = "No such deployment", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody)))]
-pub async fn list(path: web::Path<String>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    path: web::Path<String>,
+    query: web::Query<ReplicasQuery>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
     let name = path_name::<DeploymentName>(&path, "deployment")?;
+    if !matches!(query.history.as_deref().map(str::trim), None | Some("false" | "0")) {
+        return Err(ApiError::BadRequest {
+            code: "invalid_value",
+            message: "history: past containers are not recorded yet; this lists the current replicas".into(),
+            field: Some("history".into()),
+        });
+    }
     let deployment = state.store.get_deployment(&name).await?;
     let mut replicas = state.store.list_replicas(ReplicaFilter::deployment(&name)).await?;
     replicas.sort_by_key(|r| r.id);
