@@ -310,6 +310,12 @@ impl NewEvent {
         Self::about(EventKind::ReplicaLost, r, "lost with")
     }
 
+    /// It ended badly (its container exited, failed its health check, vanished or never
+    /// started), and is replaced.
+    pub fn replica_ended(r: &Replica, reason: &crate::history::EndReason) -> Self {
+        Self::about(EventKind::ReplicaExited, r, &format!("ended ({reason}) on"))
+    }
+
     pub fn replica_removed(r: &Replica) -> Self {
         Self::about(EventKind::ReplicaRemoved, r, "removed from")
     }

@@ -14,6 +14,7 @@ pub mod crash_loop;
 pub mod deployment;
 pub mod error;
 pub mod event;
+pub mod history;
 pub mod image;
 pub mod lease;
 pub mod logs;
@@ -36,6 +37,7 @@ pub use deployment::{
 };
 pub use error::{Error, Result};
 pub use event::{EVENT_RETENTION, Event, EventKind, EventStore, NewEvent};
+pub use history::{EndReason, ReplicaExit};
 pub use image::ImageRef;
 pub use lease::{Lease, LeaseStore};
 pub use logs::{LogLine, LogLines, LogRequest, OutputStream};
@@ -46,7 +48,9 @@ pub use rollout::{
     DeployPolicy, FailureAction, PlannedAction, PlannedKind, Rollout, RolloutId, RolloutPlan, RolloutProgress,
     RolloutState, UpdateOrder, UpdatePolicy,
 };
-pub use runtime::{BoundPort, ContainerRuntime, ContainerState, ContainerSummary, EngineInfo, ReplicaContainer};
+pub use runtime::{
+    BoundPort, ContainerEnd, ContainerRuntime, ContainerState, ContainerSummary, EngineInfo, ReplicaContainer,
+};
 pub use store::{ClusterStore, DeploymentStore, NodeStore, ReplicaStore, StoreRevision};
 pub use workload::{
     Claim, Constraint, ConstraintKey, Health, HealthCheck, HealthCommand, HostPort, PortSpec, Protocol, Reserved,

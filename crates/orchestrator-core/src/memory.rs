@@ -16,6 +16,7 @@ use crate::crash_loop::CrashLoop;
 use crate::deployment::{Change, Deployment, DeploymentSpec, REVISIONS_KEPT, Revision, Unplaced};
 use crate::error::{Error, Kind, Result};
 use crate::event::{EVENT_RETENTION, Event, EventStore, NewEvent};
+use crate::history::ReplicaExit;
 use crate::name::{DeploymentName, NodeName};
 use crate::node::{NewNode, Node, NodeStatus, NodeUpdate};
 use crate::replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
@@ -33,6 +34,8 @@ struct State {
     next_replica: u64,
     rollouts: BTreeMap<RolloutId, Rollout>,
     next_rollout: u64,
+    /// Oldest first, per deployment.
+    exits: BTreeMap<DeploymentName, std::collections::VecDeque<ReplicaExit>>,
     tokens: Vec<ApiToken>,
     audit: Vec<AuditEntry>,
     revision: u64,
@@ -474,6 +477,7 @@ impl DeploymentStore for MemoryStore {
             return Err(Error::not_found(Kind::Deployment, name.as_str()));
         }
         s.revisions.remove(name);
+        s.exits.remove(name);
         s.rollouts.retain(|_, r| r.deployment != *name);
         let (removed, kept): (Vec<_>, Vec<_>) =
             std::mem::take(&mut s.replicas).into_iter().partition(|(_, r)| r.deployment == *name);
@@ -642,6 +646,33 @@ impl ReplicaStore for MemoryStore {
         }
         s.record([NewEvent::replica_removed(&r)]);
         Ok(())
+    }
+
+    async fn retire_replica(&self, exit: ReplicaExit) -> Result<()> {
+        let mut s = self.write();
+        let r = s
+            .replicas
+            .remove(&exit.replica)
+            .ok_or_else(|| Error::not_found(Kind::Replica, exit.replica.to_string()))?;
+        if r.state.is_active() {
+            s.release(&r);
+        }
+        s.record([NewEvent::replica_ended(&r, &exit.reason), NewEvent::replica_removed(&r)]);
+        let kept = s.deployments.get(&r.deployment).map_or(0, |d| crate::history::kept_for(d.spec.replicas));
+        let exits = s.exits.entry(r.deployment.clone()).or_default();
+        exits.push_back(exit);
+        while exits.len() > kept {
+            exits.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn list_exits(&self, deployment: &DeploymentName) -> Result<Vec<ReplicaExit>> {
+        let s = self.lock();
+        if !s.deployments.contains_key(deployment) {
+            return Err(Error::not_found(Kind::Deployment, deployment.as_str()));
+        }
+        Ok(s.exits.get(deployment).map(|e| e.iter().rev().cloned().collect()).unwrap_or_default())
     }
 
     async fn set_replica_health(&self, changes: &[(ReplicaId, Option<Health>)]) -> Result<()> {

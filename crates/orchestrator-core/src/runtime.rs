@@ -96,6 +96,16 @@ impl ContainerSummary {
     }
 }
 
+/// How a replica's container ended, as its engine tells it after the fact.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerEnd {
+    pub exit_code: Option<i64>,
+    /// The kernel killed it for going over its memory limit.
+    pub oom_killed: bool,
+    /// The output of its last health check.
+    pub health_output: Option<String>,
+}
+
 #[cfg_attr(feature = "mock", mockall::automock)]
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync {
@@ -122,6 +132,10 @@ pub trait ContainerRuntime: Send + Sync {
         deployment: &DeploymentName,
         replica: ReplicaId,
     ) -> Result<ContainerSummary>;
+
+    /// How the replica's container ended (or how it is, if it still runs); `NotFound` when
+    /// there is no such container.
+    async fn replica_end(&self, node: &Node, deployment: &DeploymentName, replica: ReplicaId) -> Result<ContainerEnd>;
 
     /// What the replica's container printed (`NotFound` when there is no such container).
     /// Opening is bounded by the runtime's timeouts; a followed stream then lasts as long as the

@@ -15,6 +15,7 @@ use crate::crash_loop::CrashLoop;
 use crate::deployment::{Change, Deployment, DeploymentSpec, Revision, Unplaced};
 use crate::error::Result;
 use crate::event::EventStore;
+use crate::history::ReplicaExit;
 use crate::name::{DeploymentName, NodeName};
 use crate::node::{NewNode, Node, NodeStatus, NodeUpdate};
 use crate::replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
@@ -162,6 +163,15 @@ pub trait ReplicaStore: Send + Sync {
 
     /// Deletes a replica record, releasing its capacity if it still held it.
     async fn release_replica(&self, id: ReplicaId) -> Result<()>;
+
+    /// `release_replica` for a replica that ended badly, keeping why and its last lines in the
+    /// same transaction (a `replica.exited` event with the reason), and the deployment's newest
+    /// `history::kept_for(replicas)` such records. `NotFound` if the replica is not stored.
+    async fn retire_replica(&self, exit: ReplicaExit) -> Result<()>;
+
+    /// The deployment's replicas that ended badly, newest first; deleted with the deployment.
+    /// `NotFound` if no such deployment.
+    async fn list_exits(&self, deployment: &DeploymentName) -> Result<Vec<ReplicaExit>>;
 
     /// Records the health verdicts the engines reported (and since when: now), in one
     /// transaction; replicas no longer stored are skipped.

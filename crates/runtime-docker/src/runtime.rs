@@ -15,8 +15,8 @@ use bollard::query_parameters::{
 use futures::{StreamExt, TryStreamExt};
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    ContainerRuntime, ContainerState, ContainerSummary, DeploymentName, EngineInfo, Error, LogLine, LogLines,
-    LogRequest, Node, OutputStream, ReplicaContainer, ReplicaId, Result,
+    ContainerEnd, ContainerRuntime, ContainerState, ContainerSummary, DeploymentName, EngineInfo, Error, LogLine,
+    LogLines, LogRequest, Node, OutputStream, ReplicaContainer, ReplicaId, Result,
 };
 
 use crate::classify::{engine_error, is_missing_image, is_status};
@@ -64,7 +64,7 @@ impl DockerRuntime {
                 Ok(created) => return Ok(created.id),
                 Err(e) if is_status(&e, 409) => {
                     // Made by an earlier attempt whose answer we never saw: adopt it, if ours.
-                    let found = self.inspect_by_name(docker, node, &name).await?;
+                    let (found, _) = self.inspect_by_name(docker, node, &name).await?;
                     return Ok(found.id);
                 }
                 Err(e) if is_missing_image(&e) && self.config.pull_missing_images && !pulled => {
@@ -108,7 +108,13 @@ impl DockerRuntime {
         }
     }
 
-    async fn inspect_by_name(&self, docker: &Docker, node: &Node, name: &str) -> Result<ContainerSummary> {
+    /// One container of ours as the engine reports it now, and how it ended (if it did).
+    async fn inspect_by_name(
+        &self,
+        docker: &Docker,
+        node: &Node,
+        name: &str,
+    ) -> Result<(ContainerSummary, ContainerEnd)> {
         let inspected = bounded(
             node.name.as_str(),
             "inspect",
@@ -129,17 +135,24 @@ impl DockerRuntime {
         let status = state.status.map_or(ContainerState::Created, from_inspect_state);
         let ports =
             inspected.network_settings.and_then(|n| n.ports).map(|p| bound_ports_of_map(&p)).unwrap_or_default();
-        Ok(ContainerSummary {
+        let exit_code =
+            (status == ContainerState::Exited || status == ContainerState::Dead).then_some(state.exit_code).flatten();
+        let (health, health_log) = state.health.map(|h| (h.status, h.log)).unwrap_or_default();
+        let end = ContainerEnd {
+            exit_code,
+            oom_killed: state.oom_killed.unwrap_or(false),
+            health_output: health_log.and_then(|log| log.into_iter().last()).and_then(|check| check.output),
+        };
+        let summary = ContainerSummary {
             id: inspected.id.unwrap_or_default(),
             deployment,
             replica,
             state: status,
-            exit_code: (status == ContainerState::Exited || status == ContainerState::Dead)
-                .then_some(state.exit_code)
-                .flatten(),
-            health: health_from_inspect(state.health.and_then(|h| h.status)),
+            exit_code,
+            health: health_from_inspect(health),
             ports,
-        })
+        };
+        Ok((summary, end))
     }
 }
 
@@ -303,7 +316,12 @@ impl ContainerRuntime for DockerRuntime {
         replica: ReplicaId,
     ) -> Result<ContainerSummary> {
         let docker = self.client(node, self.config.request_timeout).await?;
-        self.inspect_by_name(&docker, node, &self.name(deployment, replica)).await
+        Ok(self.inspect_by_name(&docker, node, &self.name(deployment, replica)).await?.0)
+    }
+
+    async fn replica_end(&self, node: &Node, deployment: &DeploymentName, replica: ReplicaId) -> Result<ContainerEnd> {
+        let docker = self.client(node, self.config.request_timeout).await?;
+        Ok(self.inspect_by_name(&docker, node, &self.name(deployment, replica)).await?.1)
     }
 
     async fn replica_logs(

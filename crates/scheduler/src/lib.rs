@@ -12,6 +12,7 @@ mod control;
 mod election;
 mod foreign_ports;
 mod heartbeat;
+mod last_words;
 mod locks;
 pub mod placement;
 pub mod planner;

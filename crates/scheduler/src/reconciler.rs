@@ -33,6 +33,7 @@ use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::last_words::{Ending, capture};
 use crate::scheduler::{Observed, Scheduler};
 use crate::stats::Loop;
 
@@ -254,6 +255,7 @@ async fn fix(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<(
     let mut surplus: Vec<Doomed> = Vec::new();
     let mut health: Vec<(ReplicaId, Option<Health>)> = Vec::new();
     let mut failed: Option<Failure> = None;
+    let mut ended: Vec<(&Replica, Ending)> = Vec::new();
     for container in &containers {
         let node = &snapshot.listed_names[container.node as usize];
         let replica = replicas.get(&container.replica).filter(|r| r.node == *node);
@@ -267,9 +269,7 @@ async fn fix(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<(
                     let code = container.exit_code.map_or_else(|| "?".to_string(), |c| c.to_string());
                     count_for_rollout(scheduler, &deployment, r, &format!("exited with code {code}")).await?;
                     surplus.push(doomed());
-                    if let Err(e) = store.release_replica(r.id).await {
-                        warn!(replica = %r.id, error = %e, "release failed");
-                    }
+                    ended.push((r, Ending::Exited(container.exit_code)));
                 }
                 // The engine says unhealthy once the check failed its retries in a row; it never
                 // acts on it itself (moby/moby#28400), so a replacement is ours to make.
@@ -278,9 +278,7 @@ async fn fix(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<(
                     failed = failed.or(Some(Failure::Unhealthy));
                     count_for_rollout(scheduler, &deployment, r, "unhealthy").await?;
                     surplus.push(doomed());
-                    if let Err(e) = store.release_replica(r.id).await {
-                        warn!(replica = %r.id, error = %e, "release failed");
-                    }
+                    ended.push((r, Ending::Unhealthy));
                 }
                 ContainerState::Running if r.state != ReplicaState::Running => {
                     // Not running before the listing, so the listing kept its container id.
@@ -302,24 +300,41 @@ async fn fix(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<(
             None => surplus.push(doomed()),
         }
     }
+    retire(scheduler, &snapshot.nodes, ended).await;
     remove_containers(scheduler, surplus, "surplus or stale").await;
     if !health.is_empty() {
         store.set_replica_health(&health).await?;
     }
     record_crash_loop(scheduler, &deployment, failed).await?;
 
+    let mut vanished = Vec::new();
     for r in replicas.values().filter(|r| snapshot.listed.contains(&r.node) && !seen.contains(&r.id)) {
-        let vanished = r.state == ReplicaState::Running && snapshot.running_before.contains(&r.id);
-        if vanished || r.state == ReplicaState::Lost {
-            if vanished {
-                info!(node = %r.node, replica = %r.id, "container vanished; replacing");
-            }
-            if let Err(e) = store.release_replica(r.id).await {
-                warn!(replica = %r.id, error = %e, "release failed");
-            }
+        if r.state == ReplicaState::Running && snapshot.running_before.contains(&r.id) {
+            info!(node = %r.node, replica = %r.id, "container vanished; replacing");
+            vanished.push((r, Ending::Vanished));
+        } else if r.state == ReplicaState::Lost
+            && let Err(e) = store.release_replica(r.id).await
+        {
+            warn!(replica = %r.id, error = %e, "release failed");
         }
     }
+    retire(scheduler, &snapshot.nodes, vanished).await;
     Ok(())
+}
+
+/// Keeps how each replica ended and its last lines (read from its engine, all at once, each
+/// bounded), and deletes it, its capacity released: a replacement is placed.
+async fn retire(scheduler: &Scheduler, nodes: &HashMap<NodeName, Node>, ended: Vec<(&Replica, Ending)>) {
+    let runtime = scheduler.runtime().as_ref();
+    let records =
+        futures::future::join_all(ended.into_iter().map(|(r, ending)| capture(runtime, nodes.get(&r.node), r, ending)))
+            .await;
+    for exit in records {
+        let id = exit.replica;
+        if let Err(e) = scheduler.store().retire_replica(exit).await {
+            warn!(replica = %id, error = %e, "release failed");
+        }
+    }
 }
 
 /// A replica of the revision a rollout is rolling out to failed: the rollout counts it (the

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use orchestrator_core::{
-    ContainerRuntime, ContainerSummary, DeploymentName, EngineInfo, Error, LogLines, LogRequest, Node,
+    ContainerEnd, ContainerRuntime, ContainerSummary, DeploymentName, EngineInfo, Error, LogLines, LogRequest, Node,
     ReplicaContainer, ReplicaId, Result,
 };
 
@@ -59,6 +59,10 @@ impl ContainerRuntime for TenureRuntime {
         replica: ReplicaId,
     ) -> Result<ContainerSummary> {
         self.inner.inspect_replica(node, deployment, replica).await
+    }
+
+    async fn replica_end(&self, node: &Node, deployment: &DeploymentName, replica: ReplicaId) -> Result<ContainerEnd> {
+        self.inner.replica_end(node, deployment, replica).await
     }
 
     async fn replica_logs(

@@ -231,10 +231,21 @@ async fn exited_containers_are_replaced_by_the_reconciler_after_a_growing_backof
         h.engines.with("node1", |e| e.containers.get_mut(&("web".into(), id)).unwrap().1 = ContainerState::Exited)
     };
     let first = running(&h, "web").await[0].clone();
+    h.engines.with("node1", |e| {
+        e.printed.insert(("web".into(), first.id.0), vec!["starting".into(), "boom".into()]);
+        e.oom_killed.insert(("web".into(), first.id.0));
+    });
     crash(first.id.0);
     reconciler.pass().await.unwrap();
     // Removed at once; its replacement waits out the first backoff (1 s).
     assert_eq!(running(&h, "web").await.len(), 1);
+    // How it ended and what it said last are kept.
+    let kept = h.store.list_exits(&name).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!((kept[0].replica, kept[0].revision, kept[0].started_at), (first.id, 1, first.started_at));
+    assert_eq!(kept[0].reason, orchestrator_core::EndReason::Exited { code: Some(1), oom_killed: true });
+    let said: Vec<&str> = kept[0].logs.iter().map(|l| l.line.as_str()).collect();
+    assert_eq!(said, ["starting", "boom"]);
     let streak = h.store.get_deployment(&name).await.unwrap().crash_loop.expect("a streak");
     assert_eq!((streak.restarts, streak.last_exit_code), (1, Some(1)));
     assert_eq!(streak.retry_at.duration_since(streak.last_failure_at).unwrap(), Duration::from_secs(1));
@@ -630,4 +641,34 @@ async fn an_update_replaces_replicas_within_its_bounds_and_a_failing_one_rolls_b
     let first_out = kinds.iter().position(|k| *k == "replica.deregistered").unwrap();
     let first_removed = kinds.iter().position(|k| *k == "replica.removed").unwrap();
     assert!(first_out < first_removed, "out of the endpoints before it goes: {kinds:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_vanished_container_and_a_start_the_engine_refused_are_kept_with_their_reasons() {
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(1, 10).await;
+    let name = h.deploy("web", "local/busybox:1", 1).await;
+    let reconciler = Reconciler::new(h.scheduler.clone(), Arc::new(Notify::new()));
+    let first = running(&h, "web").await[0].clone();
+    h.engines.with("node1", |e| {
+        e.containers.remove(&("web".into(), first.id.0));
+    });
+    reconciler.pass().await.unwrap();
+    let kept = h.store.list_exits(&name).await.unwrap();
+    assert_eq!(kept.iter().map(|e| (e.replica, e.reason.clone())).collect::<Vec<_>>(), [(
+        first.id,
+        orchestrator_core::EndReason::Vanished
+    )]);
+
+    // A second replica's engine does not answer: kept as not started, with the error.
+    assert_eq!(running(&h, "web").await.len(), 1, "replaced");
+    h.engines.set_down("node1", true);
+    let version = h.store.get_deployment(&name).await.unwrap().version;
+    h.scheduler.scale_deployment(&name, 2, version).await.unwrap();
+    h.scheduler.converge(&name).await.unwrap();
+    let kept = h.store.list_exits(&name).await.unwrap();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    let orchestrator_core::EndReason::NotStarted { error } = &kept[0].reason else { panic!("{kept:?}") };
+    assert!(error.contains("unreachable"), "{error}");
+    assert!(kept[0].to_owned().logs.is_empty());
 }

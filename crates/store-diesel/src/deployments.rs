@@ -310,6 +310,7 @@ impl DeploymentStore for DieselStore {
                     .execute(conn)?;
                 diesel::delete(crate::schema::rollouts::table.filter(crate::schema::rollouts::deployment.eq(&name)))
                     .execute(conn)?;
+                crate::exits::forget(conn, &name)?;
                 diesel::delete(deployments::table.find(&name)).execute(conn)?;
                 events::record(conn, &[NewEvent::deployment_deleted(&name)])?;
                 Ok(removed)

@@ -9,6 +9,7 @@ mod connection;
 mod deployments;
 mod error;
 mod events;
+mod exits;
 mod fence;
 mod lease;
 mod nodes;

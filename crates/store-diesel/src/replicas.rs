@@ -11,7 +11,7 @@ use diesel::sql_types::Bool;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
     Claim, DeploymentName, Error as DomainError, Health, HostPort, NewEvent, NodeName, NodeStatus, Placement, Replica,
-    ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState, ReplicaStore, Result,
+    ReplicaCount, ReplicaExit, ReplicaFilter, ReplicaId, ReplicaState, ReplicaStore, Result,
 };
 
 use crate::connection::{AnyConnection, each_backend};
@@ -372,6 +372,37 @@ impl ReplicaStore for DieselStore {
                 diesel::delete(replicas::table.find(id)).execute(conn)?;
                 events::record(conn, &[NewEvent::replica_removed(&current)])?;
                 Ok(())
+            })
+            .await?)
+    }
+
+    async fn retire_replica(&self, exit: ReplicaExit) -> Result<()> {
+        let id = replica_id(exit.replica)?;
+        Ok(self
+            .write(move |conn| {
+                let current = load_replica(conn, id)?;
+                if current.state.is_active() {
+                    release_units(conn, [&current])?;
+                }
+                diesel::delete(replicas::table.find(id)).execute(conn)?;
+                crate::exits::record(conn, &current, &exit)?;
+                events::record(
+                    conn,
+                    &[NewEvent::replica_ended(&current, &exit.reason), NewEvent::replica_removed(&current)],
+                )?;
+                Ok(())
+            })
+            .await?)
+    }
+
+    async fn list_exits(&self, deployment: &DeploymentName) -> Result<Vec<ReplicaExit>> {
+        let name = deployment.to_string();
+        Ok(self
+            .read(move |conn| {
+                if deployments::table.find(&name).count().get_result::<i64>(conn)? == 0 {
+                    return Err(DomainError::not_found(Kind::Deployment, name.as_str()).into());
+                }
+                crate::exits::list(conn, &name)
             })
             .await?)
     }

@@ -98,6 +98,21 @@ diesel::table! {
 }
 
 diesel::table! {
+    replica_exits (replica) {
+        replica -> BigInt,
+        deployment -> Text,
+        node -> Text,
+        revision -> BigInt,
+        started_at_ms -> Nullable<BigInt>,
+        ended_at_ms -> BigInt,
+        reason -> Text,
+        exit_code -> Nullable<BigInt>,
+        detail -> Nullable<Text>,
+        logs -> Text,
+    }
+}
+
+diesel::table! {
     node_ports (port, protocol, node) {
         port -> Integer,
         protocol -> Text,
@@ -116,6 +131,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     replicas,
     node_ports,
     rollouts,
+    replica_exits,
     tokens,
     audit,
     lease,

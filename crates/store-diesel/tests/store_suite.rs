@@ -902,6 +902,70 @@ async fn a_crash_loop_is_kept_told_and_cleared(db: TestDb) {
     t.store.set_crash_loop(&deployment_name("gone"), None).await.unwrap();
 }
 
+/// A replica that ended badly is deleted (its capacity back) and kept with its reason and last
+/// lines in one write, with its events; two records a replica of the deployment are kept, the
+/// newest; they go with the deployment.
+async fn ended_replicas_are_kept_with_their_last_words(db: TestDb) {
+    use orchestrator_core::{EndReason, EventKind, LogLine, OutputStream, ReplicaExit};
+    let t = TempStore::new(db).await;
+    let store = &t.store;
+    online_node(store, "n1", 8).await;
+    deployment(store, "web", 1).await;
+    let name = deployment_name("web");
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_000);
+    let mut placed = Vec::new();
+    for _ in 0..4 {
+        placed.extend(store.place_replicas(&[placement("web", "n1", 2)]).await.unwrap());
+    }
+    let exit = |i: usize, reason: EndReason| ReplicaExit {
+        replica: placed[i].id,
+        deployment: name.clone(),
+        node: node_name("n1"),
+        revision: 1,
+        started_at: Some(at),
+        ended_at: at + Duration::from_secs(i as u64),
+        reason,
+        logs: vec![
+            LogLine { stream: OutputStream::Stdout, time: at + Duration::from_nanos(1_500), line: "boom ✓".into() },
+            LogLine { stream: OutputStream::Stderr, time: at + Duration::from_secs(1), line: String::new() },
+        ],
+    };
+    store.retire_replica(exit(0, EndReason::Exited { code: Some(3), oom_killed: false })).await.unwrap();
+    assert_eq!(store.get_node(&node_name("n1")).await.unwrap().available, 2, "its units are back");
+    store.retire_replica(exit(1, EndReason::Exited { code: Some(137), oom_killed: true })).await.unwrap();
+    store.retire_replica(exit(2, EndReason::Unhealthy { output: Some("wget: bad address".into()) })).await.unwrap();
+    store.retire_replica(exit(3, EndReason::NotStarted { error: "port tcp/18081 taken".into() })).await.unwrap();
+    store.retire_replica(exit(3, EndReason::Vanished)).await.unwrap_err(); // no longer stored
+    assert_eq!(store.get_node(&node_name("n1")).await.unwrap().available, 8);
+    assert!(store.list_replicas(ReplicaFilter::deployment(&name)).await.unwrap().is_empty());
+
+    let kept = t.reopen().await.list_exits(&name).await.unwrap();
+    assert_eq!(
+        kept,
+        vec![
+            exit(3, EndReason::NotStarted { error: "port tcp/18081 taken".into() }),
+            exit(2, EndReason::Unhealthy { output: Some("wget: bad address".into()) })
+        ],
+        "the newest two, newest first"
+    );
+    let ended: Vec<String> = store
+        .list_events(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::ReplicaExited)
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(ended.len(), 4, "{ended:?}");
+    assert!(ended[1].contains("OOM-killed (exit code 137)"), "{ended:?}");
+
+    store.delete_deployment(&name).await.unwrap();
+    deployment(store, "web", 1).await;
+    assert!(store.list_exits(&name).await.unwrap().is_empty(), "deleted with the deployment");
+    let err = store.list_exits(&deployment_name("gone")).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { kind: Kind::Deployment, .. }), "{err:?}");
+}
+
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -1072,4 +1136,5 @@ on_both_backends!(
     claims_of_memory_cpus_and_ports_are_reserved_and_given_back,
     a_crash_loop_is_kept_told_and_cleared,
     rollouts_start_with_their_revision_and_end_once,
+    ended_replicas_are_kept_with_their_last_words,
 );

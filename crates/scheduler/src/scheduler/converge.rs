@@ -2,7 +2,7 @@
 //! on the engines and in the store (starts in parallel, recorded in batches; removals after).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::SystemTime;
 
 use futures::StreamExt;
@@ -16,6 +16,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Converged, RECORD_BATCH, Scheduler};
 use crate::foreign_ports::refused_port;
+use crate::last_words::{Ending, capture};
 use crate::planner::{self, Move, Plan, Serving};
 
 /// Drops a plan's placements, and the removals that counted on them: the removals are the
@@ -221,8 +222,7 @@ impl Scheduler {
         report: &mut Converged,
     ) -> Vec<ReplicaId> {
         let total = replicas.len();
-        let node_of: HashMap<ReplicaId, (NodeName, Claim)> =
-            replicas.iter().map(|r| (r.id, (r.node.clone(), r.claim.clone()))).collect();
+        let node_of: HashMap<ReplicaId, Replica> = replicas.iter().map(|r| (r.id, r.clone())).collect();
         let (done, mut finished) = tokio::sync::mpsc::unbounded_channel::<(ReplicaId, Result<String>)>();
         let mut by_node: BTreeMap<NodeName, Vec<Replica>> = BTreeMap::new();
         for replica in replicas {
@@ -263,6 +263,7 @@ impl Scheduler {
         let starting = futures::stream::iter(per_node).buffer_unordered(nodes_at_once).collect::<Vec<()>>();
         let recording = async {
             let mut failed = Vec::new();
+            let mut not_started = Vec::new();
             let mut refused_all = Vec::new();
             let mut batch = Vec::with_capacity(RECORD_BATCH);
             while finished.recv_many(&mut batch, RECORD_BATCH).await > 0 {
@@ -272,8 +273,11 @@ impl Scheduler {
                         Ok(container_id) => started.push((id, container_id)),
                         Err(e) => {
                             warn!(replica = %id, error = %e, "start failed; releasing the reservation");
-                            if let Some((node, claim)) = node_of.get(&id) {
-                                self.note_refused_port(node, claim, &e);
+                            if let Some(r) = node_of.get(&id) {
+                                self.note_refused_port(&r.node, &r.claim, &e);
+                                if is_the_replicas_failure(&e) {
+                                    not_started.push((r.clone(), e.to_string()));
+                                }
                             }
                             failed.push(id);
                         }
@@ -293,13 +297,18 @@ impl Scheduler {
                     }
                 }
             }
-            (failed, refused_all)
+            (failed, not_started, refused_all)
         };
-        let (_, (failed, refused)) = futures::join!(starting, recording);
+        let (_, (failed, not_started, refused)) = futures::join!(starting, recording);
         let refused: Vec<(ReplicaId, NodeName)> =
-            refused.into_iter().filter_map(|id| Some((id, node_of.get(&id)?.0.clone()))).collect();
+            refused.into_iter().filter_map(|id| Some((id, node_of.get(&id)?.node.clone()))).collect();
         self.remove_if_deleted(deployment, nodes, &refused).await;
-        for id in &failed {
+        let mut retired = HashSet::new();
+        for (replica, error) in not_started {
+            retired.insert(replica.id);
+            self.retire_not_started(&replica, error).await;
+        }
+        for id in failed.iter().filter(|id| !retired.contains(id)) {
             if let Err(e) = self.store.release_replica(*id).await {
                 warn!(replica = %id, error = %e, "release failed");
             }
@@ -370,11 +379,21 @@ impl Scheduler {
             Err(e) => {
                 warn!(node = %node.name, replica = %replica.id, error = %e, "start failed; releasing the reservation");
                 self.note_refused_port(&node.name, &replica.claim, &e);
-                if let Err(e) = self.store.release_replica(replica.id).await {
+                if is_the_replicas_failure(&e) {
+                    self.retire_not_started(replica, e.to_string()).await;
+                } else if let Err(e) = self.store.release_replica(replica.id).await {
                     warn!(replica = %replica.id, error = %e, "release failed");
                 }
                 false
             }
+        }
+    }
+
+    /// Releases a replica whose container did not start, keeping why (`deploy ps` shows it).
+    async fn retire_not_started(&self, replica: &Replica, error: String) {
+        let exit = capture(self.runtime.as_ref(), None, replica, Ending::NotStarted(error)).await;
+        if let Err(e) = self.store.retire_replica(exit).await {
+            warn!(replica = %replica.id, error = %e, "release failed");
         }
     }
 
@@ -431,4 +450,10 @@ impl Scheduler {
             .count()
             .await
     }
+}
+
+/// Whether a failed start says something about the replica (its image, its ports, the engine
+/// refusing it) rather than about this server (no longer the leader) or the record (gone).
+fn is_the_replicas_failure(error: &Error) -> bool {
+    !matches!(error, Error::NotLeader { .. } | Error::NotFound { kind: Kind::Replica | Kind::Deployment, .. })
 }

@@ -11,8 +11,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orchestrator_core::memory::MemoryStore;
 use orchestrator_core::{
-    Change, ContainerRuntime, ContainerState, ContainerSummary, DeploymentName, DeploymentSpec, EngineInfo, Error,
-    MockContainerRuntime, NewNode, Node, NodeName, NodeStatus, NodeStore, ReplicaContainer, ReplicaId, Result,
+    Change, ContainerEnd, ContainerRuntime, ContainerState, ContainerSummary, DeploymentName, DeploymentSpec,
+    EngineInfo, Error, LogLine, MockContainerRuntime, NewNode, Node, NodeName, NodeStatus, NodeStore, OutputStream,
+    ReplicaContainer, ReplicaId, Result,
 };
 use scheduler::{Scheduler, SchedulerConfig};
 
@@ -23,6 +24,10 @@ pub struct Engine {
     /// Pings time out (a hung engine, as the runtime reports it after its own timeout).
     pub silent: bool,
     pub containers: BTreeMap<(String, u64), (String, ContainerState, String)>,
+    /// What each container printed, by `(deployment, replica)`, as stdout lines.
+    pub printed: BTreeMap<(String, u64), Vec<String>>,
+    /// Containers the kernel killed for memory.
+    pub oom_killed: std::collections::BTreeSet<(String, u64)>,
     next_id: u64,
 }
 
@@ -123,6 +128,40 @@ impl Engines {
                 })
                 .collect())
         });
+        let s = self.state.clone();
+        mock.expect_replica_end().returning(move |node, d, r| {
+            let state = s.lock().unwrap();
+            let key = (d.to_string(), r.0);
+            let e = state.get(node.name.as_str()).filter(|e| !e.down).ok_or_else(|| unreachable(node))?;
+            let (_, st, _) = e
+                .containers
+                .get(&key)
+                .ok_or_else(|| Error::not_found(orchestrator_core::error::Kind::Container, format!("{d}-{r}")))?;
+            Ok(ContainerEnd {
+                exit_code: (*st == ContainerState::Exited).then_some(if e.oom_killed.contains(&key) { 137 } else { 1 }),
+                oom_killed: e.oom_killed.contains(&key),
+                health_output: None,
+            })
+        });
+        let s = self.state.clone();
+        mock.expect_replica_logs().returning(move |node, d, r, _| {
+            let state = s.lock().unwrap();
+            let key = (d.to_string(), r.0);
+            let e = state.get(node.name.as_str()).filter(|e| !e.down).ok_or_else(|| unreachable(node))?;
+            if !e.containers.contains_key(&key) {
+                return Err(Error::not_found(orchestrator_core::error::Kind::Container, format!("{d}-{r}")));
+            }
+            let lines: Vec<Result<LogLine>> = e
+                .printed
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .map(|l| {
+                    Ok(LogLine { stream: OutputStream::Stdout, time: std::time::SystemTime::now(), line: l.clone() })
+                })
+                .collect();
+            Ok(Box::pin(futures::stream::iter(lines)) as orchestrator_core::LogLines)
+        });
         mock.expect_inspect_replica()
             .returning(|_, d, r| Err(Error::not_found(orchestrator_core::error::Kind::Container, format!("{d}-{r}"))));
         mock
@@ -188,6 +227,14 @@ impl ContainerRuntime for Slow {
     }
     async fn inspect_replica(&self, node: &Node, d: &DeploymentName, r: ReplicaId) -> Result<ContainerSummary> {
         self.inner.inspect_replica(node, d, r).await
+    }
+    async fn replica_end(
+        &self,
+        node: &Node,
+        d: &DeploymentName,
+        r: ReplicaId,
+    ) -> Result<orchestrator_core::ContainerEnd> {
+        self.inner.replica_end(node, d, r).await
     }
     async fn replica_logs(
         &self,
