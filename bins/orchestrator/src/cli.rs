@@ -87,13 +87,17 @@ pub enum DeployCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Each replica with its state and why it does not serve, and the replicas the deployment
-    /// is short of (unplaced, crash-looping) with why.
+    /// Each replica with its state and why it does not serve, the replicas the deployment is
+    /// short of (unplaced, crash-looping) with why, then those that ended badly, newest first,
+    /// with why (exit code, OOM kill, the failed health check, the engine's refusal).
     Ps {
         name: String,
         /// Full container ids and reasons.
         #[arg(long)]
         no_trunc: bool,
+        /// Only the current replicas, not those that ended.
+        #[arg(long)]
+        no_history: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -240,7 +244,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             client::create(&c, body, &wait).await
         }
         Command::Logs(args) => crate::logs_cli::logs(&args).await,
-        Command::Deploy(DeployCommand::Ps { name, no_trunc, client: c }) => client::ps(&c, &name, no_trunc).await,
+        Command::Deploy(DeployCommand::Ps { name, no_trunc, no_history, client: c }) => {
+            client::ps(&c, &name, no_trunc, !no_history).await
+        }
         Command::Deploy(DeployCommand::Endpoints { name, client: c }) => client::endpoints(&c, &name).await,
         Command::Deploy(DeployCommand::Ls(c)) => client::deployments(&c).await,
         Command::Deploy(DeployCommand::Get { name, client: c }) => client::deployment(&c, &name).await,

@@ -178,8 +178,8 @@ pub async fn create(c: &ClientArgs, body: Value, wait: &WaitArgs) -> Result<()> 
     Ok(())
 }
 
-pub async fn ps(c: &ClientArgs, name: &str, no_trunc: bool) -> Result<()> {
-    let list = call(c, Method::GET, &format!("/v1/deployments/{name}/replicas"), None).await?;
+pub async fn ps(c: &ClientArgs, name: &str, no_trunc: bool, history: bool) -> Result<()> {
+    let list = call(c, Method::GET, &format!("/v1/deployments/{name}/replicas?history={history}"), None).await?;
     let cut = |s: String, n: usize| {
         if no_trunc || s.chars().count() <= n { s } else { format!("{}…", s.chars().take(n - 1).collect::<String>()) }
     };
@@ -193,25 +193,28 @@ pub async fn ps(c: &ClientArgs, name: &str, no_trunc: bool) -> Result<()> {
                     Some(health) => format!("{} ({health})", text(&r["state"])),
                     None => text(&r["state"]),
                 };
-                let started = r["started_at_ms"].as_u64().map_or_else(
-                    || "-".to_string(),
-                    |ms| {
-                        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-                        humantime::format_rfc3339_seconds(at).to_string()
-                    },
-                );
+                let at = |field: &str| {
+                    r[field].as_u64().map_or_else(
+                        || "-".to_string(),
+                        |ms| {
+                            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                            humantime::format_rfc3339_seconds(at).to_string()
+                        },
+                    )
+                };
                 vec![
                     text(&r["replica"]),
                     text(&r["node"]),
                     text(&r["revision"]),
                     state,
                     cut(text(&r["container_id"]), 12),
-                    started,
+                    at("started_at_ms"),
+                    at("ended_at_ms"),
                     cut(text(&r["reason"]), 80),
                 ]
             })
             .collect();
-        print_table(&["REPLICA", "NODE", "REVISION", "STATE", "CONTAINER", "STARTED", "REASON"], rows);
+        print_table(&["REPLICA", "NODE", "REVISION", "STATE", "CONTAINER", "STARTED", "ENDED", "REASON"], rows);
     });
     Ok(())
 }

@@ -31,6 +31,10 @@ pub struct LogsArgs {
     /// Start each line with its time.
     #[arg(short, long)]
     pub timestamps: bool,
+    /// The kept last output of replicas that ended badly instead (the one `--replica` names,
+    /// as `deploy ps` lists it, or the newest ones): why a crashed replica crashed.
+    #[arg(short, long, conflicts_with = "follow")]
+    pub previous: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -60,6 +64,9 @@ pub async fn logs(args: &LogsArgs) -> Result<()> {
     }
     if let Some(replica) = args.replica {
         query.push(("replica", replica.to_string()));
+    }
+    if args.previous {
+        query.push(("previous", "true".into()));
     }
     let url = format!(
         "{}/v1/deployments/{}/logs?{}",

@@ -1,6 +1,7 @@
 //! Logs end to end on real engines: each replica's lines merged, tail and since cut right, a
 //! character split across the engine's frames arrives whole, `logs -f` streams live, and an
-//! engine that stops answering gets a marker while the others keep streaming.
+//! engine that stops answering gets a marker while the others keep streaming; replicas that
+//! end badly say why and keep their last lines.
 
 mod server;
 
@@ -134,25 +135,6 @@ async fn logs_are_merged_cut_by_tail_and_since_followed_live_and_never_hang_on_a
     assert!(ps.status.success() && table.starts_with("REPLICA  NODE"), "{table}");
     assert_eq!(table.lines().filter(|l| l.contains(" running ")).count(), 3, "{table}");
 
-    // A replica that crashes: why it is not running, in words.
-    let crasher = format!("crash{}", std::process::id());
-    create(
-        &client,
-        &base,
-        &json!({"image": "local/busybox:1", "replicas": 1, "name": crasher, "command": ["sh", "-c", "echo boom; exit 3"]}),
-    )
-    .await;
-    let reason = wait_for("a crash-looping reason", Duration::from_secs(60), async || {
-        let (_, list) = server::get(&client, &format!("{base}/v1/deployments/{crasher}/replicas"), READER).await;
-        let waiting = list.as_array()?.iter().find(|r| r["state"] == "waiting")?;
-        let reason = waiting["reason"].as_str()?.to_string();
-        reason.contains("(last exit code 3)").then_some(reason)
-    })
-    .await;
-    assert!(reason.starts_with("crash-looping: failure "), "{reason}");
-    let resp = client.delete(format!("{base}/v1/deployments/{crasher}")).bearer_auth(ADMIN).send().await.unwrap();
-    assert_eq!(resp.status().as_u16(), 204);
-
     // Followed: new lines within a second, as they are printed.
     let mut follow = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
         .args(["logs", &name, "-f", "--tail", "0", "-o", "json", "--server", &base, "--token", READER])
@@ -219,6 +201,103 @@ async fn logs_are_merged_cut_by_tail_and_since_followed_live_and_never_hang_on_a
     assert_eq!(resp.status().as_u16(), 204);
     wait_for("containers removed", Duration::from_secs(30), async || {
         server::try_containers_on_engines(nodes, &name)?.is_empty().then_some(())
+    })
+    .await;
+}
+
+/// `deploy ps` of a deployment until a row passes `check`.
+async fn ps_until(base: &str, name: &str, what: &str, check: impl Fn(&str) -> bool) -> String {
+    wait_for(what, Duration::from_secs(60), async || {
+        let ps = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+            .args(["deploy", "ps", name, "--no-trunc", "--server", base, "--token", READER])
+            .output()
+            .unwrap();
+        let table = String::from_utf8_lossy(&ps.stdout).to_string();
+        (ps.status.success() && table.lines().any(&check)).then_some(table)
+    })
+    .await
+}
+
+/// Replicas that end badly on a real engine: a crash (exit code, the crash loop's wait, its
+/// last words from `logs --previous`), a failed health check (its output), an OOM kill (the
+/// engines of `cargo xtask cluster` enforce memory limits: `docker info` says `MemoryLimit:
+/// true`; the hog is killed at 16 MiB), each in `deploy ps` with why. On a node of its own: the test above stops an
+/// engine of the first three.
+#[tokio::test]
+async fn replicas_that_end_badly_say_why_and_keep_their_last_words() {
+    let Some(nodes) = local_cluster::nodes() else { return };
+    let nodes = &nodes[3..4];
+    let (server, client) = start_ready_server(nodes).await;
+    let base = server.url.clone();
+    let id = std::process::id();
+
+    let crasher = format!("crash{id}");
+    let crash = json!({"image": "local/busybox:1", "replicas": 1, "name": crasher,
+        "command": ["sh", "-c", "echo starting; echo boom; echo oops >&2; exit 3"]});
+    create(&client, &base, &crash).await;
+    let reason = wait_for("a crash-looping reason", Duration::from_secs(60), async || {
+        let (_, list) = server::get(&client, &format!("{base}/v1/deployments/{crasher}/replicas"), READER).await;
+        let waiting = list.as_array()?.iter().find(|r| r["state"] == "waiting")?;
+        let reason = waiting["reason"].as_str()?.to_string();
+        reason.contains("(last exit code 3)").then_some(reason)
+    })
+    .await;
+    assert!(reason.starts_with("crash-looping: failure "), "{reason}");
+    let table = ps_until(&base, &crasher, "an ended replica in deploy ps", |l| l.contains(" failed ")).await;
+    assert!(table.lines().any(|l| l.contains(" failed ") && l.ends_with("exit code 3")), "{table}");
+    let (_, list) =
+        server::get(&client, &format!("{base}/v1/deployments/{crasher}/replicas?history=true"), READER).await;
+    let ended = list.as_array().unwrap().iter().find(|r| r["state"] == "failed").unwrap().clone();
+    assert_eq!(ended["exit_code"], 3, "{list}");
+    let replica = ended["replica"].as_u64().unwrap().to_string();
+    let previous = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+        .args(["logs", &crasher, "--previous", "--replica", &replica, "--server", &base, "--token", READER])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&previous.stdout);
+    let node = nodes[0].name.as_str();
+    // In order per stream (the engine reads stdout and stderr from two pipes).
+    let stdout: Vec<&str> = said.lines().filter(|l| !l.ends_with("oops")).collect();
+    assert_eq!(stdout, [format!("{replica}@{node} | starting"), format!("{replica}@{node} | boom")], "{previous:?}");
+    assert!(said.lines().any(|l| l == format!("{replica}@{node} | oops")), "{previous:?}");
+
+    // A health check that never passes: replaced, and its output is the reason.
+    let sick = format!("sick{id}");
+    let probe = json!({"test": ["CMD-SHELL", "echo nothing on port 8080; exit 1"],
+        "interval": "1s", "timeout": "2s", "retries": 2});
+    create(
+        &client,
+        &base,
+        &json!({"image": "local/busybox:1", "replicas": 1, "name": sick, "command": ["sleep", "3600"], "healthcheck": probe}),
+    )
+    .await;
+    let table = ps_until(&base, &sick, "an unhealthy replica's end", |l| l.contains(" failed ")).await;
+    let row = table.lines().find(|l| l.contains(" failed ")).unwrap();
+    assert!(row.ends_with("unhealthy: nothing on port 8080"), "the check's own words: {table}");
+
+    // Over its memory limit: the kernel kills it, and it says so.
+    let hog = format!("hog{id}");
+    let eat = "echo eating; head -c 256m /dev/zero | tail > /dev/null";
+    create(
+        &client,
+        &base,
+        &json!({"image": "local/busybox:1", "replicas": 1, "name": hog, "command": ["sh", "-c", eat],
+                "resources": {"memory": "16M"}}),
+    )
+    .await;
+    let table = ps_until(&base, &hog, "an OOM kill", |l| l.contains(" failed ")).await;
+    assert!(table.lines().any(|l| l.contains(" failed ") && l.contains("OOM-killed")), "{table}");
+
+    for name in [&crasher, &sick, &hog] {
+        let resp = client.delete(format!("{base}/v1/deployments/{name}")).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 204);
+    }
+    wait_for("containers removed", Duration::from_secs(30), async || {
+        let left: usize = [&crasher, &sick, &hog]
+            .iter()
+            .map(|n| server::try_containers_on_engines(nodes, n).map(|c| c.len()))
+            .sum::<Option<usize>>()?;
+        (left == 0).then_some(())
     })
     .await;
 }

@@ -141,7 +141,7 @@ impl DockerRuntime {
         let end = ContainerEnd {
             exit_code,
             oom_killed: state.oom_killed.unwrap_or(false),
-            health_output: health_log.and_then(|log| log.into_iter().last()).and_then(|check| check.output),
+            health_output: health_log.and_then(|log| log.into_iter().last()).map(check_said),
         };
         let summary = ContainerSummary {
             id: inspected.id.unwrap_or_default(),
@@ -153,6 +153,16 @@ impl DockerRuntime {
             ports,
         };
         Ok((summary, end))
+    }
+}
+
+/// What a health check said: its output, or its exit code when it printed nothing (a check
+/// killed by a signal prints nothing, and "exit code 139" still tells the story).
+fn check_said(check: bollard::models::HealthcheckResult) -> String {
+    match (check.output.as_deref().map(str::trim), check.exit_code) {
+        (Some(output), _) if !output.is_empty() => output.to_string(),
+        (_, Some(code)) => format!("the check exited with code {code} and printed nothing"),
+        _ => "the check printed nothing".to_string(),
     }
 }
 

@@ -655,10 +655,10 @@ async fn a_vanished_container_and_a_start_the_engine_refused_are_kept_with_their
     });
     reconciler.pass().await.unwrap();
     let kept = h.store.list_exits(&name).await.unwrap();
-    assert_eq!(kept.iter().map(|e| (e.replica, e.reason.clone())).collect::<Vec<_>>(), [(
-        first.id,
-        orchestrator_core::EndReason::Vanished
-    )]);
+    assert_eq!(
+        kept.iter().map(|e| (e.replica, e.reason.clone())).collect::<Vec<_>>(),
+        [(first.id, orchestrator_core::EndReason::Vanished)]
+    );
 
     // A second replica's engine does not answer: kept as not started, with the error.
     assert_eq!(running(&h, "web").await.len(), 1, "replaced");

@@ -16,8 +16,8 @@ use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
 use futures::StreamExt;
 use orchestrator_core::{
-    ClusterStore, ContainerRuntime, DeploymentName, Error, LogLine, LogRequest, Node, NodeName, Replica, ReplicaFilter,
-    ReplicaId,
+    ClusterStore, ContainerRuntime, DeploymentName, Error, LogLine, LogRequest, Node, NodeName, Replica, ReplicaExit,
+    ReplicaFilter, ReplicaId,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -55,6 +55,10 @@ pub struct LogsQuery {
     /// `json` (default: NDJSON, one object a line) or `text` (`replica@node | line`).
     #[param(example = "text")]
     format: Option<String>,
+    /// The kept last output (64 KiB) of ended replicas instead: the one `replica` names, or
+    /// the newest ones, one for each replica the deployment runs. Not with `follow`.
+    #[param(value_type = Option<bool>)]
+    previous: Option<String>,
 }
 
 /// One line of one replica (`application/x-ndjson`, one object a line).
@@ -87,7 +91,7 @@ enum Format {
     Text { timestamps: bool },
 }
 
-fn flag(field: &'static str, raw: Option<&str>) -> Result<bool, ApiError> {
+pub(super) fn flag(field: &'static str, raw: Option<&str>) -> Result<bool, ApiError> {
     match raw.map(str::trim) {
         None | Some("false" | "0") => Ok(false),
         Some("true" | "1" | "") => Ok(true),
@@ -130,15 +134,33 @@ struct Readers {
     marked: Mutex<HashSet<NodeName>>,
 }
 
-impl Readers {
-    fn line(&self, replica: &Replica, line: &LogLine) -> Bytes {
+/// Whose line it is: a replica, current or ended.
+#[derive(Clone, Copy)]
+struct Who<'a> {
+    replica: ReplicaId,
+    node: &'a NodeName,
+    revision: u64,
+}
+
+impl<'a> Who<'a> {
+    fn of(r: &'a Replica) -> Self {
+        Who { replica: r.id, node: &r.node, revision: r.revision }
+    }
+
+    fn ended(e: &'a ReplicaExit) -> Self {
+        Who { replica: e.replica, node: &e.node, revision: e.revision }
+    }
+}
+
+impl Format {
+    fn line(self, who: Who<'_>, line: &LogLine) -> Bytes {
         let time = humantime::format_rfc3339_nanos(line.time).to_string();
-        match self.format {
+        match self {
             Format::Json => {
                 let view = LogLineView {
-                    replica: replica.id.0,
-                    node: replica.node.as_str(),
-                    revision: replica.revision,
+                    replica: who.replica.0,
+                    node: who.node.as_str(),
+                    revision: who.revision,
                     stream: line.stream.as_str(),
                     time,
                     line: &line.line,
@@ -147,11 +169,13 @@ impl Readers {
             }
             Format::Text { timestamps } => {
                 let stamp = if timestamps { format!("{time} ") } else { String::new() };
-                Bytes::from(format!("{stamp}{}@{} | {}\n", replica.id, replica.node, line.line))
+                Bytes::from(format!("{stamp}{}@{} | {}\n", who.replica, who.node, line.line))
             }
         }
     }
+}
 
+impl Readers {
     fn marker(&self, node: &NodeName, error: Option<&Error>) -> Bytes {
         let marker = if error.is_some() { "unreachable" } else { "reachable" };
         match self.format {
@@ -206,7 +230,19 @@ pub async fn logs(
         since: since(query.since.as_deref(), SystemTime::now())?,
     };
     let only = query_number::<u64>("replica", query.replica.as_deref())?.map(ReplicaId);
-    state.store.get_deployment(&name).await?;
+    let deployment = state.store.get_deployment(&name).await?;
+    if flag("previous", query.previous.as_deref())? {
+        if follow {
+            return Err(ApiError::BadRequest {
+                code: "invalid_value",
+                message: "follow: the output of ended replicas is complete; leave out follow or previous".into(),
+                field: Some("follow".into()),
+            });
+        }
+        let exits = state.store.list_exits(&name).await?;
+        let chosen = ended_to_read(exits, only, deployment.spec.replicas).map_err(ApiError::NotFound)?;
+        return Ok(respond(format, futures::stream::iter(previous_lines(&chosen, &request, format))));
+    }
     let replicas = current_replicas(state.store.as_ref(), &name, only).await?;
     if let Some(id) = only
         && replicas.is_empty()
@@ -234,14 +270,50 @@ pub async fn logs(
     drop(readers);
     let body = futures::stream::unfold(lines, |mut lines| async move {
         let next = lines.recv().await?;
-        Some((Ok::<_, std::convert::Infallible>(next), lines))
+        Some((next, lines))
     });
+    Ok(respond(format, body))
+}
+
+fn respond(format: Format, body: impl futures::Stream<Item = Bytes> + 'static) -> HttpResponse {
     let content_type = if format == Format::Json { "application/x-ndjson" } else { "text/plain; charset=utf-8" };
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .content_type(content_type)
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+        .streaming(body.map(Ok::<_, std::convert::Infallible>))
+}
+
+/// `previous`: the ended replica named, or the deployment's newest ended ones, one for each
+/// replica it runs (as many as a crash loop of all of them leaves between two looks).
+fn ended_to_read(exits: Vec<ReplicaExit>, only: Option<ReplicaId>, replicas: u32) -> Result<Vec<ReplicaExit>, String> {
+    match only {
+        Some(id) => {
+            let named: Vec<ReplicaExit> = exits.into_iter().filter(|e| e.replica == id).collect();
+            if named.is_empty() {
+                return Err(format!(
+                    "replica {id} has no recorded end (deploy ps lists the ended replicas whose output is kept)"
+                ));
+            }
+            Ok(named)
+        }
+        None => Ok(exits.into_iter().take(usize::try_from(replicas.max(1)).unwrap_or(usize::MAX)).collect()),
+    }
+}
+
+/// The kept lines of ended replicas, `since` and `tail` applied to each, merged by time.
+fn previous_lines(exits: &[ReplicaExit], request: &LogRequest, format: Format) -> Vec<Bytes> {
+    let mut merged: Vec<(Who<'_>, &LogLine)> = Vec::new();
+    for exit in exits {
+        let kept: Vec<&LogLine> =
+            exit.logs.iter().filter(|l| request.since.is_none_or(|since| l.time >= since)).collect();
+        let tail = request.tail.map_or(kept.len(), |n| usize::try_from(n).unwrap_or(usize::MAX));
+        let skip = kept.len().saturating_sub(tail);
+        merged.extend(kept.into_iter().skip(skip).map(|l| (Who::ended(exit), l)));
+    }
+    // Stable: each replica's lines stay in their order when times tie.
+    merged.sort_by_key(|(_, l)| l.time);
+    merged.into_iter().map(|(who, line)| format.line(who, line)).collect()
 }
 
 async fn current_replicas(
@@ -267,7 +339,7 @@ async fn read_once(readers: Arc<Readers>, node: Node, replica: Replica, request:
     loop {
         match tokio::time::timeout(ENGINE_DEADLINE, lines.next()).await {
             Ok(Some(Ok(line))) => {
-                if readers.out.send(readers.line(&replica, &line)).await.is_err() {
+                if readers.out.send(readers.format.line(Who::of(&replica), &line)).await.is_err() {
                     return; // the client left
                 }
             }
@@ -415,7 +487,7 @@ async fn follow_one(
                             continue;
                         }
                         last = Some(line.time);
-                        if readers.out.send(readers.line(&replica, &line)).await.is_err() {
+                        if readers.out.send(readers.format.line(Who::of(&replica), &line)).await.is_err() {
                             return;
                         }
                     }

@@ -1,12 +1,15 @@
 //! `GET /v1/deployments/{name}/replicas` (the CLI's `deploy ps`): each replica with its state
 //! and, when it is not serving, why in words, and a line for each replica the deployment is
 //! short of: unplaced (no node meets a constraint, a port taken everywhere) or waiting out a
-//! crash loop's backoff. Read from the store alone, so a follower answers it too.
+//! crash loop's backoff; with `history`, the replicas that ended badly and why (kept by the
+//! scheduler when it replaced them). Read from the store alone, so a follower answers it too.
 
 use std::time::SystemTime;
 
 use actix_web::{HttpResponse, web};
-use orchestrator_core::{CrashLoop, Deployment, DeploymentName, Health, Replica, ReplicaFilter, ReplicaState};
+use orchestrator_core::{
+    CrashLoop, Deployment, DeploymentName, EndReason, Health, Replica, ReplicaExit, ReplicaFilter, ReplicaState,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -22,8 +25,9 @@ pub struct ReplicaStatusView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     pub revision: u64,
-    /// `pending`, `running`, `exited`, `lost`, or for a missing replica `unplaced` or
-    /// `waiting` (a crash loop's backoff).
+    /// `pending`, `running`, `exited`, `lost`; for a missing replica `unplaced` or `waiting`
+    /// (a crash loop's backoff); with `history`, for an ended one `failed` (it exited, failed
+    /// its health check or vanished) or `rejected` (its container did not start).
     pub state: &'static str,
     /// `starting`, `healthy` or `unhealthy`, with a health check.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -32,6 +36,12 @@ pub struct ReplicaStatusView {
     pub container_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at_ms: Option<u64>,
+    /// An ended replica's end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at_ms: Option<u64>,
+    /// An ended replica's exit code, when its container exited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
     /// Why it is not serving, in words; absent when it serves.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "crash-looping: failure 4 in a row (last exit code 3); the next replacement in 8 s")]
@@ -81,6 +91,8 @@ fn statuses(d: &Deployment, replicas: &[Replica], now: SystemTime) -> Vec<Replic
             health: r.health.map(Health::as_str),
             container_id: r.container_id.clone(),
             started_at_ms: r.started_at.map(millis),
+            ended_at_ms: None,
+            exit_code: None,
             reason: reason(r),
         })
         .collect();
@@ -95,6 +107,8 @@ fn statuses(d: &Deployment, replicas: &[Replica], now: SystemTime) -> Vec<Replic
         health: None,
         container_id: None,
         started_at_ms: None,
+        ended_at_ms: None,
+        exit_code: None,
         reason: Some(reason),
     };
     if let Some(u) = &d.unplaced {
@@ -109,19 +123,35 @@ fn statuses(d: &Deployment, replicas: &[Replica], now: SystemTime) -> Vec<Replic
     views
 }
 
+/// An ended replica, as kept.
+fn ended(e: &ReplicaExit) -> ReplicaStatusView {
+    let rejected = matches!(e.reason, EndReason::NotStarted { .. });
+    ReplicaStatusView {
+        replica: Some(e.replica.0),
+        node: Some(e.node.to_string()),
+        revision: e.revision,
+        state: if rejected { "rejected" } else { "failed" },
+        health: None,
+        container_id: None,
+        started_at_ms: e.started_at.map(millis),
+        ended_at_ms: Some(millis(e.ended_at)),
+        exit_code: e.reason.exit_code(),
+        reason: Some(e.reason.to_string()),
+    }
+}
+
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicasQuery {
-    /// Past containers too: not recorded yet, so `true` is refused rather than answered with
-    /// the current replicas alone.
+    /// The replicas that ended badly too (after the current ones, newest first): two kept for
+    /// each replica the deployment runs, each with why it ended.
     #[param(value_type = Option<bool>)]
     history: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/deployments/{name}/replicas", tag = "deployments", params(("name" = String, Path, description = "Deployment name"), ReplicasQuery),
-    responses((status = 200, description = "Each replica (by id) with its state and why it does not serve, then one entry per replica the deployment is short of (`unplaced` or `waiting`, with the reason)", body = [ReplicaStatusView]),
+    responses((status = 200, description = "Each replica (by id) with its state and why it does not serve, then one entry per replica the deployment is short of (`unplaced` or `waiting`, with the reason), then with `history` the ended ones, newest first (`failed` or `rejected`, with why)", body = [ReplicaStatusView]),
         (status = 400, description = "An unknown query parameter", body = ErrorBody),
-        (status = 422, description = "`history=true`: past containers are not recorded yet", body = ErrorBody),
         (status = 404, description = "No such deployment", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody)))]
 pub async fn list(
     path: web::Path<String>,
@@ -129,15 +159,13 @@ pub async fn list(
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     let name = path_name::<DeploymentName>(&path, "deployment")?;
-    if !matches!(query.history.as_deref().map(str::trim), None | Some("false" | "0")) {
-        return Err(ApiError::BadRequest {
-            code: "invalid_value",
-            message: "history: past containers are not recorded yet; this lists the current replicas".into(),
-            field: Some("history".into()),
-        });
-    }
+    let history = super::logs::flag("history", query.history.as_deref())?;
     let deployment = state.store.get_deployment(&name).await?;
     let mut replicas = state.store.list_replicas(ReplicaFilter::deployment(&name)).await?;
     replicas.sort_by_key(|r| r.id);
-    Ok(HttpResponse::Ok().json(statuses(&deployment, &replicas, SystemTime::now())))
+    let mut views = statuses(&deployment, &replicas, SystemTime::now());
+    if history {
+        views.extend(state.store.list_exits(&name).await?.iter().map(ended));
+    }
+    Ok(HttpResponse::Ok().json(views))
 }
