@@ -327,6 +327,12 @@ async fn a_host_port_is_held_for_one_replica_a_node_across_deployments_and_engin
     })
     .await;
     assert_eq!(per_node(nodes, &first).unwrap()[0].1, 0, "not on the engine that refused it");
+    let (_, list) = get(&client, &format!("{base}/v1/deployments/{first}/replicas?history=true"), READER).await;
+    let refused = format!("did not start: port tcp/18086 taken on {}", nodes[0].name);
+    assert!(
+        list.as_array().unwrap().iter().any(|r| r["state"] == "rejected" && r["reason"] == refused.as_str()),
+        "the refusal is kept, in words: {list}"
+    );
 
     // The holder goes: the deployment gets the node once the engine's refusal is old.
     let removed = Command::new("docker").args(["-H", &nodes[0].tcp, "rm", "-f", &foreign]).output().unwrap();

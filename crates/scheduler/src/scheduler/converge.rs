@@ -276,7 +276,7 @@ impl Scheduler {
                             if let Some(r) = node_of.get(&id) {
                                 self.note_refused_port(&r.node, &r.claim, &e);
                                 if is_the_replicas_failure(&e) {
-                                    not_started.push((r.clone(), e.to_string()));
+                                    not_started.push((r.clone(), refusal_in_words(&e, r)));
                                 }
                             }
                             failed.push(id);
@@ -380,7 +380,7 @@ impl Scheduler {
                 warn!(node = %node.name, replica = %replica.id, error = %e, "start failed; releasing the reservation");
                 self.note_refused_port(&node.name, &replica.claim, &e);
                 if is_the_replicas_failure(&e) {
-                    self.retire_not_started(replica, e.to_string()).await;
+                    self.retire_not_started(replica, refusal_in_words(&e, replica)).await;
                 } else if let Err(e) = self.store.release_replica(replica.id).await {
                     warn!(replica = %replica.id, error = %e, "release failed");
                 }
@@ -456,4 +456,13 @@ impl Scheduler {
 /// refusing it) rather than about this server (no longer the leader) or the record (gone).
 fn is_the_replicas_failure(error: &Error) -> bool {
     !matches!(error, Error::NotLeader { .. } | Error::NotFound { kind: Kind::Replica | Kind::Deployment, .. })
+}
+
+/// Why a start failed, as `deploy ps` says it: a port the engine holds for something else is
+/// named with its node; anything else in the error's own words.
+fn refusal_in_words(error: &Error, replica: &Replica) -> String {
+    match refused_port(error, &replica.claim) {
+        Some(port) => format!("port {port} taken on {}", replica.node),
+        None => error.to_string(),
+    }
 }
