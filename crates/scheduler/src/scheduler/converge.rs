@@ -75,8 +75,10 @@ impl Scheduler {
         };
         let replicas = self.store.list_replicas(ReplicaFilter::deployment(name).active()).await?;
         let serving = Serving::of(replicas, &nodes);
-        let backing_off = deployment.crash_loop.as_ref().is_some_and(|c| c.is_backing_off(SystemTime::now()));
+        let now = SystemTime::now();
+        let backing_off = deployment.crash_loop.as_ref().is_some_and(|c| c.is_backing_off(now));
         let mut plan = planner::plan(self.config.strategy, &deployment, &serving, &nodes);
+        let held_back = backing_off && !plan.place.is_empty();
         if backing_off {
             // Its replicas keep failing: no replacement before the backoff is over (a later
             // pass places them), never a hot loop of starts that fail again.
@@ -93,7 +95,11 @@ impl Scheduler {
             plan = planner::plan(self.config.strategy, &deployment, &serving, &nodes);
             placed = self.record_placements(&deployment, std::mem::take(&mut plan.place)).await?;
         }
-        let report = self.execute(&deployment, &nodes, plan, placed).await?;
+        let mut report = self.execute(&deployment, &nodes, plan, placed).await?;
+        if held_back && let Some(crash) = &deployment.crash_loop {
+            // Replacements are due when the backoff ends, not at the next reconcile pass.
+            report.look_again = crash.retry_at.duration_since(now).ok();
+        }
         if report.started + report.removed + report.failed > 0 {
             info!(started = report.started, removed = report.removed, failed = report.failed, "converged");
         }
