@@ -210,7 +210,7 @@ pub async fn ps(c: &ClientArgs, name: &str, no_trunc: bool, history: bool) -> Re
                     cut(text(&r["container_id"]), 12),
                     at("started_at_ms"),
                     at("ended_at_ms"),
-                    cut(text(&r["reason"]), 80),
+                    cut(text(&r["reason"]), 96),
                 ]
             })
             .collect();
