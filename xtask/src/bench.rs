@@ -21,6 +21,8 @@ pub enum Suite {
     E2e,
     /// Rolling updates, ours vs Docker Swarm on 3 local engines: defaults, same settings, rollback.
     Update,
+    /// Logs: 30 replicas x 1,000 lines/s followed for 60 s (lines, RSS, CPU); tail=10000 vs the engines.
+    Logs,
     /// HA: takeover after kill -9 of the leader (median of 5) and requests through HAProxy.
     Ha,
     /// Hollow engines (crates/hollow-node): --nodes N --replicas R (default 500 / 50,000).
@@ -62,6 +64,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     if wants(Suite::Update) {
         crate::bench_update::run(false)?;
+    }
+    if wants(Suite::Logs) {
+        crate::bench_logs::run()?;
     }
     if wants(Suite::Ha) {
         crate::bench_ha::run()?;

@@ -22,14 +22,14 @@ const CONVERGE_REPLICAS: usize = 50;
 const FAILOVER_REPLICAS: usize = 100;
 /// A worker in Swarm (node1 is its manager); the same node for ours.
 const VICTIM: &str = "node3";
-const PORT: u16 = 18_282;
-const TOKEN: &str = "bench-e2e-token-0123456789abcdef0123456789";
+pub(crate) const PORT: u16 = 18_282;
+pub(crate) const TOKEN: &str = "bench-e2e-token-0123456789abcdef0123456789";
 const POLL: Duration = Duration::from_millis(25);
 
 #[derive(Clone)]
 pub(crate) struct Node {
-    name: String,
-    tcp: String,
+    pub(crate) name: String,
+    pub(crate) tcp: String,
 }
 
 pub(crate) fn nodes() -> Result<Vec<Node>> {

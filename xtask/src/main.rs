@@ -4,6 +4,7 @@ mod bench;
 mod bench_api;
 mod bench_e2e;
 mod bench_ha;
+mod bench_logs;
 mod bench_scale;
 mod bench_update;
 mod chaos;

@@ -18,6 +18,8 @@ use server::{ADMIN, READER, converged, create, local_cluster, start_ready_server
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const REPLICAS: usize = 6;
+/// Each replica prints a numbered line twice a second (the panel's log pane shows them).
+const TICKER: &str = "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.5; done";
 
 fn screenshots() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/dashboard");
@@ -110,7 +112,7 @@ async fn the_dashboard_shows_the_cluster_and_follows_a_node_failure_live() {
     create(
         &client,
         &server.url,
-        &json!({"image": "local/busybox:1", "replicas": REPLICAS, "name": name, "command": ["sleep", "3600"]}),
+        &json!({"image": "local/busybox:1", "replicas": REPLICAS, "name": name, "command": ["sh", "-c", TICKER]}),
     )
     .await;
     wait_for("replicas running", Duration::from_secs(60), async || {
@@ -330,6 +332,74 @@ async fn the_dashboard_shows_the_cluster_and_follows_a_node_failure_live() {
     )
     .await;
 
+    // The live log pane: every replica's lines, then one replica's, paused and resumed.
+    let log_lines = "document.querySelectorAll('#logs div[data-replica]')";
+    until(
+        &c,
+        "lines of several replicas",
+        Duration::from_secs(15),
+        &format!("new Set([...{log_lines}].map((l) => l.dataset.replica)).size >= 3 && [...{log_lines}].every((l) => / \\| tick \\d+$/.test(l.textContent))"),
+    )
+    .await;
+    let chosen = js(
+        &c,
+        "const s = document.getElementById('log-replica'); s.value = s.options[1].value;          s.dispatchEvent(new Event('change')); return s.value;",
+    )
+    .await;
+    let chosen = chosen.as_str().unwrap().to_string();
+    until(
+        &c,
+        "only the chosen replica's lines",
+        Duration::from_secs(15),
+        &format!("{log_lines}.length >= 2 && [...{log_lines}].every((l) => l.dataset.replica === '{chosen}')"),
+    )
+    .await;
+    c.find(Locator::Css("#log-pause")).await.unwrap().click().await.unwrap();
+    let held = js(&c, &format!("return {log_lines}.length;")).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(js(&c, &format!("return {log_lines}.length;")).await, held, "nothing added while paused");
+    until(
+        &c,
+        "new lines counted while paused",
+        Duration::from_secs(5),
+        "document.getElementById('log-state').textContent.includes('new')",
+    )
+    .await;
+    c.find(Locator::Css("#log-pause")).await.unwrap().click().await.unwrap();
+    until(&c, "the held lines shown on resume", Duration::from_secs(5), &format!("{log_lines}.length > {held}")).await;
+    screenshot(&c, "4-logs.png").await;
+
+    // A replica that crashes: the panel's replica table says why it ended.
+    let crasher = format!("dashcrash{}", std::process::id());
+    create(
+        &client,
+        &server.url,
+        &json!({"image": "local/busybox:1", "replicas": 1, "name": crasher, "command": ["sh", "-c", "echo boom; exit 3"]}),
+    )
+    .await;
+    let open_crasher = format!(
+        "const b = document.querySelector('button[data-open={crasher}]'); if (b) b.click(); return b !== null;"
+    );
+    until(
+        &c,
+        "the crasher listed",
+        Duration::from_secs(15),
+        &format!("document.querySelector('button[data-open={crasher}]') !== null"),
+    )
+    .await;
+    assert_eq!(js(&c, &open_crasher).await, json!(true));
+    until(
+        &c,
+        "an ended replica with its exit code",
+        Duration::from_secs(30),
+        "[...document.querySelectorAll('#replica-history tr[data-state=failed]')].some((r) => r.textContent.includes('exit code 3'))",
+    )
+    .await;
+    screenshot(&c, "5-replica-history.png").await;
+    let resp =
+        client.delete(format!("{}/v1/deployments/{crasher}", server.url)).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+
     // As an admin: a rollout under way is shown with its progress, paused, and rolled back
     // from the panel; the revisions say what the rollback restored.
     c.find(Locator::Css("#signout")).await.unwrap().click().await.unwrap();
@@ -348,7 +418,7 @@ async fn the_dashboard_shows_the_cluster_and_follows_a_node_failure_live() {
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(js(&c, &open_panel).await, json!(1));
     until(&c, "the rollout in progress", Duration::from_secs(20), "document.getElementById('detail-rollout').dataset.state === 'in_progress' && !document.getElementById('detail-pause').hidden").await;
-    screenshot(&c, "4-rollout.png").await;
+    screenshot(&c, "6-rollout.png").await;
     c.find(Locator::Css("#detail-pause")).await.unwrap().click().await.unwrap();
     until(&c, "the rollout paused", Duration::from_secs(10), "document.getElementById('detail-rollout').dataset.state === 'paused' && !document.getElementById('detail-resume').hidden").await;
     c.find(Locator::Css("#detail-rollback")).await.unwrap().click().await.unwrap();
@@ -363,7 +433,7 @@ async fn the_dashboard_shows_the_cluster_and_follows_a_node_failure_live() {
     .await;
     let (_, rollouts) = server::get(&client, &format!("{}/v1/deployments/{name}/rollouts", server.url), READER).await;
     assert_eq!(rollouts[1]["state"], "rolled_back", "{rollouts}");
-    screenshot(&c, "5-rolled-back.png").await;
+    screenshot(&c, "7-rolled-back.png").await;
 
     // Signing out forgets the token.
     c.find(Locator::Css("#signout")).await.unwrap().click().await.unwrap();

@@ -106,23 +106,133 @@ let detailVersion = null;
 let detailRollout = null;
 
 async function showDetail(name) {
+  const other = name !== detailName;
   detailName = name;
   $("detail").hidden = false;
   $("detail-error").textContent = "";
+  if (other) {
+    $("log-replica").value = "";
+    followLogs();
+  }
   await refreshDetail(true);
 }
 
+const when = (ms) => (ms ? new Date(ms).toLocaleString() : "-");
+
+// Current replicas, those the deployment is short of, then those that ended, with why.
+function renderReplicas(list) {
+  const rows = list.map((r) =>
+    el("tr", { "data-state": r.state, "data-replica": r.replica === undefined ? "" : String(r.replica) },
+      el("td", { text: r.replica === undefined ? "-" : String(r.replica) }),
+      el("td", { text: r.node || "-" }),
+      el("td", { text: String(r.revision) }),
+      el("td", { text: r.health ? `${r.state} (${r.health})` : r.state }),
+      el("td", { text: when(r.started_at_ms) }),
+      el("td", { text: when(r.ended_at_ms) }),
+      el("td", { text: r.reason || "-" })));
+  $("replica-history").tBodies[0].replaceChildren(...rows);
+  // The log filter offers the replicas that run now; the one chosen stays while it is there.
+  const select = $("log-replica");
+  const ids = list.filter((r) => r.replica !== undefined && !r.ended_at_ms && r.state !== "lost").map((r) => String(r.replica));
+  const offered = [...select.options].slice(1).map((o) => o.value);
+  if (ids.join() !== offered.join()) {
+    const chosen = select.value;
+    select.replaceChildren(el("option", { value: "", text: "All" }), ...ids.map((id) => el("option", { value: id, text: `#${id}` })));
+    select.value = ids.includes(chosen) || chosen === "" ? chosen : "";
+  }
+}
+
+// ----- The open deployment's logs: followed, a replica at a time or all, pausable -----
+
+const LOG_LINES = 500;
+let logAbort = null;
+let logPaused = false;
+let logHeld = [];
+
+function logItem(item) {
+  if (item.marker) {
+    const why = item.error ? `: ${item.error}` : "";
+    return el("div", { class: "marker", "data-node": item.node, text: `-- ${item.node} ${item.marker}${why} --` });
+  }
+  return el("div", { "data-replica": String(item.replica), "data-stream": item.stream, text: `${item.replica}@${item.node} | ${item.line}` });
+}
+
+function showLogItems(items) {
+  const pane = $("logs");
+  const atEnd = pane.scrollTop + pane.clientHeight >= pane.scrollHeight - 4;
+  pane.append(...items);
+  while (pane.children.length > LOG_LINES) pane.firstElementChild.remove();
+  if (atEnd) pane.scrollTop = pane.scrollHeight;
+}
+
+function setLogState(text) {
+  $("log-state").textContent = text;
+}
+
+async function followLogs() {
+  if (logAbort) logAbort.abort();
+  $("logs").replaceChildren();
+  logHeld = [];
+  if (!detailName) return;
+  const abort = new AbortController();
+  logAbort = abort;
+  const replica = $("log-replica").value;
+  const query = `follow=true&tail=100${replica ? `&replica=${encodeURIComponent(replica)}` : ""}`;
+  try {
+    const response = await api(`${detailPath()}/logs?${query}`, { signal: abort.signal });
+    if (!response.ok) return setLogState(`(HTTP ${response.status})`);
+    setLogState(logPaused ? "(paused)" : "(live)");
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      const lines = buffer.split("\n");
+      buffer = lines.pop();
+      const items = lines.filter((l) => l).map((l) => logItem(JSON.parse(l)));
+      if (logPaused) {
+        logHeld.push(...items);
+        logHeld.splice(0, Math.max(0, logHeld.length - LOG_LINES));
+        setLogState(`(paused, ${logHeld.length} new)`);
+      } else {
+        showLogItems(items);
+      }
+    }
+    if (logAbort === abort) setLogState("(ended)");
+  } catch (e) {
+    if (e instanceof Unauthorized) return signOut(e.message);
+    if (e.name !== "AbortError") setLogState("(disconnected)");
+  }
+}
+
+$("log-replica").addEventListener("change", () => followLogs());
+$("log-pause").addEventListener("click", () => {
+  logPaused = !logPaused;
+  $("log-pause").textContent = logPaused ? "Resume" : "Pause";
+  $("log-pause").setAttribute("aria-pressed", String(logPaused));
+  if (!logPaused) {
+    showLogItems(logHeld);
+    logHeld = [];
+  }
+  setLogState(logPaused ? "(paused)" : "(live)");
+});
+
 async function refreshDetail(fresh = false) {
   if (!detailName) return;
-  const [response, revisions] = await Promise.all([
+  const [response, revisions, replicas] = await Promise.all([
     api(`/v1/deployments/${encodeURIComponent(detailName)}`),
     api(`/v1/deployments/${encodeURIComponent(detailName)}/revisions`),
+    api(`/v1/deployments/${encodeURIComponent(detailName)}/replicas?history=true`),
   ]);
   if (!response.ok) {
     $("detail").hidden = true;
     detailName = null;
+    if (logAbort) logAbort.abort();
     return;
   }
+  if (replicas.ok) renderReplicas(await replicas.json());
   const d = await response.json();
   detailVersion = d.version;
   detailRollout = d.rollout || null;
@@ -257,6 +367,9 @@ function signOut(message = "") {
   sessionStorage.removeItem(TOKEN_KEY);
   token = null;
   if (streamAbort) streamAbort.abort();
+  if (logAbort) logAbort.abort();
+  detailName = null;
+  $("detail").hidden = true;
   $("dashboard").hidden = true;
   $("signout").hidden = true;
   $("login").hidden = false;
