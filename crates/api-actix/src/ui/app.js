@@ -85,7 +85,7 @@ function renderStatus(status) {
     if (d.crash_looping) {
       const code = d.crash_looping.last_exit_code ?? "none";
       count.append(el("span", { class: "unplaced crash-looping",
-        text: `crash looping: ${d.crash_looping.restarts} failures in a row, last exit code ${code}` }));
+        text: `crash looping: ${plural(d.crash_looping.restarts, "failure")} in a row, last exit code ${code}` }));
     }
     const open = el("button", { type: "button", class: "link", "data-open": d.name, text: d.name });
     open.addEventListener("click", () => showDetail(d.name));
