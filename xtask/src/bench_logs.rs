@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use crate::bench_api::rss_kib;
 use crate::bench_e2e::{PORT, TOKEN, api, nodes, serve, until};
 use crate::cluster::{Cluster, state_dir};
 use crate::{image, sh};
@@ -42,15 +43,6 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
     let after = stat.rsplit_once(") ").context("odd /proc stat")?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
     Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
-}
-
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
 }
 
 fn engine_pids() -> Result<Vec<u32>> {

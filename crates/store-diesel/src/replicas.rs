@@ -94,6 +94,16 @@ fn load_replica(conn: &mut AnyConnection, id: i64) -> Result<Replica, Error> {
     row.ok_or_else(|| DomainError::not_found(Kind::Replica, id.to_string()).into()).and_then(Replica::try_from)
 }
 
+/// Deletes a replica's record, giving back what it held if it still held it; the record.
+fn delete_replica(conn: &mut AnyConnection, id: i64) -> Result<Replica, Error> {
+    let current = load_replica(conn, id)?;
+    if current.state.is_active() {
+        release_units(conn, [&current])?;
+    }
+    diesel::delete(replicas::table.find(id)).execute(conn)?;
+    Ok(current)
+}
+
 /// Reserves what `total` needs of `node` in one conditional UPDATE, or explains precisely
 /// why it cannot. Host ports are checked for the whole batch by `check_ports` and held by
 /// `hold_ports` once the replicas have ids.
@@ -365,12 +375,8 @@ impl ReplicaStore for DieselStore {
         let id = replica_id(id)?;
         Ok(self
             .write(move |conn| {
-                let current = load_replica(conn, id)?;
-                if current.state.is_active() {
-                    release_units(conn, [&current])?;
-                }
-                diesel::delete(replicas::table.find(id)).execute(conn)?;
-                events::record(conn, &[NewEvent::replica_removed(&current)])?;
+                let removed = delete_replica(conn, id)?;
+                events::record(conn, &[NewEvent::replica_removed(&removed)])?;
                 Ok(())
             })
             .await?)
@@ -380,15 +386,11 @@ impl ReplicaStore for DieselStore {
         let id = replica_id(exit.replica)?;
         Ok(self
             .write(move |conn| {
-                let current = load_replica(conn, id)?;
-                if current.state.is_active() {
-                    release_units(conn, [&current])?;
-                }
-                diesel::delete(replicas::table.find(id)).execute(conn)?;
-                crate::exits::record(conn, &current, &exit)?;
+                let removed = delete_replica(conn, id)?;
+                crate::exits::record(conn, &removed, &exit)?;
                 events::record(
                     conn,
-                    &[NewEvent::replica_ended(&current, &exit.reason), NewEvent::replica_removed(&current)],
+                    &[NewEvent::replica_ended(&removed, &exit.reason), NewEvent::replica_removed(&removed)],
                 )?;
                 Ok(())
             })

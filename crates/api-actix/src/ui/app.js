@@ -99,6 +99,22 @@ function renderStatus(status) {
   $("no-deployments").hidden = deployments.length > 0;
 }
 
+// A streamed body cut into messages ending in `separator`, handed over as each chunk
+// completes some (a character split across chunks is decoded whole); returns at its end.
+async function readMessages(response, separator, onMessages) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    const messages = buffer.split(separator);
+    buffer = messages.pop();
+    if (messages.length > 0) onMessages(messages);
+  }
+}
+
 // ----- One deployment: its rollout, revisions and actions -----
 
 let detailName = null;
@@ -182,15 +198,7 @@ async function followLogs() {
     const response = await api(`${detailPath()}/logs?${query}`, { signal: abort.signal });
     if (!response.ok) return setLogState(`(HTTP ${response.status})`);
     setLogState(logPaused ? "(paused)" : "(live)");
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      const lines = buffer.split("\n");
-      buffer = lines.pop();
+    await readMessages(response, "\n", (lines) => {
       const items = lines.filter((l) => l).map((l) => logItem(JSON.parse(l)));
       if (logPaused) {
         logHeld.push(...items);
@@ -199,7 +207,7 @@ async function followLogs() {
       } else {
         showLogItems(items);
       }
-    }
+    });
     if (logAbort === abort) setLogState("(ended)");
   } catch (e) {
     if (e instanceof Unauthorized) return signOut(e.message);
@@ -328,24 +336,15 @@ async function follow() {
       });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       $("stream-state").textContent = "(live)";
-      const reader = response.body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += decoder.decode(value, { stream: true });
-        let end;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const message = buffer.slice(0, end);
-          buffer = buffer.slice(end + 2);
+      await readMessages(response, "\n\n", (messages) => {
+        for (const message of messages) {
           const data = message.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("");
           if (data) {
             addEvent(JSON.parse(data));
             refreshSoon();
           }
         }
-      }
+      });
     } catch (e) {
       if (e instanceof Unauthorized) return signOut(e.message);
       if (e.name === "AbortError") return;
