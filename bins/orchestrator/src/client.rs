@@ -40,7 +40,7 @@ pub struct WaitArgs {
 
 pub(crate) async fn call(c: &ClientArgs, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
     let url = format!("{}{path}", c.server.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().request(method, &url);
+    let mut request = crate::http::client().request(method, &url).timeout(crate::http::CALL_TIMEOUT);
     if let Some(token) = &c.token {
         request = request.bearer_auth(token);
     }
@@ -405,44 +405,7 @@ pub async fn events(c: &ClientArgs, since: u64, limit: u32, follow: bool, filter
         print_event(c, e);
         last = e["id"].as_u64().unwrap_or(last);
     }
-    // Follow until interrupted; a dropped stream (server restart, failover behind a load
-    // balancer) is resumed after the last event printed, so nothing is missed or repeated.
-    loop {
-        match follow_stream(c, &mut last, &filters).await {
-            Ok(()) => eprintln!("event stream ended; reconnecting"),
-            Err(e) => eprintln!("event stream: {e:#}; reconnecting"),
-        }
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    }
-}
-
-/// Reads one SSE connection, printing each event and advancing `last`.
-async fn follow_stream(c: &ClientArgs, last: &mut u64, filters: &str) -> Result<()> {
-    let url = format!("{}/v1/events/stream?since={last}{filters}", c.server.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().get(&url).header("Last-Event-ID", last.to_string());
-    if let Some(token) = &c.token {
-        request = request.bearer_auth(token);
-    }
-    let mut response = request.send().await.with_context(|| format!("cannot reach {}", c.server))?;
-    if !response.status().is_success() {
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        bail!("{}", body["error"]["message"].as_str().unwrap_or("no details"));
-    }
-    let mut buffer = String::new();
-    while let Some(chunk) = response.chunk().await? {
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let message: String = buffer.drain(..end + 2).collect();
-            let data: String = message.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
-            if data.is_empty() {
-                continue; // retry:, keep-alive comments
-            }
-            let event: Value = serde_json::from_str(&data).context("a malformed event")?;
-            print_event(c, &event);
-            *last = event["id"].as_u64().unwrap_or(*last);
-        }
-    }
-    Ok(())
+    crate::event_follow::follow(c, last, &filters, |e| print_event(c, e)).await
 }
 
 pub async fn nodes(c: &ClientArgs) -> Result<()> {

@@ -74,7 +74,7 @@ pub async fn logs(args: &LogsArgs) -> Result<()> {
         args.name,
         serde_urlencoded::to_string(&query)?
     );
-    let mut request = reqwest::Client::new().get(&url);
+    let mut request = crate::http::client().get(&url);
     if let Some(token) = &c.token {
         request = request.bearer_auth(token);
     }
