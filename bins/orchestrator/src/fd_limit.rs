@@ -3,20 +3,17 @@
 //! one per client: with thousands of nodes the usual soft limit of 1,024 runs out long before
 //! memory or CPU does.
 
-#[cfg(unix)]
 pub fn raise() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit read and write the one struct passed, which lives on
-    // this stack frame for the duration of the calls (getrlimit(2)).
-    #[allow(unsafe_code)]
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            // Refused (a sandbox): the soft limit stays; nothing else depends on it.
-            libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit);
-        }
-    }
+    // Refused (a sandbox): the soft limit stays; nothing else depends on it.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
 }
 
-#[cfg(not(unix))]
-pub fn raise() {}
+#[cfg(all(test, unix))]
+mod tests {
+    #[test]
+    fn the_soft_limit_reaches_the_hard_one() {
+        super::raise();
+        let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap();
+        assert_eq!(soft, hard);
+    }
+}
