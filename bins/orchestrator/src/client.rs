@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 /// How to reach the server.
@@ -58,6 +60,42 @@ pub(crate) async fn call(c: &ClientArgs, method: Method, path: &str, body: Optio
         bail!("{} ({})", message, status);
     }
     Ok(body)
+}
+
+/// The parts of a deployment the CLI's waits and changes read: a field the server's answer
+/// lacks is an error naming it, not a zero that keeps a wait going.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DeploymentView {
+    pub actual: u64,
+    pub required: u64,
+    pub version: u64,
+    #[serde(default)]
+    pub rollout: Option<RolloutRef>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RolloutRef {
+    pub id: u64,
+}
+
+/// The parts of a rollout `--wait` follows.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RolloutView {
+    pub state: String,
+    pub updated: u64,
+    pub healthy: u64,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `GET path`, read as `T`.
+pub(crate) async fn get_as<T: DeserializeOwned>(c: &ClientArgs, path: &str) -> Result<T> {
+    let answer = call(c, Method::GET, path, None).await?;
+    serde_json::from_value(answer).with_context(|| format!("an answer to GET {path} this CLI cannot read"))
+}
+
+pub(crate) async fn deployment_view(c: &ClientArgs, name: &str) -> Result<DeploymentView> {
+    get_as(c, &format!("/v1/deployments/{name}")).await
 }
 
 pub(crate) fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
@@ -293,8 +331,8 @@ pub async fn deployment(c: &ClientArgs, name: &str) -> Result<()> {
 }
 
 pub async fn scale(c: &ClientArgs, name: &str, replicas: i64, wait: &WaitArgs) -> Result<()> {
-    let current = call(c, Method::GET, &format!("/v1/deployments/{name}"), None).await?;
-    let body = json!({ "replicas": replicas, "version": current["version"] });
+    let current = deployment_view(c, name).await?;
+    let body = json!({ "replicas": replicas, "version": current.version });
     let scaled = call(c, Method::PATCH, &format!("/v1/deployments/{name}"), Some(body)).await?;
     show(c, &scaled, |d| {
         println!("deployment {} scaled to {} (version {})", text(&d["name"]), text(&d["required"]), text(&d["version"]))
@@ -474,8 +512,7 @@ async fn wait_ready(c: &ClientArgs, name: &str, wait: &WaitArgs) -> Result<()> {
     bar.set_message(name.to_string());
     let started = Instant::now();
     loop {
-        let d = call(c, Method::GET, &format!("/v1/deployments/{name}"), None).await?;
-        let (actual, required) = (d["actual"].as_u64().unwrap_or(0), d["required"].as_u64().unwrap_or(0));
+        let DeploymentView { actual, required, .. } = deployment_view(c, name).await?;
         bar.set_length(required);
         bar.set_position(actual.min(required));
         if actual == required {
@@ -493,6 +530,15 @@ async fn wait_ready(c: &ClientArgs, name: &str, wait: &WaitArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answer_without_a_field_a_wait_reads_is_an_error_naming_it() {
+        let d: DeploymentView =
+            serde_json::from_value(json!({"actual": 2, "required": 3, "version": 4, "rollout": {"id": 9}})).unwrap();
+        assert_eq!((d.actual, d.required, d.version, d.rollout.map(|r| r.id)), (2, 3, 4, Some(9)));
+        let e = serde_json::from_value::<DeploymentView>(json!({"required": 3, "version": 4})).unwrap_err();
+        assert!(e.to_string().contains("missing field `actual`"), "{e}");
+    }
 
     #[test]
     fn labels_are_set_with_key_value_and_removed_with_key_dash() {

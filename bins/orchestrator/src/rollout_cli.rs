@@ -9,7 +9,9 @@ use clap::Args;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use crate::client::{ClientArgs, Output, WaitArgs, call, print_table, show, text};
+use crate::client::{
+    ClientArgs, Output, RolloutRef, RolloutView, WaitArgs, call, deployment_view, get_as, print_table, show, text,
+};
 use crate::workload_args::WorkloadArgs;
 
 /// `--update-*` flags, in `docker service update`'s words.
@@ -184,18 +186,17 @@ async fn follow(c: &ClientArgs, name: &str, id: u64, wait: &WaitArgs) -> Result<
     }
     let begun = Instant::now();
     loop {
-        let r = call(c, Method::GET, &format!("/v1/deployments/{name}/rollouts/{id}"), None).await?;
-        let d = call(c, Method::GET, &format!("/v1/deployments/{name}"), None).await?;
-        let required = d["required"].as_u64().unwrap_or(0);
+        let r: RolloutView = get_as(c, &format!("/v1/deployments/{name}/rollouts/{id}")).await?;
+        let required = deployment_view(c, name).await?.required;
         bar.set_length(required);
-        bar.set_position(r["updated"].as_u64().unwrap_or(0).min(required));
-        let healthy = r["healthy"].as_u64().unwrap_or(0);
-        let reason = r["reason"].as_str().unwrap_or("");
+        bar.set_position(r.updated.min(required));
+        let healthy = r.healthy;
+        let reason = r.reason.as_deref().unwrap_or("");
         bar.set_message(format!(
             "{healthy} healthy{}",
             if reason.is_empty() { String::new() } else { format!("; {reason}") }
         ));
-        match r["state"].as_str().unwrap_or("") {
+        match r.state.as_str() {
             "in_progress" => {}
             "succeeded" => {
                 bar.finish_with_message(format!("{healthy} healthy"));
@@ -209,7 +210,7 @@ async fn follow(c: &ClientArgs, name: &str, id: u64, wait: &WaitArgs) -> Result<
                 bail!(
                     "rollout {id} of {name} {}: {}",
                     state.replace('_', " "),
-                    r["reason"].as_str().unwrap_or("no reason given")
+                    r.reason.as_deref().unwrap_or("no reason given")
                 );
             }
         }
@@ -222,8 +223,8 @@ async fn follow(c: &ClientArgs, name: &str, id: u64, wait: &WaitArgs) -> Result<
 }
 
 pub async fn rollback(c: &ClientArgs, name: &str, to_revision: Option<u64>, wait: &WaitArgs) -> Result<()> {
-    let current = call(c, Method::GET, &format!("/v1/deployments/{name}"), None).await?;
-    let mut body = json!({ "version": current["version"] });
+    let current = deployment_view(c, name).await?;
+    let mut body = json!({ "version": current.version });
     if let Some(r) = to_revision {
         body["to_revision"] = json!(r);
     }
@@ -281,8 +282,9 @@ pub async fn history(c: &ClientArgs, name: &str) -> Result<()> {
 
 /// Pauses (`pause`) or resumes the deployment's rollout under way.
 pub async fn pause(c: &ClientArgs, name: &str, pause: bool) -> Result<()> {
-    let d = call(c, Method::GET, &format!("/v1/deployments/{name}"), None).await?;
-    let Some(id) = d["rollout"]["id"].as_u64() else { bail!("deployment {name} has no rollout under way") };
+    let Some(RolloutRef { id }) = deployment_view(c, name).await?.rollout else {
+        bail!("deployment {name} has no rollout under way")
+    };
     let verb = if pause { "pause" } else { "resume" };
     let r = call(c, Method::POST, &format!("/v1/deployments/{name}/rollouts/{id}/{verb}"), None).await?;
     show(c, &r, |r| println!("rollout {id} of {name} is {}", text(&r["state"]).replace('_', " ")));
