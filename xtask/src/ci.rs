@@ -32,6 +32,7 @@ pub fn run(args: Args) -> Result<()> {
         args.no_install,
     )?;
     sh::run(sh::cargo().args(["fmt", "--all", "--check"]))?;
+    crate::tidy::run()?;
     sh::run(sh::cargo().args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]))?;
     let cluster = cluster::Cluster::new(cluster::state_dir());
     // Four: most tests use three, one adds the fourth at runtime.

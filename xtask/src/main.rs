@@ -19,6 +19,7 @@ mod net;
 mod packages;
 mod pg;
 mod sh;
+mod tidy;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -53,6 +54,8 @@ enum Command {
     Load(load::Args),
     /// The guided tour: 3 nodes, 6 replicas, a node dies, replicas move, the node returns.
     Demo(demo::Args),
+    /// Mechanical checks that the docs and conventions hold (module docs, unsafe, labels).
+    Tidy,
 }
 
 fn main() -> Result<()> {
@@ -66,5 +69,6 @@ fn main() -> Result<()> {
         Command::Chaos(args) => chaos::run(args),
         Command::Fuzz(args) => fuzz::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Tidy => tidy::run(),
     }
 }
