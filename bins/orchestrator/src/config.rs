@@ -74,9 +74,9 @@ pub struct ServeArgs {
     #[arg(long, env = "ORCH_STRATEGY")]
     pub strategy: Option<String>,
     /// Move replicas onto new or returning nodes to even out spread (one at a time, new copy
-    /// first). Off by default, as in Swarm.
-    #[arg(long, env = "ORCH_REBALANCE_ON_JOIN")]
-    pub rebalance_on_join: bool,
+    /// first). Off by default, as in Swarm; `=false` turns off what the file turned on.
+    #[arg(long, env = "ORCH_REBALANCE_ON_JOIN", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub rebalance_on_join: Option<bool>,
     /// Most replicas one deployment may ask for [default: 10000].
     #[arg(long, env = "ORCH_MAX_REPLICAS")]
     pub max_replicas: Option<u32>,
@@ -91,19 +91,21 @@ pub struct ServeArgs {
     pub admin_token: Option<String>,
     #[arg(long, env = "ORCH_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
-    /// Serve /metrics without a token (for a Prometheus on a trusted network).
-    #[arg(long, env = "ORCH_METRICS_PUBLIC")]
-    pub metrics_public: bool,
+    /// Serve /metrics without a token (for a Prometheus on a trusted network); `=false` turns
+    /// off what the file turned on.
+    #[arg(long, env = "ORCH_METRICS_PUBLIC", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub metrics_public: Option<bool>,
     /// A read-only token.
     #[arg(long, env = "ORCH_READER_TOKEN", hide_env_values = true)]
     pub reader_token: Option<String>,
     /// For `https://` engines: the CA that signed the engines' certificates...
-    #[arg(long, env = "ORCH_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    #[arg(long, env = "ORCH_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
-    /// ...and this server's client certificate and key (build with the `tls` feature).
-    #[arg(long, env = "ORCH_TLS_CERT", requires_all = ["tls_ca", "tls_key"])]
+    /// ...and this server's client certificate and key (build with the `tls` feature). The
+    /// three go together, from any layer (flags, variables, file).
+    #[arg(long, env = "ORCH_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
-    #[arg(long, env = "ORCH_TLS_KEY", requires_all = ["tls_ca", "tls_cert"])]
+    #[arg(long, env = "ORCH_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 }
 
@@ -131,6 +133,9 @@ struct FileConfig {
     metrics_public: Option<bool>,
     log_format: Option<LogFormat>,
     admin_token_file: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,7 +239,7 @@ impl ServeArgs {
                 defaults.heartbeat_interval,
             )?,
             misses_to_offline: misses,
-            rebalance_on_join: self.rebalance_on_join || file.rebalance_on_join.unwrap_or(false),
+            rebalance_on_join: self.rebalance_on_join.or(file.rebalance_on_join).unwrap_or(false),
             reconcile_interval: duration(
                 "reconcile_interval",
                 self.reconcile_interval,
@@ -288,17 +293,18 @@ impl ServeArgs {
             admin_token: self.admin_token,
             admin_token_file: self.admin_token_file.or(file.admin_token_file),
             reader_token: self.reader_token,
-            metrics_public: self.metrics_public || file.metrics_public.unwrap_or(false),
+            metrics_public: self.metrics_public.or(file.metrics_public).unwrap_or(false),
             election,
             server_id: self.server_id.or(file.server_id).unwrap_or_else(default_server_id),
-            tls: match (self.tls_ca, self.tls_cert, self.tls_key) {
+            tls: match (self.tls_ca.or(file.tls_ca), self.tls_cert.or(file.tls_cert), self.tls_key.or(file.tls_key)) {
                 (Some(ca), Some(cert), Some(key)) => {
-                    for (flag, path) in [("--tls-ca", &ca), ("--tls-cert", &cert), ("--tls-key", &key)] {
-                        anyhow::ensure!(path.is_file(), "{flag} {}: no such file", path.display());
+                    for (setting, path) in [("tls_ca", &ca), ("tls_cert", &cert), ("tls_key", &key)] {
+                        anyhow::ensure!(path.is_file(), "{setting} {}: no such file", path.display());
                     }
                     Some(runtime_docker::TlsFiles { cert, key, ca })
                 }
-                _ => None,
+                (None, None, None) => None,
+                _ => bail!("tls_ca, tls_cert and tls_key go together: give all three (flags, ORCH_TLS_*, or the file)"),
             },
         })
     }
@@ -333,6 +339,49 @@ mod tests {
         assert!(s.store_url.starts_with("sqlite://"));
         assert_eq!(s.revisions_kept, 4);
         assert_eq!(ServeArgs::default().resolve().unwrap().revisions_kept, orchestrator_core::REVISIONS_KEPT);
+    }
+
+    #[derive(clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn parsed(flags: &[&str]) -> ServeArgs {
+        use clap::Parser;
+        Serve::try_parse_from(std::iter::once("serve").chain(flags.iter().copied())).unwrap().args
+    }
+
+    #[test]
+    fn a_switch_the_file_turns_on_a_flag_turns_off_and_tls_comes_from_any_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = (dir.path().join("ca.pem"), dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        for f in [&ca, &cert, &key] {
+            std::fs::write(f, "pem").unwrap();
+        }
+        let path = dir.path().join("orchestrator.toml");
+        let toml = format!(
+            "rebalance_on_join = true\nmetrics_public = true\ntls_ca = {:?}\ntls_cert = {:?}\ntls_key = {:?}\n",
+            ca, cert, key
+        );
+        std::fs::write(&path, toml).unwrap();
+        let config = path.to_str().unwrap();
+        let file_only = parsed(&["--config", config]).resolve().unwrap();
+        assert!(file_only.scheduler.rebalance_on_join && file_only.metrics_public);
+        assert_eq!(file_only.tls.map(|t| t.key), Some(key.clone()), "TLS from the file");
+        let off =
+            parsed(&["--config", config, "--rebalance-on-join=false", "--metrics-public", "false"]).resolve().unwrap();
+        assert!(!off.scheduler.rebalance_on_join && !off.metrics_public, "the flags turn off what the file turned on");
+        let on = parsed(&["--rebalance-on-join", "--metrics-public"]).resolve().unwrap();
+        assert!(on.scheduler.rebalance_on_join && on.metrics_public, "a bare switch is on");
+        let defaults = parsed(&[]).resolve().unwrap();
+        assert!(!defaults.scheduler.rebalance_on_join && !defaults.metrics_public && defaults.tls.is_none());
+        let other_key = dir.path().join("other.pem");
+        std::fs::write(&other_key, "pem").unwrap();
+        let flag_key = parsed(&["--config", config, "--tls-key", other_key.to_str().unwrap()]).resolve().unwrap();
+        assert_eq!(flag_key.tls.map(|t| t.key), Some(other_key), "a flag over the file's setting");
+        let half = parsed(&["--tls-ca", ca.to_str().unwrap()]).resolve().unwrap_err();
+        assert!(half.to_string().contains("go together"), "{half}");
     }
 
     #[test]
