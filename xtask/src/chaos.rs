@@ -27,7 +27,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use rand::rngs::StdRng;
+use rand_chacha::ChaCha8Rng as SeededRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
@@ -226,7 +226,7 @@ impl Client {
     }
 
     /// One random valid call: create, scale or delete.
-    fn random_call(&mut self, rng: &mut StdRng, url: &str) {
+    fn random_call(&mut self, rng: &mut SeededRng, url: &str) {
         let auth = format!("Bearer {}", self.token);
         let choice = rng.random_range(0..10);
         self.sent = Some(Instant::now());
@@ -464,7 +464,7 @@ impl Servers {
     }
 
     /// Any server but the leader, drawn from `rng`.
-    fn follower(&self, rng: &mut StdRng) -> Result<usize> {
+    fn follower(&self, rng: &mut SeededRng) -> Result<usize> {
         let leader = self.leader()?;
         let others: Vec<usize> = (0..self.setup()?.servers.len()).filter(|i| *i != leader).collect();
         others.get(rng.random_range(0..others.len().max(1))).copied().context("no follower (--servers 1)")
@@ -563,7 +563,7 @@ fn play(
     servers: &mut Servers,
     dir: &std::path::Path,
 ) -> Result<()> {
-    let mut rng = StdRng::seed_from_u64(args.seed);
+    let mut rng = SeededRng::seed_from_u64(args.seed);
     let token = match servers {
         Servers::One(_) => TOKEN.to_string(),
         Servers::Ha(setup) => setup.token()?,

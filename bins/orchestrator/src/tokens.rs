@@ -8,7 +8,6 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use rand::RngCore;
 
 /// At least this long: 32 characters of hex are 128 bits.
 pub const MIN_TOKEN_LEN: usize = 32;
@@ -60,7 +59,7 @@ pub fn admin_token(given: Option<String>, file: Option<&Path>, data_dir: &Path) 
         return read_private(&saved);
     }
     let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
     let token = hex::encode(bytes);
     let mut out = std::fs::OpenOptions::new()
         .write(true)

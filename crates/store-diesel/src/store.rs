@@ -303,7 +303,11 @@ fn ensure_cluster_id(conn: &mut AnyConnection) -> Result<String> {
         return Ok(id);
     }
     // Short enough for container names, random enough that two clusters never collide.
-    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        Error::Domain(orchestrator_core::Error::Store(format!("no randomness from the OS for the cluster id: {e}")))
+    })?;
+    let id = hex::encode(bytes);
     diesel::insert_into(cluster::table)
         .values((cluster::singleton.eq(1), cluster::id.eq(&id), cluster::revision.eq(0)))
         .execute(conn)?;

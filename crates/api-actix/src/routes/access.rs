@@ -4,7 +4,6 @@ use std::time::SystemTime;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use orchestrator_core::{ApiToken, Role};
-use rand::RngCore;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -24,7 +23,7 @@ pub async fn create_token(
     let body: CreateToken = read_json(&req, payload, state.body_limit).await?;
     let role: Role = body.role.parse()?;
     let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
+    getrandom::fill(&mut secret).map_err(|e| ApiError::Internal(format!("no randomness from the OS: {e}")))?;
     let token = hex::encode(secret);
     let digest = hex::encode(digest(&token));
     // The id is public (audit log, listings): a prefix of the digest, which says nothing
