@@ -27,8 +27,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use rand_chacha::ChaCha8Rng as SeededRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng as SeededRng;
 use serde_json::{Value, json};
 
 use crate::cluster::{self, Cluster};

@@ -52,6 +52,17 @@ function request()
 end
 "#;
 
+/// Appended to both scripts: wrk hands its figures to `done` at the end, written as one JSON
+/// line (`{"wrk": ...}`), so nothing is read off its human report.
+const REPORT: &str = r#"
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"wrk":{"requests":%d,"duration_us":%d,"non_2xx":%d,"socket_errors":%d,"p50_us":%d,"p99_us":%d}}\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"#;
+
 pub fn run(args: Args) -> Result<()> {
     packages::ensure(&[Need { program: "wrk", package: "wrk" }], false)?;
     sh::run(sh::cargo().args(["build", "--release", "-p", "orchestrator"]))?;
@@ -100,11 +111,11 @@ fn passes(url: &str, dir: &std::path::Path, args: &Args) -> Result<Value> {
     std::fs::write(
         &status_script,
         format!(
-            "wrk.headers[\"Authorization\"] = \"Bearer {TOKEN}\"\nwrk.headers[\"Accept-Encoding\"] = \"gzip\"\nwrk.path = \"/status\"\n"
+            "wrk.headers[\"Authorization\"] = \"Bearer {TOKEN}\"\nwrk.headers[\"Accept-Encoding\"] = \"gzip\"\nwrk.path = \"/status\"\n{REPORT}"
         ),
     )?;
     let mixed_script = dir.join("mixed.lua");
-    std::fs::write(&mixed_script, MIXED.replace("TOKEN", TOKEN))?;
+    std::fs::write(&mixed_script, format!("{}{REPORT}", MIXED.replace("TOKEN", TOKEN)))?;
     let mut reports = Vec::new();
     for (label, script) in [("GET /status", &status_script), ("mixed read/write", &mixed_script)] {
         let out = sh::output(
@@ -127,35 +138,19 @@ fn passes(url: &str, dir: &std::path::Path, args: &Args) -> Result<Value> {
     Ok(json!({"seconds": args.seconds, "connections": args.connections, "passes": reports}))
 }
 
-/// wrk's latency ("1.23ms", "850.00us", "1.02s") in milliseconds.
-fn millis(value: &str) -> Option<f64> {
-    let (number, unit) = value.split_at(value.find(|c: char| c.is_ascii_alphabetic())?);
-    let n: f64 = number.parse().ok()?;
-    Some(match unit {
-        "us" => n / 1000.0,
-        "ms" => n,
-        "s" => n * 1000.0,
-        "m" => n * 60_000.0,
-        _ => return None,
-    })
-}
-
+/// The figures `REPORT` wrote: the last `{"wrk": ...}` line of wrk's output.
 fn parse_wrk(label: &str, out: &str) -> Option<Value> {
-    let field =
-        |prefix: &str| out.lines().find_map(|l| l.trim().strip_prefix(prefix).map(|rest| rest.trim().to_string()));
-    let requests: u64 =
-        out.lines().find_map(|l| l.trim().split_once(" requests in ").map(|(n, _)| n.trim().parse().ok()))??;
-    let non_2xx: u64 = field("Non-2xx or 3xx responses:").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let socket_errors: u64 = field("Socket errors:")
-        .map(|v| v.split(',').filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok()).sum())
-        .unwrap_or(0);
+    let line = out.lines().rev().find(|l| l.starts_with("{\"wrk\":"))?;
+    let report: Value = serde_json::from_str(line).ok()?;
+    let w = &report["wrk"];
+    let (requests, duration_us) = (w["requests"].as_u64()?, w["duration_us"].as_u64()?);
     Some(json!({
         "pass": label,
         "requests": requests,
-        "requests_per_s": field("Requests/sec:")?.parse::<f64>().ok()?,
-        "p50_ms": millis(&field("50%")?)?,
-        "p99_ms": millis(&field("99%")?)?,
-        "errors": non_2xx + socket_errors,
+        "requests_per_s": requests as f64 / (duration_us.max(1) as f64 / 1e6),
+        "p50_ms": w["p50_us"].as_f64()? / 1000.0,
+        "p99_ms": w["p99_us"].as_f64()? / 1000.0,
+        "errors": w["non_2xx"].as_u64()? + w["socket_errors"].as_u64()?,
     }))
 }
 
@@ -164,12 +159,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_wrk_reports() {
-        let out = "Running 1s test @ http://127.0.0.1:1\n  2 threads and 32 connections\n  Latency Distribution\n     50%  850.00us\n     75%    1.20ms\n     90%    2.00ms\n     99%    5.10ms\n  12345 requests in 1.00s, 1.00MB read\n  Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 4\nRequests/sec:  12345.00\n";
+    fn reads_what_the_done_hook_wrote() {
+        let out = "Running 1s test @ http://127.0.0.1:1\n  12345 requests in 1.00s\nRequests/sec:  12345.00\n\
+                   {\"wrk\":{\"requests\":12345,\"duration_us\":2000000,\"non_2xx\":4,\"socket_errors\":3,\"p50_us\":850,\"p99_us\":5100}}\n";
         let v = parse_wrk("x", out).unwrap();
-        assert_eq!(v["requests"], 12345);
-        assert_eq!(v["errors"], 7);
-        assert_eq!(v["p50_ms"], 0.85);
-        assert_eq!(v["p99_ms"], 5.1);
+        assert_eq!((v["requests"].as_u64(), v["errors"].as_u64()), (Some(12345), Some(7)));
+        assert_eq!((v["p50_ms"].as_f64(), v["p99_ms"].as_f64()), (Some(0.85), Some(5.1)));
+        assert_eq!(v["requests_per_s"].as_f64(), Some(6172.5));
+        assert!(parse_wrk("x", "Requests/sec: 1\n").is_none(), "no report line, no figures");
     }
 }
