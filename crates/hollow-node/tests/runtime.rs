@@ -6,23 +6,16 @@ use std::time::{Duration, Instant};
 use hollow_node::HollowCluster;
 use orchestrator_core::{
     ContainerRuntime, ContainerState, ContainerTemplate, DeploymentName, EngineAddress, Error, ImageRef, Node,
-    NodeName, NodeStatus, ReplicaContainer, ReplicaId,
+    NodeName, ReplicaContainer, ReplicaId,
 };
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig};
 
 fn node(cluster: &HollowCluster, i: usize) -> Node {
-    Node {
-        name: NodeName::new(format!("hollow{}", i + 1)).unwrap(),
-        address: EngineAddress::parse(&cluster.address(i).unwrap()).unwrap(),
-        capacity: 100,
-        available: 100,
-        status: NodeStatus::Online,
-        last_heartbeat: None,
-        labels: Default::default(),
-        public_host: None,
-        engine: None,
-        reserved: Default::default(),
-    }
+    Node::online(
+        NodeName::new(format!("hollow{}", i + 1)).unwrap(),
+        EngineAddress::parse(&cluster.address(i).unwrap()).unwrap(),
+        100,
+    )
 }
 
 fn runtime(cluster_id: &str) -> DockerRuntime {

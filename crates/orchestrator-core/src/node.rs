@@ -115,6 +115,23 @@ pub fn check_public_host(host: &str) -> Result<()> {
 }
 
 impl Node {
+    /// An online node with all of `capacity` free, no labels and nothing reserved: what a tool
+    /// or a test holds for an engine before any store has recorded it.
+    pub fn online(name: NodeName, address: EngineAddress, capacity: u32) -> Node {
+        Node {
+            name,
+            address,
+            capacity,
+            available: capacity,
+            status: NodeStatus::Online,
+            last_heartbeat: None,
+            labels: BTreeMap::new(),
+            public_host: None,
+            engine: None,
+            reserved: Reserved::default(),
+        }
+    }
+
     /// Where its published ports are reached: `public_host`, else the engine address's host;
     /// `None` for a unix-socket node without one (it cannot take replicas that publish).
     pub fn reachable_host(&self) -> Option<&str> {

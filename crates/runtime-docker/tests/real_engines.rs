@@ -8,7 +8,7 @@ use hollow_node::HollowCluster;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
     ContainerRuntime, ContainerState, ContainerTemplate, DeploymentName, EngineAddress, Error, ImageRef, Node,
-    NodeName, NodeStatus, ReplicaContainer, ReplicaId,
+    NodeName, ReplicaContainer, ReplicaId,
 };
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig};
 
@@ -66,18 +66,11 @@ impl Hollow {
 
 impl Engines for Hollow {
     fn node(&self, i: usize) -> Node {
-        Node {
-            name: NodeName::new(format!("hollow{}", i + 1)).unwrap(),
-            address: EngineAddress::parse(&self.0.address(i).unwrap()).unwrap(),
-            capacity: 100,
-            available: 100,
-            status: NodeStatus::Online,
-            last_heartbeat: None,
-            labels: Default::default(),
-            public_host: None,
-            engine: None,
-            reserved: Default::default(),
-        }
+        Node::online(
+            NodeName::new(format!("hollow{}", i + 1)).unwrap(),
+            EngineAddress::parse(&self.0.address(i).unwrap()).unwrap(),
+            100,
+        )
     }
     fn unix_node(&self, _: usize) -> Option<Node> {
         None

@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use orchestrator_core::{
-    ContainerRuntime, ContainerTemplate, DeploymentName, EngineAddress, ImageRef, Node, NodeName, NodeStatus,
-    ReplicaContainer, ReplicaId,
+    ContainerRuntime, ContainerTemplate, DeploymentName, EngineAddress, ImageRef, Node, NodeName, ReplicaContainer,
+    ReplicaId,
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig, TlsFiles};
@@ -62,18 +62,7 @@ fn haproxy() -> Option<PathBuf> {
 }
 
 fn engine(address: &str) -> Node {
-    Node {
-        name: NodeName::new("secure").unwrap(),
-        address: EngineAddress::parse(address).unwrap(),
-        capacity: 10,
-        available: 10,
-        status: NodeStatus::Online,
-        last_heartbeat: None,
-        labels: Default::default(),
-        public_host: None,
-        engine: None,
-        reserved: Default::default(),
-    }
+    Node::online(NodeName::new("secure").unwrap(), EngineAddress::parse(address).unwrap(), 10)
 }
 
 fn runtime(tls: Option<TlsFiles>) -> DockerRuntime {

@@ -80,25 +80,14 @@ impl ContainerRuntime for TenureRuntime {
 mod tests {
     use std::time::Duration;
 
-    use orchestrator_core::{MockContainerRuntime, NewNode, NodeStatus};
+    use orchestrator_core::{MockContainerRuntime, NewNode};
     use tokio_util::sync::CancellationToken;
 
     use super::*;
 
     fn node() -> Node {
         let new = NewNode::new("node1", "tcp://10.0.0.1:2375", 4).unwrap();
-        Node {
-            name: new.name,
-            address: new.address,
-            capacity: 4,
-            available: 4,
-            status: NodeStatus::Online,
-            last_heartbeat: None,
-            labels: Default::default(),
-            public_host: None,
-            engine: None,
-            reserved: Default::default(),
-        }
+        Node::online(new.name, new.address, 4)
     }
 
     #[tokio::test(start_paused = true)]

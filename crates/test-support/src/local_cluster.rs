@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use orchestrator_core::{EngineAddress, Node, NodeName, NodeStatus};
+use orchestrator_core::{EngineAddress, Node, NodeName};
 
 pub use crate::required;
 use crate::workspace_root;
@@ -24,18 +24,7 @@ impl ClusterNode {
     /// The node as the orchestrator sees it, reached over TCP (or the unix socket).
     pub fn node(&self, over_unix: bool) -> Node {
         let address = if over_unix { &self.unix } else { &self.tcp };
-        Node {
-            name: NodeName::new(self.name.clone()).unwrap(),
-            address: EngineAddress::parse(address).unwrap(),
-            capacity: 100,
-            available: 100,
-            status: NodeStatus::Online,
-            last_heartbeat: None,
-            labels: Default::default(),
-            public_host: None,
-            engine: None,
-            reserved: Default::default(),
-        }
+        Node::online(NodeName::new(self.name.clone()).unwrap(), EngineAddress::parse(address).unwrap(), 100)
     }
 
     fn dockerd_pid(&self) -> String {

@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use orchestrator_core::{
-    DeploymentName, DeploymentSpec, EngineAddress, NodeStatus, PortSpec, ReplicaId, UpdateOrder, UpdatePolicy,
+    DeploymentName, DeploymentSpec, EngineAddress, PortSpec, ReplicaId, UpdateOrder, UpdatePolicy,
 };
 use proptest::prelude::{prop_assert, prop_assert_eq, proptest};
 
@@ -22,18 +22,7 @@ struct Sim {
 }
 
 fn node(i: usize) -> Node {
-    Node {
-        name: NodeName::new(format!("n{i}")).unwrap(),
-        address: EngineAddress::parse("http://127.0.0.1:2375").unwrap(),
-        capacity: 100,
-        available: 100,
-        status: NodeStatus::Online,
-        last_heartbeat: None,
-        labels: Default::default(),
-        public_host: None,
-        engine: None,
-        reserved: Default::default(),
-    }
+    Node::online(NodeName::new(format!("n{i}")).unwrap(), EngineAddress::parse("http://127.0.0.1:2375").unwrap(), 100)
 }
 
 impl Sim {
