@@ -97,13 +97,13 @@ fn passes(st: &Path, url: &str, dir: &Path, args: &Args) -> Result<(u64, u64)> {
             println!("{label}: schemathesis itself crashed ({why}); once more with the same seed");
             outcome = one_pass(st, url, dir, args.seed, label, token, seconds)?;
         }
-        let (generated, found) = match outcome {
-            Pass::Ran { generated, found } => (generated, found),
+        let (operations, found, generated) = match outcome {
+            Pass::Ran { operations, found, generated } => (operations, found, generated.unwrap_or(0)),
             Pass::ToolCrashed(why) => {
                 bail!("schemathesis crashed twice ({label}): a tool failure, not a finding: {why}")
             }
         };
-        println!("{label}: {generated} cases, {found} failures");
+        println!("{label}: {generated} cases over {operations} operations, {found} operations failed a check");
         cases += generated;
         failures += found;
     }
@@ -112,8 +112,9 @@ fn passes(st: &Path, url: &str, dir: &Path, args: &Args) -> Result<(u64, u64)> {
 
 /// How one schemathesis run ended.
 enum Pass {
-    /// It reached its summary: `found` failing checks (findings) among `generated` cases.
-    Ran { generated: u64, found: u64 },
+    /// It wrote its report: `found` of its `operations` failed a check (findings); it
+    /// generated `generated` cases, when its summary says.
+    Ran { operations: u64, found: u64, generated: Option<u64> },
     /// It ended without a summary (a traceback inside the tool): nothing was judged.
     ToolCrashed(String),
 }
@@ -140,71 +141,79 @@ fn one_pass(st: &Path, url: &str, dir: &Path, seed: u64, label: &str, token: boo
     if token {
         cmd.args(["-H", &format!("Authorization: Bearer {TOKEN}")]);
     }
+    // A report left by an earlier run must not stand in for this one.
+    let report_path = dir.join(format!("{label}.xml"));
+    let _ = std::fs::remove_file(&report_path);
     eprintln!("$ {}", sh::display(&cmd));
     let out = cmd.output().context("cannot run schemathesis")?;
     let text = String::from_utf8_lossy(&out.stdout);
     print!("{text}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprint!("{stderr}");
-    Ok(classify(&text, &stderr, out.status.success()))
+    let report = std::fs::read_to_string(&report_path).ok();
+    Ok(classify(report.as_deref(), &text, &stderr))
 }
 
-/// A summary means the tool ran to its end: its findings count, whatever its exit status. No
-/// summary, or a failed exit with no finding, means the tool broke.
-fn classify(stdout: &str, stderr: &str, success: bool) -> Pass {
-    match summary(stdout) {
-        Some((generated, found)) if success || found > 0 => Pass::Ran { generated, found },
-        _ => {
+/// A JUnit report means the tool ran to its end: its failing operations are the findings,
+/// whatever its exit status. No report (or one that does not parse) means the tool broke.
+fn classify(report: Option<&str>, stdout: &str, stderr: &str) -> Pass {
+    match report.and_then(junit_counts) {
+        Some((operations, found)) => Pass::Ran { operations, found, generated: generated(stdout) },
+        None => {
             // A traceback ends on stderr with the exception; else the tool's own last words.
             let last_of = |text: &'_ str| text.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string);
             let last = last_of(stderr).or_else(|| last_of(stdout)).unwrap_or_default();
-            Pass::ToolCrashed(format!("no summary; last line: {}", last.trim()))
+            Pass::ToolCrashed(format!("no JUnit report; last line: {}", last.trim()))
         }
     }
 }
 
-/// `14383 generated, 20 found 20 unique failures, ...` or `1795 generated, 1795 passed` ->
-/// (generated, failures).
-fn summary(text: &str) -> Option<(u64, u64)> {
-    // The counts line starts with the number (a warning may also say "generated").
-    let line = text.lines().find(|l| {
+/// `<testsuites tests="29" failures="1" errors="0">`: (operations, operations that failed or
+/// erred).
+fn junit_counts(xml: &str) -> Option<(u64, u64)> {
+    let document = roxmltree::Document::parse(xml).ok()?;
+    let root = document.root_element();
+    let count = |name: &str| root.attribute(name).unwrap_or("0").parse::<u64>().ok();
+    Some((root.attribute("tests")?.parse().ok()?, count("failures")? + count("errors")?))
+}
+
+/// How many cases the run generated, from its summary line (`14383 generated, ...`): shown,
+/// not judged.
+fn generated(text: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
         let mut words = l.split_whitespace();
-        words.next().is_some_and(|w| w.parse::<u64>().is_ok()) && words.next() == Some("generated,")
-    })?;
-    let generated = line.split_whitespace().next()?.parse().ok()?;
-    let found = line
-        .split(',')
-        .find_map(|part| {
-            let words: Vec<&str> = part.split_whitespace().collect();
-            (words.get(1) == Some(&"found")).then(|| words[0].parse().ok()).flatten()
-        })
-        .unwrap_or(0);
-    Some((generated, found))
+        let n = words.next()?.parse().ok()?;
+        (words.next() == Some("generated,")).then_some(n)
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Pass, classify, summary};
+    use super::{Pass, classify, generated, junit_counts};
+
+    const REPORT: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<testsuites errors="0" failures="1" skipped="0" tests="29" time="44.38">
+  <testsuite name="schemathesis" errors="0" failures="1" skipped="0" tests="29">
+    <testcase name="GET /v1/deployments/{name}/replicas"><failure type="failure" message="ST103">Undocumented status code</failure></testcase>
+  </testsuite>
+</testsuites>"#;
 
     #[test]
-    fn reads_schemathesis_summaries() {
+    fn the_verdict_is_read_from_the_junit_report() {
+        assert_eq!(junit_counts(REPORT), Some((29, 1)));
         assert_eq!(
-            summary("Test cases:\n  14383 generated, 20 found 20 unique failures, 20 skipped\n"),
-            Some((14383, 20))
+            junit_counts(&REPORT.replace(r#"errors="0" failures="1""#, r#"errors="2" failures="0""#)),
+            Some((29, 2))
         );
-        assert_eq!(summary("  1795 generated, 1795 passed, 32 skipped\n"), Some((1795, 0)));
-        let warned = "Schema validation mismatch: 1 operation mostly rejected generated data\nTest cases:\n  2955 generated, 2955 passed, 38 skipped\n";
-        assert_eq!(summary(warned), Some((2955, 0)));
+        assert_eq!(junit_counts("<testsuites"), None);
+        assert_eq!(generated("Test cases:\n  14383 generated, 20 found 20 unique failures\n"), Some(14383));
     }
 
     #[test]
     fn a_crash_of_the_tool_is_told_apart_from_a_finding() {
         let crash = "Traceback (most recent call last):\nSystemError: AST constructor recursion depth mismatch\n";
-        assert!(matches!(classify("Schemathesis v4\n", crash, false), Pass::ToolCrashed(why) if why.contains("AST")));
-        let found = "  700 generated, 3 found 3 unique failures\n";
-        assert!(matches!(classify(found, "", false), Pass::Ran { generated: 700, found: 3 }));
-        assert!(matches!(classify("  9 generated, 9 passed\n", "", true), Pass::Ran { generated: 9, found: 0 }));
-        // A failed exit with a clean summary is no finding: the tool broke after its summary.
-        assert!(matches!(classify("  9 generated, 9 passed\n", "boom", false), Pass::ToolCrashed(_)));
+        assert!(matches!(classify(None, "Schemathesis v4\n", crash), Pass::ToolCrashed(why) if why.contains("AST")));
+        let ran = classify(Some(REPORT), "  700 generated, 3 found 3 unique failures\n", "");
+        assert!(matches!(ran, Pass::Ran { operations: 29, found: 1, generated: Some(700) }));
     }
 }

@@ -202,7 +202,7 @@ impl Readers {
     params(("name" = String, Path, description = "Deployment name"), LogsQuery),
     responses((status = 200, description = "`application/x-ndjson`: a `LogLineView` per line, merged from every replica (in order per replica), and a `LogMarkerView` when a node stops or starts answering; `format=text`: `replica@node | line`", content_type = "application/x-ndjson", body = LogLineView),
         (status = 400, description = "An unknown query parameter", body = ErrorBody),
-        (status = 404, description = "No such deployment, or no such replica of it", body = ErrorBody),
+        (status = 404, description = "No such deployment, or no such replica of it (with `previous`: no kept end of it)", body = ErrorBody),
         (status = 422, description = "A parameter out of range (the field is named)", body = ErrorBody),
         (status = 401, description = "No or invalid token", body = ErrorBody)))]
 pub async fn logs(

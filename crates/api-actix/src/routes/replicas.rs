@@ -152,6 +152,7 @@ pub struct ReplicasQuery {
 #[utoipa::path(get, path = "/v1/deployments/{name}/replicas", tag = "deployments", params(("name" = String, Path, description = "Deployment name"), ReplicasQuery),
     responses((status = 200, description = "Each replica (by id) with its state and why it does not serve, then one entry per replica the deployment is short of (`unplaced` or `waiting`, with the reason), then with `history` the ended ones, newest first (`failed` or `rejected`, with why)", body = [ReplicaStatusView]),
         (status = 400, description = "An unknown query parameter", body = ErrorBody),
+        (status = 422, description = "`history` that is not true or false (the field is named)", body = ErrorBody),
         (status = 404, description = "No such deployment", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody)))]
 pub async fn list(
     path: web::Path<String>,
