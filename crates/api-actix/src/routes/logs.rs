@@ -91,7 +91,7 @@ enum Format {
     Text { timestamps: bool },
 }
 
-pub(super) fn flag(field: &'static str, raw: Option<&str>) -> Result<bool, ApiError> {
+fn flag(field: &'static str, raw: Option<&str>) -> Result<bool, ApiError> {
     match raw.map(str::trim) {
         None | Some("false" | "0") => Ok(false),
         Some("true" | "1" | "") => Ok(true),

@@ -160,7 +160,18 @@ pub async fn list(
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     let name = path_name::<DeploymentName>(&path, "deployment")?;
-    let history = super::logs::flag("history", query.history.as_deref())?;
+    // Exactly a JSON boolean, as the document says (`?history=` is no answer).
+    let history = match query.history.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest {
+                code: "invalid_value",
+                message: format!("invalid history: {other:?} is not true or false"),
+                field: Some("history".into()),
+            });
+        }
+    };
     let deployment = state.store.get_deployment(&name).await?;
     let mut replicas = state.store.list_replicas(ReplicaFilter::deployment(&name)).await?;
     replicas.sort_by_key(|r| r.id);
