@@ -18,6 +18,7 @@ mod load;
 mod net;
 mod packages;
 mod pg;
+mod registry;
 mod sh;
 mod tidy;
 
@@ -41,6 +42,9 @@ enum Command {
     /// A throwaway local PostgreSQL (tests, HA): initdb + pg_ctl, loopback only.
     #[command(subcommand)]
     Pg(pg::PgCommand),
+    /// A private registry (TLS + htpasswd) on the cluster's bridge, with the test images pushed.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
     /// The HA setup: PostgreSQL, N servers and HAProxy in front, on this machine.
     #[command(subcommand)]
     Ha(ha::HaCommand),
@@ -63,6 +67,7 @@ fn main() -> Result<()> {
         Command::Ci(args) => ci::run(args),
         Command::Cluster(command) => cluster::run(command),
         Command::Pg(command) => pg::run(command),
+        Command::Registry(command) => registry::run(command),
         Command::Ha(command) => ha::run(command),
         Command::Demo(args) => demo::run(args),
         Command::Load(args) => load::run(args),

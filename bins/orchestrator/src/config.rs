@@ -91,6 +91,10 @@ pub struct ServeArgs {
     pub admin_token: Option<String>,
     #[arg(long, env = "ORCH_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// The key sealing registry passwords in the store [default: DATA_DIR/registry.key, made
+    /// once]; servers sharing a store need the same one.
+    #[arg(long, env = "ORCH_REGISTRY_KEY_FILE")]
+    pub registry_key_file: Option<PathBuf>,
     /// Serve /metrics without a token (for a Prometheus on a trusted network); `=false` turns
     /// off what the file turned on.
     #[arg(long, env = "ORCH_METRICS_PUBLIC", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -133,6 +137,7 @@ struct FileConfig {
     metrics_public: Option<bool>,
     log_format: Option<LogFormat>,
     admin_token_file: Option<PathBuf>,
+    registry_key_file: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -162,6 +167,7 @@ pub struct Settings {
     pub log_format: LogFormat,
     pub admin_token: Option<String>,
     pub admin_token_file: Option<PathBuf>,
+    pub registry_key_file: Option<PathBuf>,
     pub reader_token: Option<String>,
     pub metrics_public: bool,
     pub election: ElectionConfig,
@@ -292,6 +298,7 @@ impl ServeArgs {
             log_format: self.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
             admin_token: self.admin_token,
             admin_token_file: self.admin_token_file.or(file.admin_token_file),
+            registry_key_file: self.registry_key_file.or(file.registry_key_file),
             reader_token: self.reader_token,
             metrics_public: self.metrics_public.or(file.metrics_public).unwrap_or(false),
             election,

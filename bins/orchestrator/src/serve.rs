@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix_web::{App, HttpServer};
 use anyhow::{Context, Result};
 use api_actix::{ApiState, Role, Tokens};
-use orchestrator_core::{AccessStore, ClusterStore, ContainerRuntime, Error, LeaseStore, NodeUpdate};
+use orchestrator_core::{AccessStore, ClusterStore, ContainerRuntime, Error, LeaseStore, NodeUpdate, RegistryStore};
 use runtime_docker::{DockerRuntime, DockerRuntimeConfig};
 use scheduler::{ActingLeader, Election, Lead, Loops, Scheduler, SchedulerControl, Tenure};
 use store_diesel::DieselStore;
@@ -28,10 +28,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tokens::check_strength("the reader token", reader)?;
     }
 
+    let registry_key = crate::registry_key::load(settings.registry_key_file.as_deref(), &settings.data_dir)?;
     let db = DieselStore::open_url(&settings.store_url)
         .await
         .context("cannot open the store")?
-        .keeping_revisions(settings.revisions_kept);
+        .keeping_revisions(settings.revisions_kept)
+        .sealing_with(registry_key);
     let mut runtime_config = DockerRuntimeConfig::new(db.cluster_id());
     runtime_config.ping_timeout = settings.ping_timeout;
     runtime_config.request_timeout = settings.engine_timeout;
@@ -40,9 +42,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // The API's reads of engines get a runtime (and connection pool) of their own: a pooled
     // connection is driven on the tokio runtime that opened it, and actix's workers run their
     // own; the scheduler's connections stay on the main runtime.
-    let engines: Arc<dyn ContainerRuntime> = Arc::new(DockerRuntime::new(runtime_config.clone()));
-    let runtime = Arc::new(DockerRuntime::new(runtime_config));
     let db = Arc::new(db);
+    let registries: Arc<dyn RegistryStore> = Arc::clone(&db) as _;
+    let engines: Arc<dyn ContainerRuntime> = Arc::new(DockerRuntime::new(runtime_config.clone()));
+    let runtime = Arc::new(DockerRuntime::new(runtime_config).with_registries(Arc::clone(&registries)));
     let access: Arc<dyn AccessStore> = Arc::clone(&db) as _;
     let store: Arc<dyn ClusterStore> = Arc::clone(&db) as _;
 
@@ -88,6 +91,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     state.limits = settings.limits;
     state.metrics = Some(metrics);
     state.metrics_public = settings.metrics_public;
+    state.registries = Some(registries);
     let server = HttpServer::new(move || {
         let (state, tokens) = (state.clone(), tokens.clone());
         App::new()

@@ -67,7 +67,7 @@ impl Tokens {
 
 /// Routes only an admin may use, even to read.
 fn admin_only(path: &str) -> bool {
-    path.starts_with("/v1/audit") || path.starts_with("/v1/tokens")
+    path.starts_with("/v1/audit") || path.starts_with("/v1/tokens") || path.starts_with("/v1/registries")
 }
 
 /// Middleware: 401 (with `WWW-Authenticate`) without a valid token, 403 for a reader on a

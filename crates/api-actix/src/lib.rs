@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use orchestrator_core::{AccessStore, ClusterStore, ContainerRuntime, ControlPlane, Limits};
+use orchestrator_core::{AccessStore, ClusterStore, ContainerRuntime, ControlPlane, Limits, RegistryStore};
 use utoipa_swagger_ui::SwaggerUi;
 
 pub use auth::{Caller, Tokens};
@@ -53,6 +53,8 @@ pub struct ApiState {
     /// older than this when its handling begins is refused (408): its server was paused with
     /// it in the socket, the proxy gave up on it and may have retried it elsewhere.
     pub request_max_age: Duration,
+    /// Registry logins (`/v1/registries`); `None`: this server keeps none.
+    pub registries: Option<Arc<dyn RegistryStore>>,
     /// One per server, shared by its workers.
     status: Arc<snapshot::StatusCache>,
 }
@@ -75,6 +77,7 @@ impl ApiState {
             metrics: None,
             metrics_public: false,
             request_max_age: Duration::from_secs(4),
+            registries: None,
             status: Arc::default(),
         }
     }
@@ -84,7 +87,9 @@ impl ApiState {
 /// `App::new().configure(|cfg| api_actix::configure(cfg, state, tokens))`.
 pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) {
     use actix_web::http::Method;
-    use routes::{access, deployments, endpoints, events, health, logs, nodes, path, replicas, rollouts, status};
+    use routes::{
+        access, deployments, endpoints, events, health, logs, nodes, path, registries, replicas, rollouts, status,
+    };
     if state.metrics_public {
         cfg.service(path("/metrics").on(Method::GET, metrics::metrics).done());
     }
@@ -143,6 +148,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) 
                 )
                 .service(path("/v1/nodes/{name}/drain").on(Method::POST, nodes::drain).done())
                 .service(path("/v1/tokens").on(Method::POST, access::create_token).done())
+                .service(
+                    path("/v1/registries").on(Method::GET, registries::list).on(Method::POST, registries::put).done(),
+                )
+                .service(path("/v1/registries/{server}").on(Method::DELETE, registries::remove).done())
                 .service(path("/v1/audit").on(Method::GET, access::audit).done())
                 .service(path("/v1/events").on(Method::GET, events::list).done())
                 .service(path("/v1/events/stream").on(Method::GET, events::stream).done())

@@ -11,7 +11,9 @@ use utoipa::{Modify, OpenApi};
 
 use crate::dto;
 use crate::error::{ErrorBody, ErrorDetail};
-use crate::routes::{access, deployments, endpoints, events, health, logs, nodes, replicas, rollouts, status};
+use crate::routes::{
+    access, deployments, endpoints, events, health, logs, nodes, registries, replicas, rollouts, status,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -43,6 +45,9 @@ use crate::routes::{access, deployments, endpoints, events, health, logs, nodes,
         nodes::drain,
         access::create_token,
         access::audit,
+        registries::put,
+        registries::list,
+        registries::remove,
         events::list,
         events::stream,
         health::healthz,
@@ -53,7 +58,7 @@ use crate::routes::{access, deployments, endpoints, events, health, logs, nodes,
     security(("bearer" = [])),
     tags(
         (name = "seed", description = "The original design's routes: `POST /create` is `POST /v1/deployments`."),
-        (name = "deployments"), (name = "nodes"), (name = "access"), (name = "events"), (name = "health"),
+        (name = "deployments"), (name = "nodes"), (name = "access"), (name = "registries"), (name = "events"), (name = "health"),
     )
 )]
 pub struct ApiDoc;

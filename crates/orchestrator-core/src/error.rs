@@ -15,6 +15,7 @@ pub enum Kind {
     Token,
     Rollout,
     Revision,
+    Registry,
 }
 
 impl std::fmt::Display for Kind {
@@ -27,6 +28,7 @@ impl std::fmt::Display for Kind {
             Kind::Replica => "replica",
             Kind::Container => "container",
             Kind::Token => "token",
+            Kind::Registry => "registry",
         })
     }
 }

@@ -78,6 +78,18 @@ impl ImageRef {
     pub fn as_str(&self) -> &str {
         &self.full
     }
+
+    /// The registry host (`host[:port]`) the reference names, if it names one; `None` for the
+    /// engine's default registry.
+    pub fn registry(&self) -> Option<&str> {
+        let (first, rest) = self.repository().split_once('/')?;
+        (!rest.is_empty() && (first.contains(['.', ':']) || first == "localhost")).then_some(first)
+    }
+}
+
+/// Whether `server` is a registry host as image references name one: `host[:port]`.
+pub fn is_registry_host(server: &str) -> bool {
+    valid_domain(server)
 }
 
 fn valid_domain(domain: &str) -> bool {
@@ -152,6 +164,9 @@ mod tests {
     fn splits_repository_from_tag() {
         assert_eq!(ImageRef::parse("localhost:5000/app:3").unwrap().repository(), "localhost:5000/app");
         assert_eq!(ImageRef::parse("app").unwrap().repository(), "app");
+        assert_eq!(ImageRef::parse("10.123.0.1:5000/app:1").unwrap().registry(), Some("10.123.0.1:5000"));
+        assert_eq!(ImageRef::parse("local/busybox:1").unwrap().registry(), None);
+        assert_eq!(ImageRef::parse("localhost/app").unwrap().registry(), Some("localhost"));
     }
 
     #[test]

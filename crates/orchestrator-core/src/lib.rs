@@ -22,6 +22,7 @@ pub mod logs;
 pub mod memory;
 pub mod name;
 pub mod node;
+pub mod registry;
 pub mod replica;
 pub mod rollout;
 pub mod runtime;
@@ -43,6 +44,7 @@ pub use lease::{Lease, LeaseStore};
 pub use logs::{LogLine, LogLines, LogRequest, OutputStream};
 pub use name::{DeploymentName, NodeName};
 pub use node::{EngineFacts, NewNode, Node, NodeStatus, NodeUpdate};
+pub use registry::{Password, RegistryCredential, RegistryLogin, RegistryStore};
 pub use replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
 pub use rollout::{
     DeployPolicy, FailureAction, PlannedAction, PlannedKind, Rollout, RolloutId, RolloutPlan, RolloutProgress,
@@ -65,6 +67,8 @@ pub use control::MockControlPlane;
 pub use event::MockEventStore;
 #[cfg(feature = "mock")]
 pub use lease::MockLeaseStore;
+#[cfg(feature = "mock")]
+pub use registry::MockRegistryStore;
 #[cfg(feature = "mock")]
 pub use runtime::MockContainerRuntime;
 #[cfg(feature = "mock")]

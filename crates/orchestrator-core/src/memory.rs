@@ -19,6 +19,7 @@ use crate::event::{EVENT_RETENTION, Event, EventStore, NewEvent};
 use crate::history::ReplicaExit;
 use crate::name::{DeploymentName, NodeName};
 use crate::node::{NewNode, Node, NodeStatus, NodeUpdate};
+use crate::registry::{RegistryCredential, RegistryLogin, RegistryStore};
 use crate::replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
 use crate::rollout::{Rollout, RolloutId, RolloutProgress, RolloutState};
 use crate::store::{DeploymentStore, NodeStore, ReplicaStore, StoreRevision};
@@ -37,6 +38,8 @@ struct State {
     /// Oldest first, per deployment.
     exits: BTreeMap<DeploymentName, std::collections::VecDeque<ReplicaExit>>,
     tokens: Vec<ApiToken>,
+    /// In memory only: this store is for tests, and holds nothing past its process.
+    registries: BTreeMap<String, RegistryCredential>,
     audit: Vec<AuditEntry>,
     revision: u64,
     events: std::collections::VecDeque<Event>,
@@ -514,6 +517,29 @@ impl DeploymentStore for MemoryStore {
             s.record([NewEvent::deployment_crash_looping(name.as_str(), &c)]);
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl RegistryStore for MemoryStore {
+    async fn put_registry(&self, credential: RegistryCredential) -> Result<()> {
+        self.write().registries.insert(credential.login.server.clone(), credential);
+        Ok(())
+    }
+
+    async fn list_registries(&self) -> Result<Vec<RegistryLogin>> {
+        Ok(self.lock().registries.values().map(|c| c.login.clone()).collect())
+    }
+
+    async fn registry_credential(&self, server: &str) -> Result<Option<RegistryCredential>> {
+        Ok(self.lock().registries.get(server).cloned())
+    }
+
+    async fn remove_registry(&self, server: &str) -> Result<()> {
+        match self.write().registries.remove(server) {
+            Some(_) => Ok(()),
+            None => Err(Error::not_found(Kind::Registry, server)),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `ContainerRuntime` implementation.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,6 +14,7 @@ use bollard::query_parameters::{
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures::{StreamExt, TryStreamExt};
+use orchestrator_core::RegistryStore;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
     ContainerEnd, ContainerRuntime, ContainerState, ContainerSummary, DeploymentName, EngineInfo, Error, LogLine,
@@ -30,11 +32,20 @@ use crate::log_lines::LineAssembler;
 pub struct DockerRuntime {
     config: DockerRuntimeConfig,
     connections: Connections,
+    /// Logins for the registries images name; the one an image's registry has goes with its
+    /// pull, to the engine pulling, and nowhere else.
+    registries: Option<Arc<dyn RegistryStore>>,
 }
 
 impl DockerRuntime {
     pub fn new(config: DockerRuntimeConfig) -> Self {
-        Self { config, connections: Connections::default() }
+        Self { config, connections: Connections::default(), registries: None }
+    }
+
+    /// Pulls log in with the credentials `registries` keeps for an image's registry.
+    pub fn with_registries(mut self, registries: Arc<dyn RegistryStore>) -> Self {
+        self.registries = Some(registries);
+        self
     }
 
     pub fn config(&self) -> &DockerRuntimeConfig {
@@ -67,7 +78,13 @@ impl DockerRuntime {
                     let (found, _) = self.inspect_by_name(docker, node, &name).await?;
                     return Ok(found.id);
                 }
-                Err(e) if is_missing_image(&e) && self.config.pull_missing_images && !pulled => {
+                // An image of a named registry is pulled when missing (if_not_present); one of
+                // the engine's default registry only when configured (none is reachable here).
+                Err(e)
+                    if is_missing_image(&e)
+                        && (self.config.pull_missing_images || container.template.image.registry().is_some())
+                        && !pulled =>
+                {
                     self.pull(docker, node, container).await?;
                     pulled = true;
                 }
@@ -83,12 +100,31 @@ impl DockerRuntime {
     }
 
     async fn pull(&self, docker: &Docker, node: &Node, container: &ReplicaContainer) -> Result<()> {
-        let options = CreateImageOptionsBuilder::new().from_image(container.template.image.as_str()).build();
-        let pull = docker.create_image(Some(options), None, None).try_collect::<Vec<_>>();
+        let image = &container.template.image;
+        let options = CreateImageOptionsBuilder::new().from_image(image.as_str()).build();
+        let credentials = match (image.registry(), &self.registries) {
+            (Some(server), Some(registries)) => {
+                registries.registry_credential(server).await?.map(|c| bollard::auth::DockerCredentials {
+                    username: Some(c.login.username),
+                    password: Some(c.password.expose().to_string()),
+                    serveraddress: Some(c.login.server),
+                    ..Default::default()
+                })
+            }
+            _ => None,
+        };
+        let pull = docker.create_image(Some(options), None, credentials).try_collect::<Vec<_>>();
         match bounded(node.name.as_str(), "pull", self.config.request_timeout, pull).await? {
             Ok(_) => Ok(()),
+            Err(e) if pull_refused(&e) => Err(Error::Engine {
+                node: node.name.to_string(),
+                message: format!(
+                    "pull of {image} unauthorized (no or wrong registry credentials): {}",
+                    docker_message(&e)
+                ),
+            }),
             Err(e) if is_status(&e, 404) => {
-                Err(Error::ImageNotFound { image: container.template.image.to_string(), node: node.name.to_string() })
+                Err(Error::ImageNotFound { image: image.to_string(), node: node.name.to_string() })
             }
             Err(e) => Err(engine_error(node.name.as_str(), "pull", e)),
         }
@@ -163,6 +199,23 @@ fn check_said(check: bollard::models::HealthcheckResult) -> String {
         (Some(output), _) if !output.is_empty() => output.to_string(),
         (_, Some(code)) => format!("the check exited with code {code} and printed nothing"),
         _ => "the check printed nothing".to_string(),
+    }
+}
+
+/// The registry refused the engine's pull for want of (valid) credentials: the engine says so
+/// in words, with a 404 or a 500, or as an error in the pull's progress stream.
+fn pull_refused(error: &DockerError) -> bool {
+    let message = docker_message(error).to_ascii_lowercase();
+    ["unauthorized", "authentication required", "no basic auth credentials", "access denied", "denied:"]
+        .iter()
+        .any(|m| message.contains(m))
+}
+
+fn docker_message(error: &DockerError) -> String {
+    match error {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        DockerError::DockerStreamError { error } => error.clone(),
+        other => other.to_string(),
     }
 }
 

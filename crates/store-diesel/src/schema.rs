@@ -132,11 +132,21 @@ diesel::allow_tables_to_appear_in_same_query!(
     node_ports,
     rollouts,
     replica_exits,
+    registries,
     tokens,
     audit,
     lease,
     events
 );
+
+diesel::table! {
+    registries (server) {
+        server -> Text,
+        username -> Text,
+        sealed -> Text,
+        updated_at_ms -> BigInt,
+    }
+}
 
 diesel::table! {
     tokens (id) {

@@ -58,6 +58,8 @@ pub struct DieselStore {
     revision: Arc<RevisionCache>,
     /// Deployment revisions kept per deployment (the newest; the current one always).
     revisions_kept: usize,
+    /// Seals registry passwords; without it they cannot be kept.
+    registry_key: Option<Arc<crate::registries::SealKey>>,
 }
 
 impl std::fmt::Debug for DieselStore {
@@ -137,6 +139,7 @@ impl DieselStore {
             fence: None,
             revision: Arc::default(),
             revisions_kept: orchestrator_core::REVISIONS_KEPT,
+            registry_key: None,
         })
     }
 
@@ -145,6 +148,17 @@ impl DieselStore {
     pub fn keeping_revisions(mut self, kept: usize) -> Self {
         self.revisions_kept = kept.max(1);
         self
+    }
+
+    /// Seals registry passwords with `key` (32 bytes kept outside the database; every server
+    /// of one store needs the same).
+    pub fn sealing_with(mut self, key: [u8; 32]) -> Self {
+        self.registry_key = Some(Arc::new(crate::registries::SealKey::new(key)));
+        self
+    }
+
+    pub(crate) fn registry_key(&self) -> Option<Arc<crate::registries::SealKey>> {
+        self.registry_key.clone()
     }
 
     pub(crate) fn revisions_kept(&self) -> usize {

@@ -966,6 +966,43 @@ async fn ended_replicas_are_kept_with_their_last_words(db: TestDb) {
     assert!(matches!(err, Error::NotFound { kind: Kind::Deployment, .. }), "{err:?}");
 }
 
+/// A registry login is kept with its password sealed: listed without it, opened only with the
+/// server's key, never in the database's bytes; without a key it is refused, not kept plain.
+async fn registry_passwords_are_sealed_with_a_key_outside_the_store(db: TestDb) {
+    use orchestrator_core::{Password, RegistryCredential, RegistryStore};
+    let t = TempStore::new(db).await;
+    let secret = "correct-horse-battery-staple-0123456789";
+    let credential = RegistryCredential::new("10.123.0.1:5000", "ci", Password::new(secret)).unwrap();
+    let refused = t.store.put_registry(credential.clone()).await.unwrap_err();
+    assert!(matches!(refused, Error::Conflict(_)), "no key, no password kept: {refused:?}");
+    let key = [7u8; 32];
+    let store = t.reopen().await.sealing_with(key);
+    store.put_registry(credential.clone()).await.unwrap();
+    let listed = store.list_registries().await.unwrap();
+    assert_eq!((listed.len(), listed[0].server.as_str(), listed[0].username.as_str()), (1, "10.123.0.1:5000", "ci"));
+    assert_eq!(store.registry_credential("10.123.0.1:5000").await.unwrap(), Some(credential.clone()));
+    assert_eq!(store.registry_credential("elsewhere:5000").await.unwrap(), None);
+    let other_key = t.reopen().await.sealing_with([8u8; 32]);
+    let e = other_key.registry_credential("10.123.0.1:5000").await.unwrap_err();
+    assert!(e.to_string().contains("does not open"), "{e}");
+    if let Some(path) = t.db.url().strip_prefix("sqlite://") {
+        let mut bytes = Vec::new();
+        for file in [path.to_string(), format!("{path}-wal")] {
+            bytes.extend(std::fs::read(&file).unwrap_or_default());
+        }
+        assert!(!bytes.is_empty());
+        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()), "the password is in the file's bytes");
+    }
+    // Replaced, then removed.
+    let newer = RegistryCredential::new("10.123.0.1:5000", "ci2", Password::new("other-password")).unwrap();
+    store.put_registry(newer.clone()).await.unwrap();
+    assert_eq!(store.registry_credential("10.123.0.1:5000").await.unwrap(), Some(newer));
+    store.remove_registry("10.123.0.1:5000").await.unwrap();
+    assert!(store.list_registries().await.unwrap().is_empty());
+    let gone = store.remove_registry("10.123.0.1:5000").await.unwrap_err();
+    assert!(matches!(gone, Error::NotFound { kind: Kind::Registry, .. }), "{gone:?}");
+}
+
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -1137,4 +1174,5 @@ on_both_backends!(
     a_crash_loop_is_kept_told_and_cleared,
     rollouts_start_with_their_revision_and_end_once,
     ended_replicas_are_kept_with_their_last_words,
+    registry_passwords_are_sealed_with_a_key_outside_the_store,
 );

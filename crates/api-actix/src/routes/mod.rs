@@ -7,6 +7,7 @@ pub mod events;
 pub mod health;
 pub mod logs;
 pub mod nodes;
+pub mod registries;
 pub mod replicas;
 pub mod rollouts;
 pub mod status;
