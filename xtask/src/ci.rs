@@ -28,6 +28,7 @@ pub fn run(args: Args) -> Result<()> {
             Need { program: "psql", package: "postgresql-client" },
             Need { program: "/usr/bin/chromium", package: "chromium" },
             Need { program: "/usr/bin/chromedriver", package: "chromium-driver" },
+            Need { program: "/usr/bin/docker-registry", package: "docker-registry" },
         ],
         args.no_install,
     )?;
@@ -37,8 +38,11 @@ pub fn run(args: Args) -> Result<()> {
     let cluster = cluster::Cluster::new(cluster::state_dir());
     // Four: most tests use three, one adds the fourth at runtime.
     cluster.up(4, args.no_install)?;
-    // The store suite and the HA tests run on a real PostgreSQL too.
-    let tests = pg::up(args.no_install).and_then(|()| run_tests());
+    // The store suite and the HA tests run on a real PostgreSQL too; pulls from a real private
+    // registry (TLS, htpasswd) on the cluster's bridge.
+    let tests =
+        pg::up(args.no_install).and_then(|()| crate::registry::up(args.no_install)).and_then(|()| run_tests());
+    let _ = crate::registry::down();
     // Short chaos runs on the same cluster (their own servers and deployments), seeds fixed so
     // a failure can be replayed: `cargo xtask chaos --ha --minutes 2 --seed 1` (three servers
     // on that PostgreSQL behind HAProxy), then `cargo xtask chaos --minutes 2 --seed 1`.
