@@ -40,8 +40,7 @@ pub fn run(args: Args) -> Result<()> {
     cluster.up(4, args.no_install)?;
     // The store suite and the HA tests run on a real PostgreSQL too; pulls from a real private
     // registry (TLS, htpasswd) on the cluster's bridge.
-    let tests =
-        pg::up(args.no_install).and_then(|()| crate::registry::up(args.no_install)).and_then(|()| run_tests());
+    let tests = pg::up(args.no_install).and_then(|()| crate::registry::up(args.no_install)).and_then(|()| run_tests());
     let _ = crate::registry::down();
     // Short chaos runs on the same cluster (their own servers and deployments), seeds fixed so
     // a failure can be replayed: `cargo xtask chaos --ha --minutes 2 --seed 1` (three servers
