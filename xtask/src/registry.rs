@@ -144,7 +144,9 @@ fn push_test_images(dir: &Path, password: &str) -> Result<()> {
         .arg(&config)
         .args(["-H", PUSHER, "login", ADDRESS, "-u", USERNAME, "--password-stdin"])
         .stdin(Stdio::piped())
-        .stdout(Stdio::null());
+        .stdout(Stdio::null())
+        // Its warning about storing the login in that (throwaway) config is no news.
+        .stderr(Stdio::null());
     let mut child = login.spawn()?;
     std::io::Write::write_all(child.stdin.as_mut().context("login's stdin")?, password.as_bytes())?;
     drop(child.stdin.take());
