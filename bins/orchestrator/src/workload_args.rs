@@ -46,6 +46,9 @@ pub struct WorkloadArgs {
     /// SIGTERM, then this long before SIGKILL, e.g. 10s.
     #[arg(long, value_name = "DURATION")]
     stop_grace_period: Option<String>,
+    /// When engines pull the image: if_not_present (default), always, never.
+    #[arg(long, value_name = "POLICY", value_parser = ["if_not_present", "always", "never"])]
+    pull: Option<String>,
 }
 
 pub fn pairs(flag: &str, values: &[String]) -> Result<Map<String, Value>> {
@@ -118,6 +121,9 @@ impl WorkloadArgs {
         }
         if let Some(max) = self.max_per_node {
             body["max_per_node"] = json!(max);
+        }
+        if let Some(pull) = self.pull {
+            body["pull"] = json!(pull);
         }
         if !self.labels.is_empty() {
             body["labels"] = Value::Object(pairs("--label", &self.labels)?);

@@ -74,6 +74,52 @@ async fn a_private_image_runs_once_its_login_is_added_and_the_password_never_sho
         assert!(out.status.success(), "{} pulled the image", n.name);
     }
 
+    // Pull policies: `never` does not pull even with the login (app:2 is on no engine), `always`
+    // pulls what the engine already has, before the start.
+    let never = format!("never{}", std::process::id());
+    let two = format!("{server_address}/app:2");
+    for n in nodes {
+        let _ = Command::new("docker").args(["-H", &n.tcp, "rmi", "-f", &two]).output();
+    }
+    create(
+        &client,
+        &base,
+        &json!({"image": two, "replicas": 1, "name": never, "command": ["sleep", "3600"], "pull": "never"}),
+    )
+    .await;
+    let not_pulled = wait_for("a start refused for the image it may not pull", Duration::from_secs(60), async || {
+        let (_, list) =
+            server::get(&client, &format!("{base}/v1/deployments/{never}/replicas?history=true"), READER).await;
+        let row = list.as_array()?.iter().find(|r| r["state"] == "rejected")?.clone();
+        Some(row["reason"].as_str()?.to_string())
+    })
+    .await;
+    assert!(not_pulled.contains("not found on node"), "{not_pulled}");
+    let since = unix_now();
+    let always = format!("always{}", std::process::id());
+    create(&client, &base, &json!({"image": image, "replicas": 1, "name": always, "command": ["sleep", "3600"], "pull": "always", "max_per_node": 1})).await;
+    wait_for("the always-pulled replica running", Duration::from_secs(60), async || {
+        let (_, d) = server::get(&client, &format!("{base}/v1/deployments/{always}"), READER).await;
+        (d["actual"] == 1).then_some(())
+    })
+    .await;
+    let pulls: usize = nodes
+        .iter()
+        .map(|n| {
+            let out = Command::new("docker")
+                .args(["-H", &n.tcp, "events", "--since", &since, "--until", &unix_now()])
+                .args(["--filter", "type=image", "--filter", "event=pull", "--format", "{{.ID}}"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("app:1")).count()
+        })
+        .sum();
+    assert!(pulls >= 1, "`always` pulled an image the engine had");
+    for d in [&never, &always] {
+        let resp = client.delete(format!("{base}/v1/deployments/{d}")).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 204);
+    }
+
     // Nowhere to be read: not in answers, not in the trace log, not in the store's bytes.
     let resp = client.get(format!("{base}/v1/registries")).bearer_auth(ADMIN).send().await.unwrap();
     let listed = resp.text().await.unwrap();
@@ -96,4 +142,10 @@ async fn a_private_image_runs_once_its_login_is_added_and_the_password_never_sho
         server::try_containers_on_engines(nodes, &name)?.is_empty().then_some(())
     })
     .await;
+}
+
+/// Now, in Unix seconds, as `docker events --since/--until` take it.
+fn unix_now() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    format!("{}.{:09}", now.as_secs(), now.subsec_nanos())
 }

@@ -125,6 +125,10 @@ pub struct CreateDeployment {
     /// SIGTERM, then this long before SIGKILL (`"10s"`, `"1m30s"`); the server's default when absent.
     #[schema(example = "10s")]
     pub stop_grace_period: Option<String>,
+    /// When engines pull the image: `if_not_present` (default: an image of a named registry
+    /// when the engine lacks it), `always` (before every start), `never`.
+    #[schema(pattern = "^(if_not_present|always|never)$", example = "if_not_present")]
+    pub pull: Option<String>,
     /// How template changes roll out (see `PATCH`): parallelism 1, max_surge 1, max_unavailable 0,
     /// start-first, monitor 5s, failure_action rollback by default.
     #[serde(default, deserialize_with = "optional_object")]
@@ -156,6 +160,7 @@ impl CreateDeployment {
             constraints: self.constraints,
             max_per_node: self.max_per_node,
             stop_grace_period: self.stop_grace_period,
+            pull: self.pull,
         };
         workload.apply(&mut template)?;
         limits.check_template(&template)?;

@@ -133,6 +133,8 @@ pub struct UpdateDeployment {
     pub max_per_node: Option<i64>,
     #[schema(example = "10s")]
     pub stop_grace_period: Option<String>,
+    #[schema(pattern = "^(if_not_present|always|never)$", example = "always")]
+    pub pull: Option<String>,
     #[serde(default, deserialize_with = "optional_object")]
     pub update: Option<UpdatePolicyRequest>,
     /// How a rollback replaces replicas (the same keys as `update`).
@@ -167,6 +169,7 @@ impl UpdateDeployment {
             && self.constraints.is_none()
             && self.max_per_node.is_none()
             && self.stop_grace_period.is_none()
+            && self.pull.is_none()
             && self.update.is_none()
             && self.rollback.is_none()
             && self.deregister_delay.is_none()
@@ -195,6 +198,7 @@ impl UpdateDeployment {
             self.constraints.is_some(),
             self.max_per_node.is_some(),
             self.stop_grace_period.is_some(),
+            self.pull.is_some(),
         );
         WorkloadFields {
             env: self.env.unwrap_or_default(),
@@ -205,6 +209,7 @@ impl UpdateDeployment {
             constraints: self.constraints.unwrap_or_default(),
             max_per_node: self.max_per_node,
             stop_grace_period: self.stop_grace_period,
+            pull: self.pull,
         }
         .apply(&mut parsed)?;
         t.resources = parsed.resources;
@@ -226,6 +231,9 @@ impl UpdateDeployment {
         }
         if given.5 {
             t.stop_grace_period = parsed.stop_grace_period;
+        }
+        if given.6 {
+            t.pull = parsed.pull;
         }
         limits.check_template(&spec.template)?;
         if let Some(replicas) = self.replicas {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use orchestrator_core::{
-    Constraint, ContainerTemplate, Error, HealthCheck, HealthCommand, PortSpec, Protocol, Resources,
+    Constraint, ContainerTemplate, Error, HealthCheck, HealthCommand, PortSpec, Protocol, PullPolicy, Resources,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -26,6 +26,7 @@ pub struct WorkloadFields {
     pub constraints: Vec<String>,
     pub max_per_node: Option<i64>,
     pub stop_grace_period: Option<String>,
+    pub pull: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -142,6 +143,7 @@ impl WorkloadFields {
             .transpose()?;
         template.stop_grace_period =
             self.stop_grace_period.as_deref().map(|d| parse_duration("stop_grace_period", d)).transpose()?;
+        template.pull = self.pull.as_deref().map(PullPolicy::parse).transpose()?.unwrap_or_default();
         Ok(())
     }
 }
@@ -222,6 +224,9 @@ pub struct TemplateView {
     pub max_per_node: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_grace_period: Option<String>,
+    /// `always` or `never`; absent: `if_not_present`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull: Option<&'static str>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -295,6 +300,7 @@ impl TemplateView {
             constraints: t.constraints.iter().map(ToString::to_string).collect(),
             max_per_node: t.max_per_node,
             stop_grace_period: t.stop_grace_period.map(format_duration),
+            pull: (t.pull != orchestrator_core::PullPolicy::IfNotPresent).then(|| t.pull.as_str()),
         }
     }
 }
@@ -376,5 +382,6 @@ mod tests {
         assert_eq!(field(json!({"constraints": ["node.labels.zone == a", "zone = b"]})), "constraints[1]");
         assert_eq!(field(json!({"max_per_node": 0})), "max_per_node");
         assert_eq!(field(json!({"stop_grace_period": "10"})), "stop_grace_period");
+        assert_eq!(field(json!({"pull": "sometimes"})), "pull");
     }
 }

@@ -209,6 +209,40 @@ pub struct ContainerTemplate {
     pub max_per_node: Option<u32>,
     /// SIGTERM, then this long before SIGKILL; the runtime's default when unset.
     pub stop_grace_period: Option<Duration>,
+    /// When an engine pulls the image.
+    pub pull: PullPolicy,
+}
+
+/// When an engine pulls a replica's image (Kubernetes' `imagePullPolicy`, in its words).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum PullPolicy {
+    /// When the engine lacks it: images of a named registry (`host/repo:tag`); one of the
+    /// engine's default registry only when the runtime is configured to.
+    #[default]
+    IfNotPresent,
+    /// Before every start, so a moved tag is followed.
+    Always,
+    /// Never: the image must be on the engine.
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::IfNotPresent => "if_not_present",
+            PullPolicy::Always => "always",
+            PullPolicy::Never => "never",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "if_not_present" => Ok(PullPolicy::IfNotPresent),
+            "always" => Ok(PullPolicy::Always),
+            "never" => Ok(PullPolicy::Never),
+            other => Err(Error::invalid("pull", format!("{other:?} is not if_not_present, always or never"))),
+        }
+    }
 }
 
 impl ContainerTemplate {
@@ -224,6 +258,7 @@ impl ContainerTemplate {
             constraints: Vec::new(),
             max_per_node: None,
             stop_grace_period: None,
+            pull: PullPolicy::IfNotPresent,
         }
     }
 

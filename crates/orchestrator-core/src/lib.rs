@@ -34,7 +34,7 @@ pub use address::{EngineAddress, Scheme};
 pub use control::{ControlPlane, Leadership, LoopHealth, LoopStats};
 pub use crash_loop::{CrashLoop, Failure};
 pub use deployment::{
-    Change, ContainerTemplate, Deployment, DeploymentSpec, Limits, REVISIONS_KEPT, Revision, Unplaced,
+    Change, ContainerTemplate, Deployment, DeploymentSpec, Limits, PullPolicy, REVISIONS_KEPT, Revision, Unplaced,
 };
 pub use error::{Error, Result};
 pub use event::{EVENT_RETENTION, Event, EventKind, EventStore, NewEvent};

@@ -14,12 +14,12 @@ use bollard::query_parameters::{
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures::{StreamExt, TryStreamExt};
-use orchestrator_core::RegistryStore;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
     ContainerEnd, ContainerRuntime, ContainerState, ContainerSummary, DeploymentName, EngineInfo, Error, LogLine,
     LogLines, LogRequest, Node, OutputStream, ReplicaContainer, ReplicaId, Result,
 };
+use orchestrator_core::{PullPolicy, RegistryStore};
 
 use crate::classify::{engine_error, is_missing_image, is_status};
 use crate::config::DockerRuntimeConfig;
@@ -67,7 +67,14 @@ impl DockerRuntime {
         let options = CreateContainerOptionsBuilder::new().name(&name).build();
         let timeout = self.config.request_timeout;
         let node_name = node.name.as_str();
+        let policy = container.template.pull;
+        // `always`: the newest of the tag before every start (a container found made already
+        // by an earlier attempt is adopted as it is).
         let mut pulled = false;
+        if policy == PullPolicy::Always {
+            self.pull(docker, node, container).await?;
+            pulled = true;
+        }
         loop {
             match bounded(node_name, "create", timeout, docker.create_container(Some(options.clone()), body.clone()))
                 .await?
@@ -82,6 +89,7 @@ impl DockerRuntime {
                 // the engine's default registry only when configured (none is reachable here).
                 Err(e)
                     if is_missing_image(&e)
+                        && policy == PullPolicy::IfNotPresent
                         && (self.config.pull_missing_images || container.template.image.registry().is_some())
                         && !pulled =>
                 {

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use orchestrator_core::{
-    Constraint, ContainerTemplate, HealthCheck, HealthCommand, ImageRef, PortSpec, Protocol, Resources,
+    Constraint, ContainerTemplate, HealthCheck, HealthCommand, ImageRef, PortSpec, Protocol, PullPolicy, Resources,
 };
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +36,9 @@ struct TemplateJson {
     max_per_node: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stop_grace_ms: Option<u64>,
+    /// Absent: `if_not_present` (templates kept before pull policies had one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pull: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -96,6 +99,7 @@ pub fn encode(t: &ContainerTemplate) -> String {
         constraints: t.constraints.iter().map(ToString::to_string).collect(),
         max_per_node: t.max_per_node,
         stop_grace_ms: t.stop_grace_period.map(ms),
+        pull: (t.pull != PullPolicy::IfNotPresent).then(|| t.pull.as_str().to_string()),
     };
     serde_json::to_string(&json).expect("a template always serializes")
 }
@@ -144,6 +148,13 @@ pub fn decode(text: &str) -> Result<ContainerTemplate> {
         constraints,
         max_per_node: json.max_per_node,
         stop_grace_period: json.stop_grace_ms.map(Duration::from_millis),
+        pull: json
+            .pull
+            .as_deref()
+            .map(PullPolicy::parse)
+            .transpose()
+            .map_err(|e| corrupt("pull", e))?
+            .unwrap_or_default(),
     })
 }
 
@@ -181,6 +192,8 @@ mod tests {
         t.constraints = vec![Constraint::parse("node.labels.zone == a", "c").unwrap()];
         t.max_per_node = Some(1);
         t.stop_grace_period = Some(Duration::from_secs(10));
+        assert_eq!(decode(&encode(&t)).unwrap(), t);
+        t.pull = PullPolicy::Always;
         assert_eq!(decode(&encode(&t)).unwrap(), t);
         t.healthcheck = HealthCheck::Disabled;
         assert_eq!(decode(&encode(&t)).unwrap(), t);
