@@ -3,8 +3,7 @@
 //! password). Made once in the data dir, or given with `--registry-key-file` (every server of
 //! one PostgreSQL store needs the same file).
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -13,15 +12,9 @@ pub fn load(file: Option<&Path>, data_dir: &Path) -> Result<[u8; 32]> {
     let saved = data_dir.join("registry.key");
     let path = file.unwrap_or(&saved);
     if file.is_none() && !saved.exists() {
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&saved)
+        let key = crate::tokens::random_bytes::<32>()?;
+        crate::tokens::save_private(&saved, &hex::encode(key))
             .with_context(|| format!("cannot save the registry key to {}", saved.display()))?;
-        writeln!(out, "{}", hex::encode(key))?;
         return Ok(key);
     }
     let mode = std::fs::metadata(path)

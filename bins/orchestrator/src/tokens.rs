@@ -44,6 +44,20 @@ fn read_private(file: &Path) -> Result<String> {
     Ok(token.trim().to_string())
 }
 
+/// `N` random bytes from the OS.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
+    Ok(bytes)
+}
+
+/// Writes a new file (never over one) that its owner alone can read, with `text` on a line.
+pub fn save_private(path: &Path, text: &str) -> Result<()> {
+    let mut out = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    writeln!(out, "{text}")?;
+    Ok(())
+}
+
 pub fn admin_token(given: Option<String>, file: Option<&Path>, data_dir: &Path) -> Result<String> {
     if let Some(token) = given {
         check_strength("the admin token", &token)?;
@@ -58,16 +72,8 @@ pub fn admin_token(given: Option<String>, file: Option<&Path>, data_dir: &Path) 
     if saved.exists() {
         return read_private(&saved);
     }
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness from the OS: {e}"))?;
-    let token = hex::encode(bytes);
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&saved)
-        .with_context(|| format!("cannot save the admin token to {}", saved.display()))?;
-    writeln!(out, "{token}")?;
+    let token = hex::encode(random_bytes::<32>()?);
+    save_private(&saved, &token).with_context(|| format!("cannot save the admin token to {}", saved.display()))?;
     // Printed to the terminal once, never logged.
     eprintln!("Generated an admin token (saved in {}; shown only now):\n  {token}", saved.display());
     Ok(token)
