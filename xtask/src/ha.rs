@@ -185,6 +185,9 @@ impl Setup {
             .arg(&dir)
             .arg("--admin-token-file")
             .arg(self.token_file())
+            // One key for every server: a registry login sealed by one opens on the others.
+            .arg("--registry-key-file")
+            .arg(self.dir.join("registry.key"))
             .env("ORCH_STORE", &self.store)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -267,6 +270,7 @@ pub fn up(options: &Options) -> Result<Setup> {
     let servers: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
     let token = format!("ha-{:032x}", rand_u128());
     write_private(&dir.join("admin-token"), &token)?;
+    write_private(&dir.join("registry.key"), &format!("{:032x}{:032x}", rand_u128(), rand_u128()))?;
     let setup = Setup {
         url: format!("http://127.0.0.1:{}", options.port),
         servers,
