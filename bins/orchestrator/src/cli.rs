@@ -32,6 +32,9 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage the registry logins engines pull private images with (admin).
+    #[command(subcommand)]
+    Registry(RegistryCommand),
     /// Show the audit log: who changed what, newest first (admin).
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -188,6 +191,29 @@ pub enum TokenCommand {
 }
 
 #[derive(Subcommand)]
+pub enum RegistryCommand {
+    /// Keep a login for REGISTRY (host[:port]); the password is read from stdin.
+    Add {
+        registry: String,
+        #[arg(short, long)]
+        username: String,
+        /// Read the password from stdin (the only way: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the registries with their usernames (never a password).
+    Ls(ClientArgs),
+    /// Forget the login for REGISTRY.
+    Rm {
+        registry: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum NodeCommand {
     /// List nodes.
     Ls(ClientArgs),
@@ -283,6 +309,13 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Node(NodeCommand::Rm { name, client: c }) => client::remove_node(&c, &name).await,
         Command::Node(NodeCommand::Drain { name, client: c }) => client::drain_node(&c, &name).await,
         Command::Token(TokenCommand::Create { role, client: c }) => client::create_token(&c, &role).await,
+        Command::Registry(RegistryCommand::Add { registry, username, client: c, .. }) => {
+            crate::registry_cli::add(&c, &registry, &username).await
+        }
+        Command::Registry(RegistryCommand::Ls(c)) => crate::registry_cli::list(&c).await,
+        Command::Registry(RegistryCommand::Rm { registry, client: c }) => {
+            crate::registry_cli::remove(&c, &registry).await
+        }
         Command::Audit { limit, client: c } => client::audit(&c, limit).await,
         Command::Events { since, limit, follow, filter, client: c } => {
             client::events(&c, since, limit, follow, &filter).await
@@ -316,6 +349,14 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    /// clap's own checks of every command (unique names, valid defaults), which it would
+    /// otherwise run only when that command is parsed.
+    #[test]
+    fn every_command_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn node_label_takes_dash_key_removals_and_still_knows_its_flags() {

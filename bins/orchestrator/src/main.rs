@@ -10,6 +10,7 @@ mod http;
 mod logging;
 mod logs_cli;
 mod malloc;
+mod registry_cli;
 mod registry_key;
 mod rollout_cli;
 mod serve;
