@@ -52,11 +52,12 @@ async fn a_private_image_runs_once_its_login_is_added_and_the_password_never_sho
     let refused = wait_for("a refused pull in deploy ps", Duration::from_secs(60), async || {
         let (_, list) =
             server::get(&client, &format!("{base}/v1/deployments/{name}/replicas?history=true"), READER).await;
-        let row = list.as_array()?.iter().find(|r| r["state"] == "rejected")?.clone();
+        let row = list.as_array()?.iter().find(|r| r["state"] == "pull_failed")?.clone();
         row["reason"].as_str()?.contains("unauthorized").then_some(row)
     })
     .await;
-    assert!(refused["reason"].as_str().unwrap().starts_with("did not start: "), "{refused}");
+    let why = refused["reason"].as_str().unwrap();
+    assert!(why.starts_with(&format!("image not pulled: {image} on node")), "{refused}");
 
     // The login, through the API: the same deployment runs, pulled by each engine.
     let body = json!({"server": server_address, "username": login["username"], "password": password});

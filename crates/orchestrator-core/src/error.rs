@@ -68,6 +68,11 @@ pub enum Error {
     #[error("image {image:?} not found on node {node:?}")]
     ImageNotFound { image: String, node: String },
 
+    /// The engine could not pull the image; why, in words (unauthorized, not in the
+    /// registry, the registry unreachable, the disk full).
+    #[error("node {node:?}: pull of {image} failed: {reason}")]
+    PullFailed { node: String, image: String, reason: String },
+
     /// The action needs the leader (it acts on engines at once) and this server follows;
     /// `leader` is the leading server's id, if one is known. Retry, or ask the leader.
     #[error("this server is not the leader (leader: {}); retry, or send it to the leader", leader.as_deref().unwrap_or("none yet"))]

@@ -39,6 +39,8 @@ pub enum EndReason {
     Vanished,
     /// Its container never started; the engine's refusal in words.
     NotStarted { error: String },
+    /// Its node could not pull its image; why, in words.
+    PullFailed { error: String },
 }
 
 impl EndReason {
@@ -66,6 +68,7 @@ impl std::fmt::Display for EndReason {
             EndReason::Unhealthy { .. } => f.write_str("unhealthy: its health check failed its retries"),
             EndReason::Vanished => f.write_str("its container vanished"),
             EndReason::NotStarted { error } => write!(f, "did not start: {error}"),
+            EndReason::PullFailed { error } => write!(f, "image not pulled: {error}"),
         }
     }
 }

@@ -21,7 +21,7 @@ use orchestrator_core::{
 };
 use orchestrator_core::{PullPolicy, RegistryStore};
 
-use crate::classify::{engine_error, is_missing_image, is_status};
+use crate::classify::{docker_message, engine_error, is_missing_image, is_status, pull_failure};
 use crate::config::DockerRuntimeConfig;
 use crate::connections::Connections;
 use crate::container_spec::{bound_ports, bound_ports_of_map, create_body, health_from_inspect, health_from_status};
@@ -124,17 +124,15 @@ impl DockerRuntime {
         let pull = docker.create_image(Some(options), None, credentials).try_collect::<Vec<_>>();
         match bounded(node.name.as_str(), "pull", self.config.request_timeout, pull).await? {
             Ok(_) => Ok(()),
-            Err(e) if pull_refused(&e) => Err(Error::Engine {
-                node: node.name.to_string(),
-                message: format!(
-                    "pull of {image} unauthorized (no or wrong registry credentials): {}",
-                    docker_message(&e)
-                ),
-            }),
-            Err(e) if is_status(&e, 404) => {
-                Err(Error::ImageNotFound { image: image.to_string(), node: node.name.to_string() })
+            // Our side of the connection to the engine: the engine, not the pull, failed.
+            Err(e @ (DockerError::HyperLegacyError { .. } | DockerError::IOError { .. })) => {
+                Err(engine_error(node.name.as_str(), "pull", e))
             }
-            Err(e) => Err(engine_error(node.name.as_str(), "pull", e)),
+            Err(e) => Err(Error::PullFailed {
+                node: node.name.to_string(),
+                image: image.to_string(),
+                reason: pull_failure(&docker_message(&e)),
+            }),
         }
     }
 
@@ -207,23 +205,6 @@ fn check_said(check: bollard::models::HealthcheckResult) -> String {
         (Some(output), _) if !output.is_empty() => output.to_string(),
         (_, Some(code)) => format!("the check exited with code {code} and printed nothing"),
         _ => "the check printed nothing".to_string(),
-    }
-}
-
-/// The registry refused the engine's pull for want of (valid) credentials: the engine says so
-/// in words, with a 404 or a 500, or as an error in the pull's progress stream.
-fn pull_refused(error: &DockerError) -> bool {
-    let message = docker_message(error).to_ascii_lowercase();
-    ["unauthorized", "authentication required", "no basic auth credentials", "access denied", "denied:"]
-        .iter()
-        .any(|m| message.contains(m))
-}
-
-fn docker_message(error: &DockerError) -> String {
-    match error {
-        DockerError::DockerResponseServerError { message, .. } => message.clone(),
-        DockerError::DockerStreamError { error } => error.clone(),
-        other => other.to_string(),
     }
 }
 

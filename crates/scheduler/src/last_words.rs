@@ -24,6 +24,8 @@ pub enum Ending {
     Vanished,
     /// Its container did not start: the error in words.
     NotStarted(String),
+    /// Its image could not be pulled: the error in words.
+    PullFailed(String),
 }
 
 /// The record of `replica`, which ended as `ending` on `node` (when reachable): reads how the
@@ -46,6 +48,7 @@ pub async fn capture(
             Ending::Unhealthy => EndReason::Unhealthy { output: None },
             Ending::Vanished => EndReason::Vanished,
             Ending::NotStarted(error) => EndReason::NotStarted { error: error.clone() },
+            Ending::PullFailed(error) => EndReason::PullFailed { error: error.clone() },
         },
         logs: Vec::new(),
     };

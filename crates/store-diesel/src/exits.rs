@@ -78,6 +78,7 @@ impl ExitRow {
             EndReason::Unhealthy { output } => ("unhealthy", None, output.clone()),
             EndReason::Vanished => ("vanished", None, None),
             EndReason::NotStarted { error } => ("not_started", None, Some(error.clone())),
+            EndReason::PullFailed { error } => ("pull_failed", None, Some(error.clone())),
         };
         ExitRow {
             replica: to_i64(exit.replica.0),
@@ -103,6 +104,7 @@ impl TryFrom<ExitRow> for ReplicaExit {
             "unhealthy" => EndReason::Unhealthy { output: row.detail },
             "vanished" => EndReason::Vanished,
             "not_started" => EndReason::NotStarted { error: row.detail.unwrap_or_default() },
+            "pull_failed" => EndReason::PullFailed { error: row.detail.unwrap_or_default() },
             other => return Err(corrupt("reason", other)),
         };
         Ok(ReplicaExit {

@@ -959,6 +959,17 @@ async fn ended_replicas_are_kept_with_their_last_words(db: TestDb) {
     assert_eq!(ended.len(), 4, "{ended:?}");
     assert!(ended[1].contains("OOM-killed (exit code 137)"), "{ended:?}");
 
+    let pulled = store.place_replicas(&[placement("web", "n1", 1)]).await.unwrap();
+    let pull = ReplicaExit {
+        replica: pulled[0].id,
+        reason: EndReason::PullFailed { error: "r:5000/app:1 on n1: unauthorized".into() },
+        logs: Vec::new(),
+        ended_at: at + Duration::from_secs(9),
+        ..exit(0, EndReason::Vanished)
+    };
+    store.retire_replica(pull.clone()).await.unwrap();
+    assert_eq!(store.list_exits(&name).await.unwrap()[0], pull);
+
     store.delete_deployment(&name).await.unwrap();
     deployment(store, "web", 1).await;
     assert!(store.list_exits(&name).await.unwrap().is_empty(), "deleted with the deployment");

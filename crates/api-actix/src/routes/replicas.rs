@@ -27,7 +27,8 @@ pub struct ReplicaStatusView {
     pub revision: u64,
     /// `pending`, `running`, `exited`, `lost`; for a missing replica `unplaced` or `waiting`
     /// (a crash loop's backoff); with `history`, for an ended one `failed` (it exited, failed
-    /// its health check or vanished) or `rejected` (its container did not start).
+    /// its health check or vanished), `rejected` (its container did not start) or
+    /// `pull_failed` (its node could not pull its image).
     pub state: &'static str,
     /// `starting`, `healthy` or `unhealthy`, with a health check.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,12 +126,16 @@ fn statuses(d: &Deployment, replicas: &[Replica], now: SystemTime) -> Vec<Replic
 
 /// An ended replica, as kept.
 fn ended(e: &ReplicaExit) -> ReplicaStatusView {
-    let rejected = matches!(e.reason, EndReason::NotStarted { .. });
+    let state = match e.reason {
+        EndReason::NotStarted { .. } => "rejected",
+        EndReason::PullFailed { .. } => "pull_failed",
+        _ => "failed",
+    };
     ReplicaStatusView {
         replica: Some(e.replica.0),
         node: Some(e.node.to_string()),
         revision: e.revision,
-        state: if rejected { "rejected" } else { "failed" },
+        state,
         health: None,
         container_id: None,
         started_at_ms: e.started_at.map(millis),

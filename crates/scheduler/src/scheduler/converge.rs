@@ -282,7 +282,7 @@ impl Scheduler {
                             if let Some(r) = node_of.get(&id) {
                                 self.note_refused_port(&r.node, &r.claim, &e);
                                 if is_the_replicas_failure(&e) {
-                                    not_started.push((r.clone(), refusal_in_words(&e, r)));
+                                    not_started.push((r.clone(), refusal(&e, r)));
                                 }
                             }
                             failed.push(id);
@@ -310,9 +310,9 @@ impl Scheduler {
             refused.into_iter().filter_map(|id| Some((id, node_of.get(&id)?.node.clone()))).collect();
         self.remove_if_deleted(deployment, nodes, &refused).await;
         let mut retired = HashSet::new();
-        for (replica, error) in not_started {
+        for (replica, ending) in not_started {
             retired.insert(replica.id);
-            self.retire_not_started(&replica, error).await;
+            self.retire_not_started(&replica, ending).await;
         }
         for id in failed.iter().filter(|id| !retired.contains(id)) {
             if let Err(e) = self.store.release_replica(*id).await {
@@ -386,7 +386,7 @@ impl Scheduler {
                 warn!(node = %node.name, replica = %replica.id, error = %e, "start failed; releasing the reservation");
                 self.note_refused_port(&node.name, &replica.claim, &e);
                 if is_the_replicas_failure(&e) {
-                    self.retire_not_started(replica, refusal_in_words(&e, replica)).await;
+                    self.retire_not_started(replica, refusal(&e, replica)).await;
                 } else if let Err(e) = self.store.release_replica(replica.id).await {
                     warn!(replica = %replica.id, error = %e, "release failed");
                 }
@@ -396,8 +396,8 @@ impl Scheduler {
     }
 
     /// Releases a replica whose container did not start, keeping why (`deploy ps` shows it).
-    async fn retire_not_started(&self, replica: &Replica, error: String) {
-        let exit = capture(self.runtime.as_ref(), None, replica, Ending::NotStarted(error)).await;
+    async fn retire_not_started(&self, replica: &Replica, ending: Ending) {
+        let exit = capture(self.runtime.as_ref(), None, replica, ending).await;
         if let Err(e) = self.store.retire_replica(exit).await {
             warn!(replica = %replica.id, error = %e, "release failed");
         }
@@ -464,11 +464,14 @@ fn is_the_replicas_failure(error: &Error) -> bool {
     !matches!(error, Error::NotLeader { .. } | Error::NotFound { kind: Kind::Replica | Kind::Deployment, .. })
 }
 
-/// Why a start failed, as `deploy ps` says it: a port the engine holds for something else is
-/// named with its node; anything else in the error's own words.
-fn refusal_in_words(error: &Error, replica: &Replica) -> String {
-    match refused_port(error, &replica.claim) {
+/// Why a start failed, as `deploy ps` says it: a pull that failed, a port the engine holds
+/// for something else (named with its node), or anything else in the error's own words.
+fn refusal(error: &Error, replica: &Replica) -> Ending {
+    if let Error::PullFailed { node, image, reason } = error {
+        return Ending::PullFailed(format!("{image} on {node}: {reason}"));
+    }
+    Ending::NotStarted(match refused_port(error, &replica.claim) {
         Some(port) => format!("port {port} taken on {}", replica.node),
         None => error.to_string(),
-    }
+    })
 }

@@ -1,4 +1,4 @@
--- Replicas that ended badly (exited, unhealthy, vanished, never started): why, and the last
+-- Replicas that ended badly (exited, unhealthy, vanished, never started, image not pulled): why, and the last
 -- of what each printed (JSON lines, at most 64 KiB), kept per deployment until it is deleted.
 CREATE TABLE replica_exits (
     replica BIGINT PRIMARY KEY NOT NULL,
@@ -7,7 +7,7 @@ CREATE TABLE replica_exits (
     revision BIGINT NOT NULL CHECK (revision >= 1),
     started_at_ms BIGINT,
     ended_at_ms BIGINT NOT NULL,
-    reason TEXT NOT NULL CHECK (reason IN ('exited', 'oom_killed', 'unhealthy', 'vanished', 'not_started')),
+    reason TEXT NOT NULL CHECK (reason IN ('exited', 'oom_killed', 'unhealthy', 'vanished', 'not_started', 'pull_failed')),
     exit_code BIGINT,
     detail TEXT,
     logs TEXT NOT NULL
