@@ -17,6 +17,9 @@ pub const RESET_AFTER: Duration = Duration::from_secs(600);
 pub enum Failure {
     Exited(Option<i64>),
     Unhealthy,
+    /// Its image could not be had (a pull that failed, an image not on the engine): retried
+    /// on the same backoff, never in a loop of pulls against the registry.
+    NoImage,
 }
 
 /// A deployment's streak of failing replicas.
@@ -38,7 +41,7 @@ impl CrashLoop {
         let restarts = ongoing.map_or(0, |p| p.restarts).saturating_add(1);
         let exit_code = match failure {
             Failure::Exited(code) => code,
-            Failure::Unhealthy => ongoing.and_then(|p| p.last_exit_code),
+            Failure::Unhealthy | Failure::NoImage => ongoing.and_then(|p| p.last_exit_code),
         };
         CrashLoop { restarts, last_exit_code: exit_code, last_failure_at: now, retry_at: now + backoff(restarts) }
     }

@@ -672,3 +672,25 @@ async fn a_vanished_container_and_a_start_the_engine_refused_are_kept_with_their
     assert!(error.contains("unreachable"), "{error}");
     assert!(kept[0].to_owned().logs.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_pull_is_kept_as_such_and_waits_out_a_backoff_instead_of_pulling_again() {
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(1, 10).await;
+    h.engines.with("node1", |e| e.pulls_refused = true);
+    let name = h.deploy("web", "r:5000/app:1", 1).await;
+    let kept = h.store.list_exits(&name).await.unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let orchestrator_core::EndReason::PullFailed { error } = &kept[0].reason else { panic!("{kept:?}") };
+    assert!(error.starts_with("r:5000/app:1 on node1: unauthorized"), "{error}");
+    let streak = h.store.get_deployment(&name).await.unwrap().crash_loop.expect("a backoff");
+    assert_eq!(streak.restarts, 1);
+    // Converging again within the wait tries no pull: nothing more is kept.
+    h.scheduler.converge(&name).await.unwrap();
+    assert_eq!(h.store.list_exits(&name).await.unwrap().len(), 1, "no pull during the backoff");
+    // The registry lets it in; after the wait the replica runs.
+    h.engines.with("node1", |e| e.pulls_refused = false);
+    std::thread::sleep(Duration::from_millis(1_100));
+    h.scheduler.converge(&name).await.unwrap();
+    assert_eq!(running(&h, "web").await.len(), 1);
+}

@@ -9,8 +9,8 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    Claim, Deployment, DeploymentName, Error, Node, NodeName, Placement, Replica, ReplicaContainer, ReplicaFilter,
-    ReplicaId, Result, Unplaced,
+    Claim, CrashLoop, Deployment, DeploymentName, Error, Failure, Node, NodeName, Placement, Replica, ReplicaContainer,
+    ReplicaFilter, ReplicaId, Result, Unplaced,
 };
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -282,7 +282,7 @@ impl Scheduler {
                             if let Some(r) = node_of.get(&id) {
                                 self.note_refused_port(&r.node, &r.claim, &e);
                                 if is_the_replicas_failure(&e) {
-                                    not_started.push((r.clone(), refusal(&e, r)));
+                                    not_started.push((r.clone(), refusal(&e, r), lacks_its_image(&e)));
                                 }
                             }
                             failed.push(id);
@@ -310,9 +310,14 @@ impl Scheduler {
             refused.into_iter().filter_map(|id| Some((id, node_of.get(&id)?.node.clone()))).collect();
         self.remove_if_deleted(deployment, nodes, &refused).await;
         let mut retired = HashSet::new();
-        for (replica, ending) in not_started {
+        let mut no_image = false;
+        for (replica, ending, lacks_image) in not_started {
             retired.insert(replica.id);
+            no_image |= lacks_image;
             self.retire_not_started(&replica, ending).await;
+        }
+        if no_image {
+            self.count_no_image(deployment).await;
         }
         for id in failed.iter().filter(|id| !retired.contains(id)) {
             if let Err(e) = self.store.release_replica(*id).await {
@@ -387,11 +392,23 @@ impl Scheduler {
                 self.note_refused_port(&node.name, &replica.claim, &e);
                 if is_the_replicas_failure(&e) {
                     self.retire_not_started(replica, refusal(&e, replica)).await;
+                    if lacks_its_image(&e) {
+                        self.count_no_image(deployment).await;
+                    }
                 } else if let Err(e) = self.store.release_replica(replica.id).await {
                     warn!(replica = %replica.id, error = %e, "release failed");
                 }
                 false
             }
+        }
+    }
+
+    /// A start failed for want of its image: one more failure in the deployment's streak, so
+    /// replacements wait 1 s doubling to 5 min instead of pulling again at every pass.
+    async fn count_no_image(&self, deployment: &Deployment) {
+        let crash = CrashLoop::after(deployment.crash_loop.as_ref(), Failure::NoImage, SystemTime::now());
+        if let Err(e) = self.store.set_crash_loop(&deployment.name, Some(crash)).await {
+            warn!(deployment = %deployment.name, error = %e, "cannot record the failed pull's backoff");
         }
     }
 
@@ -474,4 +491,10 @@ fn refusal(error: &Error, replica: &Replica) -> Ending {
         Some(port) => format!("port {port} taken on {}", replica.node),
         None => error.to_string(),
     })
+}
+
+/// Whether a start failed for want of the image: a pull that failed, or an image the engine
+/// lacks and may not pull. Waiting helps (a login added, a registry back); a loop does not.
+fn lacks_its_image(error: &Error) -> bool {
+    matches!(error, Error::PullFailed { .. } | Error::ImageNotFound { .. })
 }

@@ -28,6 +28,8 @@ pub struct Engine {
     pub printed: BTreeMap<(String, u64), Vec<String>>,
     /// Containers the kernel killed for memory.
     pub oom_killed: std::collections::BTreeSet<(String, u64)>,
+    /// Its pulls fail (the registry refuses it).
+    pub pulls_refused: bool,
     next_id: u64,
 }
 
@@ -89,6 +91,13 @@ impl Engines {
             let e = state.entry(node.name.to_string()).or_default();
             if e.down {
                 return Err(unreachable(node));
+            }
+            if e.pulls_refused {
+                return Err(Error::PullFailed {
+                    node: node.name.to_string(),
+                    image: c.template.image.to_string(),
+                    reason: "unauthorized (no or wrong registry credentials): denied".into(),
+                });
             }
             let key = (c.deployment.to_string(), c.replica.0);
             e.next_id += 1;
