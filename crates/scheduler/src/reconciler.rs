@@ -267,7 +267,7 @@ async fn fix(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<(
                     info!(node = %node, replica = %r.id, exit_code = ?container.exit_code, "container exited; replacing");
                     failed = Some(Failure::Exited(container.exit_code));
                     let code = container.exit_code.map_or_else(|| "?".to_string(), |c| c.to_string());
-                    count_for_rollout(scheduler, &deployment, r, &format!("exited with code {code}")).await?;
+                    scheduler.count_for_rollout(&deployment, r, &format!("exited with code {code}")).await?;
                     surplus.push(doomed());
                     ended.push((r, Ending::Exited(container.exit_code)));
                 }
@@ -276,7 +276,7 @@ async fn fix(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<(
                 ContainerState::Running if container.health == Some(Health::Unhealthy) => {
                     info!(node = %node, replica = %r.id, "container unhealthy; replacing");
                     failed = failed.or(Some(Failure::Unhealthy));
-                    count_for_rollout(scheduler, &deployment, r, "unhealthy").await?;
+                    scheduler.count_for_rollout(&deployment, r, "unhealthy").await?;
                     surplus.push(doomed());
                     ended.push((r, Ending::Unhealthy));
                 }
@@ -335,16 +335,6 @@ async fn retire(scheduler: &Scheduler, nodes: &HashMap<NodeName, Node>, ended: V
             warn!(replica = %id, error = %e, "release failed");
         }
     }
-}
-
-/// A replica of the revision a rollout is rolling out to failed: the rollout counts it (the
-/// replica itself is replaced and forgotten).
-async fn count_for_rollout(scheduler: &Scheduler, deployment: &Deployment, r: &Replica, what: &str) -> Result<()> {
-    if deployment.rollout.is_none() || r.revision != deployment.revision {
-        return Ok(());
-    }
-    let why = format!("replica {} on {} {what}", r.id, r.node);
-    scheduler.store().count_rollout_failure(&deployment.name, r.revision, &why).await
 }
 
 /// One more failure in the deployment's streak (one a pass, however many replicas failed in

@@ -677,7 +677,7 @@ async fn a_vanished_container_and_a_start_the_engine_refused_are_kept_with_their
 async fn a_refused_pull_is_kept_as_such_and_waits_out_a_backoff_instead_of_pulling_again() {
     let h = Harness::new(SchedulerConfig::default());
     h.online_nodes(1, 10).await;
-    h.engines.with("node1", |e| e.pulls_refused = true);
+    h.engines.with("node1", |e| e.pulls_refused = Some("r:5000/".into()));
     let name = h.deploy("web", "r:5000/app:1", 1).await;
     let kept = h.store.list_exits(&name).await.unwrap();
     assert_eq!(kept.len(), 1, "{kept:?}");
@@ -689,8 +689,38 @@ async fn a_refused_pull_is_kept_as_such_and_waits_out_a_backoff_instead_of_pulli
     h.scheduler.converge(&name).await.unwrap();
     assert_eq!(h.store.list_exits(&name).await.unwrap().len(), 1, "no pull during the backoff");
     // The registry lets it in; after the wait the replica runs.
-    h.engines.with("node1", |e| e.pulls_refused = false);
+    h.engines.with("node1", |e| e.pulls_refused = None);
     std::thread::sleep(Duration::from_millis(1_100));
     h.scheduler.converge(&name).await.unwrap();
     assert_eq!(running(&h, "web").await.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_update_whose_image_cannot_be_pulled_fails_its_rollout_and_rolls_back() {
+    use orchestrator_core::{Change, DeploymentStore, ImageRef, RolloutState};
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(2, 10).await;
+    let name = h.deploy("web", "local/busybox:1", 2).await;
+    h.engines.with("node1", |e| e.pulls_refused = Some("r:5000/".into()));
+    h.engines.with("node2", |e| e.pulls_refused = Some("r:5000/".into()));
+    let before = h.store.get_deployment(&name).await.unwrap();
+    let mut spec = before.spec.clone();
+    spec.template.image = ImageRef::parse("r:5000/app:2").unwrap();
+    h.scheduler.update_deployment(&name, spec, before.version, Change::default()).await.unwrap();
+    let reconciler = Reconciler::new(h.scheduler.clone(), Arc::new(Notify::new()));
+    for _ in 0..300 {
+        h.scheduler.converge(&name).await.unwrap();
+        reconciler.pass().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if h.store.get_deployment(&name).await.unwrap().rollout.is_none() {
+            break;
+        }
+    }
+    let rollouts = h.store.list_rollouts(&name).await.unwrap();
+    let failed = rollouts.iter().find(|r| r.to_revision == 2).unwrap();
+    assert_eq!(failed.state, RolloutState::RolledBack, "{rollouts:?}");
+    assert!(failed.reason.as_deref().unwrap_or("").contains("could not have its image"), "{failed:?}");
+    let images: Vec<String> =
+        h.engines.state.lock().unwrap().values().flat_map(|e| e.containers.values().map(|c| c.2.clone())).collect();
+    assert!(!images.is_empty() && images.iter().all(|i| i == "local/busybox:1"), "back on the old image: {images:?}");
 }

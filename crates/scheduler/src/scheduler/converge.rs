@@ -314,6 +314,11 @@ impl Scheduler {
         for (replica, ending, lacks_image) in not_started {
             retired.insert(replica.id);
             no_image |= lacks_image;
+            if lacks_image
+                && let Err(e) = self.count_for_rollout(deployment, &replica, "could not have its image").await
+            {
+                warn!(replica = %replica.id, error = %e, "cannot count the failed pull in the rollout");
+            }
             self.retire_not_started(&replica, ending).await;
         }
         if no_image {
@@ -393,6 +398,9 @@ impl Scheduler {
                 if is_the_replicas_failure(&e) {
                     self.retire_not_started(replica, refusal(&e, replica)).await;
                     if lacks_its_image(&e) {
+                        if let Err(e) = self.count_for_rollout(deployment, replica, "could not have its image").await {
+                            warn!(replica = %replica.id, error = %e, "cannot count the failed pull in the rollout");
+                        }
                         self.count_no_image(deployment).await;
                     }
                 } else if let Err(e) = self.store.release_replica(replica.id).await {
@@ -401,6 +409,16 @@ impl Scheduler {
                 false
             }
         }
+    }
+
+    /// A replica of the revision a rollout is rolling out to failed: the rollout counts it (the
+    /// replica itself is replaced and forgotten), and its failure action follows its policy.
+    pub(crate) async fn count_for_rollout(&self, deployment: &Deployment, r: &Replica, what: &str) -> Result<()> {
+        if deployment.rollout.is_none() || r.revision != deployment.revision {
+            return Ok(());
+        }
+        let why = format!("replica {} on {} {what}", r.id, r.node);
+        self.store.count_rollout_failure(&deployment.name, r.revision, &why).await
     }
 
     /// A start failed for want of its image: one more failure in the deployment's streak, so

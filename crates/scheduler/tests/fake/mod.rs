@@ -28,8 +28,8 @@ pub struct Engine {
     pub printed: BTreeMap<(String, u64), Vec<String>>,
     /// Containers the kernel killed for memory.
     pub oom_killed: std::collections::BTreeSet<(String, u64)>,
-    /// Its pulls fail (the registry refuses it).
-    pub pulls_refused: bool,
+    /// Its pulls of images starting with this fail (the registry refuses it).
+    pub pulls_refused: Option<String>,
     next_id: u64,
 }
 
@@ -92,7 +92,7 @@ impl Engines {
             if e.down {
                 return Err(unreachable(node));
             }
-            if e.pulls_refused {
+            if e.pulls_refused.as_deref().is_some_and(|prefix| c.template.image.as_str().starts_with(prefix)) {
                 return Err(Error::PullFailed {
                     node: node.name.to_string(),
                     image: c.template.image.to_string(),
