@@ -28,22 +28,16 @@ pub enum Ending {
     PullFailed(String),
 }
 
-/// The record of `replica`, which ended as `ending` on `node` (when reachable): reads how the
-/// container ended (OOM kill, the last health-check output) and its last lines.
-pub async fn capture(
-    runtime: &dyn ContainerRuntime,
-    node: Option<&Node>,
-    replica: &Replica,
-    ending: Ending,
-) -> ReplicaExit {
-    let mut exit = ReplicaExit {
+/// The record of `replica`, which ended as `ending`, as far as the orchestrator itself knows.
+pub fn record(replica: &Replica, ending: &Ending) -> ReplicaExit {
+    ReplicaExit {
         replica: replica.id,
         deployment: replica.deployment.clone(),
         node: replica.node.clone(),
         revision: replica.revision,
         started_at: replica.started_at,
         ended_at: SystemTime::now(),
-        reason: match &ending {
+        reason: match ending {
             Ending::Exited(code) => EndReason::Exited { code: *code, oom_killed: false },
             Ending::Unhealthy => EndReason::Unhealthy { output: None },
             Ending::Vanished => EndReason::Vanished,
@@ -51,7 +45,19 @@ pub async fn capture(
             Ending::PullFailed(error) => EndReason::PullFailed { error: error.clone() },
         },
         logs: Vec::new(),
-    };
+    }
+}
+
+/// The record of `replica`, which ended as `ending` on `node` (when reachable), completed from
+/// its engine: how the container ended (OOM kill, the last health-check output) and its last
+/// lines.
+pub async fn capture(
+    runtime: &dyn ContainerRuntime,
+    node: Option<&Node>,
+    replica: &Replica,
+    ending: Ending,
+) -> ReplicaExit {
+    let mut exit = record(replica, &ending);
     let Some(node) = node.filter(|_| matches!(ending, Ending::Exited(_) | Ending::Unhealthy)) else { return exit };
     let read = async {
         match runtime.replica_end(node, &replica.deployment, replica.id).await {

@@ -16,7 +16,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Converged, RECORD_BATCH, Scheduler};
 use crate::foreign_ports::refused_port;
-use crate::last_words::{Ending, capture};
+use crate::last_words::{Ending, record};
 use crate::planner::{self, Move, Plan, Serving};
 
 /// Drops a plan's placements, and the removals that counted on them: the removals are the
@@ -282,7 +282,7 @@ impl Scheduler {
                             if let Some(r) = node_of.get(&id) {
                                 self.note_refused_port(&r.node, &r.claim, &e);
                                 if is_the_replicas_failure(&e) {
-                                    not_started.push((r.clone(), refusal(&e, r), lacks_its_image(&e)));
+                                    not_started.push((r.clone(), e));
                                 }
                             }
                             failed.push(id);
@@ -311,16 +311,11 @@ impl Scheduler {
         self.remove_if_deleted(deployment, nodes, &refused).await;
         let mut retired = HashSet::new();
         let mut no_image = false;
-        for (replica, ending, lacks_image) in not_started {
+        for (replica, error) in not_started {
             retired.insert(replica.id);
-            no_image |= lacks_image;
-            if lacks_image
-                && let Err(e) = self.count_for_rollout(deployment, &replica, "could not have its image").await
-            {
-                warn!(replica = %replica.id, error = %e, "cannot count the failed pull in the rollout");
-            }
-            self.retire_not_started(&replica, ending).await;
+            no_image |= self.retire_not_started(deployment, &replica, &error).await;
         }
+        // One failure of the streak for the whole batch: its starts failed together.
         if no_image {
             self.count_no_image(deployment).await;
         }
@@ -396,11 +391,7 @@ impl Scheduler {
                 warn!(node = %node.name, replica = %replica.id, error = %e, "start failed; releasing the reservation");
                 self.note_refused_port(&node.name, &replica.claim, &e);
                 if is_the_replicas_failure(&e) {
-                    self.retire_not_started(replica, refusal(&e, replica)).await;
-                    if lacks_its_image(&e) {
-                        if let Err(e) = self.count_for_rollout(deployment, replica, "could not have its image").await {
-                            warn!(replica = %replica.id, error = %e, "cannot count the failed pull in the rollout");
-                        }
+                    if self.retire_not_started(deployment, replica, &e).await {
                         self.count_no_image(deployment).await;
                     }
                 } else if let Err(e) = self.store.release_replica(replica.id).await {
@@ -430,12 +421,18 @@ impl Scheduler {
         }
     }
 
-    /// Releases a replica whose container did not start, keeping why (`deploy ps` shows it).
-    async fn retire_not_started(&self, replica: &Replica, ending: Ending) {
-        let exit = capture(self.runtime.as_ref(), None, replica, ending).await;
-        if let Err(e) = self.store.retire_replica(exit).await {
+    /// Releases a replica whose container did not start for `error`, keeping why (`deploy ps`
+    /// shows it); one that lacks its image counts against a rollout to its revision. Returns
+    /// whether it lacked its image (the caller counts the deployment's backoff, once a batch).
+    async fn retire_not_started(&self, deployment: &Deployment, replica: &Replica, error: &Error) -> bool {
+        let lacks_image = lacks_its_image(error);
+        if lacks_image && let Err(e) = self.count_for_rollout(deployment, replica, "could not have its image").await {
+            warn!(replica = %replica.id, error = %e, "cannot count the failed pull in the rollout");
+        }
+        if let Err(e) = self.store.retire_replica(record(replica, &refusal(error, replica))).await {
             warn!(replica = %replica.id, error = %e, "release failed");
         }
+        lacks_image
     }
 
     /// Keeps a port the engine refused (something else holds it) out of placement on that
