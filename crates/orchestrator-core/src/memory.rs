@@ -693,12 +693,13 @@ impl ReplicaStore for MemoryStore {
         Ok(())
     }
 
-    async fn list_exits(&self, deployment: &DeploymentName) -> Result<Vec<ReplicaExit>> {
+    async fn list_exits(&self, deployment: &DeploymentName, logs: bool) -> Result<Vec<ReplicaExit>> {
         let s = self.lock();
         if !s.deployments.contains_key(deployment) {
             return Err(Error::not_found(Kind::Deployment, deployment.as_str()));
         }
-        Ok(s.exits.get(deployment).map(|e| e.iter().rev().cloned().collect()).unwrap_or_default())
+        let kept = s.exits.get(deployment).into_iter().flatten().rev();
+        Ok(kept.map(|e| ReplicaExit { logs: if logs { e.logs.clone() } else { Vec::new() }, ..e.clone() }).collect())
     }
 
     async fn set_replica_health(&self, changes: &[(ReplicaId, Option<Health>)]) -> Result<()> {

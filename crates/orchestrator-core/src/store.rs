@@ -170,8 +170,9 @@ pub trait ReplicaStore: Send + Sync {
     async fn retire_replica(&self, exit: ReplicaExit) -> Result<()>;
 
     /// The deployment's replicas that ended badly, newest first; deleted with the deployment.
-    /// `NotFound` if no such deployment.
-    async fn list_exits(&self, deployment: &DeploymentName) -> Result<Vec<ReplicaExit>>;
+    /// Without `logs`, their kept lines are left out (`logs` empty): a listing of why does not
+    /// read up to 64 KiB a record. `NotFound` if no such deployment.
+    async fn list_exits(&self, deployment: &DeploymentName, logs: bool) -> Result<Vec<ReplicaExit>>;
 
     /// Records the health verdicts the engines reported (and since when: now), in one
     /// transaction; replicas no longer stored are skipped.

@@ -240,7 +240,7 @@ async fn exited_containers_are_replaced_by_the_reconciler_after_a_growing_backof
     // Removed at once; its replacement waits out the first backoff (1 s).
     assert_eq!(running(&h, "web").await.len(), 1);
     // How it ended and what it said last are kept.
-    let kept = h.store.list_exits(&name).await.unwrap();
+    let kept = h.store.list_exits(&name, true).await.unwrap();
     assert_eq!(kept.len(), 1);
     assert_eq!((kept[0].replica, kept[0].revision, kept[0].started_at), (first.id, 1, first.started_at));
     assert_eq!(kept[0].reason, orchestrator_core::EndReason::Exited { code: Some(1), oom_killed: true });
@@ -654,7 +654,7 @@ async fn a_vanished_container_and_a_start_the_engine_refused_are_kept_with_their
         e.containers.remove(&("web".into(), first.id.0));
     });
     reconciler.pass().await.unwrap();
-    let kept = h.store.list_exits(&name).await.unwrap();
+    let kept = h.store.list_exits(&name, true).await.unwrap();
     assert_eq!(
         kept.iter().map(|e| (e.replica, e.reason.clone())).collect::<Vec<_>>(),
         [(first.id, orchestrator_core::EndReason::Vanished)]
@@ -666,7 +666,7 @@ async fn a_vanished_container_and_a_start_the_engine_refused_are_kept_with_their
     let version = h.store.get_deployment(&name).await.unwrap().version;
     h.scheduler.scale_deployment(&name, 2, version).await.unwrap();
     h.scheduler.converge(&name).await.unwrap();
-    let kept = h.store.list_exits(&name).await.unwrap();
+    let kept = h.store.list_exits(&name, true).await.unwrap();
     assert_eq!(kept.len(), 2, "{kept:?}");
     let orchestrator_core::EndReason::NotStarted { error } = &kept[0].reason else { panic!("{kept:?}") };
     assert!(error.contains("unreachable"), "{error}");
@@ -679,7 +679,7 @@ async fn a_refused_pull_is_kept_as_such_and_waits_out_a_backoff_instead_of_pulli
     h.online_nodes(1, 10).await;
     h.engines.with("node1", |e| e.pulls_refused = Some("r:5000/".into()));
     let name = h.deploy("web", "r:5000/app:1", 1).await;
-    let kept = h.store.list_exits(&name).await.unwrap();
+    let kept = h.store.list_exits(&name, true).await.unwrap();
     assert_eq!(kept.len(), 1, "{kept:?}");
     let orchestrator_core::EndReason::PullFailed { error } = &kept[0].reason else { panic!("{kept:?}") };
     assert!(error.starts_with("r:5000/app:1 on node1: unauthorized"), "{error}");
@@ -687,7 +687,7 @@ async fn a_refused_pull_is_kept_as_such_and_waits_out_a_backoff_instead_of_pulli
     assert_eq!(streak.restarts, 1);
     // Converging again within the wait tries no pull: nothing more is kept.
     h.scheduler.converge(&name).await.unwrap();
-    assert_eq!(h.store.list_exits(&name).await.unwrap().len(), 1, "no pull during the backoff");
+    assert_eq!(h.store.list_exits(&name, true).await.unwrap().len(), 1, "no pull during the backoff");
     // The registry lets it in; after the wait the replica runs.
     h.engines.with("node1", |e| e.pulls_refused = None);
     std::thread::sleep(Duration::from_millis(1_100));

@@ -141,13 +141,34 @@ pub fn record(conn: &mut AnyConnection, replica: &Replica, exit: &ReplicaExit) -
     Ok(())
 }
 
-/// The deployment's records, newest first.
-pub fn list(conn: &mut AnyConnection, deployment: &str) -> Result<Vec<ReplicaExit>, Error> {
-    let rows: Vec<ExitRow> = replica_exits::table
+/// The deployment's records, newest first; without `logs`, an empty list stands for their
+/// lines, which are not read.
+pub fn list(conn: &mut AnyConnection, deployment: &str, logs: bool) -> Result<Vec<ReplicaExit>, Error> {
+    use diesel::IntoSql;
+    use diesel::sql_types::Text;
+    let query = replica_exits::table
         .filter(replica_exits::deployment.eq(deployment))
-        .order((replica_exits::ended_at_ms.desc(), replica_exits::replica.desc()))
-        .select(ExitRow::as_select())
-        .load(conn)?;
+        .order((replica_exits::ended_at_ms.desc(), replica_exits::replica.desc()));
+    let rows: Vec<ExitRow> = if logs {
+        query.select(ExitRow::as_select()).load(conn)?
+    } else {
+        use replica_exits as x;
+        let no_lines = "[]".into_sql::<Text>();
+        query
+            .select((
+                x::replica,
+                x::deployment,
+                x::node,
+                x::revision,
+                x::started_at_ms,
+                x::ended_at_ms,
+                x::reason,
+                x::exit_code,
+                x::detail,
+                no_lines,
+            ))
+            .load(conn)?
+    };
     rows.into_iter().map(ReplicaExit::try_from).collect()
 }
 

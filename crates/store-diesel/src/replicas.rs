@@ -397,14 +397,14 @@ impl ReplicaStore for DieselStore {
             .await?)
     }
 
-    async fn list_exits(&self, deployment: &DeploymentName) -> Result<Vec<ReplicaExit>> {
+    async fn list_exits(&self, deployment: &DeploymentName, logs: bool) -> Result<Vec<ReplicaExit>> {
         let name = deployment.to_string();
         Ok(self
             .read(move |conn| {
                 if deployments::table.find(&name).count().get_result::<i64>(conn)? == 0 {
                     return Err(DomainError::not_found(Kind::Deployment, name.as_str()).into());
                 }
-                crate::exits::list(conn, &name)
+                crate::exits::list(conn, &name, logs)
             })
             .await?)
     }

@@ -239,7 +239,7 @@ pub async fn logs(
                 field: Some("follow".into()),
             });
         }
-        let exits = state.store.list_exits(&name).await?;
+        let exits = state.store.list_exits(&name, true).await?;
         let chosen = ended_to_read(exits, only, deployment.spec.replicas).map_err(ApiError::NotFound)?;
         return Ok(respond(format, futures::stream::iter(previous_lines(&chosen, &request, format))));
     }

@@ -182,7 +182,7 @@ pub async fn list(
     replicas.sort_by_key(|r| r.id);
     let mut views = statuses(&deployment, &replicas, SystemTime::now());
     if history {
-        views.extend(state.store.list_exits(&name).await?.iter().map(ended));
+        views.extend(state.store.list_exits(&name, false).await?.iter().map(ended));
     }
     Ok(HttpResponse::Ok().json(views))
 }
