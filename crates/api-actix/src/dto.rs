@@ -582,3 +582,20 @@ impl From<&orchestrator_core::Event> for EventView {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[derive(serde::Deserialize)]
+    struct N {
+        #[serde(deserialize_with = "super::integer")]
+        n: i64,
+    }
+
+    #[test]
+    fn an_integral_float_is_read_exactly_as_the_integer_it_is() {
+        let read = |json: &str| serde_json::from_str::<N>(json).map(|v| v.n);
+        assert_eq!(read(r#"{"n": 1887361693536675.0}"#).unwrap(), 1_887_361_693_536_675);
+        assert_eq!(read(r#"{"n": 3.0}"#).unwrap(), 3);
+        assert!(read(r#"{"n": 3.5}"#).is_err());
+    }
+}
