@@ -138,6 +138,15 @@ impl Engine {
                     "OperatingSystem": "hollow node", "OSType": "linux", "Architecture": "x86_64"
                 })),
             ),
+            // An image name may hold slashes: everything between `images` and `json`.
+            ("GET", ["images", name @ .., "json"]) if !name.is_empty() => {
+                let image = name.join("/");
+                if self.missing_images.contains(&image) {
+                    message(404, format!("No such image: {image}"))
+                } else {
+                    (200, Some(json!({ "Id": format!("sha256:{:064x}", crc(&image)), "RepoTags": [image] })))
+                }
+            }
             ("POST", ["containers", "create"]) => self.create(query, body),
             ("GET", ["containers", "json"]) => self.list(query),
             ("GET", ["containers", id, "json"]) => self.inspect(id),
@@ -391,5 +400,7 @@ mod tests {
         assert_eq!(e.answer("DELETE", "/containers/c1", &q(&[]), b"").0, 404);
         e.missing_images.push("nope:1".into());
         assert_eq!(e.answer("POST", "/containers/create", &q(&[]), br#"{"Image": "nope:1"}"#).0, 404);
+        assert_eq!(e.answer("GET", "/images/nope:1/json", &q(&[]), b"").0, 404);
+        assert_eq!(e.answer("GET", "/images/local/busybox:1/json", &q(&[]), b"").0, 200);
     }
 }

@@ -33,6 +33,7 @@ fn replica(deployment: &str, id: u64) -> ReplicaContainer {
         revision: 1,
         template: ContainerTemplate::new(ImageRef::parse("local/busybox:1").unwrap())
             .with_command(vec!["sleep".into(), "3600".into()]),
+        image_digest: None,
     }
 }
 

@@ -246,6 +246,14 @@ impl PullPolicy {
 }
 
 impl ContainerTemplate {
+    /// Whether a revision of this template runs its tag pinned to one digest: with
+    /// `if_not_present` (the default), as Swarm does, unless the reference carries its digest
+    /// already. `always` follows the tag at every start (Kubernetes' `Always`); `never` runs
+    /// whatever the engine has.
+    pub fn pins_digest(&self) -> bool {
+        self.pull == PullPolicy::IfNotPresent && self.image.digest().is_none()
+    }
+
     pub fn new(image: ImageRef) -> Self {
         Self {
             image,
@@ -366,6 +374,10 @@ pub struct Deployment {
     pub crash_loop: Option<crate::crash_loop::CrashLoop>,
     /// The rollout under way (in progress or paused), if any.
     pub rollout: Option<crate::rollout::RolloutId>,
+    /// The digest the current revision's image tag was resolved to (`sha256:...`), once it
+    /// was: every replica of the revision runs exactly that image, wherever the tag moves
+    /// later. `None` until resolved, and for images that are not pulled from a registry.
+    pub image_digest: Option<String>,
 }
 
 /// Replicas waiting for a node, and the reason anyone can read (`no online node has tcp/18081
@@ -382,6 +394,26 @@ impl Deployment {
     pub fn is_created_by(&self, spec: &DeploymentSpec) -> bool {
         self.spec == *spec
     }
+}
+
+/// The digest a new revision of `template` starts pinned to: a rollback's, the one of the
+/// revision it restores (it runs exactly what ran then); otherwise the one the deployment ran
+/// if the image reference did not change (an env change does not move the image under the
+/// replicas); otherwise none, to be resolved before its first replica starts.
+pub fn inherited_digest(
+    before: &Deployment,
+    template: &ContainerTemplate,
+    restored: Option<&Revision>,
+) -> Option<String> {
+    if let Some(r) = restored
+        && r.template.image == template.image
+        && r.image_digest.is_some()
+    {
+        return r.image_digest.clone();
+    }
+    (before.spec.template.image == template.image && before.spec.template.pull == template.pull)
+        .then(|| before.image_digest.clone())
+        .flatten()
 }
 
 /// Who made a change and why, kept with the revision it makes.
@@ -412,6 +444,8 @@ pub struct Revision {
     pub cause: Option<String>,
     /// The earlier revision this one brought back (a rollback).
     pub restores: Option<u64>,
+    /// The digest its image was pinned to (see `Deployment::image_digest`).
+    pub image_digest: Option<String>,
 }
 
 /// Revisions a store keeps per deployment unless told otherwise (the newest; the current one

@@ -41,10 +41,14 @@ pub enum EventKind {
     RolloutSucceeded,
     RolloutFailed,
     RolloutRolledBack,
+    /// An engine began pulling an image ahead of a rollout.
+    ImagePulling,
+    ImagePulled,
+    ImagePullFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 27] = [
+    pub const ALL: [EventKind; 30] = [
         EventKind::NodeAdded,
         EventKind::NodeOnline,
         EventKind::NodeOffline,
@@ -72,6 +76,9 @@ impl EventKind {
         EventKind::RolloutSucceeded,
         EventKind::RolloutFailed,
         EventKind::RolloutRolledBack,
+        EventKind::ImagePulling,
+        EventKind::ImagePulled,
+        EventKind::ImagePullFailed,
     ];
 
     /// The stable name on the wire and in the store: `node.offline`, `replica.placed`, ...
@@ -104,6 +111,9 @@ impl EventKind {
             EventKind::RolloutSucceeded => "rollout.succeeded",
             EventKind::RolloutFailed => "rollout.failed",
             EventKind::RolloutRolledBack => "rollout.rolled_back",
+            EventKind::ImagePulling => "image.pulling",
+            EventKind::ImagePulled => "image.pulled",
+            EventKind::ImagePullFailed => "image.pull_failed",
         }
     }
 }
@@ -223,6 +233,24 @@ impl NewEvent {
         NewEvent::new(EventKind::RolloutStarted, message).deployment(r.deployment.as_str())
     }
 
+    /// An engine's pull of `image` for the deployment's rollout: started (`outcome` `None`),
+    /// done (`Some(Ok(()))`) or failed, with why.
+    pub fn image_pull(
+        deployment: &str,
+        node: &str,
+        image: &str,
+        outcome: Option<std::result::Result<(), &str>>,
+    ) -> Self {
+        let (kind, message) = match outcome {
+            None => (EventKind::ImagePulling, format!("{deployment}: pulling {image} on {node}")),
+            Some(Ok(())) => (EventKind::ImagePulled, format!("{deployment}: {image} pulled on {node}")),
+            Some(Err(why)) => {
+                (EventKind::ImagePullFailed, format!("{deployment}: {image} not pulled on {node}: {why}"))
+            }
+        };
+        NewEvent::new(kind, message).deployment(deployment).node(node)
+    }
+
     pub fn rollout_progressed(r: &crate::rollout::Rollout) -> Self {
         let message = format!(
             "{}: rollout {}: {} updated, {} healthy, {} failed",
@@ -337,6 +365,10 @@ pub trait EventStore: Send + Sync {
 
     /// The id of the newest event (0 when there is none).
     async fn last_event_id(&self) -> Result<u64>;
+
+    /// Records events of what happened outside the store (an engine pulling an image), with
+    /// ids after every event recorded so far.
+    async fn record_events(&self, events: Vec<NewEvent>) -> Result<()>;
 }
 
 #[cfg(test)]

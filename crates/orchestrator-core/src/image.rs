@@ -79,6 +79,18 @@ impl ImageRef {
         &self.full
     }
 
+    /// The digest the reference names (`sha256:...`), if it names one: such an image is
+    /// pinned by whoever wrote it.
+    pub fn digest(&self) -> Option<&str> {
+        self.full.split_once('@').map(|(_, digest)| digest)
+    }
+
+    /// The reference pinned to `digest`: `10.0.0.1:5000/app@sha256:...`, the canonical form
+    /// every engine pulls and runs (a tag beside a digest is one more thing to disagree on).
+    pub fn pinned(&self, digest: &str) -> ImageRef {
+        ImageRef { full: format!("{}@{digest}", self.repository()), repository_len: self.repository_len }
+    }
+
     /// The registry host (`host[:port]`) the reference names, if it names one; `None` for the
     /// engine's default registry.
     pub fn registry(&self) -> Option<&str> {
@@ -143,6 +155,21 @@ impl std::str::FromStr for ImageRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reference_is_pinned_to_a_digest() {
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let tagged = ImageRef::parse("10.123.0.1:5000/app:2").unwrap();
+        assert_eq!(tagged.digest(), None);
+        let pinned = tagged.pinned(&digest);
+        assert_eq!(pinned.as_str(), format!("10.123.0.1:5000/app@{digest}"));
+        assert_eq!(pinned.digest(), Some(digest.as_str()));
+        assert_eq!(pinned.repository(), "10.123.0.1:5000/app");
+        // Pinned again (a rollback to a pinned revision): one digest, the newer.
+        let other = format!("sha256:{}", "cd".repeat(32));
+        assert_eq!(pinned.pinned(&other).as_str(), format!("10.123.0.1:5000/app@{other}"));
+        assert_eq!(ImageRef::parse(pinned.as_str()).unwrap(), pinned);
+    }
 
     #[test]
     fn accepts_common_references() {

@@ -140,6 +140,11 @@ impl EventStore for MemoryStore {
     async fn last_event_id(&self) -> Result<u64> {
         Ok(self.lock().last_event)
     }
+
+    async fn record_events(&self, events: Vec<NewEvent>) -> Result<()> {
+        self.write().record(events);
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -242,6 +247,7 @@ fn revision_of(d: &Deployment, change: Change) -> Revision {
         by: change.by,
         cause: change.cause,
         restores: change.restores,
+        image_digest: d.image_digest.clone(),
     }
 }
 
@@ -276,6 +282,7 @@ impl State {
             started_at: now,
             finished_at: None,
             policy: if change.restores.is_some() { policy.rollback } else { policy.update },
+            pulled_at: None,
         };
         after.rollout = Some(rollout.id);
         self.record([NewEvent::rollout_started(&rollout)]);
@@ -306,6 +313,7 @@ impl DeploymentStore for MemoryStore {
             unplaced: None,
             crash_loop: None,
             rollout: None,
+            image_digest: None,
         };
         s.deployments.insert(name.clone(), deployment.clone());
         s.revisions.insert(name.clone(), vec![revision_of(&deployment, change)]);
@@ -358,12 +366,15 @@ impl DeploymentStore for MemoryStore {
         let was = d.spec.replicas;
         let new_template = d.spec.template != spec.template;
         let now = SystemTime::now();
+        let restored = change.restores.and_then(|n| s.revisions.get(name)?.iter().find(|r| r.number == n).cloned());
+        let d = s.deployments.get_mut(name).ok_or_else(|| Error::not_found(Kind::Deployment, name.as_str()))?;
+        if new_template {
+            d.image_digest = crate::deployment::inherited_digest(&before, &spec.template, restored.as_ref());
+            d.revision += 1;
+        }
         d.spec = spec;
         d.version += 1;
         d.updated_at = now;
-        if new_template {
-            d.revision += 1;
-        }
         let mut d = d.clone();
         let mut events = Vec::new();
         if new_template {
@@ -504,6 +515,32 @@ impl DeploymentStore for MemoryStore {
             s.record([NewEvent::deployment_unplaced(name.as_str(), u.count, &u.reason)]);
         }
         Ok(())
+    }
+
+    async fn pin_image(&self, name: &DeploymentName, revision: u64, digest: &str) -> Result<()> {
+        let mut s = self.write();
+        if let Some(r) = s.revisions.get_mut(name).and_then(|rs| rs.iter_mut().find(|r| r.number == revision))
+            && r.image_digest.is_none()
+        {
+            r.image_digest = Some(digest.to_string());
+        }
+        if let Some(d) = s.deployments.get_mut(name)
+            && d.revision == revision
+            && d.image_digest.is_none()
+        {
+            d.image_digest = Some(digest.to_string());
+        }
+        Ok(())
+    }
+
+    async fn mark_rollout_pulled(&self, id: RolloutId) -> Result<Rollout> {
+        let mut s = self.write();
+        let r = s.rollouts.get_mut(&id).ok_or_else(|| Error::not_found(Kind::Rollout, id.to_string()))?;
+        if !r.state.is_active() {
+            return Err(Error::Conflict(format!("rollout {id} is {}", r.state.as_str())));
+        }
+        r.pulled_at.get_or_insert_with(SystemTime::now);
+        Ok(r.clone())
     }
 
     async fn set_crash_loop(&self, name: &DeploymentName, crash: Option<CrashLoop>) -> Result<()> {

@@ -252,6 +252,9 @@ pub struct Rollout {
     pub finished_at: Option<SystemTime>,
     /// The policy it runs with: the deployment's update policy, or its rollback policy.
     pub policy: UpdatePolicy,
+    /// When the new image was on every node the rollout may use: no old replica stops
+    /// before (pull before stop). `None` while the pulls are under way.
+    pub pulled_at: Option<SystemTime>,
 }
 
 /// What a rollout step saw, for the record (a `rollout.progressed` event when it changes).

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 
 use crate::deployment::{ContainerTemplate, Deployment};
 use crate::error::Result;
+use crate::image::ImageRef;
 use crate::logs::{LogLines, LogRequest};
 use crate::name::DeploymentName;
 use crate::node::Node;
@@ -33,20 +34,45 @@ pub struct ReplicaContainer {
     /// Labelled on the container, so what runs can be told apart by revision.
     pub revision: u64,
     pub template: ContainerTemplate,
+    /// The digest the revision's image is pinned to, if it is.
+    pub image_digest: Option<String>,
 }
 
 impl ReplicaContainer {
-    /// The container of `replica`, running the deployment's current template. (Replicas of an
-    /// older revision are replaced, not restarted, once rollouts exist; until then every
-    /// replica is placed at the current one.)
+    /// The container of `replica`, running the deployment's current template (replicas are
+    /// only ever placed at the current revision; older ones are replaced, not restarted).
     pub fn new(deployment: &Deployment, replica: &Replica) -> Self {
         Self {
             deployment: deployment.name.clone(),
             replica: replica.id,
             revision: replica.revision,
             template: deployment.spec.template.clone(),
+            image_digest: deployment.image_digest.clone(),
         }
     }
+
+    /// The image reference the engine runs: the template's, pinned to the revision's digest
+    /// when it has one.
+    pub fn image(&self) -> ImageRef {
+        image_to_run(&self.template, self.image_digest.as_deref())
+    }
+}
+
+/// The reference an engine runs for `template` with the revision's `digest`.
+pub fn image_to_run(template: &ContainerTemplate, digest: Option<&str>) -> ImageRef {
+    match digest {
+        Some(digest) => template.image.pinned(digest),
+        None => template.image.clone(),
+    }
+}
+
+/// What `prepare_image` found on the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageReady {
+    /// The engine had it (and the pull policy did not ask for a pull).
+    Present,
+    /// The engine pulled it just now.
+    Pulled,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -118,6 +144,24 @@ pub trait ContainerRuntime: Send + Sync {
     /// name is derived from deployment and replica id, so a retry after a lost answer finds the
     /// container made by the first attempt (and starts it if needed) instead of making a second.
     async fn start_replica(&self, node: &Node, container: &ReplicaContainer) -> Result<String>;
+
+    /// The digest (`sha256:...`) the template's image tag names in its registry now, asked
+    /// through the node's engine (with the login kept for that registry). `None` when this
+    /// runtime does not pull such an image (no registry to ask, a pull policy of `never`, or
+    /// a reference that carries its digest already). A registry that refuses or cannot be
+    /// reached is `PullFailed`, as a pull would be.
+    async fn resolve_image(&self, node: &Node, template: &ContainerTemplate) -> Result<Option<String>>;
+
+    /// Makes sure the engine has the image a replica of `template` pinned to `digest` runs,
+    /// as its pull policy says (`if_not_present`: pulled if missing; `always`: pulled;
+    /// `never`: `ImageNotFound` if missing), before any replica needs it: a rollout calls it
+    /// on every node it may use before it stops anything.
+    async fn prepare_image(
+        &self,
+        node: &Node,
+        template: &ContainerTemplate,
+        digest: Option<String>,
+    ) -> Result<ImageReady>;
 
     /// Stops and removes the replica's container. A container that does not exist is success.
     async fn remove_replica(&self, node: &Node, deployment: &DeploymentName, replica: ReplicaId) -> Result<()>;

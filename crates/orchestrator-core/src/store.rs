@@ -131,6 +131,15 @@ pub trait DeploymentStore: Send + Sync {
     /// error: there is nothing left to place.
     async fn set_unplaced(&self, name: &DeploymentName, unplaced: Option<Unplaced>) -> Result<()>;
 
+    /// Pins `revision`'s image to `digest` (on the revision, and on the deployment while that
+    /// is its current revision), unless it is pinned already: the first resolution wins, so
+    /// what a revision runs never changes under it. A deployment or revision gone is no error.
+    async fn pin_image(&self, name: &DeploymentName, revision: u64, digest: &str) -> Result<()>;
+
+    /// Records that the rollout's image is on every node it may use, so its old replicas may
+    /// now stop. `Conflict` if the rollout is no longer active.
+    async fn mark_rollout_pulled(&self, id: RolloutId) -> Result<Rollout>;
+
     /// Records the deployment's streak of failing replicas (`None`: the streak is over), with a
     /// `deployment.crash_looping` event for each new failure. A deployment gone is no error.
     async fn set_crash_loop(&self, name: &DeploymentName, crash: Option<CrashLoop>) -> Result<()>;

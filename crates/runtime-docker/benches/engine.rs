@@ -27,6 +27,7 @@ fn container() -> ReplicaContainer {
         revision: 1,
         template: ContainerTemplate::new(ImageRef::parse("local/busybox:1").unwrap())
             .with_command(vec!["sleep".into(), "3600".into()]),
+        image_digest: None,
     }
 }
 

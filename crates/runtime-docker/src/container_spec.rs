@@ -51,7 +51,7 @@ pub fn create_body(cluster_id: &str, container: &ReplicaContainer, default_grace
     };
     let grace = t.stop_grace_period.unwrap_or(default_grace);
     ContainerCreateBody {
-        image: Some(t.image.to_string()),
+        image: Some(container.image().to_string()),
         cmd: (!t.command.is_empty()).then(|| t.command.clone()),
         env: (!t.env.is_empty()).then(|| t.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         labels: Some(labels),
@@ -157,6 +157,7 @@ mod tests {
             replica: ReplicaId(7),
             revision: 2,
             template,
+            image_digest: None,
         }
     }
 
@@ -194,6 +195,16 @@ mod tests {
         let labels = body.labels.unwrap();
         assert_eq!(labels["team"], "web");
         assert_eq!(labels[crate::LABEL_REPLICA], "7");
+        assert_eq!(body.image.as_deref(), Some("local/web:1"));
+    }
+
+    #[test]
+    fn a_pinned_revision_runs_its_digest_not_its_tag() {
+        let t = ContainerTemplate::new(ImageRef::parse("10.123.0.1:5000/app:2").unwrap());
+        let digest = format!("sha256:{}", "0f".repeat(32));
+        let pinned = ReplicaContainer { image_digest: Some(digest.clone()), ..container(t) };
+        let body = create_body("c1", &pinned, Duration::from_secs(2));
+        assert_eq!(body.image, Some(format!("10.123.0.1:5000/app@{digest}")));
     }
 
     #[test]

@@ -53,7 +53,13 @@ mod tests {
 
     fn container(deployment: &DeploymentName, replica: u64) -> ReplicaContainer {
         let template = ContainerTemplate::new(ImageRef::parse("local/web:1").unwrap());
-        ReplicaContainer { deployment: deployment.clone(), replica: ReplicaId(replica), revision: 3, template }
+        ReplicaContainer {
+            deployment: deployment.clone(),
+            replica: ReplicaId(replica),
+            revision: 3,
+            template,
+            image_digest: None,
+        }
     }
 
     #[test]

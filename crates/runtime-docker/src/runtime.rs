@@ -15,11 +15,12 @@ use bollard::query_parameters::{
 };
 use futures::{StreamExt, TryStreamExt};
 use orchestrator_core::error::Kind;
+use orchestrator_core::runtime::{ImageReady, image_to_run};
 use orchestrator_core::{
     ContainerEnd, ContainerRuntime, ContainerState, ContainerSummary, DeploymentName, EngineInfo, Error, LogLine,
     LogLines, LogRequest, Node, OutputStream, ReplicaContainer, ReplicaId, Result,
 };
-use orchestrator_core::{PullPolicy, RegistryStore};
+use orchestrator_core::{ContainerTemplate, ImageRef, PullPolicy, RegistryStore};
 
 use crate::classify::{docker_message, engine_error, is_missing_image, is_status, pull_failure};
 use crate::config::DockerRuntimeConfig;
@@ -68,11 +69,12 @@ impl DockerRuntime {
         let timeout = self.config.request_timeout;
         let node_name = node.name.as_str();
         let policy = container.template.pull;
+        let image = container.image();
         // `always`: the newest of the tag before every start (a container found made already
         // by an earlier attempt is adopted as it is).
         let mut pulled = false;
         if policy == PullPolicy::Always {
-            self.pull(docker, node, container).await?;
+            self.pull(docker, node, &image).await?;
             pulled = true;
         }
         loop {
@@ -85,54 +87,61 @@ impl DockerRuntime {
                     let (found, _) = self.inspect_by_name(docker, node, &name).await?;
                     return Ok(found.id);
                 }
-                // An image of a named registry is pulled when missing (if_not_present); one of
-                // the engine's default registry only when configured (none is reachable here).
                 Err(e)
-                    if is_missing_image(&e)
-                        && policy == PullPolicy::IfNotPresent
-                        && (self.config.pull_missing_images || container.template.image.registry().is_some())
-                        && !pulled =>
+                    if is_missing_image(&e) && policy == PullPolicy::IfNotPresent && self.pulls(&image) && !pulled =>
                 {
-                    self.pull(docker, node, container).await?;
+                    self.pull(docker, node, &image).await?;
                     pulled = true;
                 }
                 Err(e) if is_missing_image(&e) => {
-                    return Err(Error::ImageNotFound {
-                        image: container.template.image.to_string(),
-                        node: node_name.to_string(),
-                    });
+                    return Err(Error::ImageNotFound { image: image.to_string(), node: node_name.to_string() });
                 }
                 Err(e) => return Err(engine_error(node_name, "create", e)),
             }
         }
     }
 
-    async fn pull(&self, docker: &Docker, node: &Node, container: &ReplicaContainer) -> Result<()> {
-        let image = &container.template.image;
-        let options = CreateImageOptionsBuilder::new().from_image(image.as_str()).build();
-        let credentials = match (image.registry(), &self.registries) {
-            (Some(server), Some(registries)) => {
-                registries.registry_credential(server).await?.map(|c| bollard::auth::DockerCredentials {
-                    username: Some(c.login.username),
-                    password: Some(c.password.expose().to_string()),
-                    serveraddress: Some(c.login.server),
-                    ..Default::default()
-                })
+    /// Whether this runtime pulls `image` when an engine lacks it: an image of a named
+    /// registry; one of the engine's default registry only when configured (none is
+    /// reachable here).
+    fn pulls(&self, image: &ImageRef) -> bool {
+        self.config.pull_missing_images || image.registry().is_some()
+    }
+
+    /// The login kept for the image's registry, as the engine takes it: for this one call,
+    /// to this one engine.
+    async fn credentials(&self, image: &ImageRef) -> Result<Option<bollard::auth::DockerCredentials>> {
+        let (Some(server), Some(registries)) = (image.registry(), &self.registries) else { return Ok(None) };
+        Ok(registries.registry_credential(server).await?.map(|c| bollard::auth::DockerCredentials {
+            username: Some(c.login.username),
+            password: Some(c.password.expose().to_string()),
+            serveraddress: Some(c.login.server),
+            ..Default::default()
+        }))
+    }
+
+    /// A registry's refusal as the domain says it; our side of the connection to the engine
+    /// failing is the engine's failure, not the registry's.
+    fn registry_error(node: &Node, image: &ImageRef, operation: &'static str, e: DockerError) -> Error {
+        match e {
+            e @ (DockerError::HyperLegacyError { .. } | DockerError::IOError { .. }) => {
+                engine_error(node.name.as_str(), operation, e)
             }
-            _ => None,
-        };
-        let pull = docker.create_image(Some(options), None, credentials).try_collect::<Vec<_>>();
-        match bounded(node.name.as_str(), "pull", self.config.request_timeout, pull).await? {
-            Ok(_) => Ok(()),
-            // Our side of the connection to the engine: the engine, not the pull, failed.
-            Err(e @ (DockerError::HyperLegacyError { .. } | DockerError::IOError { .. })) => {
-                Err(engine_error(node.name.as_str(), "pull", e))
-            }
-            Err(e) => Err(Error::PullFailed {
+            e => Error::PullFailed {
                 node: node.name.to_string(),
                 image: image.to_string(),
                 reason: pull_failure(&docker_message(&e)),
-            }),
+            },
+        }
+    }
+
+    async fn pull(&self, docker: &Docker, node: &Node, image: &ImageRef) -> Result<()> {
+        let options = CreateImageOptionsBuilder::new().from_image(image.as_str()).build();
+        let credentials = self.credentials(image).await?;
+        let pull = docker.create_image(Some(options), None, credentials).try_collect::<Vec<_>>();
+        match bounded(node.name.as_str(), "pull", self.config.request_timeout, pull).await? {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Self::registry_error(node, image, "pull", e)),
         }
     }
 
@@ -301,6 +310,52 @@ impl ContainerRuntime for DockerRuntime {
                 }
                 Err(engine_error(node.name.as_str(), "start", e))
             }
+        }
+    }
+
+    async fn resolve_image(&self, node: &Node, template: &ContainerTemplate) -> Result<Option<String>> {
+        let image = &template.image;
+        if image.digest().is_some() || template.pull == PullPolicy::Never || !self.pulls(image) {
+            return Ok(None);
+        }
+        let docker = self.client(node, self.config.request_timeout).await?;
+        let credentials = self.credentials(image).await?;
+        let inspect = docker.inspect_registry_image(image.as_str(), credentials);
+        match bounded(node.name.as_str(), "resolve", self.config.request_timeout, inspect).await? {
+            Ok(found) => match found.descriptor.digest {
+                Some(digest) if !digest.is_empty() => Ok(Some(digest)),
+                _ => Err(Error::Engine {
+                    node: node.name.to_string(),
+                    message: format!("resolve: the registry named no digest for {image}"),
+                }),
+            },
+            Err(e) => Err(Self::registry_error(node, image, "resolve", e)),
+        }
+    }
+
+    async fn prepare_image(
+        &self,
+        node: &Node,
+        template: &ContainerTemplate,
+        digest: Option<String>,
+    ) -> Result<ImageReady> {
+        let image = image_to_run(template, digest.as_deref());
+        let docker = self.client(node, self.config.request_timeout).await?;
+        if template.pull == PullPolicy::Always {
+            self.pull(&docker, node, &image).await?;
+            return Ok(ImageReady::Pulled);
+        }
+        let inspect = docker.inspect_image(image.as_str());
+        match bounded(node.name.as_str(), "inspect image", self.config.request_timeout, inspect).await? {
+            Ok(_) => Ok(ImageReady::Present),
+            Err(e) if is_status(&e, 404) && template.pull == PullPolicy::IfNotPresent && self.pulls(&image) => {
+                self.pull(&docker, node, &image).await?;
+                Ok(ImageReady::Pulled)
+            }
+            Err(e) if is_status(&e, 404) => {
+                Err(Error::ImageNotFound { image: image.to_string(), node: node.name.to_string() })
+            }
+            Err(e) => Err(engine_error(node.name.as_str(), "inspect image", e)),
         }
     }
 

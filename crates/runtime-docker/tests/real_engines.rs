@@ -104,6 +104,7 @@ fn container(deployment: &str, replica: u64, command: &[&str]) -> ReplicaContain
         revision: 1,
         template: ContainerTemplate::new(ImageRef::parse(TEST_IMAGE).unwrap())
             .with_command(command.iter().map(|s| s.to_string()).collect()),
+        image_digest: None,
     }
 }
 

@@ -130,6 +130,7 @@ async fn an_https_engine_with_client_certificates() {
         revision: 1,
         template: ContainerTemplate::new(ImageRef::parse(TEST_IMAGE).unwrap())
             .with_command(vec!["sleep".into(), "3600".into()]),
+        image_digest: None,
     };
     let id = rt.start_replica(&node, &replica).await.unwrap();
     let listed = rt.list_replicas(&node).await.unwrap();

@@ -325,6 +325,7 @@ mod tests {
             unplaced: None,
             crash_loop: None,
             rollout: None,
+            image_digest: None,
         }
     }
 

@@ -290,6 +290,7 @@ pub fn simulate(
         started_at: now,
         finished_at: None,
         policy,
+        pulled_at: Some(now),
     };
     // Time is not what a plan is about: no deadline passes in it.
     rollout.policy.progress_deadline = Duration::MAX / 4;

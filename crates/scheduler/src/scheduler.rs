@@ -18,6 +18,7 @@ use tracing::{Instrument, info_span, warn};
 
 mod actions;
 mod converge;
+mod images;
 mod rollout;
 
 use crate::config::SchedulerConfig;

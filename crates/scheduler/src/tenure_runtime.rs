@@ -6,9 +6,10 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use orchestrator_core::runtime::ImageReady;
 use orchestrator_core::{
-    ContainerEnd, ContainerRuntime, ContainerSummary, DeploymentName, EngineInfo, Error, LogLines, LogRequest, Node,
-    ReplicaContainer, ReplicaId, Result,
+    ContainerEnd, ContainerRuntime, ContainerSummary, ContainerTemplate, DeploymentName, EngineInfo, Error, LogLines,
+    LogRequest, Node, ReplicaContainer, ReplicaId, Result,
 };
 
 use crate::election::Tenure;
@@ -41,6 +42,20 @@ impl ContainerRuntime for TenureRuntime {
     async fn start_replica(&self, node: &Node, container: &ReplicaContainer) -> Result<String> {
         self.check()?;
         self.inner.start_replica(node, container).await
+    }
+
+    async fn resolve_image(&self, node: &Node, template: &ContainerTemplate) -> Result<Option<String>> {
+        self.inner.resolve_image(node, template).await
+    }
+
+    async fn prepare_image(
+        &self,
+        node: &Node,
+        template: &ContainerTemplate,
+        digest: Option<String>,
+    ) -> Result<ImageReady> {
+        self.check()?;
+        self.inner.prepare_image(node, template, digest).await
     }
 
     async fn remove_replica(&self, node: &Node, deployment: &DeploymentName, replica: ReplicaId) -> Result<()> {

@@ -719,8 +719,107 @@ async fn an_update_whose_image_cannot_be_pulled_fails_its_rollout_and_rolls_back
     let rollouts = h.store.list_rollouts(&name).await.unwrap();
     let failed = rollouts.iter().find(|r| r.to_revision == 2).unwrap();
     assert_eq!(failed.state, RolloutState::RolledBack, "{rollouts:?}");
-    assert!(failed.reason.as_deref().unwrap_or("").contains("could not have its image"), "{failed:?}");
+    assert!(failed.reason.as_deref().unwrap_or("").contains("unauthorized"), "{failed:?}");
     let images: Vec<String> =
         h.engines.state.lock().unwrap().values().flat_map(|e| e.containers.values().map(|c| c.2.clone())).collect();
-    assert!(!images.is_empty() && images.iter().all(|i| i == "local/busybox:1"), "back on the old image: {images:?}");
+    assert!(images.len() == 2 && images.iter().all(|i| i == "local/busybox:1"), "back on the old image: {images:?}");
+    // Found before anything of the rollout ran: no new replica tried, no old one stopped.
+    let calls = h.engines.calls.lock().unwrap().clone();
+    assert!(!calls.iter().any(|c| c.starts_with("remove") || c.contains("r:5000")), "{calls:?}");
+}
+
+/// Changes the deployment's template with `change` and converges until its rollout ends,
+/// which must be a success.
+async fn roll_out(
+    h: &Harness,
+    reconciler: &Reconciler,
+    name: &orchestrator_core::DeploymentName,
+    edit: impl FnOnce(&mut orchestrator_core::ContainerTemplate),
+    change: orchestrator_core::Change,
+) -> orchestrator_core::Deployment {
+    use orchestrator_core::{DeploymentStore, RolloutState};
+    let before = h.store.get_deployment(name).await.unwrap();
+    let mut spec = before.spec.clone();
+    edit(&mut spec.template);
+    // Monitor periods and deadlines go by the wall clock: none here.
+    spec.policy.update.monitor = Duration::ZERO;
+    spec.policy.rollback.monitor = Duration::ZERO;
+    spec.policy.deregister_delay = Duration::from_millis(20);
+    h.scheduler.update_deployment(name, spec, before.version, change).await.unwrap();
+    for _ in 0..200 {
+        h.scheduler.converge(name).await.unwrap();
+        reconciler.pass().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if h.store.get_deployment(name).await.unwrap().rollout.is_none() {
+            break;
+        }
+    }
+    let rollout = h.store.list_rollouts(name).await.unwrap().into_iter().next().unwrap();
+    assert_eq!(rollout.state, RolloutState::Succeeded, "{rollout:?}");
+    assert!(rollout.pulled_at.is_some(), "{rollout:?}");
+    h.store.get_deployment(name).await.unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revision_runs_the_digest_its_tag_named_and_a_rollout_pulls_before_it_stops() {
+    use orchestrator_core::{Change, DeploymentStore, EventStore, ImageRef};
+    let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(2, 10).await;
+    h.engines.registry.lock().unwrap().insert("r:5000/app:1".into(), digest('a'));
+    let name = h.deploy("web", "r:5000/app:1", 2).await;
+    let pinned_a = format!("r:5000/app@{}", digest('a'));
+    let images = |h: &Harness| -> Vec<String> {
+        h.engines.state.lock().unwrap().values().flat_map(|e| e.containers.values().map(|c| c.2.clone())).collect()
+    };
+    assert_eq!(images(&h), [pinned_a.clone(), pinned_a.clone()]);
+    let d = h.store.get_deployment(&name).await.unwrap();
+    assert_eq!(d.image_digest, Some(digest('a')));
+    assert_eq!(h.store.list_revisions(&name).await.unwrap()[0].image_digest, Some(digest('a')));
+
+    // The tag moves; a replacement still runs what the revision was pinned to.
+    h.engines.registry.lock().unwrap().insert("r:5000/app:1".into(), digest('b'));
+    let first = running(&h, "web").await[0].clone();
+    h.engines.with(first.node.as_str(), |e| {
+        e.containers.get_mut(&("web".into(), first.id.0)).unwrap().1 = ContainerState::Exited
+    });
+    let reconciler = Reconciler::new(h.scheduler.clone(), Arc::new(Notify::new()));
+    reconciler.pass().await.unwrap();
+    // The crash-loop wait (1 s, by the wall clock) before the replacement.
+    std::thread::sleep(Duration::from_millis(1_100));
+    h.scheduler.converge(&name).await.unwrap();
+    assert_eq!(running(&h, "web").await.len(), 2);
+    assert!(images(&h).iter().all(|i| *i == pinned_a), "{:?}", images(&h));
+
+    // An env change keeps the image where it is; a new image is resolved, then pulled on
+    // every node before the first old replica stops.
+    let d = roll_out(&h, &reconciler, &name, |t| _ = t.env.insert("K".into(), "v".into()), Change::default()).await;
+    assert_eq!((d.revision, d.image_digest.clone()), (2, Some(digest('a'))));
+    assert!(images(&h).iter().all(|i| *i == pinned_a), "{:?}", images(&h));
+
+    h.engines.calls.lock().unwrap().clear();
+    h.engines.registry.lock().unwrap().insert("r:5000/app:2".into(), digest('c'));
+    let d = roll_out(&h, &reconciler, &name, |t| t.image = ImageRef::parse("r:5000/app:2").unwrap(), Change::default())
+        .await;
+    let pinned_c = format!("r:5000/app@{}", digest('c'));
+    assert_eq!(d.image_digest, Some(digest('c')));
+    assert!(images(&h).iter().all(|i| *i == pinned_c), "{:?}", images(&h));
+    let calls = h.engines.calls.lock().unwrap().clone();
+    let first_remove = calls.iter().position(|c| c.starts_with("remove")).expect("old replicas removed");
+    for node in ["node1", "node2"] {
+        let pull = calls.iter().position(|c| *c == format!("pull {node} {pinned_c}"));
+        assert!(pull.is_some_and(|p| p < first_remove), "pulled on {node} before any stop: {calls:?}");
+    }
+    let events = h.store.list_events(0, 10_000).await.unwrap();
+    let pulled: Vec<&str> =
+        events.iter().filter(|e| e.kind.as_str() == "image.pulled").map(|e| e.message.as_str()).collect();
+    assert!(pulled.iter().any(|m| m.contains("node2") && m.contains(&pinned_c)), "{pulled:?}");
+
+    // A rollback runs exactly what the restored revision ran, wherever the tag is now.
+    let before = h.store.get_deployment(&name).await.unwrap();
+    let second = h.store.list_revisions(&name).await.unwrap().into_iter().find(|r| r.number == 2).unwrap();
+    let back = Change { restores: Some(2), ..Change::default() };
+    let d = roll_out(&h, &reconciler, &name, |t| *t = second.template, back).await;
+    assert_eq!(d.image_digest, Some(digest('a')));
+    assert!(images(&h).iter().all(|i| *i == pinned_a), "{:?}", images(&h));
 }

@@ -8,6 +8,7 @@ use orchestrator_core::error::Kind;
 use orchestrator_core::{
     Change, CrashLoop, Deployment, DeploymentName, DeploymentSpec, DeploymentStore, Error as DomainError, NewEvent,
     Replica, Result, Revision, Rollout, RolloutId, RolloutProgress, RolloutState, Unplaced,
+    deployment::inherited_digest,
 };
 
 use crate::connection::AnyConnection;
@@ -15,7 +16,7 @@ use crate::error::Error;
 use crate::events;
 use crate::replicas::release_units;
 use crate::rollouts;
-use crate::rows::{DeploymentRow, ReplicaRow, RevisionRow, to_millis};
+use crate::rows::{DeploymentRow, ReplicaRow, RevisionRow, to_i64, to_millis};
 use crate::schema::{deployment_revisions, deployments, replicas};
 use crate::store::DieselStore;
 
@@ -29,10 +30,27 @@ fn deployment_if_present(conn: &mut AnyConnection, name: &str) -> Result<Option<
     }
 }
 
+/// Deployments with their current revision's pinned digest, which is kept on the revision.
+macro_rules! with_current_revision {
+    () => {
+        deployments::table.left_join(
+            deployment_revisions::table.on(deployment_revisions::deployment
+                .eq(deployments::name)
+                .and(deployment_revisions::revision.eq(deployments::revision))),
+        )
+    };
+}
+
+type RowWithDigest = (DeploymentRow, Option<String>);
+
 fn load_deployment(conn: &mut AnyConnection, name: &str) -> Result<Deployment, Error> {
-    let row: Option<DeploymentRow> =
-        deployments::table.find(name).select(DeploymentRow::as_select()).first(conn).optional()?;
-    row.ok_or_else(|| DomainError::not_found(Kind::Deployment, name).into()).and_then(Deployment::try_from)
+    let row: Option<RowWithDigest> = with_current_revision!()
+        .filter(deployments::name.eq(name))
+        .select((DeploymentRow::as_select(), deployment_revisions::image_digest.nullable()))
+        .first(conn)
+        .optional()?;
+    let (row, digest) = row.ok_or_else(|| Error::from(DomainError::not_found(Kind::Deployment, name)))?;
+    row.into_deployment(digest)
 }
 
 #[async_trait]
@@ -70,9 +88,11 @@ impl DeploymentStore for DieselStore {
     async fn list_deployments(&self) -> Result<Vec<Deployment>> {
         Ok(self
             .read(|conn| {
-                let rows: Vec<DeploymentRow> =
-                    deployments::table.order(deployments::name).select(DeploymentRow::as_select()).load(conn)?;
-                rows.into_iter().map(Deployment::try_from).collect()
+                let rows: Vec<RowWithDigest> = with_current_revision!()
+                    .order(deployments::name)
+                    .select((DeploymentRow::as_select(), deployment_revisions::image_digest.nullable()))
+                    .load(conn)?;
+                rows.into_iter().map(|(row, digest)| row.into_deployment(digest)).collect()
             })
             .await?)
     }
@@ -152,11 +172,27 @@ impl DeploymentStore for DieselStore {
                 if changed == 0 {
                     return Err(DomainError::stale_version(name.as_str(), before.version, expected_version).into());
                 }
+                let mut digest = None;
+                if new_template {
+                    let restored = match change.restores {
+                        Some(number) => deployment_revisions::table
+                            .find((name.as_str(), to_i64(number)))
+                            .select(RevisionRow::as_select())
+                            .first(conn)
+                            .optional()?
+                            .map(Revision::try_from)
+                            .transpose()?,
+                        None => None,
+                    };
+                    digest = inherited_digest(&before, &spec.template, restored.as_ref());
+                }
                 let mut after = load_deployment(conn, name.as_str())?;
                 let mut news = Vec::new();
                 if new_template {
                     let rollout_news = rollouts::start(conn, &before, &after, &change)?;
                     after = load_deployment(conn, name.as_str())?;
+                    // Its revision row is written next: the digest it starts pinned to goes in it.
+                    after.image_digest = digest;
                     diesel::insert_into(deployment_revisions::table)
                         .values(RevisionRow::of(&after, change))
                         .execute(conn)?;
@@ -198,6 +234,29 @@ impl DeploymentStore for DieselStore {
                 Ok(())
             })
             .await?)
+    }
+
+    async fn pin_image(&self, name: &DeploymentName, revision: u64, digest: &str) -> Result<()> {
+        let (name, digest) = (name.to_string(), digest.to_string());
+        Ok(self
+            .write(move |conn| {
+                let revision = to_i64(revision);
+                // Only where none is pinned yet: the first resolution wins. (A deployment's
+                // digest is its current revision's.)
+                diesel::update(
+                    deployment_revisions::table
+                        .find((name.as_str(), revision))
+                        .filter(deployment_revisions::image_digest.is_null()),
+                )
+                .set(deployment_revisions::image_digest.eq(&digest))
+                .execute(conn)?;
+                Ok(())
+            })
+            .await?)
+    }
+
+    async fn mark_rollout_pulled(&self, id: RolloutId) -> Result<Rollout> {
+        Ok(self.write(move |conn| rollouts::mark_pulled(conn, id)).await?)
     }
 
     async fn set_crash_loop(&self, name: &DeploymentName, crash: Option<CrashLoop>) -> Result<()> {

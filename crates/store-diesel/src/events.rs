@@ -105,6 +105,10 @@ impl EventStore for DieselStore {
             .await?)
     }
 
+    async fn record_events(&self, news: Vec<NewEvent>) -> Result<()> {
+        Ok(self.write(move |conn| record(conn, &news)).await?)
+    }
+
     async fn last_event_id(&self) -> Result<u64> {
         Ok(self
             .read(|conn| {

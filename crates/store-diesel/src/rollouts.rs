@@ -148,6 +148,19 @@ pub fn record_progress(
     Ok(after)
 }
 
+pub fn mark_pulled(conn: &mut AnyConnection, id: RolloutId) -> Result<Rollout, Error> {
+    let before = load(conn, id)?;
+    if !before.state.is_active() {
+        return Err(DomainError::Conflict(format!("rollout {id} is {}", before.state)).into());
+    }
+    if before.pulled_at.is_none() {
+        diesel::update(rollouts::table.find(rollout_id(id)))
+            .set(rollouts::pulled_at_ms.eq(to_millis(SystemTime::now())))
+            .execute(conn)?;
+    }
+    load(conn, id)
+}
+
 pub fn count_failure(conn: &mut AnyConnection, deployment: &Deployment, revision: u64, why: &str) -> Result<(), Error> {
     let Some(id) = deployment.rollout else { return Ok(()) };
     let active: Vec<&str> = [RolloutState::InProgress, RolloutState::Paused].iter().map(|s| s.as_str()).collect();

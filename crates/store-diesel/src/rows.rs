@@ -149,9 +149,10 @@ impl DeploymentRow {
     }
 }
 
-impl TryFrom<DeploymentRow> for Deployment {
-    type Error = Error;
-    fn try_from(row: DeploymentRow) -> Result<Deployment> {
+impl DeploymentRow {
+    /// The deployment, with its current revision's pinned digest (kept on the revision).
+    pub fn into_deployment(self, image_digest: Option<String>) -> Result<Deployment> {
+        let row = self;
         Ok(Deployment {
             name: DeploymentName::new(row.name).map_err(|e| corrupt("deployment name", e))?,
             spec: DeploymentSpec {
@@ -184,6 +185,7 @@ impl TryFrom<DeploymentRow> for Deployment {
                 .rollout_id
                 .map(|id| u64::try_from(id).map_err(|e| corrupt("deployment rollout", e)))
                 .transpose()?,
+            image_digest,
         })
     }
 }
@@ -208,6 +210,7 @@ pub struct RevisionRow {
     pub created_by: Option<String>,
     pub cause: Option<String>,
     pub restores: Option<i64>,
+    pub image_digest: Option<String>,
 }
 
 impl RevisionRow {
@@ -220,6 +223,7 @@ impl RevisionRow {
             created_by: change.by,
             cause: change.cause,
             restores: change.restores.map(to_i64),
+            image_digest: deployment.image_digest.clone(),
         }
     }
 }
@@ -238,6 +242,7 @@ impl TryFrom<RevisionRow> for Revision {
                 .restores
                 .map(|r| u64::try_from(r).map_err(|e| corrupt("revision restores", e)))
                 .transpose()?,
+            image_digest: row.image_digest,
         })
     }
 }
@@ -360,6 +365,7 @@ pub struct RolloutRow {
     pub finished_at_ms: Option<i64>,
     /// `policy_json::encode_update`.
     pub policy: String,
+    pub pulled_at_ms: Option<i64>,
 }
 
 #[derive(Insertable)]
@@ -392,6 +398,7 @@ impl TryFrom<RolloutRow> for Rollout {
             started_at: from_millis(row.started_at_ms),
             finished_at: row.finished_at_ms.map(from_millis),
             policy: crate::policy_json::decode_update(&row.policy)?,
+            pulled_at: row.pulled_at_ms.map(from_millis),
         })
     }
 }

@@ -56,6 +56,7 @@ diesel::table! {
         created_by -> Nullable<Text>,
         cause -> Nullable<Text>,
         restores -> Nullable<BigInt>,
+        image_digest -> Nullable<Text>,
     }
 }
 
@@ -94,6 +95,7 @@ diesel::table! {
         started_at_ms -> BigInt,
         finished_at_ms -> Nullable<BigInt>,
         policy -> Text,
+        pulled_at_ms -> Nullable<BigInt>,
     }
 }
 

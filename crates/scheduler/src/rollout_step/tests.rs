@@ -41,6 +41,7 @@ impl Sim {
             unplaced: None,
             crash_loop: None,
             rollout: Some(1),
+            image_digest: None,
         };
         let rollout = Rollout {
             id: 1,
@@ -56,6 +57,7 @@ impl Sim {
             started_at: now,
             finished_at: None,
             policy,
+            pulled_at: Some(now),
         };
         let mut sim = Sim {
             nodes: (0..nodes).map(node).map(|n| (n.name.clone(), n)).collect(),

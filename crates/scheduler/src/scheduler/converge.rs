@@ -95,6 +95,13 @@ impl Scheduler {
             plan = planner::plan(self.config.strategy, &deployment, &serving, &nodes);
             placed = self.record_placements(&deployment, std::mem::take(&mut plan.place)).await?;
         }
+        if (!placed.is_empty() || !plan.restart.is_empty())
+            && let Err(e) = self.pin_image(&mut deployment, &nodes).await
+        {
+            // The starts ask the registry again and say why each cannot have its image; a
+            // replica that finds the tag on its engine runs unpinned until the next resolve.
+            warn!(error = %e, "image not resolved to a digest; starting by its tag");
+        }
         let mut report = self.execute(&deployment, &nodes, plan, placed).await?;
         if held_back && let Some(crash) = &deployment.crash_loop {
             // Replacements are due when the backoff ends, not at the next reconcile pass.

@@ -2,6 +2,7 @@
 //! and ends the rollout when the step says so (succeeded; or failed, then rolled back, paused
 //! or left failed as the policy says). Runs inside a converge, under the deployment's lock.
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use orchestrator_core::error::Kind;
@@ -10,6 +11,7 @@ use orchestrator_core::{
 };
 use tracing::{info, warn};
 
+use super::images::PullAhead;
 use super::{Converged, Scheduler};
 use crate::planner::{Plan, Serving};
 use crate::rollout_step::{self, Outcome};
@@ -25,6 +27,25 @@ impl Scheduler {
     /// rollout has ended (or is gone) and a plain converge should follow.
     pub(super) async fn step_rollout(&self, deployment: &Deployment, rollout: Rollout) -> Result<Option<Converged>> {
         let mut report = Converged::default();
+        let mut deployment = Cow::Borrowed(deployment);
+        if rollout.pulled_at.is_none() && rollout.state == RolloutState::InProgress {
+            // Pull before stop: nothing of the rollout starts or stops before its image is on
+            // every node it may use (a leader taking over mid-pull pulls again: cheap, the
+            // engines that have it say so).
+            let nodes = self.nodes_for(&deployment).await?;
+            match self.pull_ahead(deployment.to_mut(), &rollout, &nodes).await? {
+                PullAhead::Done => match self.store.mark_rollout_pulled(rollout.id).await {
+                    Ok(_) => info!(rollout = rollout.id, "image on every node; rolling"),
+                    Err(Error::Conflict(_)) => return Ok(Some(report)),
+                    Err(e) => return Err(e),
+                },
+                PullAhead::Failed(why) => {
+                    self.fail_rollout(&deployment, &rollout, why).await?;
+                    return Ok(Some(report));
+                }
+            }
+        }
+        let deployment = deployment.as_ref();
         for _ in 0..STEPS_PER_CONVERGE {
             let nodes = self.nodes_for(deployment).await?;
             let replicas = self.store.list_replicas(ReplicaFilter::deployment(&deployment.name).active()).await?;

@@ -36,6 +36,20 @@ pub struct Engine {
 #[derive(Clone, Default)]
 pub struct Engines {
     pub state: Arc<Mutex<BTreeMap<String, Engine>>>,
+    /// The registry every engine pulls from: an image reference (with its tag) -> the digest
+    /// the tag names now. Images not in it are not pulled from a registry.
+    pub registry: Arc<Mutex<BTreeMap<String, String>>>,
+    /// What the engines were asked to do, in order: `pull node1 IMAGE`, `start node1 d/3 IMAGE`,
+    /// `remove node1 d/3`.
+    pub calls: Arc<Mutex<Vec<String>>>,
+}
+
+fn refused_pull(node: &Node, image: &str) -> Error {
+    Error::PullFailed {
+        node: node.name.to_string(),
+        image: image.to_string(),
+        reason: "unauthorized (no or wrong registry credentials): denied".into(),
+    }
 }
 
 fn unreachable(node: &Node) -> Error {
@@ -85,7 +99,33 @@ impl Engines {
         });
         mock.expect_engine_info()
             .returning(|_| Ok(EngineInfo { id: "fake".into(), version: "0".into(), cpus: 2, memory_bytes: 1 << 30 }));
-        let s = self.state.clone();
+        let (s, registry) = (self.state.clone(), self.registry.clone());
+        mock.expect_resolve_image().returning(move |node, t| {
+            let state = s.lock().unwrap();
+            let e = state.get(node.name.as_str());
+            if e.is_some_and(|e| e.down) {
+                return Err(unreachable(node));
+            }
+            if e.and_then(|e| e.pulls_refused.as_deref()).is_some_and(|prefix| t.image.as_str().starts_with(prefix)) {
+                return Err(refused_pull(node, t.image.as_str()));
+            }
+            Ok(registry.lock().unwrap().get(t.image.as_str()).cloned())
+        });
+        let (s, calls) = (self.state.clone(), self.calls.clone());
+        mock.expect_prepare_image().returning(move |node, t, digest| {
+            let state = s.lock().unwrap();
+            let e = state.get(node.name.as_str());
+            if e.is_some_and(|e| e.down) {
+                return Err(unreachable(node));
+            }
+            let image = orchestrator_core::runtime::image_to_run(t, digest.as_deref());
+            if e.and_then(|e| e.pulls_refused.as_deref()).is_some_and(|prefix| t.image.as_str().starts_with(prefix)) {
+                return Err(refused_pull(node, image.as_str()));
+            }
+            calls.lock().unwrap().push(format!("pull {} {image}", node.name));
+            Ok(orchestrator_core::runtime::ImageReady::Pulled)
+        });
+        let (s, calls) = (self.state.clone(), self.calls.clone());
         mock.expect_start_replica().returning(move |node, c: &ReplicaContainer| {
             let mut state = s.lock().unwrap();
             let e = state.entry(node.name.to_string()).or_default();
@@ -93,27 +133,24 @@ impl Engines {
                 return Err(unreachable(node));
             }
             if e.pulls_refused.as_deref().is_some_and(|prefix| c.template.image.as_str().starts_with(prefix)) {
-                return Err(Error::PullFailed {
-                    node: node.name.to_string(),
-                    image: c.template.image.to_string(),
-                    reason: "unauthorized (no or wrong registry credentials): denied".into(),
-                });
+                return Err(refused_pull(node, c.image().as_str()));
             }
             let key = (c.deployment.to_string(), c.replica.0);
             e.next_id += 1;
             let fresh = format!("{}-c{}", node.name, e.next_id);
-            let entry =
-                e.containers.entry(key).or_insert((fresh, ContainerState::Running, c.template.image.to_string()));
+            calls.lock().unwrap().push(format!("start {} {}/{} {}", node.name, c.deployment, c.replica.0, c.image()));
+            let entry = e.containers.entry(key).or_insert((fresh, ContainerState::Running, c.image().to_string()));
             entry.1 = ContainerState::Running;
             Ok(entry.0.clone())
         });
-        let s = self.state.clone();
+        let (s, calls) = (self.state.clone(), self.calls.clone());
         mock.expect_remove_replica().returning(move |node, d: &DeploymentName, r: ReplicaId| {
             let mut state = s.lock().unwrap();
             let e = state.entry(node.name.to_string()).or_default();
             if e.down {
                 return Err(unreachable(node));
             }
+            calls.lock().unwrap().push(format!("remove {} {d}/{}", node.name, r.0));
             e.containers.remove(&(d.to_string(), r.0));
             Ok(())
         });
@@ -226,6 +263,18 @@ impl ContainerRuntime for Slow {
         let id = self.inner.start_replica(node, c).await;
         self.starts.lock().unwrap().push((c.deployment.to_string(), begin, tokio::time::Instant::now()));
         id
+    }
+    async fn resolve_image(&self, node: &Node, t: &orchestrator_core::ContainerTemplate) -> Result<Option<String>> {
+        self.inner.resolve_image(node, t).await
+    }
+    async fn prepare_image(
+        &self,
+        node: &Node,
+        t: &orchestrator_core::ContainerTemplate,
+        digest: Option<String>,
+    ) -> Result<orchestrator_core::runtime::ImageReady> {
+        self.check()?;
+        self.inner.prepare_image(node, t, digest).await
     }
     async fn remove_replica(&self, node: &Node, d: &DeploymentName, r: ReplicaId) -> Result<()> {
         self.check()?;
