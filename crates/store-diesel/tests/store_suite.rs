@@ -1164,7 +1164,70 @@ async fn rollouts_start_with_their_revision_and_end_once(db: TestDb) {
     assert!(reopened.list_rollouts(&web).await.unwrap().is_empty());
 }
 
+/// A revision is pinned once (the first digest wins, and only on that revision); a new
+/// template starts unpinned unless its image is the one pinned before (an env change) or it
+/// restores a pinned revision; a rollout is marked pulled once, only while active; events of
+/// engines' pulls are recorded in order with the store's own.
+async fn image_digests_are_pinned_once_and_rollouts_marked_pulled(db: TestDb) {
+    let t = TempStore::new(db).await;
+    let store = &t.store;
+    let web = deployment_name("web");
+    let (a, b, c) = (
+        "sha256:".to_string() + &"a".repeat(64),
+        "sha256:".to_string() + &"b".repeat(64),
+        "sha256:".to_string() + &"c".repeat(64),
+    );
+    let mut spec = DeploymentSpec::new(template("r:5000/app:1"), 2);
+    let created = store.create_deployment(&web, spec.clone(), Change::default()).await.unwrap();
+    assert_eq!(created.image_digest, None);
+    store.pin_image(&web, 1, &a).await.unwrap();
+    store.pin_image(&web, 1, &b).await.unwrap();
+    store.pin_image(&web, 7, &c).await.unwrap();
+    assert_eq!(store.get_deployment(&web).await.unwrap().image_digest, Some(a.clone()), "the first wins");
+    assert_eq!(store.list_deployments().await.unwrap()[0].image_digest, Some(a.clone()));
+
+    // An env change keeps the pin; a new image starts unpinned and is pinned on its own.
+    spec.template.env.insert("K".into(), "v".into());
+    let v2 = store.update_deployment(&web, spec.clone(), 1, Change::default()).await.unwrap();
+    assert_eq!((v2.revision, v2.image_digest.clone()), (2, Some(a.clone())));
+    let rollout = v2.rollout.unwrap();
+    assert_eq!(store.get_rollout(&web, rollout).await.unwrap().pulled_at, None);
+    let pulled = store.mark_rollout_pulled(rollout).await.unwrap();
+    assert!(pulled.pulled_at.is_some());
+    assert_eq!(store.mark_rollout_pulled(rollout).await.unwrap().pulled_at, pulled.pulled_at, "once");
+    spec.template.image = ImageRef::parse("r:5000/app:2").unwrap();
+    let v3 = store.update_deployment(&web, spec.clone(), 2, Change::default()).await.unwrap();
+    assert_eq!(v3.image_digest, None);
+    let ended = store.mark_rollout_pulled(rollout).await;
+    assert!(matches!(ended.unwrap_err(), Error::Conflict(_)), "a superseded rollout pulls nothing");
+    store.pin_image(&web, 3, &c).await.unwrap();
+    assert_eq!(store.get_deployment(&web).await.unwrap().image_digest, Some(c.clone()));
+
+    // A rollback to revision 2 runs revision 2's digest, whatever the tag names now.
+    let second = store.list_revisions(&web).await.unwrap().into_iter().find(|r| r.number == 2).unwrap();
+    assert_eq!(second.image_digest, Some(a.clone()));
+    spec.template = second.template;
+    let back = Change { restores: Some(2), ..Change::default() };
+    let v4 = store.update_deployment(&web, spec.clone(), 3, back).await.unwrap();
+    assert_eq!((v4.revision, v4.image_digest.clone()), (4, Some(a.clone())));
+    let digests: Vec<Option<String>> =
+        t.reopen().await.list_revisions(&web).await.unwrap().into_iter().map(|r| r.image_digest).collect();
+    assert_eq!(digests, [Some(a.clone()), Some(a.clone()), Some(c), Some(a)], "kept across a reopen");
+
+    let before = store.last_event_id().await.unwrap();
+    let pulls = vec![
+        orchestrator_core::NewEvent::image_pull("web", "n1", "r:5000/app:1", None),
+        orchestrator_core::NewEvent::image_pull("web", "n1", "r:5000/app:1", Some(Err("unauthorized"))),
+    ];
+    store.record_events(pulls).await.unwrap();
+    let events = store.list_events(before, 10).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["image.pulling", "image.pull_failed"]);
+    assert_eq!((events[1].deployment.as_deref(), events[1].node.as_deref()), (Some("web"), Some("n1")));
+}
+
 on_both_backends!(
+    image_digests_are_pinned_once_and_rollouts_marked_pulled,
     nodes_crud,
     duplicates_and_missing_objects_are_typed_errors,
     stale_version_is_a_conflict_not_an_overwrite,
