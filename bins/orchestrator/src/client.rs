@@ -240,10 +240,14 @@ pub async fn ps(c: &ClientArgs, name: &str, no_trunc: bool, history: bool) -> Re
                         },
                     )
                 };
+                // The digest its revision is pinned to (`-`: it runs the tag).
+                let digest =
+                    r["image"].as_str().and_then(|i| i.split_once('@')).map_or("-".to_string(), |(_, d)| d.into());
                 vec![
                     text(&r["replica"]),
                     text(&r["node"]),
                     text(&r["revision"]),
+                    cut(digest, 19),
                     state,
                     cut(text(&r["container_id"]), 12),
                     at("started_at_ms"),
@@ -252,7 +256,8 @@ pub async fn ps(c: &ClientArgs, name: &str, no_trunc: bool, history: bool) -> Re
                 ]
             })
             .collect();
-        print_table(&["REPLICA", "NODE", "REVISION", "STATE", "CONTAINER", "STARTED", "ENDED", "REASON"], rows);
+        let header = ["REPLICA", "NODE", "REVISION", "DIGEST", "STATE", "CONTAINER", "STARTED", "ENDED", "REASON"];
+        print_table(&header, rows);
     });
     Ok(())
 }
@@ -285,11 +290,15 @@ pub async fn deployment(c: &ClientArgs, name: &str) -> Result<()> {
     let d = call(c, Method::GET, &format!("/v1/deployments/{name}"), None).await?;
     show(c, &d, |d| {
         print_table(&["DEPLOYMENT", "IMAGE", "RUNNING/REQUIRED", "VERSION"], deployment_rows(&json!([d])));
+        if let Some(digest) = d["image_digest"].as_str() {
+            println!("image pinned to {digest} (revision {})", text(&d["revision"]));
+        }
         if let Some(crash) = d["crash_looping"].as_object() {
             println!(
-                "crash_looping: {} failures in a row, last exit code {}",
+                "crash_looping: {} failures in a row, last exit code {}{}",
                 text(&crash["restarts"]),
-                text(&crash["last_exit_code"])
+                text(&crash["last_exit_code"]),
+                crash.get("last_failure").and_then(Value::as_str).map(|w| format!("; last: {w}")).unwrap_or_default()
             );
         }
         if let Some(r) = d["rollout"].as_object() {

@@ -272,10 +272,10 @@ pub async fn history(c: &ClientArgs, name: &str) -> Result<()> {
                     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
                     humantime::format_rfc3339_seconds(at).to_string()
                 });
-                vec![text(&r["revision"]), when, text(&r["by"]), text(&r["cause"]), what]
+                vec![text(&r["revision"]), when, text(&r["by"]), text(&r["cause"]), text(&r["image_digest"]), what]
             })
             .collect();
-        print_table(&["REVISION", "CREATED", "BY", "CAUSE", "CHANGE"], rows);
+        print_table(&["REVISION", "CREATED", "BY", "CAUSE", "DIGEST", "CHANGE"], rows);
     });
     Ok(())
 }

@@ -345,6 +345,12 @@ pub struct DeploymentView {
     pub version: u64,
     /// The revision of its template: 1 at creation, one more for each template change.
     pub revision: u64,
+    /// The digest the revision's image tag was resolved to, which every replica of the
+    /// revision runs (`image@digest`); absent until resolved, and for images not pulled from
+    /// a registry or with `pull` `always` (which follows the tag) or `never`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "sha256:6f0bd4a5b1c3e8f2a7d9c0b4e1f3a5c7d9e2b4f6a8c0d2e4f6a8b0c2d4e6f8a0")]
+    pub image_digest: Option<String>,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
     /// Replicas that wait for a node, and why (`no online node has tcp/18081 free`).
@@ -376,6 +382,10 @@ pub struct CrashLoopView {
     pub restarts: u32,
     /// Of the last container that exited.
     pub last_exit_code: Option<i64>,
+    /// Why the last replica ended, in words (`image not pulled: ... unauthorized ...`);
+    /// in the answer for one deployment, from the replicas' kept history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
     pub last_failure_ms: u64,
     /// No replacement starts before this.
     pub retry_at_ms: u64,
@@ -392,12 +402,14 @@ impl DeploymentView {
             units: d.spec.units,
             version: d.version,
             revision: d.revision,
+            image_digest: d.image_digest.clone(),
             created_at_ms: millis(d.created_at),
             updated_at_ms: millis(d.updated_at),
             unplaced: d.unplaced.as_ref().map(|u| UnplacedView { count: u.count, reason: u.reason.clone() }),
             crash_looping: d.crash_loop.as_ref().map(|c| CrashLoopView {
                 restarts: c.restarts,
                 last_exit_code: c.last_exit_code,
+                last_failure: None,
                 last_failure_ms: millis(c.last_failure_at),
                 retry_at_ms: millis(c.retry_at),
             }),
@@ -405,6 +417,14 @@ impl DeploymentView {
             rollout: None,
             replicas: detailed.then(|| replicas.iter().map(|r| ReplicaView::new(r, addresses)).collect()),
         }
+    }
+
+    /// Says why its replicas keep failing, if they do: `last` is the newest kept end.
+    pub fn with_last_failure(mut self, last: Option<&orchestrator_core::ReplicaExit>) -> Self {
+        if let (Some(crash), Some(last)) = (&mut self.crash_looping, last) {
+            crash.last_failure = Some(last.reason.to_string());
+        }
+        self
     }
 
     pub fn with_rollout(mut self, rollout: Option<&orchestrator_core::Rollout>) -> Self {
@@ -433,6 +453,9 @@ pub struct RevisionView {
     /// A rollback's revision: the earlier one whose template it brought back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restores: Option<u64>,
+    /// The digest its image was pinned to, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
     pub template: TemplateView,
 }
 
@@ -444,6 +467,7 @@ impl RevisionView {
             by: r.by.clone(),
             cause: r.cause.clone(),
             restores: r.restores,
+            image_digest: r.image_digest.clone(),
             template: TemplateView::new(&r.template),
         }
     }

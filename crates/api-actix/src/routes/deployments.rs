@@ -108,7 +108,13 @@ pub async fn get(path: web::Path<String>, state: web::Data<ApiState>) -> Result<
         Some(id) => state.store.get_rollout(&name, id).await.ok(),
         None => None,
     };
-    let view = DeploymentView::new(&deployment, &mine, &Addresses::new(&nodes), true).with_rollout(rollout.as_ref());
+    let last_end = match deployment.crash_loop {
+        Some(_) => state.store.list_exits(&name, false).await?.into_iter().next(),
+        None => None,
+    };
+    let view = DeploymentView::new(&deployment, &mine, &Addresses::new(&nodes), true)
+        .with_rollout(rollout.as_ref())
+        .with_last_failure(last_end.as_ref());
     Ok(HttpResponse::Ok().json(view))
 }
 

@@ -4,11 +4,13 @@
 //! crash loop's backoff; with `history`, the replicas that ended badly and why (kept by the
 //! scheduler when it replaced them). Read from the store alone, so a follower answers it too.
 
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use actix_web::{HttpResponse, web};
 use orchestrator_core::{
     CrashLoop, Deployment, DeploymentName, EndReason, Health, Replica, ReplicaExit, ReplicaFilter, ReplicaState,
+    Revision, runtime::image_to_run,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -25,6 +27,11 @@ pub struct ReplicaStatusView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     pub revision: u64,
+    /// The image reference its engine runs: pinned to its revision's digest
+    /// (`10.123.0.1:5000/app@sha256:...`) when it is, else as the template names it. Absent
+    /// for an ended replica whose revision is no longer kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// `pending`, `running`, `exited`, `lost`; for a missing replica `unplaced` or `waiting`
     /// (a crash loop's backoff); with `history`, for an ended one `failed` (it exited, failed
     /// its health check or vanished), `rejected` (its container did not start) or
@@ -80,14 +87,25 @@ fn reason(r: &Replica) -> Option<String> {
     }
 }
 
+/// The image each kept revision's replicas run, by revision.
+fn images_by_revision(revisions: &[Revision]) -> HashMap<u64, String> {
+    revisions.iter().map(|r| (r.number, image_to_run(&r.template, r.image_digest.as_deref()).to_string())).collect()
+}
+
 /// What `replicas` says about a deployment at `now`: its replicas, then those it is short of.
-fn statuses(d: &Deployment, replicas: &[Replica], now: SystemTime) -> Vec<ReplicaStatusView> {
+fn statuses(
+    d: &Deployment,
+    replicas: &[Replica],
+    images: &HashMap<u64, String>,
+    now: SystemTime,
+) -> Vec<ReplicaStatusView> {
     let mut views: Vec<ReplicaStatusView> = replicas
         .iter()
         .map(|r| ReplicaStatusView {
             replica: Some(r.id.0),
             node: Some(r.node.to_string()),
             revision: r.revision,
+            image: images.get(&r.revision).cloned(),
             state: r.state.as_str(),
             health: r.health.map(Health::as_str),
             container_id: r.container_id.clone(),
@@ -104,6 +122,7 @@ fn statuses(d: &Deployment, replicas: &[Replica], now: SystemTime) -> Vec<Replic
         replica: None,
         node: None,
         revision: d.revision,
+        image: images.get(&d.revision).cloned(),
         state,
         health: None,
         container_id: None,
@@ -125,7 +144,7 @@ fn statuses(d: &Deployment, replicas: &[Replica], now: SystemTime) -> Vec<Replic
 }
 
 /// An ended replica, as kept.
-fn ended(e: &ReplicaExit) -> ReplicaStatusView {
+fn ended(e: &ReplicaExit, images: &HashMap<u64, String>) -> ReplicaStatusView {
     let state = match e.reason {
         EndReason::NotStarted { .. } => "rejected",
         EndReason::PullFailed { .. } => "pull_failed",
@@ -135,6 +154,7 @@ fn ended(e: &ReplicaExit) -> ReplicaStatusView {
         replica: Some(e.replica.0),
         node: Some(e.node.to_string()),
         revision: e.revision,
+        image: images.get(&e.revision).cloned(),
         state,
         health: None,
         container_id: None,
@@ -180,9 +200,10 @@ pub async fn list(
     let deployment = state.store.get_deployment(&name).await?;
     let mut replicas = state.store.list_replicas(ReplicaFilter::deployment(&name)).await?;
     replicas.sort_by_key(|r| r.id);
-    let mut views = statuses(&deployment, &replicas, SystemTime::now());
+    let images = images_by_revision(&state.store.list_revisions(&name).await?);
+    let mut views = statuses(&deployment, &replicas, &images, SystemTime::now());
     if history {
-        views.extend(state.store.list_exits(&name, false).await?.iter().map(ended));
+        views.extend(state.store.list_exits(&name, false).await?.iter().map(|e| ended(e, &images)));
     }
     Ok(HttpResponse::Ok().json(views))
 }
