@@ -582,7 +582,9 @@ pub struct EventView {
     pub at_ms: u64,
     /// `node.added|online|offline|draining|updated|removed`,
     /// `deployment.created|scaled|updated|unplaced|crash_looping|deleted`,
-    /// `replica.placed|started|exited|lost|removed`, `leader.elected`.
+    /// `replica.placed|started|exited|health|deregistered|lost|removed`, `leader.elected`,
+    /// `rollout.started|progressed|paused|resumed|succeeded|failed|rolled_back`,
+    /// `image.pulling|pulled|pull_failed` (an engine's pull ahead of a rollout).
     pub kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,

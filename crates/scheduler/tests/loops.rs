@@ -816,7 +816,6 @@ async fn a_revision_runs_the_digest_its_tag_named_and_a_rollout_pulls_before_it_
     assert!(pulled.iter().any(|m| m.contains("node2") && m.contains(&pinned_c)), "{pulled:?}");
 
     // A rollback runs exactly what the restored revision ran, wherever the tag is now.
-    let before = h.store.get_deployment(&name).await.unwrap();
     let second = h.store.list_revisions(&name).await.unwrap().into_iter().find(|r| r.number == 2).unwrap();
     let back = Change { restores: Some(2), ..Change::default() };
     let d = roll_out(&h, &reconciler, &name, |t| *t = second.template, back).await;
