@@ -165,14 +165,22 @@ async fn a_rollout_pulls_before_it_stops_keeps_its_digest_and_rolls_back_without
     let nodes = &nodes[..2];
     let server_address = login["server"].as_str().unwrap();
     let repository = format!("{server_address}/app");
-    // No copy of the app on any engine, by tag or digest: every pull below is a real one.
+    // No reference to the app on any engine, by tag or digest: every pull below is a real
+    // one. References only: app:1 is the busybox image other tests run as local/busybox:1.
     for n in nodes {
         let out = Command::new("docker")
-            .args(["-H", &n.tcp, "images", "--no-trunc", "--format", "{{.ID}}", &repository])
+            .args(["-H", &n.tcp, "images", "--digests", "--format", "{{.Tag}} {{.Digest}}", &repository])
             .output()
             .unwrap();
-        for id in String::from_utf8_lossy(&out.stdout).lines() {
-            let _ = Command::new("docker").args(["-H", &n.tcp, "rmi", "-f", id]).output();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let (tag, digest) = line.split_once(' ').unwrap_or((line, "<none>"));
+            let references = [
+                (tag != "<none>").then(|| format!("{repository}:{tag}")),
+                (digest != "<none>").then(|| format!("{repository}@{digest}")),
+            ];
+            for reference in references.into_iter().flatten() {
+                let _ = Command::new("docker").args(["-H", &n.tcp, "rmi", &reference]).output();
+            }
         }
     }
     let data = tempfile::tempdir().unwrap();
@@ -257,6 +265,8 @@ async fn a_rollout_pulls_before_it_stops_keeps_its_digest_and_rolls_back_without
     .await;
     assert!(server::containers_on_engines(nodes, &name).contains(&before[1]), "the other replica was left alone");
     assert_eq!(engine_images(nodes, &name), vec![pinned.clone(); 2], "still the pinned digest");
+    // Put the tag back where `registry up` left it, for whatever runs next.
+    move_tag(&nodes[0].tcp, &login, &pinned, &format!("{repository}:2"));
 
     // The registry gone: an update that needs it fails before anything stops, and rolls back.
     let kept = server::containers_on_engines(nodes, &name);
@@ -287,6 +297,10 @@ async fn a_rollout_pulls_before_it_stops_keeps_its_digest_and_rolls_back_without
 
     let resp = client.delete(format!("{base}/v1/deployments/{name}")).bearer_auth(ADMIN).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 204);
+    wait_for("containers removed", Duration::from_secs(30), async || {
+        server::try_containers_on_engines(nodes, &name)?.is_empty().then_some(())
+    })
+    .await;
 }
 
 /// The registry stopped with SIGKILL; dropped, it is started again on the same data.
@@ -379,7 +393,8 @@ fn engine_images(nodes: &[local_cluster::ClusterNode], deployment: &str) -> Vec<
     images
 }
 
-/// Points `to` at what `from` names now, pushed through `engine` with the test login.
+/// Points the tag `to` at what `from` (a tag or a digest reference) names now, pushed through
+/// `engine` with the test login.
 fn move_tag(engine: &str, login: &Value, from: &str, to: &str) {
     let config = tempfile::tempdir().unwrap();
     let docker = |args: &[&str]| {
@@ -403,7 +418,8 @@ fn move_tag(engine: &str, login: &Value, from: &str, to: &str) {
     docker(&["pull", from]);
     docker(&["tag", from, to]);
     docker(&["push", to]);
-    docker(&["rmi", from, to]);
+    // Untagged again where it can be (a replica may run the image by its digest).
+    let _ = Command::new("docker").arg("--config").arg(config.path()).args(["-H", engine, "rmi", to]).output();
 }
 
 /// Now, in Unix seconds, as `docker events --since/--until` take it.

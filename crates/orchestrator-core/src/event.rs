@@ -233,17 +233,18 @@ impl NewEvent {
         NewEvent::new(EventKind::RolloutStarted, message).deployment(r.deployment.as_str())
     }
 
-    /// An engine's pull of `image` for the deployment's rollout: started (`outcome` `None`),
-    /// done (`Some(Ok(()))`) or failed, with why.
+    /// An engine getting `image` ready for the deployment's rollout: `None` as it starts,
+    /// then `Some(Ok(true))` pulled, `Some(Ok(false))` there already, or why it failed.
     pub fn image_pull(
         deployment: &str,
         node: &str,
         image: &str,
-        outcome: Option<std::result::Result<(), &str>>,
+        outcome: Option<std::result::Result<bool, &str>>,
     ) -> Self {
         let (kind, message) = match outcome {
-            None => (EventKind::ImagePulling, format!("{deployment}: pulling {image} on {node}")),
-            Some(Ok(())) => (EventKind::ImagePulled, format!("{deployment}: {image} pulled on {node}")),
+            None => (EventKind::ImagePulling, format!("{deployment}: getting {image} on {node}")),
+            Some(Ok(true)) => (EventKind::ImagePulled, format!("{deployment}: {image} pulled on {node}")),
+            Some(Ok(false)) => (EventKind::ImagePulled, format!("{deployment}: {image} already on {node}")),
             Some(Err(why)) => {
                 (EventKind::ImagePullFailed, format!("{deployment}: {image} not pulled on {node}: {why}"))
             }

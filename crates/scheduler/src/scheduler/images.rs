@@ -71,7 +71,7 @@ impl Scheduler {
         let template = &deployment.spec.template;
         let image = image_to_run(template, deployment.image_digest.as_deref()).to_string();
         let names: Vec<&str> = targets.iter().map(|n| n.name.as_str()).collect();
-        let waiting = format!("pulling {image} on {}", names.join(", "));
+        let waiting = format!("pulling {} on {}", template.image, names.join(", "));
         let progress = RolloutProgress { updated: rollout.updated, healthy: rollout.healthy };
         self.store.record_rollout_progress(rollout.id, progress, Some(waiting)).await?;
         let name = deployment.name.as_str();
@@ -96,7 +96,8 @@ impl Scheduler {
             match outcome {
                 Ok(ready) => {
                     debug!(node = %node, ?ready, "image ready");
-                    ended.push(NewEvent::image_pull(name, node.as_str(), &image, Some(Ok(()))));
+                    let pulled = ready == ImageReady::Pulled;
+                    ended.push(NewEvent::image_pull(name, node.as_str(), &image, Some(Ok(pulled))));
                 }
                 Err(e @ (Error::PullFailed { .. } | Error::ImageNotFound { .. })) => {
                     let why = e.to_string();
