@@ -98,6 +98,20 @@ pub(crate) async fn deployment_view(c: &ClientArgs, name: &str) -> Result<Deploy
     get_as(c, &format!("/v1/deployments/{name}")).await
 }
 
+/// Leaves out the column `name` when no row has anything in it (`-`): a DIGEST column is
+/// news only where an image is pinned.
+pub(crate) fn drop_blank_column(headers: &mut Vec<&str>, rows: &mut [Vec<String>], name: &str) {
+    let Some(i) = headers.iter().position(|h| *h == name) else { return };
+    if rows.iter().all(|r| r.get(i).is_none_or(|c| c == "-")) {
+        headers.remove(i);
+        for r in rows.iter_mut() {
+            if i < r.len() {
+                r.remove(i);
+            }
+        }
+    }
+}
+
 pub(crate) fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
@@ -222,7 +236,7 @@ pub async fn ps(c: &ClientArgs, name: &str, no_trunc: bool, history: bool) -> Re
         if no_trunc || s.chars().count() <= n { s } else { format!("{}…", s.chars().take(n - 1).collect::<String>()) }
     };
     show(c, &list, |l| {
-        let rows = l
+        let mut rows: Vec<Vec<String>> = l
             .as_array()
             .into_iter()
             .flatten()
@@ -256,7 +270,9 @@ pub async fn ps(c: &ClientArgs, name: &str, no_trunc: bool, history: bool) -> Re
                 ]
             })
             .collect();
-        let header = ["REPLICA", "NODE", "REVISION", "DIGEST", "STATE", "CONTAINER", "STARTED", "ENDED", "REASON"];
+        let mut header =
+            vec!["REPLICA", "NODE", "REVISION", "DIGEST", "STATE", "CONTAINER", "STARTED", "ENDED", "REASON"];
+        drop_blank_column(&mut header, &mut rows, "DIGEST");
         print_table(&header, rows);
     });
     Ok(())
@@ -538,6 +554,19 @@ async fn wait_ready(c: &ClientArgs, name: &str, wait: &WaitArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_column_with_nothing_in_it_is_left_out_and_one_with_something_kept() {
+        let row = |cells: &[&str]| cells.iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        let mut header = vec!["REPLICA", "DIGEST", "STATE"];
+        let mut rows = vec![row(&["1", "-", "running"]), row(&["2", "-", "running"])];
+        super::drop_blank_column(&mut header, &mut rows, "DIGEST");
+        assert_eq!((header, rows[1].clone()), (vec!["REPLICA", "STATE"], row(&["2", "running"])));
+        let mut header = vec!["REPLICA", "DIGEST", "STATE"];
+        let mut rows = vec![row(&["1", "-", "failed"]), row(&["2", "sha256:ab", "running"])];
+        super::drop_blank_column(&mut header, &mut rows, "DIGEST");
+        assert_eq!((header.len(), rows[0].len()), (3, 3));
+    }
+
     use super::*;
 
     #[test]

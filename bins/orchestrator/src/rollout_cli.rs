@@ -10,7 +10,8 @@ use reqwest::Method;
 use serde_json::{Map, Value, json};
 
 use crate::client::{
-    ClientArgs, Output, RolloutRef, RolloutView, WaitArgs, call, deployment_view, get_as, print_table, show, text,
+    ClientArgs, Output, RolloutRef, RolloutView, WaitArgs, call, deployment_view, drop_blank_column, get_as,
+    print_table, show, text,
 };
 use crate::workload_args::WorkloadArgs;
 
@@ -259,7 +260,7 @@ pub async fn history(c: &ClientArgs, name: &str) -> Result<()> {
     let revisions = call(c, Method::GET, &format!("/v1/deployments/{name}/revisions"), None).await?;
     show(c, &revisions, |list| {
         let list = list.as_array().cloned().unwrap_or_default();
-        let rows = list
+        let mut rows: Vec<Vec<String>> = list
             .iter()
             .enumerate()
             .map(|(i, r)| {
@@ -275,7 +276,9 @@ pub async fn history(c: &ClientArgs, name: &str) -> Result<()> {
                 vec![text(&r["revision"]), when, text(&r["by"]), text(&r["cause"]), text(&r["image_digest"]), what]
             })
             .collect();
-        print_table(&["REVISION", "CREATED", "BY", "CAUSE", "DIGEST", "CHANGE"], rows);
+        let mut header = vec!["REVISION", "CREATED", "BY", "CAUSE", "DIGEST", "CHANGE"];
+        drop_blank_column(&mut header, &mut rows, "DIGEST");
+        print_table(&header, rows);
     });
     Ok(())
 }
