@@ -88,13 +88,18 @@ pub struct CreateDeployment {
     #[schema(example = 6, minimum = 0, maximum = 10_000)]
     #[serde(deserialize_with = "integer")]
     pub replicas: i64,
-    /// A DNS label; derived from the image when absent.
-    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)]
+    /// A DNS label (or one with '_' inside, as a stack's `STACK_SERVICE`); derived from the
+    /// image when absent.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)]
     pub name: Option<String>,
     /// The container's command; the image's own when empty (at most 256 arguments, 16 KiB).
     #[serde(default)]
     #[schema(schema_with = command_schema)]
     pub command: Vec<String>,
+    /// The container's entrypoint; the image's own when empty (bounded as `command` is).
+    #[serde(default)]
+    #[schema(schema_with = command_schema)]
+    pub entrypoint: Vec<String>,
     /// Capacity units one replica takes on its node (default 1).
     #[schema(minimum = 1, maximum = 1_000_000)]
     #[serde(default, deserialize_with = "optional_integer")]
@@ -151,6 +156,7 @@ impl CreateDeployment {
             None => DeploymentName::from_image(&image)?,
         };
         let mut template = ContainerTemplate::new(image).with_command(self.command);
+        template.entrypoint = self.entrypoint;
         let workload = WorkloadFields {
             env: self.env,
             ports: self.ports,

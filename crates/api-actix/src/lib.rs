@@ -15,6 +15,7 @@ mod openapi;
 mod rollout_dto;
 mod routes;
 mod snapshot;
+mod stack_dto;
 mod summary;
 mod template_dto;
 
@@ -88,7 +89,8 @@ impl ApiState {
 pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) {
     use actix_web::http::Method;
     use routes::{
-        access, deployments, endpoints, events, health, logs, nodes, path, registries, replicas, rollouts, status,
+        access, deployments, endpoints, events, health, logs, nodes, path, registries, replicas, rollouts, stacks,
+        status,
     };
     if state.metrics_public {
         cfg.service(path("/metrics").on(Method::GET, metrics::metrics).done());
@@ -138,6 +140,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: ApiState, tokens: Tokens) 
                 .service(path("/v1/deployments/{name}/endpoints").on(Method::GET, endpoints::list).done())
                 .service(path("/v1/deployments/{name}/logs").on(Method::GET, logs::logs).done())
                 .service(path("/v1/deployments/{name}/replicas").on(Method::GET, replicas::list).done())
+                .service(path("/v1/stacks").on(Method::GET, stacks::list).done())
+                .service(
+                    path("/v1/stacks/{name}")
+                        .on(Method::GET, stacks::get)
+                        .on(Method::PUT, stacks::apply)
+                        .on(Method::DELETE, stacks::delete)
+                        .done(),
+                )
                 .service(path("/v1/nodes").on(Method::GET, nodes::list).on(Method::POST, nodes::add).done())
                 .service(
                     path("/v1/nodes/{name}")

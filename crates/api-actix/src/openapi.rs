@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
 use crate::dto;
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::routes::{
-    access, deployments, endpoints, events, health, logs, nodes, registries, replicas, rollouts, status,
+    access, deployments, endpoints, events, health, logs, nodes, registries, replicas, rollouts, stacks, status,
 };
 
 #[derive(OpenApi)]
@@ -37,6 +37,10 @@ use crate::routes::{
         endpoints::list,
         logs::logs,
         replicas::list,
+        stacks::apply,
+        stacks::list,
+        stacks::get,
+        stacks::delete,
         nodes::list,
         nodes::add,
         nodes::get,
@@ -58,7 +62,7 @@ use crate::routes::{
     security(("bearer" = [])),
     tags(
         (name = "seed", description = "The original design's routes: `POST /create` is `POST /v1/deployments`."),
-        (name = "deployments"), (name = "nodes"), (name = "access"), (name = "registries"), (name = "events"), (name = "health"),
+        (name = "deployments"), (name = "stacks", description = "Compose files applied as groups of deployments"), (name = "nodes"), (name = "access"), (name = "registries"), (name = "events"), (name = "health"),
     )
 )]
 pub struct ApiDoc;

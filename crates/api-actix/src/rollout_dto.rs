@@ -116,6 +116,7 @@ pub struct UpdateDeployment {
     #[schema(example = "local/busybox:2", max_length = 255)]
     pub image: Option<String>,
     pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
     #[schema(minimum = 1, maximum = 1_000_000)]
     #[serde(default, deserialize_with = "optional_integer")]
     pub units: Option<i64>,
@@ -160,6 +161,7 @@ impl UpdateDeployment {
         self.replicas.is_some()
             && self.image.is_none()
             && self.command.is_none()
+            && self.entrypoint.is_none()
             && self.units.is_none()
             && self.env.is_none()
             && self.ports.is_none()
@@ -188,6 +190,9 @@ impl UpdateDeployment {
         }
         if let Some(command) = self.command {
             t.command = command;
+        }
+        if let Some(entrypoint) = self.entrypoint {
+            t.entrypoint = entrypoint;
         }
         // The workload fields through the create's own parser, then only those given kept.
         let mut parsed = t.clone();

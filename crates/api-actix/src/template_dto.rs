@@ -207,6 +207,8 @@ fn format_duration(d: Duration) -> String {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TemplateView {
     pub image: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub entrypoint: Vec<String>,
     pub command: Vec<String>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
@@ -284,6 +286,7 @@ impl TemplateView {
         };
         Self {
             image: t.image.to_string(),
+            entrypoint: t.entrypoint.clone(),
             command: t.command.clone(),
             env: t.env.clone(),
             ports: t

@@ -172,6 +172,7 @@ impl Limits {
 
     pub fn check_template(&self, template: &ContainerTemplate) -> Result<()> {
         self.check_command(&template.command)?;
+        self.check_arguments("entrypoint", &template.entrypoint)?;
         self.check_env(&template.env)?;
         self.check_ports(&template.ports)?;
         self.check_resources(&template.resources)?;
@@ -195,6 +196,8 @@ impl Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerTemplate {
     pub image: ImageRef,
+    /// Overrides the image's entrypoint when not empty.
+    pub entrypoint: Vec<String>,
     /// Overrides the image's command when not empty.
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
@@ -257,6 +260,7 @@ impl ContainerTemplate {
     pub fn new(image: ImageRef) -> Self {
         Self {
             image,
+            entrypoint: Vec::new(),
             command: Vec::new(),
             env: BTreeMap::new(),
             ports: Vec::new(),

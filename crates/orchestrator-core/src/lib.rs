@@ -26,6 +26,7 @@ pub mod registry;
 pub mod replica;
 pub mod rollout;
 pub mod runtime;
+pub mod stack;
 pub mod store;
 pub mod workload;
 
@@ -42,7 +43,7 @@ pub use history::{EndReason, ReplicaExit};
 pub use image::ImageRef;
 pub use lease::{Lease, LeaseStore};
 pub use logs::{LogLine, LogLines, LogRequest, OutputStream};
-pub use name::{DeploymentName, NodeName};
+pub use name::{DeploymentName, NodeName, StackName};
 pub use node::{EngineFacts, NewNode, Node, NodeStatus, NodeUpdate};
 pub use registry::{Password, RegistryCredential, RegistryLogin, RegistryStore};
 pub use replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};

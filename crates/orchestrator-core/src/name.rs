@@ -1,5 +1,7 @@
-//! Names of nodes and deployments: DNS labels (RFC 1123), so they can be used in container
-//! names, Docker labels, URLs and host names without escaping.
+//! Names of nodes, deployments and stacks: DNS labels (RFC 1123), so they can be used in
+//! container names, Docker labels, URLs and host names without escaping. A deployment's name
+//! may also hold '_' inside it: a stack's deployments are named `STACK_SERVICE`, as Swarm
+//! names a stack's services.
 
 use crate::error::{Error, Result};
 use crate::image::ImageRef;
@@ -7,13 +9,26 @@ use crate::image::ImageRef;
 pub const MAX_NAME_LEN: usize = 63;
 
 fn validate_label(field: &'static str, value: &str) -> Result<()> {
+    validate(field, value, false)
+}
+
+/// A DNS label, or one with '_' inside it too (a deployment's name).
+fn validate_deployment(field: &'static str, value: &str) -> Result<()> {
+    validate(field, value, true)
+}
+
+fn validate(field: &'static str, value: &str, underscore: bool) -> Result<()> {
     if value.is_empty() || value.len() > MAX_NAME_LEN {
         return Err(Error::invalid(field, format!("must be 1-{MAX_NAME_LEN} characters, got {}", value.len())));
     }
-    if !value.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-        return Err(Error::invalid(field, format!("{value:?} may contain only lowercase letters, digits and '-'")));
+    let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (underscore && b == b'_');
+    if !value.bytes().all(allowed) {
+        let what =
+            if underscore { "lowercase letters, digits, '-' and '_'" } else { "lowercase letters, digits and '-'" };
+        return Err(Error::invalid(field, format!("{value:?} may contain only {what}")));
     }
-    if value.starts_with('-') || value.ends_with('-') {
+    let edge = |c: char| c == '-' || c == '_';
+    if value.starts_with(edge) || value.ends_with(edge) {
         return Err(Error::invalid(field, format!("{value:?} must start and end with a letter or digit")));
     }
     Ok(())
@@ -21,6 +36,9 @@ fn validate_label(field: &'static str, value: &str) -> Result<()> {
 
 macro_rules! label_name {
     ($(#[$doc:meta])* $ty:ident, $field:literal) => {
+        label_name!($(#[$doc])* $ty, $field, validate_label);
+    };
+    ($(#[$doc:meta])* $ty:ident, $field:literal, $validate:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub struct $ty(String);
@@ -28,7 +46,7 @@ macro_rules! label_name {
         impl $ty {
             pub fn new(value: impl Into<String>) -> Result<Self> {
                 let value = value.into();
-                validate_label($field, &value)?;
+                $validate($field, &value)?;
                 Ok(Self(value))
             }
 
@@ -64,9 +82,15 @@ label_name!(
     "name"
 );
 label_name!(
-    /// A deployment's unique name, e.g. `web`.
+    /// A deployment's unique name, e.g. `web` (or `shop_web`, a stack's).
     DeploymentName,
-    "name"
+    "name",
+    validate_deployment
+);
+label_name!(
+    /// A stack's name, e.g. `shop`: a DNS label.
+    StackName,
+    "stack"
 );
 
 impl DeploymentName {
@@ -100,6 +124,15 @@ mod tests {
         for bad in ["", "-a", "a-", "A", "a_b", "a.b", "é", &"x".repeat(64)] {
             let err = NodeName::new(bad).unwrap_err();
             assert!(matches!(err, Error::Invalid { ref field, .. } if field == "name"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_deployment_name_may_hold_an_underscore_inside_a_node_name_not() {
+        assert_eq!(DeploymentName::new("shop_web").unwrap().as_str(), "shop_web");
+        assert!(NodeName::new("shop_web").is_err() && StackName::new("shop_web").is_err());
+        for bad in ["_a", "a_", "A_b", "a.b"] {
+            assert!(DeploymentName::new(bad).is_err(), "{bad}");
         }
     }
 

@@ -52,6 +52,7 @@ pub fn create_body(cluster_id: &str, container: &ReplicaContainer, default_grace
     let grace = t.stop_grace_period.unwrap_or(default_grace);
     ContainerCreateBody {
         image: Some(container.image().to_string()),
+        entrypoint: (!t.entrypoint.is_empty()).then(|| t.entrypoint.clone()),
         cmd: (!t.command.is_empty()).then(|| t.command.clone()),
         env: (!t.env.is_empty()).then(|| t.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
         labels: Some(labels),

@@ -15,6 +15,8 @@ use crate::error::{Error, Result};
 #[derive(Serialize, Deserialize)]
 struct TemplateJson {
     image: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    entrypoint: Vec<String>,
     #[serde(default)]
     command: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -85,6 +87,7 @@ pub fn encode(t: &ContainerTemplate) -> String {
     };
     let json = TemplateJson {
         image: t.image.to_string(),
+        entrypoint: t.entrypoint.clone(),
         command: t.command.clone(),
         env: t.env.clone(),
         ports: t
@@ -139,6 +142,7 @@ pub fn decode(text: &str) -> Result<ContainerTemplate> {
     };
     Ok(ContainerTemplate {
         image,
+        entrypoint: json.entrypoint,
         command: json.command,
         env: json.env,
         ports,

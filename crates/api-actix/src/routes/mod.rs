@@ -10,6 +10,7 @@ pub mod nodes;
 pub mod registries;
 pub mod replicas;
 pub mod rollouts;
+pub mod stacks;
 pub mod status;
 pub mod ui;
 

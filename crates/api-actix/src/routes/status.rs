@@ -30,7 +30,7 @@ const MAX_PAGE: u32 = 1_000;
 #[serde(deny_unknown_fields)]
 pub struct StatusQuery {
     /// Only this deployment, and the nodes its replicas run on.
-    #[param(value_type = Option<String>, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)]
+    #[param(value_type = Option<String>, pattern = "^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)]
     deployment: Option<String>,
     /// Only the replicas on this node: the node, and each deployment with replicas there,
     /// listing (and counting as `actual`) only those.
@@ -41,7 +41,7 @@ pub struct StatusQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     limit: Option<String>,
     /// Deployments after this name: the previous page's `next_cursor`.
-    #[param(value_type = Option<String>, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)]
+    #[param(value_type = Option<String>, pattern = "^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$", min_length = 1, max_length = 63)]
     cursor: Option<String>,
 }
 
