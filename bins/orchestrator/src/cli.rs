@@ -35,6 +35,29 @@ pub enum Command {
     /// Manage the registry logins engines pull private images with (admin).
     #[command(subcommand)]
     Registry(RegistryCommand),
+    /// Apply a Compose file as a stack: each service a deployment STACK_SERVICE, created,
+    /// updated (rolled out with its update_config) or left alone; --prune deletes those gone.
+    Apply {
+        #[command(flatten)]
+        file: crate::stack_cli::FileArgs,
+        /// Only show what would change.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show what applying a Compose file would change, changing nothing.
+    Diff {
+        #[command(flatten)]
+        file: crate::stack_cli::FileArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Manage stacks (groups of deployments applied from one Compose file).
+    #[command(subcommand)]
+    Stack(StackCommand),
     /// Show the audit log: who changed what, newest first (admin).
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -191,6 +214,24 @@ pub enum TokenCommand {
 }
 
 #[derive(Subcommand)]
+pub enum StackCommand {
+    /// List the stacks with their deployments.
+    Ls(ClientArgs),
+    /// A stack's deployments: image, running/required, revision.
+    Ps {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete every deployment of the stack.
+    Rm {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum RegistryCommand {
     /// Keep a login for REGISTRY (host[:port]); the password is read from stdin.
     Add {
@@ -316,6 +357,14 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Registry(RegistryCommand::Rm { registry, client: c }) => {
             crate::registry_cli::remove(&c, &registry).await
         }
+        Command::Apply { file, dry_run, wait, client: c } => crate::stack_cli::apply(&c, &file, dry_run, &wait).await,
+        Command::Diff { file, client: c } => {
+            let no_wait = WaitArgs { wait: false, timeout: std::time::Duration::ZERO };
+            crate::stack_cli::apply(&c, &file, true, &no_wait).await
+        }
+        Command::Stack(StackCommand::Ls(c)) => crate::stack_cli::list(&c).await,
+        Command::Stack(StackCommand::Ps { name, client: c }) => crate::stack_cli::ps(&c, &name).await,
+        Command::Stack(StackCommand::Rm { name, client: c }) => crate::stack_cli::remove(&c, &name).await,
         Command::Audit { limit, client: c } => client::audit(&c, limit).await,
         Command::Events { since, limit, follow, filter, client: c } => {
             client::events(&c, since, limit, follow, &filter).await

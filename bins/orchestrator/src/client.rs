@@ -56,11 +56,33 @@ pub(crate) async fn call(c: &ClientArgs, method: Method, path: &str, body: Optio
     }
     let body: Value = response.json().await.unwrap_or(Value::Null);
     if !status.is_success() {
-        let message = body["error"]["message"].as_str().unwrap_or("no details");
-        bail!("{} ({})", message, status);
+        let error = &body["error"];
+        return Err(ApiFailure {
+            status,
+            message: error["message"].as_str().unwrap_or("no details").to_string(),
+            field: error["field"].as_str().map(str::to_string),
+        }
+        .into());
     }
     Ok(body)
 }
+
+/// The server's refusal, as `call` returns it (within an `anyhow::Error`, to downcast): a
+/// caller that knows where a field came from (a Compose file's line) can say so.
+#[derive(Debug)]
+pub(crate) struct ApiFailure {
+    pub status: StatusCode,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.status)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
 
 /// The parts of a deployment the CLI's waits and changes read: a field the server's answer
 /// lacks is an error naming it, not a zero that keeps a wait going.
@@ -527,7 +549,7 @@ pub async fn drain_node(c: &ClientArgs, name: &str) -> Result<()> {
 }
 
 /// Polls until actual == required, with a progress bar; a clear error on timeout.
-async fn wait_ready(c: &ClientArgs, name: &str, wait: &WaitArgs) -> Result<()> {
+pub(crate) async fn wait_ready(c: &ClientArgs, name: &str, wait: &WaitArgs) -> Result<()> {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} running")

@@ -3,6 +3,7 @@
 mod access_log;
 mod cli;
 mod client;
+mod compose;
 mod config;
 mod event_follow;
 mod fd_limit;
@@ -14,6 +15,7 @@ mod registry_cli;
 mod registry_key;
 mod rollout_cli;
 mod serve;
+mod stack_cli;
 mod tokens;
 mod workload_args;
 

@@ -175,7 +175,7 @@ async fn started(c: &ClientArgs, name: &str, answer: &Value, wait: &WaitArgs) ->
 }
 
 /// Follows a rollout to its end: Ok only if it succeeded.
-async fn follow(c: &ClientArgs, name: &str, id: u64, wait: &WaitArgs) -> Result<()> {
+pub(crate) async fn follow(c: &ClientArgs, name: &str, id: u64, wait: &WaitArgs) -> Result<()> {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} updated {msg}")
