@@ -43,8 +43,8 @@ pub struct StackFile {
 fn unsupported(key: &str) -> &'static str {
     match key {
         "build" => "images are pulled, not built: push it to a registry and name it in `image`",
-        "networks" => "replicas use their engine's default network; publish ports to reach them",
-        "volumes" => "volumes are not supported yet",
+        "networks" | "network_mode" => "replicas use their engine's default network; publish ports to reach them",
+        "volumes" | "tmpfs" => "volumes are not supported yet",
         "depends_on" => "services start independently; use a health check and retries in the client",
         "container_name" => "containers are named by the orchestrator (one per replica)",
         "restart" => "use deploy.restart_policy (replicas are always replaced, with a backoff)",
