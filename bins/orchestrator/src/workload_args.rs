@@ -49,6 +49,9 @@ pub struct WorkloadArgs {
     /// When engines pull the image: if_not_present (default), always, never.
     #[arg(long, value_name = "POLICY", value_parser = ["if_not_present", "always", "never"])]
     pull: Option<String>,
+    /// Run this instead of the image's entrypoint (one program; arguments go in the command).
+    #[arg(long, value_name = "PROGRAM")]
+    entrypoint: Option<String>,
 }
 
 pub fn pairs(flag: &str, values: &[String]) -> Result<Map<String, Value>> {
@@ -76,6 +79,9 @@ fn port(spec: &str) -> Result<Value> {
 impl WorkloadArgs {
     /// Adds the flags given to a create body.
     pub fn fill(self, body: &mut Value) -> Result<()> {
+        if let Some(entrypoint) = &self.entrypoint {
+            body["entrypoint"] = json!([entrypoint]);
+        }
         if !self.env.is_empty() {
             body["env"] = Value::Object(pairs("-e", &self.env)?);
         }

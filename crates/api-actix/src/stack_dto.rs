@@ -438,6 +438,7 @@ mod tests {
         let file = json!({"services": {"web": {
             "image": "local/busybox:1",
             "command": "sh -c 'exec httpd -f -p 8080'",
+            "entrypoint": ["/bin/busybox"],
             "environment": ["GREETING=hello", "UNSET"],
             "ports": ["18081:8080", {"target": 53, "published": "5353", "protocol": "udp", "mode": "host"}, 9090],
             "healthcheck": {"test": "wget -q -O /dev/null http://127.0.0.1:8080/", "interval": "1s", "retries": 3},
@@ -453,6 +454,7 @@ mod tests {
         assert_eq!((s.service.as_str(), s.deployment.as_str()), ("web", "shop_web"));
         let t = &s.spec.template;
         assert_eq!(t.command, ["sh", "-c", "exec httpd -f -p 8080"]);
+        assert_eq!(t.entrypoint, ["/bin/busybox"]);
         assert_eq!(t.env.len(), 1, "an unset variable is left out");
         let ports: Vec<String> =
             t.ports.iter().map(|p| format!("{:?}/{}/{}", p.published, p.target, p.protocol)).collect();

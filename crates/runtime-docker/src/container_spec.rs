@@ -197,15 +197,18 @@ mod tests {
         assert_eq!(labels["team"], "web");
         assert_eq!(labels[crate::LABEL_REPLICA], "7");
         assert_eq!(body.image.as_deref(), Some("local/web:1"));
+        assert_eq!(body.entrypoint, None, "the image's own");
     }
 
     #[test]
     fn a_pinned_revision_runs_its_digest_not_its_tag() {
-        let t = ContainerTemplate::new(ImageRef::parse("10.123.0.1:5000/app:2").unwrap());
+        let mut t = ContainerTemplate::new(ImageRef::parse("10.123.0.1:5000/app:2").unwrap());
+        t.entrypoint = vec!["/bin/sh".into(), "-c".into()];
         let digest = format!("sha256:{}", "0f".repeat(32));
         let pinned = ReplicaContainer { image_digest: Some(digest.clone()), ..container(t) };
         let body = create_body("c1", &pinned, Duration::from_secs(2));
         assert_eq!(body.image, Some(format!("10.123.0.1:5000/app@{digest}")));
+        assert_eq!(body.entrypoint, Some(vec!["/bin/sh".to_string(), "-c".to_string()]));
     }
 
     #[test]

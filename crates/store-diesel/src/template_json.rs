@@ -196,6 +196,7 @@ mod tests {
         t.constraints = vec![Constraint::parse("node.labels.zone == a", "c").unwrap()];
         t.max_per_node = Some(1);
         t.stop_grace_period = Some(Duration::from_secs(10));
+        t.entrypoint = vec!["/bin/sh".into(), "-c".into()];
         assert_eq!(decode(&encode(&t)).unwrap(), t);
         t.pull = PullPolicy::Always;
         assert_eq!(decode(&encode(&t)).unwrap(), t);
