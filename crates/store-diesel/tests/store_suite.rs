@@ -1,11 +1,15 @@
 //! One suite of store tests, run on both backends: a real SQLite file, and a real PostgreSQL
 //! server (feature `postgres`; `cargo xtask pg up` starts one, and tests start it themselves
-//! when they can; under CI a missing server fails them instead of skipping).
+//! when they can; under CI a missing server fails them instead of skipping). Those that ask
+//! nothing of a database (no reopening of a file, no migrations, no fencing, no lease, no
+//! sealing key) run on orchestrator-core's `MemoryStore` too, the fake under every scheduler
+//! and API test: it keeps the same contract.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use orchestrator_core::error::Kind;
+use orchestrator_core::{AccessStore, ClusterStore};
 use orchestrator_core::{
     Change, ContainerTemplate, DeploymentName, DeploymentSpec, DeploymentStore, Error, EventStore, ImageRef,
     LeaseStore, NewNode, NodeName, NodeStatus, NodeStore, Placement, ReplicaFilter, ReplicaId, ReplicaState,
@@ -18,19 +22,51 @@ mod db;
 
 use db::TestDb;
 
-/// A fresh, empty database on one backend, opened.
+/// What the suite asks of a store: what the server asks of one.
+trait SuiteStore: ClusterStore + AccessStore {}
+impl<T: ClusterStore + AccessStore + ?Sized> SuiteStore for T {}
+
+/// A fresh, empty store on one backend, opened.
 struct TempStore {
-    store: DieselStore,
+    store: Arc<dyn SuiteStore>,
+    diesel: Option<DieselStore>,
     db: TestDb,
 }
 
 impl TempStore {
     async fn new(db: TestDb) -> Self {
-        Self { store: DieselStore::open_url(db.url()).await.unwrap(), db }
+        if let TestDb::Memory(memory) = &db {
+            return Self { store: memory.clone(), diesel: None, db };
+        }
+        let diesel = DieselStore::open_url(db.url()).await.unwrap();
+        Self { store: Arc::new(diesel.clone()), diesel: Some(diesel), db }
     }
 
-    /// Another store on the same database (a second process, or the same one restarted).
-    async fn reopen(&self) -> DieselStore {
+    /// Another store on the same database (a second process, or the same one restarted); for
+    /// the memory store, another handle on the same state.
+    async fn reopen(&self) -> Arc<dyn SuiteStore> {
+        match &self.db {
+            TestDb::Memory(memory) => memory.clone(),
+            db => Arc::new(DieselStore::open_url(db.url()).await.unwrap()),
+        }
+    }
+
+    /// A store that keeps `kept` revisions per deployment.
+    async fn keeping_revisions(db: TestDb, kept: usize) -> Self {
+        if let TestDb::Memory(_) = db {
+            let memory = Arc::new(orchestrator_core::memory::MemoryStore::new().keeping_revisions(kept));
+            return Self::new(TestDb::Memory(memory)).await;
+        }
+        let diesel = DieselStore::open_url(db.url()).await.unwrap().keeping_revisions(kept);
+        Self { store: Arc::new(diesel.clone()), diesel: Some(diesel), db }
+    }
+
+    /// The database store itself, for what only it has (fencing, the cluster id, sealing).
+    fn diesel(&self) -> &DieselStore {
+        self.diesel.as_ref().expect("a test of what only the database stores have")
+    }
+
+    async fn reopen_diesel(&self) -> DieselStore {
         DieselStore::open_url(self.db.url()).await.unwrap()
     }
 }
@@ -43,7 +79,7 @@ fn deployment_name(name: &str) -> DeploymentName {
     DeploymentName::new(name).unwrap()
 }
 
-async fn online_node(store: &DieselStore, name: &str, capacity: i64) {
+async fn online_node(store: &Arc<dyn SuiteStore>, name: &str, capacity: i64) {
     store.add_node(NewNode::new(name, "tcp://127.0.0.1:2375", capacity).unwrap()).await.unwrap();
     store.set_node_status(&node_name(name), NodeStatus::Online, Some(SystemTime::now())).await.unwrap();
 }
@@ -52,7 +88,7 @@ fn template(image: &str) -> ContainerTemplate {
     ContainerTemplate::new(ImageRef::parse(image).unwrap()).with_command(vec!["sleep".into(), "3600".into()])
 }
 
-async fn deployment(store: &DieselStore, name: &str, replicas: u32) {
+async fn deployment(store: &Arc<dyn SuiteStore>, name: &str, replicas: u32) {
     let spec = DeploymentSpec::new(template("local/busybox:1"), replicas);
     store.create_deployment(&deployment_name(name), spec, Change::default()).await.unwrap();
 }
@@ -264,14 +300,14 @@ async fn data_survives_reopening(db: TestDb) {
     let t = TempStore::new(db).await;
     online_node(&t.store, "n1", 5).await;
     deployment(&t.store, "web", 2).await;
-    let placed = t.store.place_replicas(&[placement("web", "n1", 1)]).await.unwrap();
-    t.store.mark_running(placed[0].id, "c1").await.unwrap();
-    let cluster_id = t.store.cluster_id().to_string();
-    let reopened = t.reopen().await;
+    let placed = t.diesel().place_replicas(&[placement("web", "n1", 1)]).await.unwrap();
+    t.diesel().mark_running(placed[0].id, "c1").await.unwrap();
+    let cluster_id = t.diesel().cluster_id().to_string();
+    let reopened = t.reopen_diesel().await;
 
     // The revision: a process sees its own writes at once, another's soon after (~100 ms).
     let seen = reopened.revision().await.unwrap();
-    t.store.mark_running(placed[0].id, "c1").await.unwrap();
+    t.diesel().mark_running(placed[0].id, "c1").await.unwrap();
     let mut moved = seen;
     for _ in 0..40 {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -307,9 +343,9 @@ async fn tokens_and_audit_survive_reopening(db: TestDb) {
     use orchestrator_core::{AccessStore, ApiToken, AuditEntry, Role};
     let t = TempStore::new(db).await;
     let token = ApiToken { id: "abc".into(), role: Role::Reader, digest: "d1".into(), created_at: SystemTime::now() };
-    t.store.add_token(token.clone()).await.unwrap();
+    t.diesel().add_token(token.clone()).await.unwrap();
     let dup = ApiToken { id: "other".into(), ..token.clone() };
-    assert!(matches!(t.store.add_token(dup).await.unwrap_err(), Error::AlreadyExists { .. }));
+    assert!(matches!(t.diesel().add_token(dup).await.unwrap_err(), Error::AlreadyExists { .. }));
     for (i, action) in ["POST /create", "DELETE /v1/nodes/n1"].iter().enumerate() {
         let entry = AuditEntry {
             at: SystemTime::now(),
@@ -317,9 +353,9 @@ async fn tokens_and_audit_survive_reopening(db: TestDb) {
             action: action.to_string(),
             status: 200 + i as u16,
         };
-        t.store.append_audit(entry).await.unwrap();
+        t.diesel().append_audit(entry).await.unwrap();
     }
-    let reopened = t.reopen().await;
+    let reopened = t.reopen_diesel().await;
     drop(t.store);
     let found = reopened.token_by_digest("d1").await.unwrap().unwrap();
     assert_eq!((found.id.as_str(), found.role), ("abc", Role::Reader));
@@ -331,38 +367,38 @@ async fn tokens_and_audit_survive_reopening(db: TestDb) {
 
 async fn the_lease_has_one_live_holder_and_terms_only_grow(db: TestDb) {
     let t = TempStore::new(db).await;
-    let other = t.reopen().await; // a second server
+    let other = t.reopen_diesel().await; // a second server
     let ttl = Duration::from_secs(5);
     let t0 = SystemTime::now();
-    assert_eq!(t.store.current_lease().await.unwrap(), None);
+    assert_eq!(t.diesel().current_lease().await.unwrap(), None);
 
-    let a = t.store.acquire_lease("a", t0, ttl).await.unwrap().unwrap();
+    let a = t.diesel().acquire_lease("a", t0, ttl).await.unwrap().unwrap();
     assert_eq!((a.holder.as_str(), a.term), ("a", 1));
     assert_eq!(other.acquire_lease("b", t0 + Duration::from_secs(1), ttl).await.unwrap(), None, "a's lease is live");
-    let renewed = t.store.acquire_lease("a", t0 + Duration::from_secs(2), ttl).await.unwrap().unwrap();
+    let renewed = t.diesel().acquire_lease("a", t0 + Duration::from_secs(2), ttl).await.unwrap().unwrap();
     assert_eq!(renewed.term, 1, "renewal keeps the term");
 
     // a stops renewing: once its lease has run out, b takes it with the next term.
     let later = t0 + Duration::from_secs(2) + ttl;
     let b = other.acquire_lease("b", later, ttl).await.unwrap().unwrap();
     assert_eq!((b.holder.as_str(), b.term), ("b", 2));
-    assert_eq!(t.store.acquire_lease("a", later, ttl).await.unwrap(), None, "a cannot renew a lease it lost");
-    t.store.release_lease("a", 1).await.unwrap(); // a stale release changes nothing
-    assert_eq!(t.store.current_lease().await.unwrap().unwrap().holder, "b");
+    assert_eq!(t.diesel().acquire_lease("a", later, ttl).await.unwrap(), None, "a cannot renew a lease it lost");
+    t.diesel().release_lease("a", 1).await.unwrap(); // a stale release changes nothing
+    assert_eq!(t.diesel().current_lease().await.unwrap().unwrap().holder, "b");
 
     // A graceful release lets the next server lead at once.
     other.release_lease("b", 2).await.unwrap();
-    let c = t.store.acquire_lease("c", later, ttl).await.unwrap().unwrap();
+    let c = t.diesel().acquire_lease("c", later, ttl).await.unwrap().unwrap();
     assert_eq!((c.holder.as_str(), c.term), ("c", 3));
 }
 
 async fn a_fenced_store_writes_only_while_its_term_holds(db: TestDb) {
     let t = TempStore::new(db).await;
-    let other = t.reopen().await;
+    let other = t.reopen_diesel().await;
     let ttl = Duration::from_secs(5);
     let t0 = SystemTime::now();
-    let a = t.store.acquire_lease("a", t0, ttl).await.unwrap().unwrap();
-    let a_writes = t.store.fenced("a", a.term);
+    let a = t.diesel().acquire_lease("a", t0, ttl).await.unwrap().unwrap();
+    let a_writes = t.diesel().fenced("a", a.term);
     a_writes.add_node(NewNode::new("n1", "tcp://127.0.0.1:1", 4).unwrap()).await.unwrap();
 
     // a is paused past its lease; b takes over and writes.
@@ -375,11 +411,11 @@ async fn a_fenced_store_writes_only_while_its_term_holds(db: TestDb) {
     assert!(matches!(&err, Error::Conflict(m) if m.contains("stale leader")), "{err}");
     let err = a_writes.add_node(NewNode::new("n2", "tcp://127.0.0.1:2", 4).unwrap()).await.unwrap_err();
     assert!(matches!(&err, Error::Conflict(m) if m.contains("stale leader")), "{err}");
-    assert_eq!(t.store.get_node(&node_name("n1")).await.unwrap().status, NodeStatus::Online);
-    assert!(matches!(t.store.get_node(&node_name("n2")).await.unwrap_err(), Error::NotFound { .. }));
+    assert_eq!(t.diesel().get_node(&node_name("n1")).await.unwrap().status, NodeStatus::Online);
+    assert!(matches!(t.diesel().get_node(&node_name("n2")).await.unwrap_err(), Error::NotFound { .. }));
     // Reads are not fenced, and the unfenced store (the API's) still writes.
     assert_eq!(a_writes.list_nodes().await.unwrap().len(), 1);
-    t.store.add_node(NewNode::new("n3", "tcp://127.0.0.1:3", 4).unwrap()).await.unwrap();
+    t.diesel().add_node(NewNode::new("n3", "tcp://127.0.0.1:3", 4).unwrap()).await.unwrap();
 }
 
 async fn every_change_is_an_event_in_order_and_failed_writes_leave_none(db: TestDb) {
@@ -433,29 +469,36 @@ async fn every_change_is_an_event_in_order_and_failed_writes_leave_none(db: Test
     s.release_replica(placed[1].id).await.unwrap();
     s.delete_deployment(&web).await.unwrap();
     s.remove_node(&node_name("n2")).await.unwrap();
-    s.acquire_lease("a", SystemTime::now(), Duration::from_secs(5)).await.unwrap();
+    // A lease is the database stores' (the servers' election); the memory store has none.
+    if let Some(d) = &t.diesel {
+        d.acquire_lease("a", SystemTime::now(), Duration::from_secs(5)).await.unwrap();
+    }
 
     let events = s.list_events(0, 100).await.unwrap();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    let elected = if t.diesel.is_some() { &["leader.elected"][..] } else { &[] };
     assert_eq!(
         kinds,
         [
-            "node.added",
-            "node.online",
-            "node.added",
-            "node.online",
-            "deployment.created",
-            "replica.placed",
-            "replica.placed",
-            "replica.started",
-            "deployment.scaled",
-            "node.offline",
-            "replica.lost",
-            "replica.removed",
-            "deployment.deleted",
-            "node.removed",
-            "leader.elected",
+            &[
+                "node.added",
+                "node.online",
+                "node.added",
+                "node.online",
+                "deployment.created",
+                "replica.placed",
+                "replica.placed",
+                "replica.started",
+                "deployment.scaled",
+                "node.offline",
+                "replica.lost",
+                "replica.removed",
+                "deployment.deleted",
+                "node.removed",
+            ][..],
+            elected,
         ]
+        .concat()
     );
     assert!(events.windows(2).all(|w| w[0].id < w[1].id), "ids only grow");
     let lost = &events[10];
@@ -508,12 +551,12 @@ async fn sqlite_eight_writers_times_ten_thousand_operations_lose_nothing() {
     const WRITERS: usize = 8;
     const OPS: usize = 10_000;
     let t = TempStore::new(TestDb::sqlite()).await;
-    let handles = [Arc::new(t.store.clone()), Arc::new(t.reopen().await)];
+    let handles = [Arc::new(t.diesel().clone()), Arc::new(t.reopen_diesel().await)];
     for i in 0..WRITERS {
         online_node(&t.store, &format!("n{i}"), 10_000).await;
         deployment(&t.store, &format!("d{i}"), 0).await;
     }
-    let events_before = t.store.last_event_id().await.unwrap();
+    let events_before = t.diesel().last_event_id().await.unwrap();
     let started = std::time::Instant::now();
     let tasks: Vec<_> = (0..WRITERS)
         .map(|i| {
@@ -550,7 +593,7 @@ async fn sqlite_eight_writers_times_ten_thousand_operations_lose_nothing() {
     eprintln!("{} operations in {took:?} ({:.0}/s)", WRITERS * OPS, (WRITERS * OPS) as f64 / took.as_secs_f64());
 
     // Every write is there, read back through a third connection.
-    let check = t.reopen().await;
+    let check = t.reopen_diesel().await;
     let mut expected_events = 0;
     for (i, (placed, scaled)) in totals.into_iter().enumerate() {
         let replicas =
@@ -623,8 +666,8 @@ async fn many_replicas_are_marked_running_at_once_and_counted(db: TestDb) {
 }
 
 async fn template_changes_make_revisions_and_the_newest_are_kept(db: TestDb) {
-    let t = TempStore::new(db).await;
-    let store = t.store.clone().keeping_revisions(3);
+    let t = TempStore::keeping_revisions(db, 3).await;
+    let store = t.store.clone();
     online_node(&store, "n1", 10).await;
     let web = deployment_name("web");
     let created = store
@@ -766,7 +809,7 @@ async fn postgres_a_store_made_before_templates_opens_with_everything_kept() {
 async fn node_labels_public_host_and_engine_facts_are_kept(db: TestDb) {
     use std::collections::BTreeMap;
 
-    use orchestrator_core::{EngineFacts, EventKind, EventStore, NodeUpdate};
+    use orchestrator_core::{EngineFacts, EventKind, NodeUpdate};
     let t = TempStore::new(db).await;
     let labels = BTreeMap::from([("zone".to_string(), "a".to_string())]);
     let new = NewNode::new("n1", "unix:///run/n1.sock", 8).unwrap().with_labels(labels.clone()).unwrap();
@@ -882,7 +925,7 @@ async fn claims_of_memory_cpus_and_ports_are_reserved_and_given_back(db: TestDb)
 }
 
 async fn a_crash_loop_is_kept_told_and_cleared(db: TestDb) {
-    use orchestrator_core::{CrashLoop, EventKind, EventStore, Failure};
+    use orchestrator_core::{CrashLoop, EventKind, Failure};
     let t = TempStore::new(db).await;
     deployment(&t.store, "web", 1).await;
     let name = deployment_name("web");
@@ -987,16 +1030,16 @@ async fn registry_passwords_are_sealed_with_a_key_outside_the_store(db: TestDb) 
     let t = TempStore::new(db).await;
     let secret = "correct-horse-battery-staple-0123456789";
     let credential = RegistryCredential::new("10.123.0.1:5000", "ci", Password::new(secret)).unwrap();
-    let refused = t.store.put_registry(credential.clone()).await.unwrap_err();
+    let refused = t.diesel().put_registry(credential.clone()).await.unwrap_err();
     assert!(matches!(refused, Error::Conflict(_)), "no key, no password kept: {refused:?}");
     let key = [7u8; 32];
-    let store = t.reopen().await.sealing_with(key);
+    let store = t.reopen_diesel().await.sealing_with(key);
     store.put_registry(credential.clone()).await.unwrap();
     let listed = store.list_registries().await.unwrap();
     assert_eq!((listed.len(), listed[0].server.as_str(), listed[0].username.as_str()), (1, "10.123.0.1:5000", "ci"));
     assert_eq!(store.registry_credential("10.123.0.1:5000").await.unwrap(), Some(credential.clone()));
     assert_eq!(store.registry_credential("elsewhere:5000").await.unwrap(), None);
-    let other_key = t.reopen().await.sealing_with([8u8; 32]);
+    let other_key = t.reopen_diesel().await.sealing_with([8u8; 32]);
     let e = other_key.registry_credential("10.123.0.1:5000").await.unwrap_err();
     assert!(e.to_string().contains("does not open"), "{e}");
     if let Some(path) = t.db.url().strip_prefix("sqlite://") {
@@ -1252,4 +1295,40 @@ on_both_backends!(
     rollouts_start_with_their_revision_and_end_once,
     ended_replicas_are_kept_with_their_last_words,
     registry_passwords_are_sealed_with_a_key_outside_the_store,
+);
+
+/// The fake under every scheduler and API test, held to the same contract: every test that
+/// asks nothing only a database has.
+macro_rules! on_the_memory_store_too {
+    ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    super::$test(super::TestDb::memory()).await;
+                }
+            )*
+        }
+    };
+}
+
+on_the_memory_store_too!(
+    image_digests_are_pinned_once_and_rollouts_marked_pulled,
+    nodes_crud,
+    duplicates_and_missing_objects_are_typed_errors,
+    stale_version_is_a_conflict_not_an_overwrite,
+    placement_reserves_capacity_all_or_nothing,
+    replica_lifecycle_keeps_capacity_consistent,
+    release_and_delete_give_capacity_back,
+    concurrent_reservations_never_oversubscribe,
+    every_change_is_an_event_in_order_and_failed_writes_leave_none,
+    old_events_are_dropped_beyond_the_retention,
+    many_replicas_are_marked_running_at_once_and_counted,
+    template_changes_make_revisions_and_the_newest_are_kept,
+    node_labels_public_host_and_engine_facts_are_kept,
+    health_verdicts_are_kept_and_counted,
+    claims_of_memory_cpus_and_ports_are_reserved_and_given_back,
+    a_crash_loop_is_kept_told_and_cleared,
+    rollouts_start_with_their_revision_and_end_once,
+    ended_replicas_are_kept_with_their_last_words,
 );

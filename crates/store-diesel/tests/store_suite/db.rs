@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 use test_support::{required, workspace_root};
 
 pub enum TestDb {
+    /// orchestrator-core's in-memory store: the fake other crates' tests run on.
+    Memory(std::sync::Arc<orchestrator_core::memory::MemoryStore>),
     Sqlite {
         url: String,
         _dir: tempfile::TempDir,
@@ -21,6 +23,10 @@ pub enum TestDb {
 }
 
 impl TestDb {
+    pub fn memory() -> Self {
+        TestDb::Memory(std::sync::Arc::new(orchestrator_core::memory::MemoryStore::new()))
+    }
+
     pub fn sqlite() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("orchestrator.db").display());
@@ -45,6 +51,7 @@ impl TestDb {
 
     pub fn url(&self) -> &str {
         match self {
+            TestDb::Memory(_) => "memory",
             TestDb::Sqlite { url, .. } => url,
             #[cfg(feature = "postgres")]
             TestDb::Postgres { url } => url,
