@@ -119,7 +119,7 @@ async fn a_compose_file_runs_as_it_reads_applies_idempotently_and_prunes_only_wh
         assert!(env.contains("\"GREETING=hello\""), "the environment over .env: {env}");
         assert_eq!(
             inspect(node, &c.id, "{{json .Config.Cmd}}"),
-            r#"["sh","-c","mkdir -p /www \u0026\u0026 echo \"$GREETING\" \u003e /www/index.html \u0026\u0026 exec httpd -f -p 8080 -h /www"]"#
+            r#"["sh","-c","mkdir -p /www && echo \"$GREETING\" > /www/index.html && exec httpd -f -p 8080 -h /www"]"#
         );
         assert_eq!(inspect(node, &c.id, "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}}"), "67108864 250000000");
         assert_eq!(inspect(node, &c.id, "{{index .Config.Labels \"team\"}}"), "web");
@@ -246,9 +246,9 @@ fn as_docker_reports(nodes: &[local_cluster::ClusterNode], filter: &str) -> Vec<
     for n in nodes {
         let ids = Command::new("docker").args(["-H", &n.tcp, "ps", "-q", "--filter", filter]).output().unwrap();
         for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            // Swarm binds the port on IPv4 with an explicit empty host address; read the ports
-            // as port numbers only.
-            let line = inspect(n, id, format).replace("\"HostIp\":\"\",", "");
+            // Read the ports as port numbers only (an empty host address either way), and no
+            // ports as none (Swarm writes `{}`, the engine's default is `null`).
+            let line = inspect(n, id, format).replace("\"HostIp\":\"\",", "").replace(" {} ", " null ");
             seen.push(line);
         }
     }
