@@ -263,6 +263,8 @@ impl Drop for Swarm<'_> {
     fn drop(&mut self) {
         for n in self.0.iter().rev() {
             let _ = Command::new("docker").args(["-H", &n.tcp, "swarm", "leave", "--force"]).output();
+            // The bridge a swarm makes stays after it: the engines as they were found.
+            let _ = Command::new("docker").args(["-H", &n.tcp, "network", "rm", "docker_gwbridge"]).output();
         }
     }
 }
