@@ -452,7 +452,7 @@ async fn a_container_started_by_a_deposed_leader_after_the_delete_is_removed_by_
     // engine (its own removal of what it started is refused too).
     deposed.store(true, std::sync::atomic::Ordering::SeqCst);
     // The new leader, on the same store and engines, with its own (quick) runtime.
-    let new = scheduler::Scheduler::new(old.store.clone(), Arc::new(engines.mock()), config);
+    let new = scheduler::Scheduler::new(old.store.clone(), Arc::new(engines.clone()), config);
     let shutdown = CancellationToken::new();
     let reconciler = tokio::spawn(Reconciler::new(Arc::new(new), Arc::new(Notify::new())).run(shutdown.clone()));
     old.store.delete_deployment(&names[0]).await.unwrap();

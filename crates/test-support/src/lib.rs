@@ -1,10 +1,12 @@
 //! What the test trees, benches and xtask would otherwise each copy: where the workspace is,
 //! whether a missing real component fails or skips a test, the local cluster's node list, what
-//! the engines themselves say runs, and HAProxy's config.
+//! the engines themselves say runs, HAProxy's config, and engines in memory (`fake_engines`, a
+//! plain `ContainerRuntime` for tests without Docker).
 
 #![forbid(unsafe_code)]
 
 pub mod engines;
+pub mod fake_engines;
 pub mod haproxy;
 pub mod local_cluster;
 
