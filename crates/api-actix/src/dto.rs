@@ -388,8 +388,8 @@ pub struct CrashLoopView {
     pub restarts: u32,
     /// Of the last container that exited.
     pub last_exit_code: Option<i64>,
-    /// Why the last replica ended, in words (`image not pulled: ... unauthorized ...`);
-    /// in the answer for one deployment, from the replicas' kept history.
+    /// Why the last replica ended, in words (`image not pulled: ... unauthorized ...`), from
+    /// the replicas' kept history (in `/status` and the answer for one deployment).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<String>,
     pub last_failure_ms: u64,

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use actix_web::web::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use orchestrator_core::{ClusterStore, Deployment, Node, Replica, ReplicaFilter};
+use orchestrator_core::{ClusterStore, Deployment, DeploymentName, Node, Replica, ReplicaExit, ReplicaFilter};
 
 use crate::dto::{Addresses, DeploymentView, NodeView, StatusView};
 use crate::error::ApiError;
@@ -68,10 +68,11 @@ impl StatusCache {
         let nodes = store.list_nodes().await?;
         let deployments = store.list_deployments().await?;
         let replicas = store.list_replicas(ReplicaFilter::default().active()).await?;
+        let failures = last_failures(store, &deployments).await?;
         // Tens of milliseconds of CPU for a large cluster: off the actix worker, which meanwhile
         // keeps answering its other connections with the previous document.
         let document = tokio::task::spawn_blocking(move || {
-            let view = view(leader.clone(), &nodes, &deployments, &replicas);
+            let view = view(leader.clone(), &nodes, &deployments, &replicas, &failures);
             Document::new(revision, leader, &view)
         })
         .await
@@ -91,11 +92,27 @@ impl StatusCache {
     }
 }
 
+/// Why the replicas of each crash-looping deployment last ended, from their kept history: one
+/// read per such deployment (a pull refused, an exit code), none for the others.
+pub(crate) async fn last_failures(
+    store: &dyn ClusterStore,
+    deployments: &[Deployment],
+) -> Result<HashMap<DeploymentName, ReplicaExit>, ApiError> {
+    let mut last = HashMap::new();
+    for d in deployments.iter().filter(|d| d.crash_loop.is_some()) {
+        if let Some(exit) = store.list_exits(&d.name, false).await?.into_iter().next() {
+            last.insert(d.name.clone(), exit);
+        }
+    }
+    Ok(last)
+}
+
 pub(crate) fn view(
     leader: Option<String>,
     nodes: &[Node],
     deployments: &[Deployment],
     replicas: &[Replica],
+    last_failures: &HashMap<DeploymentName, ReplicaExit>,
 ) -> StatusView {
     let mut by_deployment: HashMap<&str, Vec<&Replica>> = HashMap::new();
     for r in replicas {
@@ -106,6 +123,7 @@ pub(crate) fn view(
         .iter()
         .map(|d| {
             DeploymentView::new(d, by_deployment.get(d.name.as_str()).map_or(&[], Vec::as_slice), &addresses, true)
+                .with_last_failure(last_failures.get(&d.name))
         })
         .collect();
     StatusView { leader, nodes: nodes.iter().map(NodeView::from).collect(), deployments, next_cursor: None }

@@ -19,7 +19,7 @@ use super::query_number;
 use crate::ApiState;
 use crate::dto::{StatusSummary, StatusView};
 use crate::error::{ApiError, ErrorBody};
-use crate::snapshot::view;
+use crate::snapshot::{last_failures, view};
 use crate::summary::summarize;
 
 /// Deployments per page when `cursor` comes without `limit`.
@@ -161,7 +161,8 @@ async fn part(store: &dyn ClusterStore, leader: Option<String>, scope: &Scope) -
     let used: HashSet<&NodeName> = replicas.iter().map(|r| &r.node).chain(scope.node.iter()).collect();
     let mut nodes = store.list_nodes().await?;
     nodes.retain(|n| used.contains(&n.name));
-    let mut view = view(leader, &nodes, &deployments, &replicas);
+    let failures = last_failures(store, &deployments).await?;
+    let mut view = view(leader, &nodes, &deployments, &replicas, &failures);
     view.next_cursor = next_cursor;
     Ok(view)
 }
