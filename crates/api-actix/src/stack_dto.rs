@@ -23,9 +23,8 @@ pub struct StackFile {
     /// The project name; the stack's name (the path's) when absent, which it must equal.
     #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub name: Option<String>,
-    /// Obsolete in Compose, read and ignored (many files still carry it).
-    #[schema(value_type = Option<String>)]
-    #[allow(dead_code)]
+    /// Obsolete in Compose, read and ignored (many files still carry it): a string or a number.
+    #[schema(schema_with = version_schema)]
     pub version: Option<Value>,
     /// Each service by name (lowercase letters, digits, '-' and '_'): `image`, `command`,
     /// `entrypoint`, `environment`, `ports`, `healthcheck`, `labels`, `stop_grace_period`,
@@ -37,6 +36,12 @@ pub struct StackFile {
     #[serde(flatten)]
     #[schema(ignore)]
     pub other: BTreeMap<String, Value>,
+}
+
+/// `"3.8"` or `3.8`, as files write it.
+fn version_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new().schema_type(SchemaType::from_iter([Type::String, Type::Number, Type::Null])).build()
 }
 
 /// Why a Compose key a file may well have is not taken here.
@@ -395,6 +400,11 @@ impl StackFile {
     /// Each service as the deployment it makes, checked against `limits`; an error names the
     /// path in the file.
     pub fn into_services(self, stack: &StackName, limits: &Limits) -> Result<Vec<StackService>, Error> {
+        if let Some(v) = &self.version
+            && !(v.is_string() || v.is_number() || v.is_null())
+        {
+            return Err(Error::invalid("version", "a string or a number (it is read and ignored)"));
+        }
         if let Some(key) = self.other.keys().next() {
             return Err(Error::invalid(key.clone(), format!("not supported here: {}", unsupported(key))));
         }
@@ -516,6 +526,7 @@ mod tests {
             (json!({"services": {"web": {}}}), "services.web.image"),
             (json!({"services": {"Web": {"image": "local/busybox:1"}}}), "services.Web"),
             (json!({"services": {}, "volumes": {}}), "volumes"),
+            (json!({"services": {}, "version": {}}), "version"),
         ] {
             let (got, message) = refused(file);
             assert_eq!(got, field, "{message}");
