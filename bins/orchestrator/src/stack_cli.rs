@@ -69,7 +69,7 @@ pub async fn apply(c: &ClientArgs, args: &FileArgs, dry_run: bool, wait: &WaitAr
         let (service, deployment) = (text(&step["service"]), text(&step["deployment"]));
         let outcome = match (step["action"].as_str(), step["rollout"].as_u64()) {
             (Some("update"), Some(rollout)) => crate::rollout_cli::follow(c, &deployment, rollout, wait).await,
-            (Some("create" | "update"), _) => wait_ready(c, &deployment, wait).await,
+            (Some("create" | "update"), _) => wait_steady(c, &deployment, wait).await,
             _ => Ok(()),
         };
         if let Err(e) = outcome {
@@ -83,6 +83,35 @@ pub async fn apply(c: &ClientArgs, args: &FileArgs, dry_run: bool, wait: &WaitAr
         println!("stack {stack} applied");
     }
     Ok(())
+}
+
+/// How long a new service must run all its replicas, none failing, to count as up: a
+/// container that exits at once runs for a moment first.
+const STEADY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Until the deployment runs its required replicas and keeps them for `STEADY` without a
+/// failure (no crash loop), within the wait's timeout.
+async fn wait_steady(c: &ClientArgs, name: &str, wait: &WaitArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    wait_ready(c, name, wait).await?;
+    let mut steady_since = std::time::Instant::now();
+    loop {
+        let d = call(c, Method::GET, &format!("/v1/deployments/{name}"), None).await?;
+        let failing = d.get("crash_looping").is_some_and(|f| !f.is_null());
+        if failing || d["actual"] != d["required"] {
+            steady_since = std::time::Instant::now();
+        } else if steady_since.elapsed() >= STEADY {
+            return Ok(());
+        }
+        if started.elapsed() > wait.timeout {
+            let why = match d["crash_looping"]["last_failure"].as_str() {
+                Some(last) => format!("its replicas keep failing: {last}"),
+                None => format!("{} of {} replicas ready", text(&d["actual"]), text(&d["required"])),
+            };
+            bail!("not up after {:?}: {why}", wait.timeout);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }
 
 /// A refusal of a field of the file, said at its line (`compose.yaml:14: services.web...`).
