@@ -1,15 +1,15 @@
 //! `/create` (the seed's route) and `/v1/deployments`.
 
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use orchestrator_core::{Change, DeploymentName, EngineFacts, Error, Node, ReplicaFilter, Resources};
 use tracing::info;
 
-use super::path_name;
+use super::{caller, path_name};
+use crate::ApiState;
 use crate::body::read_json;
 use crate::dto::{Addresses, CreateDeployment, DeploymentView, Rebalanced, RevisionView};
 use crate::error::{ApiError, ErrorBody};
 use crate::summary::ready_by_deployment;
-use crate::{ApiState, Caller};
 
 #[utoipa::path(post, path = "/v1/deployments", tag = "deployments", request_body = CreateDeployment,
     responses((status = 201, description = "Created; replicas are being placed", body = DeploymentView), (status = 200, description = "It already exists with exactly this spec (a retried create): nothing changed", body = DeploymentView), (status = 400, description = "Malformed JSON, unknown field or wrong type (the field is named)", body = ErrorBody), (status = 422, description = "A value out of range or badly formed (the field is named)", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody),
@@ -22,7 +22,7 @@ pub async fn create(
     let body: CreateDeployment = read_json(&req, payload, state.body_limit).await?;
     let (name, spec) = body.into_spec(&state.limits)?;
     fits_some_engine(&spec.template.resources, &state.store.list_nodes().await?)?;
-    let change = Change { by: req.extensions().get::<Caller>().map(|c| c.token_id.clone()), ..Change::default() };
+    let change = Change { by: caller(&req), ..Change::default() };
     // Create by name is idempotent: a client that retries after a lost answer, or whose
     // request a load balancer sent twice, gets the deployment it made, never a second one.
     match state.control.create_deployment(&name, spec.clone(), change).await {

@@ -66,6 +66,12 @@ fn static_name(method: &Method) -> &'static str {
         .expect("routes are registered with standard methods")
 }
 
+/// The id of the token that made the request (never the token), for the record of a change.
+pub(crate) fn caller(req: &HttpRequest) -> Option<String> {
+    use actix_web::HttpMessage;
+    req.extensions().get::<crate::Caller>().map(|c| c.token_id.clone())
+}
+
 /// No route for this path, whatever the method.
 pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound(format!("no route for {} {}", req.method(), req.path())))

@@ -1,19 +1,19 @@
 //! Updates and their rollouts: `PATCH /v1/deployments/{name}` (scale, or a new template that
 //! rolls out; `?dry_run=true` plans it), the rollouts' record, rollback, pause and resume.
 
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use orchestrator_core::{Change, DeploymentName, DeploymentSpec, Error, ReplicaFilter, RolloutId};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 use utoipa::{IntoParams, ToSchema};
 
 use super::deployments::fits_some_engine;
-use super::path_name;
+use super::{caller, path_name};
+use crate::ApiState;
 use crate::body::read_json;
 use crate::dto::{Addresses, DeploymentView};
 use crate::error::{ApiError, ErrorBody};
 use crate::rollout_dto::{RollbackDeployment, RolloutView, UpdateDeployment, UpdatePlanView};
-use crate::{ApiState, Caller};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -28,10 +28,6 @@ pub struct UpdateQuery {
 pub enum UpdateAnswer {
     Updated(Box<DeploymentView>),
     Plan(UpdatePlanView),
-}
-
-fn caller(req: &HttpRequest) -> Option<String> {
-    req.extensions().get::<Caller>().map(|c| c.token_id.clone())
 }
 
 /// The deployment as an update or rollback answers it: with the rollout it started.

@@ -4,20 +4,20 @@
 
 use std::collections::BTreeMap;
 
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use orchestrator_core::stack::{self, StackAction, StackStep};
 use orchestrator_core::{Change, Deployment, Error, StackName};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 use utoipa::{IntoParams, ToSchema};
 
-use super::path_name;
+use super::{caller, path_name};
+use crate::ApiState;
 use crate::body::read_json;
 use crate::dto::DeploymentView;
 use crate::error::{ApiError, ErrorBody};
 use crate::stack_dto::StackFile;
 use crate::summary::ready_by_deployment;
-use crate::{ApiState, Caller};
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -136,7 +136,7 @@ pub async fn apply(
     if query.dry_run.unwrap_or(false) {
         return Ok(HttpResponse::Ok().json(views));
     }
-    let by = req.extensions().get::<Caller>().map(|c| c.token_id.clone());
+    let by = caller(&req);
     for (step, view) in steps.into_iter().zip(views.iter_mut()) {
         let change = Change { by: by.clone(), cause: Some(format!("stack {stack} applied")), restores: None };
         let done = match (step.action, step.spec, step.version) {
