@@ -51,6 +51,10 @@ struct Node {
     knobs: Mutex<Knobs>,
     addr: SocketAddr,
     serving: Mutex<Option<JoinHandle<()>>>,
+    /// The listening socket of the current life, shut down by a kill at once: the aborted
+    /// serving task drops it only when next polled, and a revive right after must find the
+    /// port no longer listened on (or its bind fails: address in use).
+    listening: Mutex<Option<Arc<tokio::net::TcpListener>>>,
     /// Bumped by each kill. Aborting the serving task only asks for its end, which comes a
     /// little later on another worker thread; until then a kept-alive connection would still be
     /// answered, as a SIGKILLed dockerd never does. Connections of an older life answer nothing.
@@ -106,8 +110,11 @@ impl HollowCluster {
                 knobs: Mutex::new(Knobs::default()),
                 addr,
                 serving: Mutex::new(None),
+                listening: Mutex::new(None),
                 life: std::sync::atomic::AtomicU64::new(0),
             });
+            let listener = Arc::new(listener);
+            *lock(&node.listening) = Some(Arc::clone(&listener));
             *lock(&node.serving) = Some(tokio::spawn(serve(Arc::clone(&node), listener, 0)));
             nodes.push(node);
         }
@@ -151,6 +158,11 @@ impl HollowCluster {
     pub fn kill(&self, i: usize) -> Result<(), Error> {
         let node = self.node(i)?;
         node.life.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(listener) = lock(&node.listening).take() {
+            // Out of the listening state now: new connections are refused, as by a dead
+            // dockerd, and the port may be bound again.
+            let _ = socket2::SockRef::from(&*listener).shutdown(std::net::Shutdown::Both);
+        }
         if let Some(task) = lock(&node.serving).take() {
             task.abort();
         }
@@ -163,7 +175,9 @@ impl HollowCluster {
         let mut serving = lock(&node.serving);
         if serving.is_none() {
             let life = node.life.load(std::sync::atomic::Ordering::SeqCst);
-            *serving = Some(tokio::spawn(serve(Arc::clone(node), listener(node.addr)?, life)));
+            let listener = Arc::new(listener(node.addr)?);
+            *lock(&node.listening) = Some(Arc::clone(&listener));
+            *serving = Some(tokio::spawn(serve(Arc::clone(node), listener, life)));
         }
         Ok(())
     }
@@ -187,12 +201,18 @@ impl Drop for HollowCluster {
 /// Accepts connections until aborted; aborting drops the listener and, with the `JoinSet`,
 /// every connection.
 /// Answers engine `node` in its `life`-th life (see `Node::life`).
-async fn serve(node: Arc<Node>, listener: tokio::net::TcpListener, life: u64) {
+async fn serve(node: Arc<Node>, listener: Arc<tokio::net::TcpListener>, life: u64) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, _)) = accepted else {
+                    // A killed life's socket, shut down: this life is over.
+                    if node.life.load(std::sync::atomic::Ordering::SeqCst) != life {
+                        return;
+                    }
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let node = Arc::clone(&node);
                 connections.spawn(async move {
