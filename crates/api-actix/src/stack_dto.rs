@@ -215,7 +215,7 @@ fn update_policy(path: &str, value: &Value) -> Result<Value, Error> {
 }
 
 /// `limits` and `reservations` as one `resources`: placement reserves the limit, so a
-/// reservation is taken when a limit at least as large goes with it.
+/// reservation is taken when the same resource has a limit too.
 fn resources(path: &str, value: &Value) -> Result<Option<Value>, Error> {
     let map = object(path, value)?;
     only(path, map, &["limits", "reservations"])?;
@@ -231,7 +231,7 @@ fn resources(path: &str, value: &Value) -> Result<Option<Value>, Error> {
         }
     };
     let (mut limits, reservations) = (part("limits")?, part("reservations")?);
-    for (key, reserved) in &reservations {
+    for key in reservations.keys() {
         if !limits.contains_key(key) {
             return Err(Error::invalid(
                 format!("{path}.reservations.{key}"),
@@ -240,7 +240,6 @@ fn resources(path: &str, value: &Value) -> Result<Option<Value>, Error> {
                 ),
             ));
         }
-        let _ = reserved;
     }
     if let Some(cpus) = limits.get("cpus").filter(|c| c.is_string()) {
         let text = cpus.as_str().unwrap_or_default();
