@@ -24,6 +24,8 @@ use crate::sh;
 const REQUIREMENTS: &str = "xtask/fuzz-requirements.txt";
 /// Which statuses the checks expect where the defaults do not fit (see the file).
 const CONFIG: &str = "xtask/schemathesis.toml";
+/// Keeps generated bodies inside the bounds the document states with its `x-` keywords.
+const HOOKS: &str = "xtask/fuzz_hooks.py";
 const TOKEN: &str = "fuzz-admin-token-0123456789abcdef0123456789";
 
 #[derive(clap::Args)]
@@ -137,6 +139,7 @@ fn one_pass(st: &Path, url: &str, dir: &Path, seed: u64, label: &str, token: boo
         .args(["--seed", &seed.to_string(), "--report", "junit"])
         .arg("--report-junit-path")
         .arg(dir.join(format!("{label}.xml")))
+        .env("SCHEMATHESIS_HOOKS", sh::workspace_root().join(HOOKS))
         .env("NO_COLOR", "1");
     if token {
         cmd.args(["-H", &format!("Authorization: Bearer {TOKEN}")]);

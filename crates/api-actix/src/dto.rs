@@ -10,6 +10,7 @@ use orchestrator_core::{
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
+use crate::grammar;
 use crate::rollout_dto::{DeployPolicyView, RolloutView, UpdatePolicyRequest};
 pub use crate::template_dto::TemplateView;
 use crate::template_dto::{HealthcheckRequest, PortRequest, ResourcesRequest, WorkloadFields};
@@ -17,15 +18,6 @@ use crate::template_dto::{HealthcheckRequest, PortRequest, ResourcesRequest, Wor
 // The `pattern`s below state in the OpenAPI document exactly what the domain validates (names
 // are DNS labels; images Docker references; addresses unix:// paths or host:port), so that a
 // client, or a fuzzer, generating from the document finds no disagreement.
-
-/// At most 256 arguments, none with a NUL (no program can receive one).
-fn command_schema() -> utoipa::openapi::schema::Array {
-    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
-    ArrayBuilder::new()
-        .items(ObjectBuilder::new().schema_type(Type::String).pattern(Some("^[^\\u0000]*$")))
-        .max_items(Some(256))
-        .build()
-}
 
 /// An integer as JSON Schema counts one: `3` or `3.0` (an integral float), not `3.5`.
 pub(crate) fn integer<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
@@ -78,11 +70,7 @@ pub(crate) fn version<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> 
 #[serde(deny_unknown_fields)]
 pub struct CreateDeployment {
     /// A Docker image reference, e.g. `local/busybox:1`.
-    #[schema(
-        example = "local/busybox:1",
-        pattern = "^(((localhost|[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+)(:[0-9]{1,5})?|[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?:[0-9]{1,5})/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)*|[a-z0-9]+((_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)+|[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*)(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[a-z0-9+._-]+:[0-9a-fA-F]{32,})?$",
-        max_length = 255
-    )]
+    #[schema(schema_with = grammar::image_schema)]
     pub image: String,
     /// Required replicas, 0..=the server's maximum (10,000 by default).
     #[schema(example = 6, minimum = 0, maximum = 10_000)]
@@ -94,11 +82,11 @@ pub struct CreateDeployment {
     pub name: Option<String>,
     /// The container's command; the image's own when empty (at most 256 arguments, 16 KiB).
     #[serde(default)]
-    #[schema(schema_with = command_schema)]
+    #[schema(schema_with = grammar::command_schema)]
     pub command: Vec<String>,
     /// The container's entrypoint; the image's own when empty (bounded as `command` is).
     #[serde(default)]
-    #[schema(schema_with = command_schema)]
+    #[schema(schema_with = grammar::command_schema)]
     pub entrypoint: Vec<String>,
     /// Capacity units one replica takes on its node (default 1).
     #[schema(minimum = 1, maximum = 1_000_000)]
@@ -106,29 +94,33 @@ pub struct CreateDeployment {
     pub units: Option<i64>,
     /// Environment variables: names `[A-Za-z_][A-Za-z0-9_]*`, values without NUL.
     #[serde(default)]
-    #[schema(example = json!({"GREETING": "hello"}))]
+    #[schema(schema_with = grammar::env_schema)]
     pub env: BTreeMap<String, String>,
     /// Container ports published on the node (each published port/protocol once).
     #[serde(default, deserialize_with = "objects")]
+    #[schema(schema_with = grammar::ports_schema)]
     pub ports: Vec<PortRequest>,
     #[serde(default, deserialize_with = "optional_object")]
     pub resources: Option<ResourcesRequest>,
     /// Absent: the image's own check; `{"disable": true}`: none.
     #[serde(default, deserialize_with = "optional_object")]
+    #[schema(schema_with = grammar::healthcheck_schema)]
     pub healthcheck: Option<HealthcheckRequest>,
     /// Put on each container (`io.orchestrator.*` is reserved).
     #[serde(default)]
+    #[schema(schema_with = grammar::labels_schema)]
     pub labels: BTreeMap<String, String>,
     /// `node.labels.KEY == VALUE`, `node.labels.KEY != VALUE`, `node.name == NAME`, `node.name != NAME`.
     #[serde(default)]
-    #[schema(example = json!(["node.labels.zone == a"]))]
+    #[schema(schema_with = grammar::constraints_schema)]
     pub constraints: Vec<String>,
     /// At most this many replicas on one node.
     #[serde(default, deserialize_with = "optional_integer")]
     #[schema(minimum = 1, maximum = 4_294_967_295_u64)]
     pub max_per_node: Option<i64>,
-    /// SIGTERM, then this long before SIGKILL (`"10s"`, `"1m30s"`); the server's default when absent.
-    #[schema(example = "10s")]
+    /// SIGTERM, then this long before SIGKILL (`"10s"`, `"1m30s"`, at most 1h); the server's
+    /// default when absent.
+    #[schema(schema_with = grammar::stop_grace_schema)]
     pub stop_grace_period: Option<String>,
     /// When engines pull the image: `if_not_present` (default: an image of a named registry
     /// when the engine lacks it), `always` (before every start), `never`.
@@ -137,12 +129,15 @@ pub struct CreateDeployment {
     /// How template changes roll out (see `PATCH`): parallelism 1, max_surge 1, max_unavailable 0,
     /// start-first, monitor 5s, failure_action rollback by default.
     #[serde(default, deserialize_with = "optional_object")]
+    #[schema(schema_with = grammar::update_policy_schema)]
     pub update: Option<UpdatePolicyRequest>,
     /// How a rollback replaces replicas (the same keys; failure_action pause by default).
     #[serde(default, deserialize_with = "optional_object")]
+    #[schema(schema_with = grammar::update_policy_schema)]
     pub rollback: Option<UpdatePolicyRequest>,
-    /// A replica about to be stopped leaves the endpoints this long before its SIGTERM. Default `2s`.
-    #[schema(example = "2s")]
+    /// A replica about to be stopped leaves the endpoints this long before its SIGTERM. Default
+    /// `2s`, at most `5m`.
+    #[schema(schema_with = grammar::deregister_delay_schema)]
     pub deregister_delay: Option<String>,
 }
 
@@ -195,10 +190,12 @@ pub struct AddNode {
     pub capacity: i64,
     /// What constraints look at: `{"zone": "a"}`.
     #[serde(default)]
-    #[schema(example = json!({"zone": "a"}))]
+    #[schema(schema_with = grammar::node_labels_schema)]
     pub labels: BTreeMap<String, String>,
     /// Where its published ports are reached; the engine address's host by default (required
-    /// for a `unix://` node that runs replicas publishing ports).
+    /// for a `unix://` node that runs replicas publishing ports). A host name, an IPv4
+    /// address or a bracketed IPv6 one.
+    #[schema(schema_with = grammar::public_host_schema)]
     pub public_host: Option<String>,
 }
 
@@ -215,11 +212,11 @@ impl AddNode {
 #[serde(deny_unknown_fields)]
 pub struct UpdateNode {
     /// The node's labels, all of them (`{}` clears them).
-    #[schema(example = json!({"zone": "a"}))]
+    #[schema(schema_with = grammar::node_labels_schema_or_null)]
     pub labels: Option<BTreeMap<String, String>>,
     /// A host, or `null` to go back to the engine address's host.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = grammar::public_host_schema)]
     pub public_host: Option<Option<String>>,
 }
 

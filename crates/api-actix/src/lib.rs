@@ -10,6 +10,7 @@ mod auth;
 mod body;
 mod dto;
 mod error;
+mod grammar;
 mod metrics;
 mod openapi;
 mod rollout_dto;

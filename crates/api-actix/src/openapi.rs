@@ -9,11 +9,11 @@ use actix_web::web::Bytes;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::dto;
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::routes::{
     access, deployments, endpoints, events, health, logs, nodes, registries, replicas, rollouts, stacks, status,
 };
+use crate::{dto, rollout_dto, template_dto};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -57,7 +57,11 @@ use crate::routes::{
         health::healthz,
         health::readyz,
     ),
-    components(schemas(ErrorBody, ErrorDetail, dto::CreateDeployment, logs::LogMarkerView)),
+    // The request objects `grammar` refers to by name (it adds rules beside the reference).
+    components(schemas(
+        ErrorBody, ErrorDetail, dto::CreateDeployment, logs::LogMarkerView,
+        template_dto::HealthcheckRequest, template_dto::PortRequest, rollout_dto::UpdatePolicyRequest,
+    )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags(

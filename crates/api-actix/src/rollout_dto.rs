@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::dto::{millis, optional_integer, optional_object};
+use crate::grammar;
 use crate::template_dto::{HealthcheckRequest, PortRequest, ResourcesRequest, WorkloadFields, parse_duration};
 
 /// How replicas are replaced; every key optional (the deployment's current value stays).
@@ -33,8 +34,9 @@ pub struct UpdatePolicyRequest {
     /// `start-first` (default) or `stop-first` (no surge; one at a time unavailable at least).
     #[schema(example = "start-first", pattern = "^(start-first|stop-first)$")]
     pub order: Option<String>,
-    /// How long a new replica must stay ready before it counts as updated. Default `5s`.
-    #[schema(example = "5s")]
+    /// How long a new replica must stay ready before it counts as updated. Default `5s`, at
+    /// most `1h`.
+    #[schema(schema_with = grammar::monitor_schema)]
     pub monitor: Option<String>,
     /// `rollback` (default for updates), `pause` (default for rollbacks) or `continue`.
     #[schema(example = "rollback", pattern = "^(rollback|pause|continue)$")]
@@ -42,11 +44,12 @@ pub struct UpdatePolicyRequest {
     /// Failed new replicas allowed, as a share of those started (0..=1). Default 0.
     #[schema(minimum = 0.0, maximum = 1.0)]
     pub max_failure_ratio: Option<f64>,
-    /// The whole rollout must be done within this. Default `10m`.
-    #[schema(example = "10m")]
+    /// The whole rollout must be done within this. Default `10m`; at least `monitor`, at most `24h`.
+    #[schema(schema_with = grammar::progress_deadline_schema)]
     pub progress_deadline: Option<String>,
-    /// A new replica must be ready within this of its start (after any pull). Default `1m`.
-    #[schema(example = "1m")]
+    /// A new replica must be ready within this of its start (after any pull). Default `1m`,
+    /// 1ms to 1h.
+    #[schema(schema_with = grammar::ready_deadline_schema)]
     pub ready_deadline: Option<String>,
 }
 
@@ -113,36 +116,46 @@ pub struct UpdateDeployment {
     /// Why, kept with the revision it makes (`"fix the greeting"`).
     #[schema(max_length = 1024)]
     pub cause: Option<String>,
-    #[schema(example = "local/busybox:2", max_length = 255)]
+    #[schema(schema_with = grammar::image_schema_or_null)]
     pub image: Option<String>,
+    #[schema(schema_with = grammar::command_schema_or_null)]
     pub command: Option<Vec<String>>,
+    #[schema(schema_with = grammar::command_schema_or_null)]
     pub entrypoint: Option<Vec<String>>,
     #[schema(minimum = 1, maximum = 1_000_000)]
     #[serde(default, deserialize_with = "optional_integer")]
     pub units: Option<i64>,
+    #[schema(schema_with = grammar::env_schema_or_null)]
     pub env: Option<BTreeMap<String, String>>,
     #[serde(default, deserialize_with = "optional_objects")]
+    #[schema(schema_with = grammar::ports_schema_or_null)]
     pub ports: Option<Vec<PortRequest>>,
     #[serde(default, deserialize_with = "optional_object")]
     pub resources: Option<ResourcesRequest>,
     #[serde(default, deserialize_with = "optional_object")]
+    #[schema(schema_with = grammar::healthcheck_schema)]
     pub healthcheck: Option<HealthcheckRequest>,
+    #[schema(schema_with = grammar::labels_schema_or_null)]
     pub labels: Option<BTreeMap<String, String>>,
+    #[schema(schema_with = grammar::constraints_schema_or_null)]
     pub constraints: Option<Vec<String>>,
     #[serde(default, deserialize_with = "optional_integer")]
     #[schema(minimum = 1, maximum = 4_294_967_295_u64)]
     pub max_per_node: Option<i64>,
-    #[schema(example = "10s")]
+    #[schema(schema_with = grammar::stop_grace_schema)]
     pub stop_grace_period: Option<String>,
     #[schema(pattern = "^(if_not_present|always|never)$", example = "always")]
     pub pull: Option<String>,
     #[serde(default, deserialize_with = "optional_object")]
+    #[schema(schema_with = grammar::update_policy_schema)]
     pub update: Option<UpdatePolicyRequest>,
     /// How a rollback replaces replicas (the same keys as `update`).
     #[serde(default, deserialize_with = "optional_object")]
+    #[schema(schema_with = grammar::update_policy_schema)]
     pub rollback: Option<UpdatePolicyRequest>,
-    /// A replica about to be stopped leaves the endpoints this long before its SIGTERM. Default `2s`.
-    #[schema(example = "2s")]
+    /// A replica about to be stopped leaves the endpoints this long before its SIGTERM. Default
+    /// `2s`, at most `5m`.
+    #[schema(schema_with = grammar::deregister_delay_schema)]
     pub deregister_delay: Option<String>,
 }
 
@@ -304,7 +317,7 @@ pub struct UpdatePolicyView {
 }
 
 fn duration_text(d: Duration) -> String {
-    humantime::format_duration(d).to_string().replace(' ', "")
+    crate::grammar::format_duration(d)
 }
 
 impl UpdatePolicyView {

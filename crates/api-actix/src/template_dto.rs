@@ -41,53 +41,48 @@ pub struct PortRequest {
     #[serde(default, deserialize_with = "optional_integer")]
     pub published: Option<i64>,
     /// `tcp` (default) or `udp`.
-    #[schema(example = "tcp")]
+    #[schema(example = "tcp", pattern = "^(tcp|udp)$")]
     pub protocol: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourcesRequest {
-    /// A memory limit: `"64M"` (binary units, as Docker reads them: 64 MiB), at least 6 MiB.
-    #[schema(example = "64M")]
+    /// A memory limit: `"64M"` (binary units, as Docker reads them: 64 MiB), 6 MiB to 1 PiB.
+    #[schema(schema_with = crate::grammar::memory_schema_or_null)]
     pub memory: Option<String>,
     /// A CPU limit in CPUs, above 0.
     #[schema(example = 0.25, minimum = 0.01, maximum = 1_000_000.0)]
     pub cpus: Option<f64>,
 }
 
+/// `{"disable": true}` alone, or a `test` with its timings (each 1ms to 24h).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthcheckRequest {
     /// `["CMD", program, args..]` or `["CMD-SHELL", command]`.
-    #[schema(example = json!(["CMD-SHELL", "wget -q -O /dev/null http://127.0.0.1:8080/"]))]
+    #[schema(schema_with = crate::grammar::health_test_schema_or_null)]
     pub test: Option<Vec<String>>,
-    #[schema(example = "1s")]
+    #[schema(schema_with = health_timing)]
     pub interval: Option<String>,
-    #[schema(example = "1s")]
+    #[schema(schema_with = health_timing)]
     pub timeout: Option<String>,
     #[serde(default, deserialize_with = "optional_integer")]
     #[schema(minimum = 0, maximum = 1000)]
     pub retries: Option<i64>,
-    #[schema(example = "2s")]
+    #[schema(schema_with = health_timing)]
     pub start_period: Option<String>,
     /// No health check, not even the image's.
     pub disable: Option<bool>,
 }
 
-/// A duration as Compose writes one (`"1m30s"`, `"500ms"`, `"10s"`).
-pub fn parse_duration(field: &str, text: &str) -> Result<Duration, Error> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        Error::invalid(field, format!("{text:?} is not a duration like \"10s\", \"1m30s\" or \"500ms\": {e}"))
-    })
-}
+pub use crate::grammar::parse_duration;
 
-fn parse_memory(text: &str) -> Result<u64, Error> {
-    parse_size::Config::new()
-        .with_binary()
-        .parse_size(text.trim())
-        .map_err(|e| Error::invalid("resources.memory", format!("{text:?} is not a size like \"64M\" or \"1G\": {e}")))
+/// A health check timing, as the health check object documents it (null: the default).
+fn health_timing() -> utoipa::openapi::schema::Schema {
+    crate::grammar::or_null(crate::grammar::duration_schema(MIN_HEALTH_TIMING, MAX_HEALTH_TIMING, "1s", None))
 }
+use crate::grammar::{MAX_HEALTH_TIMING, MIN_HEALTH_TIMING, parse_duration_within, parse_memory};
 
 fn port_number(field: String, value: i64) -> Result<u16, Error> {
     u16::try_from(value)
@@ -118,7 +113,7 @@ impl WorkloadFields {
             .collect::<Result<_, Error>>()?;
         if let Some(r) = self.resources {
             template.resources = Resources {
-                memory_bytes: r.memory.as_deref().map(parse_memory).transpose()?,
+                memory_bytes: r.memory.as_deref().map(|m| parse_memory("resources.memory", m)).transpose()?,
                 nano_cpus: r.cpus.map(nano_cpus).transpose()?,
             };
         }
@@ -170,7 +165,9 @@ impl HealthcheckRequest {
             return Ok(HealthCheck::Disabled);
         }
         let test = self.test.ok_or_else(|| Error::invalid("healthcheck.test", "required (or {\"disable\": true})"))?;
-        let duration = |field: &str, v: Option<String>| v.as_deref().map(|d| parse_duration(field, d)).transpose();
+        let duration = |field: &str, v: Option<String>| {
+            v.as_deref().map(|d| parse_duration_within(field, d, MIN_HEALTH_TIMING, MAX_HEALTH_TIMING)).transpose()
+        };
         Ok(HealthCheck::Command(HealthCommand {
             test,
             interval: duration("healthcheck.interval", self.interval)?,
@@ -200,7 +197,7 @@ fn format_memory(bytes: u64) -> String {
 }
 
 fn format_duration(d: Duration) -> String {
-    humantime::format_duration(d).to_string().replace(' ', "")
+    crate::grammar::format_duration(d)
 }
 
 /// What a deployment's containers run, in the create's own words.

@@ -95,7 +95,7 @@ pub fn check_node_labels(labels: &BTreeMap<String, String>) -> Result<()> {
     }
     for (key, value) in labels {
         crate::workload::check_label_key(key).map_err(|why| Error::invalid(format!("labels.{key}"), why))?;
-        if value.is_empty() || value.len() > 256 || value.contains('\0') || value.trim() != value {
+        if value.is_empty() || value.chars().count() > 256 || value.contains('\0') || value.trim() != value {
             return Err(Error::invalid(
                 format!("labels.{key}"),
                 "a value is 1 to 256 characters, no NUL, no leading or trailing space",
@@ -108,7 +108,8 @@ pub fn check_node_labels(labels: &BTreeMap<String, String>) -> Result<()> {
 /// A host name or an IPv4 address (an IPv6 one in brackets) clients reach the node at.
 pub fn check_public_host(host: &str) -> Result<()> {
     let ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        // In hex groups only: the document's pattern has no dotted-quad tail.
+        Some(v6) => !v6.contains('.') && v6.parse::<std::net::Ipv6Addr>().is_ok(),
         None => is_hostname(host),
     };
     if ok { Ok(()) } else { Err(Error::invalid("public_host", format!("{host:?} is not a host name or IP address"))) }

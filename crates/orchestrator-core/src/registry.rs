@@ -45,14 +45,14 @@ pub struct RegistryCredential {
 impl RegistryCredential {
     /// Validated: `server` is `host[:port]` (no scheme, no path), a username and a password.
     pub fn new(server: &str, username: &str, password: Password) -> Result<Self> {
-        if !crate::image::is_registry_host(server) {
+        if server.len() > 253 || !crate::image::is_registry_host(server) {
             return Err(Error::invalid("server", format!("{server:?} is not a registry host (host or host:port)")));
         }
-        if username.is_empty() || username.len() > 255 || username.contains(['\0', ':']) {
+        if username.is_empty() || username.chars().count() > 255 || username.contains(['\0', ':']) {
             return Err(Error::invalid("username", "1-255 characters, no ':' or NUL"));
         }
-        if password.expose().is_empty() || password.expose().len() > 4096 {
-            return Err(Error::invalid("password", "1-4096 bytes"));
+        if password.expose().is_empty() || password.expose().chars().count() > 4096 {
+            return Err(Error::invalid("password", "1-4096 characters"));
         }
         Ok(Self { login: RegistryLogin { server: server.to_string(), username: username.to_string() }, password })
     }

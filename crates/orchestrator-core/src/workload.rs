@@ -208,16 +208,20 @@ impl Constraint {
                 format!("{text:?}: {why} (expected node.labels.KEY == VALUE, node.name != NAME, ...)"),
             )
         };
-        let (left, equal, right) = if let Some((l, r)) = text.split_once("==") {
-            (l, true, r)
-        } else if let Some((l, r)) = text.split_once("!=") {
-            (l, false, r)
-        } else {
-            return Err(bad("no == or !="));
+        // One operator; the key's and the value's characters hold no '=' or '!', so the first
+        // such character starts it. Spaces around it (and the ends) are ASCII spaces.
+        let Some(at) = text.find(['=', '!']) else { return Err(bad("no == or !=")) };
+        let equal = match &text[at..] {
+            rest if rest.starts_with("==") => true,
+            rest if rest.starts_with("!=") => false,
+            _ => return Err(bad("no == or !=")),
         };
-        let (left, value) = (left.trim(), right.trim());
-        if value.is_empty() || value.contains("==") || value.contains("!=") {
-            return Err(bad("one value after the operator"));
+        let (left, value) = (text[..at].trim_matches(' '), text[at + 2..].trim_matches(' '));
+        let value_char = |c: char| !(c <= ' ' || c == '\u{7f}' || c == '=' || c == '!');
+        if value.is_empty() || value.chars().count() > 256 || !value.chars().all(value_char) {
+            return Err(bad(
+                "one value after the operator: 1 to 256 characters, no space, control character, '=' or '!'",
+            ));
         }
         let key = if left == "node.name" {
             ConstraintKey::NodeName

@@ -48,7 +48,7 @@ pub struct EventsQuery {
     node: Option<String>,
     /// Only events of these kinds, comma-separated: a kind (`replica.exited`) or a family
     /// (`rollout` = every `rollout.*`).
-    #[param(example = "replica.exited,rollout")]
+    #[param(schema_with = crate::grammar::event_kinds_schema)]
     kind: Option<String>,
 }
 
@@ -64,7 +64,9 @@ struct EventFilter {
 impl EventFilter {
     fn from_query(query: &EventsQuery) -> Result<Self, ApiError> {
         let mut kinds = Vec::new();
-        for wanted in query.kind.iter().flat_map(|k| k.split(',')).map(str::trim).filter(|k| !k.is_empty()) {
+        for wanted in
+            query.kind.iter().flat_map(|k| k.split(',')).map(|k| k.trim_matches(' ')).filter(|k| !k.is_empty())
+        {
             let family = format!("{wanted}.");
             let matching: Vec<EventKind> = EventKind::ALL
                 .into_iter()

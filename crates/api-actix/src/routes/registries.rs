@@ -16,11 +16,13 @@ use crate::error::{ApiError, ErrorBody};
 #[serde(deny_unknown_fields)]
 pub struct RegistryBody {
     /// `host[:port]`, as image references name it.
-    #[schema(example = "10.123.0.1:5000")]
+    #[schema(schema_with = crate::grammar::registry_server_schema)]
     pub server: String,
+    /// 1 to 255 characters, no ':' or NUL.
+    #[schema(pattern = "^[^:\\u0000]{1,255}$")]
     pub username: String,
-    /// Write-only: never returned.
-    #[schema(format = Password, write_only)]
+    /// Write-only: never returned. 1 to 4096 characters.
+    #[schema(format = Password, write_only, min_length = 1, max_length = 4096)]
     pub password: String,
 }
 
