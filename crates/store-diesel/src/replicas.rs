@@ -5,9 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use diesel::IntoSql;
 use diesel::prelude::*;
-use diesel::sql_types::Bool;
+use diesel::sql_types::{BigInt, Text};
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
     Claim, DeploymentName, Error as DomainError, Health, HostPort, NewEvent, NodeName, NodeStatus, Placement, Replica,
@@ -104,38 +103,103 @@ fn delete_replica(conn: &mut AnyConnection, id: i64) -> Result<Replica, Error> {
     Ok(current)
 }
 
-/// Reserves what `total` needs of `node` in one conditional UPDATE, or explains precisely
-/// why it cannot. Host ports are checked for the whole batch by `check_ports` and held by
-/// `hold_ports` once the replicas have ids.
-fn reserve(conn: &mut AnyConnection, node: &str, total: &NodeTotal<'_>) -> Result<(), Error> {
-    let memory_fits = nodes::engine_memory_bytes
-        .ge((nodes::memory_reserved + total.memory_bytes).nullable())
-        .or((total.memory_bytes == 0).into_sql::<Bool>());
-    let cpus_fit = (nodes::engine_cpus * NANO_CPUS)
-        .ge((nodes::nano_cpus_reserved + total.nano_cpus).nullable())
-        .or((total.nano_cpus == 0).into_sql::<Bool>());
-    let reserved = diesel::update(
-        nodes::table
-            .filter(nodes::name.eq(node))
-            .filter(nodes::status.eq(NodeStatus::Online.as_str()))
-            .filter(nodes::available.ge(total.units))
-            .filter(memory_fits)
-            .filter(cpus_fit),
-    )
-    .set((
-        nodes::available.eq(nodes::available - total.units),
-        nodes::memory_reserved.eq(nodes::memory_reserved + total.memory_bytes),
-        nodes::nano_cpus_reserved.eq(nodes::nano_cpus_reserved + total.nano_cpus),
-    ))
-    .execute(conn)?;
-    if reserved == 1 {
-        return Ok(());
+/// Nodes per reservation statement: 4 parameters each, under SQLite's 32,766 and PostgreSQL's
+/// 65,535.
+const RESERVE_CHUNK: usize = 1_000;
+
+/// Reserves what each node of a batch needs, all nodes of a chunk in one conditional UPDATE
+/// (a statement per node was most of a placement's cost: each one is compiled, and journaled
+/// for its CHECKs). A node that cannot take its share (not online, short of units, memory or
+/// CPUs) is left unchanged by the WHERE, and the CHECKs refuse any write that would
+/// oversubscribe whatever the WHERE says; then the batch fails with the reason, and its
+/// transaction takes back what the statement did reserve. Host ports are checked for the whole
+/// batch by `check_ports` and held by `hold_ports` once the replicas have ids.
+fn reserve(conn: &mut AnyConnection, per_node: &BTreeMap<&str, NodeTotal<'_>>) -> Result<(), Error> {
+    let nodes: Vec<(&str, &NodeTotal<'_>)> = per_node.iter().map(|(n, t)| (*n, t)).collect();
+    let dialect = Dialect::of(conn);
+    for chunk in nodes.chunks(RESERVE_CHUNK) {
+        let sql = reserve_sql(chunk.len(), dialect);
+        let reserved: BTreeSet<String> = each_backend!(conn, |c| {
+            let mut query = diesel::sql_query(&sql).into_boxed();
+            for (node, total) in chunk {
+                query = query
+                    .bind::<Text, _>(*node)
+                    .bind::<BigInt, _>(total.units)
+                    .bind::<BigInt, _>(total.memory_bytes)
+                    .bind::<BigInt, _>(total.nano_cpus);
+            }
+            query.load::<NodeNameRow>(c)?.into_iter().map(|r| r.name).collect()
+        });
+        if reserved.len() == chunk.len() {
+            continue;
+        }
+        let (node, total) = chunk.iter().find(|(n, _)| !reserved.contains(*n)).expect("a node left out");
+        return Err(shortfall(conn, node, total));
     }
-    let mut current = load_node(conn, node)?;
+    Ok(())
+}
+
+/// Which SQL dialect a connection speaks, for the placeholders.
+#[derive(Clone, Copy)]
+enum Dialect {
+    Sqlite,
+    #[cfg(feature = "postgres")]
+    Postgres,
+}
+
+impl Dialect {
+    fn of(conn: &AnyConnection) -> Self {
+        match conn {
+            AnyConnection::Sqlite(_) => Dialect::Sqlite,
+            #[cfg(feature = "postgres")]
+            AnyConnection::Postgres(_) => Dialect::Postgres,
+        }
+    }
+}
+
+/// `WITH v(...) AS (VALUES ...) UPDATE nodes ... FROM v ... RETURNING` the nodes reserved.
+fn reserve_sql(rows: usize, dialect: Dialect) -> String {
+    let values: Vec<String> = match dialect {
+        Dialect::Sqlite => vec!["(?, ?, ?, ?)".to_string(); rows],
+        #[cfg(feature = "postgres")]
+        Dialect::Postgres => (0..rows)
+            .map(|i| {
+                let p = 4 * i + 1;
+                format!("(${p}::text, ${}::bigint, ${}::bigint, ${}::bigint)", p + 1, p + 2, p + 3)
+            })
+            .collect(),
+    };
+    format!(
+        "WITH v (name, units, memory, cpus) AS (VALUES {}) \
+         UPDATE nodes SET available = nodes.available - v.units, \
+             memory_reserved = nodes.memory_reserved + v.memory, \
+             nano_cpus_reserved = nodes.nano_cpus_reserved + v.cpus \
+         FROM v \
+         WHERE nodes.name = v.name AND nodes.status = '{}' AND nodes.available >= v.units \
+             AND (v.memory = 0 OR nodes.engine_memory_bytes >= nodes.memory_reserved + v.memory) \
+             AND (v.cpus = 0 OR nodes.engine_cpus * {NANO_CPUS} >= nodes.nano_cpus_reserved + v.cpus) \
+         RETURNING nodes.name",
+        values.join(", "),
+        NodeStatus::Online.as_str()
+    )
+}
+
+#[derive(QueryableByName)]
+struct NodeNameRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+}
+
+/// Why `node` cannot take `total`, precisely (it was left unchanged).
+fn shortfall(conn: &mut AnyConnection, node: &str, total: &NodeTotal<'_>) -> Error {
+    let mut current = match load_node(conn, node) {
+        Ok(current) => current,
+        Err(e) => return e,
+    };
     current.reserved.ports.clear(); // checked by `check_ports`
     let units = u64::try_from(total.units).unwrap_or_default();
     let why = current.shortfall(units, total.claims.iter().copied());
-    Err(why.unwrap_or_else(|| DomainError::Conflict(format!("node {node:?} changed while placing; try again"))).into())
+    why.unwrap_or_else(|| DomainError::Conflict(format!("node {node:?} changed while placing; try again"))).into()
 }
 
 /// Refuses a batch asking for a host port that a replica holds on that node, or twice for one:
@@ -212,9 +276,7 @@ impl ReplicaStore for DieselStore {
                     return Err(DomainError::not_found(Kind::Deployment, *missing).into());
                 }
                 check_ports(conn, &per_node)?;
-                for (node, total) in &per_node {
-                    reserve(conn, node, total)?;
-                }
+                reserve(conn, &per_node)?;
                 let now = to_millis(SystemTime::now());
                 let mut placed = Vec::with_capacity(placements.len());
                 for chunk in placements.chunks(INSERT_CHUNK) {
