@@ -18,12 +18,13 @@ use crate::error::Error;
 use crate::events;
 use crate::nodes::load_node;
 #[cfg(feature = "postgres")]
-use crate::rows::NodePortRow;
-use crate::rows::{NewReplicaRow, ReplicaRow, parse_health, ports_text, replica_id, to_i64, to_millis};
+use crate::rows::{NewReplicaRow, NodePortRow};
+use crate::rows::{ReplicaRow, parse_health, ports_text, replica_id, to_i64, to_millis};
 use crate::schema::{deployments, node_ports, nodes, replicas};
 use crate::store::DieselStore;
 
-/// Rows per multi-row INSERT: 5 parameters each, well under SQLite's limit of 32,766.
+/// Rows per multi-row INSERT on PostgreSQL (at most 9 parameters each).
+#[cfg(feature = "postgres")]
 const INSERT_CHUNK: usize = 1_000;
 /// Ids per `IN (...)` list.
 const ID_CHUNK: usize = 1_000;
@@ -302,6 +303,63 @@ fn hold_ports(conn: &mut AnyConnection, placed: &[Replica]) -> Result<(), Error>
     Ok(())
 }
 
+/// Inserts the placements as pending replicas; the records, ids given.
+fn insert_pending(conn: &mut AnyConnection, placements: &[Placement], now: i64) -> Result<Vec<Replica>, Error> {
+    let inserted: Vec<ReplicaRow> = match conn {
+        // One short statement, the rows as one JSON parameter (see `hold_ports`).
+        AnyConnection::Sqlite(c) => {
+            let rows: Vec<_> = placements
+                .iter()
+                .map(|p| {
+                    let revision = i64::try_from(p.revision).unwrap_or(i64::MAX);
+                    let claim = (to_i64(p.claim.memory_bytes), to_i64(p.claim.nano_cpus), ports_text(&p.claim.ports));
+                    (p.deployment.as_str(), p.node.as_str(), i64::from(p.units), revision, claim.0, claim.1, claim.2)
+                })
+                .collect();
+            diesel::sql_query(
+                "INSERT INTO replicas \
+                     (deployment, node, units, revision, memory_bytes, nano_cpus, ports, state, created_at_ms) \
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, ?, ? \
+                 FROM json_each(?) ORDER BY key \
+                 RETURNING id, deployment, node, units, container_id, state, created_at_ms, revision, health, \
+                     memory_bytes, nano_cpus, ports, started_at_ms, health_at_ms, deregistered_at_ms",
+            )
+            .bind::<Text, _>(ReplicaState::Pending.as_str())
+            .bind::<BigInt, _>(now)
+            .bind::<Text, _>(serde_json::to_string(&rows).expect("text and numbers always serialize"))
+            .load(c)?
+        }
+        #[cfg(feature = "postgres")]
+        AnyConnection::Postgres(c) => {
+            let mut inserted = Vec::with_capacity(placements.len());
+            for chunk in placements.chunks(INSERT_CHUNK) {
+                let rows: Vec<NewReplicaRow> = chunk
+                    .iter()
+                    .map(|p| NewReplicaRow {
+                        deployment: p.deployment.as_str(),
+                        node: p.node.as_str(),
+                        units: i64::from(p.units),
+                        state: ReplicaState::Pending.as_str(),
+                        created_at_ms: now,
+                        revision: i64::try_from(p.revision).unwrap_or(i64::MAX),
+                        memory_bytes: to_i64(p.claim.memory_bytes),
+                        nano_cpus: to_i64(p.claim.nano_cpus),
+                        ports: ports_text(&p.claim.ports),
+                    })
+                    .collect();
+                inserted.extend(
+                    diesel::insert_into(replicas::table)
+                        .values(&rows)
+                        .returning(ReplicaRow::as_returning())
+                        .get_results(c)?,
+                );
+            }
+            inserted
+        }
+    };
+    inserted.into_iter().map(Replica::try_from).collect()
+}
+
 #[async_trait]
 impl ReplicaStore for DieselStore {
     async fn place_replicas(&self, placements: &[Placement]) -> Result<Vec<Replica>> {
@@ -327,30 +385,8 @@ impl ReplicaStore for DieselStore {
                 check_ports(conn, &per_node)?;
                 reserve(conn, &per_node)?;
                 let now = to_millis(SystemTime::now());
-                let mut placed = Vec::with_capacity(placements.len());
-                for chunk in placements.chunks(INSERT_CHUNK) {
-                    let rows: Vec<NewReplicaRow> = chunk
-                        .iter()
-                        .map(|p| NewReplicaRow {
-                            deployment: p.deployment.as_str(),
-                            node: p.node.as_str(),
-                            units: i64::from(p.units),
-                            state: ReplicaState::Pending.as_str(),
-                            created_at_ms: now,
-                            revision: i64::try_from(p.revision).unwrap_or(i64::MAX),
-                            memory_bytes: to_i64(p.claim.memory_bytes),
-                            nano_cpus: to_i64(p.claim.nano_cpus),
-                            ports: ports_text(&p.claim.ports),
-                        })
-                        .collect();
-                    let inserted: Vec<ReplicaRow> = each_backend!(conn, |c| diesel::insert_into(replicas::table)
-                        .values(&rows)
-                        .returning(ReplicaRow::as_returning())
-                        .get_results(c)?);
-                    for row in inserted {
-                        placed.push(Replica::try_from(row)?);
-                    }
-                }
+                let mut placed = insert_pending(conn, &placements, now)?;
+                placed.sort_unstable_by_key(|r| r.id);
                 hold_ports(conn, &placed)?;
                 let news: Vec<NewEvent> = placed.iter().map(NewEvent::replica_placed).collect();
                 events::record(conn, &news)?;

@@ -251,7 +251,7 @@ pub fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-#[derive(Queryable, Selectable)]
+#[derive(Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = replicas)]
 pub struct ReplicaRow {
     pub id: i64,
