@@ -13,7 +13,11 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use orchestrator_core::Error;
+use orchestrator_core::workload::{MIN_DURATION, MIN_MEMORY_BYTES};
+use orchestrator_core::{
+    DeployPolicy, Error, Limits, MAX_DEREGISTER_DELAY, MAX_MONITOR, MAX_PROGRESS_DEADLINE, MAX_READY_DEADLINE,
+    UpdatePolicy,
+};
 use regex::Regex;
 use serde_json::{Value, json};
 use utoipa::openapi::extensions::Extensions;
@@ -58,10 +62,17 @@ pub const NODE_LABEL_VALUE: &str = concat!(
 pub const CONSTRAINT: &str =
     "^ *node\\.(name|labels\\.[A-Za-z0-9._/-]{1,128}) *(==|!=) *[^\\u0000-\\u0020\\u007f=!]{1,256} *$";
 
-/// A host name (dot-separated labels of letters, digits and inner dashes; dotted IPv4 is one)
-/// or an IPv6 address in brackets, written in hex groups.
+/// A host name: dot-separated labels of letters, digits and inner dashes (dotted IPv4 is one).
+macro_rules! host_name {
+    () => {
+        "[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*"
+    };
+}
+
+/// A host name or an IPv6 address in brackets, written in hex groups.
 pub const PUBLIC_HOST: &str = concat!(
-    "^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*",
+    "^(",
+    host_name!(),
     "|\\[(",
     "([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}",
     "|([0-9a-fA-F]{1,4}:){1,7}:",
@@ -76,24 +87,21 @@ pub const PUBLIC_HOST: &str = concat!(
 );
 
 /// A registry: a host name and an optional port, as image references name it.
-pub const REGISTRY_SERVER: &str =
-    "^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*(:[0-9]{1,5})?$";
+pub const REGISTRY_SERVER: &str = concat!("^", host_name!(), "(:[0-9]{1,5})?$");
+
+/// One event kind or family.
+macro_rules! event_kind {
+    () => {
+        "deployment(\\.(crash_looping|created|deleted|scaled|unplaced|updated))?|image(\\.(pull_failed|pulled|pulling))?|leader(\\.elected)?|node(\\.(added|draining|offline|online|removed|updated))?|replica(\\.(deregistered|exited|health|lost|placed|removed|started))?|rollout(\\.(failed|paused|progressed|resumed|rolled_back|started|succeeded))?"
+    };
+}
 
 /// `GET /v1/events?kind=`: event kinds and families, comma-separated (spaces and empty items
 /// are ignored). Every kind of `EventKind::ALL` (a test holds the two together).
-pub const EVENT_KINDS: &str = concat!(
-    "^ *(",
-    "deployment(\\.(crash_looping|created|deleted|scaled|unplaced|updated))?|image(\\.(pull_failed|pulled|pulling))?|leader(\\.elected)?|node(\\.(added|draining|offline|online|removed|updated))?|replica(\\.(deregistered|exited|health|lost|placed|removed|started))?|rollout(\\.(failed|paused|progressed|resumed|rolled_back|started|succeeded))?",
-    ")? *(, *(",
-    "deployment(\\.(crash_looping|created|deleted|scaled|unplaced|updated))?|image(\\.(pull_failed|pulled|pulling))?|leader(\\.elected)?|node(\\.(added|draining|offline|online|removed|updated))?|replica(\\.(deregistered|exited|health|lost|placed|removed|started))?|rollout(\\.(failed|paused|progressed|resumed|rolled_back|started|succeeded))?",
-    ")? *)*$"
-);
+pub const EVENT_KINDS: &str = concat!("^ *(", event_kind!(), ")? *(, *(", event_kind!(), ")? *)*$");
 
-pub const MAX_ENTRIES: usize = 256;
-/// Docker's floor for a memory limit.
-pub const MIN_MEMORY: u64 = orchestrator_core::workload::MIN_MEMORY_BYTES;
 /// Health check timings: at least Docker's 1 ms, at most a day.
-pub const MIN_HEALTH_TIMING: Duration = Duration::from_millis(1);
+pub const MIN_HEALTH_TIMING: Duration = MIN_DURATION;
 pub const MAX_HEALTH_TIMING: Duration = Duration::from_secs(86_400);
 
 static DURATION_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(DURATION).expect("the duration pattern"));
@@ -101,10 +109,10 @@ static DURATION_FROM_1MS_RE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(DURATION_FROM_1MS).expect("the duration pattern"));
 static MEMORY_RE: LazyLock<Regex> = LazyLock::new(|| Regex::new(MEMORY).expect("the memory pattern"));
 
-/// The pattern a duration field with this floor is published with: a floor of 1 ms or more
-/// rules out "0s" and sub-millisecond units in the grammar itself.
-fn duration_pattern(min: Duration) -> &'static str {
-    if min >= Duration::from_millis(1) { DURATION_FROM_1MS } else { DURATION }
+/// The grammar a duration field with this floor is published and checked with: a floor of 1 ms
+/// or more rules out "0s" and sub-millisecond units in the grammar itself.
+fn duration_grammar(min: Duration) -> (&'static str, &'static Regex) {
+    if min >= MIN_DURATION { (DURATION_FROM_1MS, &DURATION_FROM_1MS_RE) } else { (DURATION, &DURATION_RE) }
 }
 
 /// A duration as Compose writes one (`"1m30s"`, `"500ms"`, `"10s"`).
@@ -137,8 +145,8 @@ pub fn format_duration(d: Duration) -> String {
 
 /// `parse_duration` within `min..=max`, the bounds named in the error.
 pub fn parse_duration_within(field: &str, text: &str, min: Duration, max: Duration) -> Result<Duration, Error> {
-    let pattern = if min >= Duration::from_millis(1) { &*DURATION_FROM_1MS_RE } else { &*DURATION_RE };
-    if text.len() > 64 || !pattern.is_match(text) {
+    let (_, grammar) = duration_grammar(min);
+    if text.len() > 64 || !grammar.is_match(text) {
         let floor = if min.is_zero() { "" } else { ", in whole ms, s, m or h, not 0" };
         return Err(Error::invalid(
             field,
@@ -165,7 +173,7 @@ pub fn parse_memory(field: &str, text: &str) -> Result<u64, Error> {
         .with_binary()
         .parse_size(text)
         .map_err(|e| Error::invalid(field, format!("{text:?} is not a size like \"64M\" or \"1G\": {e}")))?;
-    debug_assert!(bytes >= MIN_MEMORY, "the pattern's floor");
+    debug_assert!(bytes >= MIN_MEMORY_BYTES, "the pattern's floor");
     Ok(bytes)
 }
 
@@ -176,22 +184,28 @@ fn keywords(value: Value) -> Option<Extensions> {
     Some(map.into_iter().collect())
 }
 
+/// Entries of a map or list field, as `Limits` bounds them.
+fn max_entries() -> usize {
+    Limits::default().max_entries
+}
+
 fn string(pattern: &str) -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::String).pattern(Some(pattern))
 }
 
-/// A duration field between `min` and `max` whose default is `example`; `at_least`: a sibling
-/// duration it may not be under, with that sibling's default (each default counts when the
-/// field is absent).
-pub fn duration_schema(min: Duration, max: Duration, example: &str, at_least: Option<(&str, &str)>) -> Object {
-    let mut extra = json!({
-        "x-duration-min": u64::try_from(min.as_millis()).unwrap_or(u64::MAX),
-        "x-duration-max": u64::try_from(max.as_millis()).unwrap_or(u64::MAX),
-    });
-    if let Some((field, default)) = at_least {
-        extra["x-duration-at-least"] = json!({"field": field, "default": default, "own_default": example});
+/// A duration field between `min` and `max`, or null, whose default (or example) is `default`;
+/// `at_least`: a sibling duration it may not be under, with that sibling's default (each
+/// default counts when the field is absent).
+fn duration_schema(min: Duration, max: Duration, default: Duration, at_least: Option<(&str, Duration)>) -> Schema {
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let mut extra = json!({"x-duration-min": millis(min), "x-duration-max": millis(max)});
+    if let Some((field, sibling)) = at_least {
+        extra["x-duration-at-least"] =
+            json!({"field": field, "default": format_duration(sibling), "own_default": format_duration(default)});
     }
-    string(duration_pattern(min)).max_length(Some(64)).examples([json!(example)]).extensions(keywords(extra)).build()
+    let (pattern, _) = duration_grammar(min);
+    let schema = string(pattern).max_length(Some(64)).examples([json!(format_duration(default))]);
+    or_null(schema.extensions(keywords(extra)))
 }
 
 /// `schema` or `null` (an optional field a request may give as null).
@@ -216,7 +230,7 @@ pub fn env_schema() -> Object {
     ObjectBuilder::new()
         .property_names(Some(string(ENV_KEY)))
         .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::Object(string(NO_NUL).build())))))
-        .max_properties(Some(MAX_ENTRIES))
+        .max_properties(Some(max_entries()))
         .examples([json!({"GREETING": "hello"})])
         .build()
 }
@@ -227,7 +241,7 @@ pub fn labels_schema() -> Object {
     ObjectBuilder::new()
         .property_names(Some(names))
         .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::Object(string(NO_NUL).build())))))
-        .max_properties(Some(MAX_ENTRIES))
+        .max_properties(Some(max_entries()))
         .build()
 }
 
@@ -237,7 +251,7 @@ pub fn node_labels_schema() -> Object {
         .additional_properties(Some(AdditionalProperties::RefOr(RefOr::T(Schema::Object(
             string(NODE_LABEL_VALUE).build(),
         )))))
-        .max_properties(Some(MAX_ENTRIES))
+        .max_properties(Some(max_entries()))
         .examples([json!({"zone": "a"})])
         .build()
 }
@@ -245,7 +259,7 @@ pub fn node_labels_schema() -> Object {
 pub fn constraints_schema() -> Array {
     ArrayBuilder::new()
         .items(string(CONSTRAINT))
-        .max_items(Some(MAX_ENTRIES))
+        .max_items(Some(max_entries()))
         .examples([json!(["node.labels.zone == a"])])
         .build()
 }
@@ -254,7 +268,7 @@ pub fn constraints_schema() -> Array {
 pub fn ports_schema() -> Array {
     ArrayBuilder::new()
         .items(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("PortRequest")))
-        .max_items(Some(MAX_ENTRIES))
+        .max_items(Some(max_entries()))
         .extensions(keywords(
             json!({"x-unique-by": {"fields": ["published", "protocol"], "defaults": {"protocol": "tcp"}}}),
         ))
@@ -300,16 +314,12 @@ pub fn update_policy_rules() -> Option<Extensions> {
     }))
 }
 
-fn null_or(schema: impl Into<Schema>) -> Schema {
-    or_null(schema)
-}
-
 pub fn image_schema() -> Object {
     string(IMAGE).max_length(Some(255)).examples([json!("local/busybox:1")]).build()
 }
 
 pub fn image_schema_or_null() -> Schema {
-    null_or(image_schema())
+    or_null(image_schema())
 }
 
 /// At most 256 arguments, none with a NUL (no program can receive one).
@@ -318,32 +328,32 @@ pub fn command_schema() -> Array {
 }
 
 pub fn command_schema_or_null() -> Schema {
-    null_or(command_schema())
+    or_null(command_schema())
 }
 
 pub fn env_schema_or_null() -> Schema {
-    null_or(env_schema())
+    or_null(env_schema())
 }
 
 pub fn ports_schema_or_null() -> Schema {
-    null_or(ports_schema())
+    or_null(ports_schema())
 }
 
 pub fn labels_schema_or_null() -> Schema {
-    null_or(labels_schema())
+    or_null(labels_schema())
 }
 
 pub fn node_labels_schema_or_null() -> Schema {
-    null_or(node_labels_schema())
+    or_null(node_labels_schema())
 }
 
 pub fn constraints_schema_or_null() -> Schema {
-    null_or(constraints_schema())
+    or_null(constraints_schema())
 }
 
 /// A host name, an IPv4 address or a bracketed IPv6 address (hex groups), or null.
 pub fn public_host_schema() -> Schema {
-    null_or(string(PUBLIC_HOST).max_length(Some(253)).examples([json!("10.123.0.11")]))
+    or_null(string(PUBLIC_HOST).max_length(Some(253)).examples([json!("10.123.0.11")]))
 }
 
 pub fn registry_server_schema() -> Object {
@@ -354,26 +364,35 @@ pub fn event_kinds_schema() -> Object {
     string(EVENT_KINDS).examples([json!("replica.exited,rollout")]).build()
 }
 
-const HOUR: Duration = Duration::from_secs(3600);
-
 pub fn stop_grace_schema() -> Schema {
-    null_or(duration_schema(Duration::ZERO, HOUR, "10s", None))
+    duration_schema(Duration::ZERO, Limits::default().max_stop_grace, Duration::from_secs(10), None)
 }
 
 pub fn deregister_delay_schema() -> Schema {
-    null_or(duration_schema(Duration::ZERO, Duration::from_secs(300), "2s", None))
+    duration_schema(Duration::ZERO, MAX_DEREGISTER_DELAY, DeployPolicy::default().deregister_delay, None)
 }
 
 pub fn monitor_schema() -> Schema {
-    null_or(duration_schema(Duration::ZERO, HOUR, "5s", None))
+    duration_schema(Duration::ZERO, MAX_MONITOR, UpdatePolicy::default().monitor, None)
 }
 
 pub fn ready_deadline_schema() -> Schema {
-    null_or(duration_schema(Duration::from_millis(1), HOUR, "1m", None))
+    duration_schema(MIN_DURATION, MAX_READY_DEADLINE, UpdatePolicy::default().ready_deadline, None)
 }
 
 pub fn progress_deadline_schema() -> Schema {
-    null_or(duration_schema(Duration::ZERO, Duration::from_secs(86_400), "10m", Some(("monitor", "5s"))))
+    let defaults = UpdatePolicy::default();
+    duration_schema(
+        Duration::ZERO,
+        MAX_PROGRESS_DEADLINE,
+        defaults.progress_deadline,
+        Some(("monitor", defaults.monitor)),
+    )
+}
+
+/// A health check's interval, timeout or start period.
+pub fn health_timing_schema() -> Schema {
+    duration_schema(MIN_HEALTH_TIMING, MAX_HEALTH_TIMING, Duration::from_secs(1), None)
 }
 
 /// A component's schema with `rules` that need the whole object, or null.
@@ -483,7 +502,7 @@ mod tests {
                 let n = format!("{lead}{}", "0".repeat(digits - 1));
                 for unit in ["", "b", "k", "m", "g", "t", "Kib", "MB"] {
                     if let Ok(bytes) = parse_memory("m", &format!("{n}{unit}")) {
-                        assert!((MIN_MEMORY..1 << 50).contains(&bytes), "{n}{unit}");
+                        assert!((MIN_MEMORY_BYTES..1 << 50).contains(&bytes), "{n}{unit}");
                     }
                 }
             }

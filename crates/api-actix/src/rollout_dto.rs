@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::dto::{millis, optional_integer, optional_object};
-use crate::grammar;
-use crate::template_dto::{HealthcheckRequest, PortRequest, ResourcesRequest, WorkloadFields, parse_duration};
+use crate::grammar::{self, format_duration, parse_duration};
+use crate::template_dto::{HealthcheckRequest, PortRequest, ResourcesRequest, WorkloadFields};
 
 /// How replicas are replaced; every key optional (the deployment's current value stays).
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -316,10 +316,6 @@ pub struct UpdatePolicyView {
     pub ready_deadline: String,
 }
 
-fn duration_text(d: Duration) -> String {
-    crate::grammar::format_duration(d)
-}
-
 impl UpdatePolicyView {
     pub fn new(p: &UpdatePolicy) -> Self {
         Self {
@@ -327,11 +323,11 @@ impl UpdatePolicyView {
             max_surge: p.max_surge,
             max_unavailable: p.max_unavailable,
             order: p.order.as_str(),
-            monitor: duration_text(p.monitor),
+            monitor: format_duration(p.monitor),
             failure_action: p.failure_action.as_str(),
             max_failure_ratio: p.max_failure_ratio(),
-            progress_deadline: duration_text(p.progress_deadline),
-            ready_deadline: duration_text(p.ready_deadline),
+            progress_deadline: format_duration(p.progress_deadline),
+            ready_deadline: format_duration(p.ready_deadline),
         }
     }
 }
@@ -395,7 +391,7 @@ impl DeployPolicyView {
         Self {
             update: UpdatePolicyView::new(&p.update),
             rollback: UpdatePolicyView::new(&p.rollback),
-            deregister_delay: duration_text(p.deregister_delay),
+            deregister_delay: format_duration(p.deregister_delay),
         }
     }
 }

@@ -4,7 +4,6 @@
 //! can send what it read.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use orchestrator_core::{
     Constraint, ContainerTemplate, Error, HealthCheck, HealthCommand, PortSpec, Protocol, PullPolicy, Resources,
@@ -13,6 +12,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::dto::optional_integer;
+use crate::grammar::{
+    MAX_HEALTH_TIMING, MIN_HEALTH_TIMING, format_duration, parse_duration, parse_duration_within, parse_memory,
+};
 
 /// The template's fields besides image and command, as a request body carries them (each
 /// body lists them itself, documented there: serde's `flatten` would let unknown fields in).
@@ -63,26 +65,18 @@ pub struct HealthcheckRequest {
     /// `["CMD", program, args..]` or `["CMD-SHELL", command]`.
     #[schema(schema_with = crate::grammar::health_test_schema_or_null)]
     pub test: Option<Vec<String>>,
-    #[schema(schema_with = health_timing)]
+    #[schema(schema_with = crate::grammar::health_timing_schema)]
     pub interval: Option<String>,
-    #[schema(schema_with = health_timing)]
+    #[schema(schema_with = crate::grammar::health_timing_schema)]
     pub timeout: Option<String>,
     #[serde(default, deserialize_with = "optional_integer")]
     #[schema(minimum = 0, maximum = 1000)]
     pub retries: Option<i64>,
-    #[schema(schema_with = health_timing)]
+    #[schema(schema_with = crate::grammar::health_timing_schema)]
     pub start_period: Option<String>,
     /// No health check, not even the image's.
     pub disable: Option<bool>,
 }
-
-pub use crate::grammar::parse_duration;
-
-/// A health check timing, as the health check object documents it (null: the default).
-fn health_timing() -> utoipa::openapi::schema::Schema {
-    crate::grammar::or_null(crate::grammar::duration_schema(MIN_HEALTH_TIMING, MAX_HEALTH_TIMING, "1s", None))
-}
-use crate::grammar::{MAX_HEALTH_TIMING, MIN_HEALTH_TIMING, parse_duration_within, parse_memory};
 
 fn port_number(field: String, value: i64) -> Result<u16, Error> {
     u16::try_from(value)
@@ -196,10 +190,6 @@ fn format_memory(bytes: u64) -> String {
     bytes.to_string()
 }
 
-fn format_duration(d: Duration) -> String {
-    crate::grammar::format_duration(d)
-}
-
 /// What a deployment's containers run, in the create's own words.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TemplateView {
@@ -307,6 +297,8 @@ impl TemplateView {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn fields(mut json: serde_json::Value) -> Result<ContainerTemplate, Error> {

@@ -48,8 +48,9 @@ pub use node::{EngineFacts, NewNode, Node, NodeStatus, NodeUpdate};
 pub use registry::{Password, RegistryCredential, RegistryLogin, RegistryStore};
 pub use replica::{Placement, Replica, ReplicaCount, ReplicaFilter, ReplicaId, ReplicaState};
 pub use rollout::{
-    DeployPolicy, FailureAction, PlannedAction, PlannedKind, Rollout, RolloutId, RolloutPlan, RolloutProgress,
-    RolloutState, UpdateOrder, UpdatePolicy,
+    DeployPolicy, FailureAction, MAX_DEREGISTER_DELAY, MAX_MONITOR, MAX_PROGRESS_DEADLINE, MAX_READY_DEADLINE,
+    PlannedAction, PlannedKind, Rollout, RolloutId, RolloutPlan, RolloutProgress, RolloutState, UpdateOrder,
+    UpdatePolicy,
 };
 pub use runtime::{
     BoundPort, ContainerEnd, ContainerRuntime, ContainerState, ContainerSummary, EngineInfo, ReplicaContainer,

@@ -89,6 +89,12 @@ pub struct UpdatePolicy {
     pub ready_deadline: Duration,
 }
 
+/// The longest a policy's timings may be (the API states them in its document too).
+pub const MAX_MONITOR: Duration = Duration::from_secs(3600);
+pub const MAX_READY_DEADLINE: Duration = Duration::from_secs(3600);
+pub const MAX_PROGRESS_DEADLINE: Duration = Duration::from_secs(86_400);
+pub const MAX_DEREGISTER_DELAY: Duration = Duration::from_secs(300);
+
 impl Default for UpdatePolicy {
     fn default() -> Self {
         Self {
@@ -124,14 +130,13 @@ impl UpdatePolicy {
         if self.max_failure_permille > 1000 {
             return Err(Error::invalid(field("max_failure_ratio"), "must be between 0 and 1"));
         }
-        let hour = Duration::from_secs(3600);
-        if self.monitor > hour {
+        if self.monitor > MAX_MONITOR {
             return Err(Error::invalid(field("monitor"), "must be at most 1h"));
         }
-        if self.ready_deadline.is_zero() || self.ready_deadline > hour {
+        if self.ready_deadline.is_zero() || self.ready_deadline > MAX_READY_DEADLINE {
             return Err(Error::invalid(field("ready_deadline"), "must be between 1ms and 1h"));
         }
-        if self.progress_deadline < self.monitor || self.progress_deadline > Duration::from_secs(86_400) {
+        if self.progress_deadline < self.monitor || self.progress_deadline > MAX_PROGRESS_DEADLINE {
             return Err(Error::invalid(field("progress_deadline"), "must be at least monitor and at most 24h"));
         }
         Ok(())
@@ -181,7 +186,7 @@ impl DeployPolicy {
     pub fn check(&self) -> Result<()> {
         self.update.check("update")?;
         self.rollback.check("rollback")?;
-        if self.deregister_delay > Duration::from_secs(300) {
+        if self.deregister_delay > MAX_DEREGISTER_DELAY {
             return Err(Error::invalid("deregister_delay", "must be at most 5m"));
         }
         Ok(())
