@@ -7,8 +7,8 @@ keywords of its own, which this hook reads from the document itself:
 - `x-duration-min` / `x-duration-max` (milliseconds) on a duration string;
 - `x-duration-at-least` `{"field", "default", "own_default"}`: not under a sibling duration
   (the defaults count for an absent or null field);
-- `x-unique-by` `{"fields", "defaults"}` on an array of objects: no two items alike on those
-  fields.
+- `x-unique-by` `{"fields", "defaults"}` on an array of objects: no two items that have those
+  fields alike on them (null is the field's default; 65535.0 is 65535).
 
 Generated bodies are moved inside those bounds, so that a schema-valid request the server
 refuses is a finding. Nothing here knows a field by name: only the keywords.
@@ -25,6 +25,16 @@ DURATION_MS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600
 
 def duration_ms(text):
     return sum(float(n) * DURATION_MS[unit] for n, unit in DURATION_PART.findall(text))
+
+
+def field_value(item, field, rule):
+    """A field as the server reads it: null is absent (its default), 65535.0 is 65535."""
+    value = item.get(field)
+    if value is None:
+        value = rule.get("defaults", {}).get(field)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return repr(value)
 
 
 def resolve(document, schema):
@@ -68,7 +78,11 @@ def bounded(document, schema, value):
                 seen, kept = set(), []
                 for item in value:
                     if isinstance(item, dict):
-                        key = tuple(repr(item.get(f, rule.get("defaults", {}).get(f))) for f in rule["fields"])
+                        key = tuple(field_value(item, f, rule) for f in rule["fields"])
+                        # An item without one of the fields (a port the engine picks) is not compared.
+                        if "None" in key:
+                            kept.append(item)
+                            continue
                         if key in seen:
                             continue
                         seen.add(key)
