@@ -7,13 +7,14 @@ use async_trait::async_trait;
 use diesel::prelude::*;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    Error as DomainError, HostPort, NewEvent, NewNode, Node, NodeName, NodeStatus, NodeStore, NodeUpdate, Result,
+    Error as DomainError, HostPort, NewEvent, NewNode, Node, NodeName, NodeStatus, NodeStore, NodeUpdate, ReplicaState,
+    Result,
 };
 
 use crate::connection::AnyConnection;
 use crate::error::Error;
 use crate::events;
-use crate::rows::{NodeRow, labels_json, parse_host_port, to_millis};
+use crate::rows::{NodeRow, labels_json, parse_host_port, parse_ports, to_millis};
 use crate::schema::{node_ports, nodes, replicas};
 use crate::store::DieselStore;
 
@@ -23,11 +24,18 @@ const HEARTBEAT_CHUNK: usize = 500;
 pub(crate) fn load_node(conn: &mut AnyConnection, name: &str) -> Result<Node, Error> {
     let row: Option<NodeRow> = nodes::table.find(name).select(NodeRow::as_select()).first(conn).optional()?;
     let mut node = row.ok_or_else(|| DomainError::not_found(Kind::Node, name).into()).and_then(Node::try_from)?;
-    let held: Vec<(String, String, i32)> = node_ports::table
-        .filter(node_ports::node.eq(name))
-        .select((node_ports::node, node_ports::protocol, node_ports::port))
+    // The ports its replicas hold, from the replicas on it (by their node's index): the rows of
+    // `node_ports` are keyed port first, and finding one node's there would read them all. A
+    // replica holds its ports from its placement until it is lost or deleted, as they do.
+    let held: Vec<String> = replicas::table
+        .filter(replicas::node.eq(name))
+        .filter(replicas::state.ne(ReplicaState::Lost.as_str()))
+        .filter(replicas::ports.ne(""))
+        .select(replicas::ports)
         .load(conn)?;
-    add_ports(std::slice::from_mut(&mut node), held)?;
+    for text in held {
+        node.reserved.ports.extend(parse_ports(&text)?);
+    }
     Ok(node)
 }
 

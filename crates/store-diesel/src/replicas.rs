@@ -116,7 +116,7 @@ const RESERVE_CHUNK: usize = 1_000;
 /// CPUs) is left unchanged by the WHERE, and the CHECKs refuse any write that would
 /// oversubscribe whatever the WHERE says; then the batch fails with the reason, and its
 /// transaction takes back what the statement did reserve. Host ports are checked for the whole
-/// batch by `check_ports` and held by `hold_ports` once the replicas have ids.
+/// batch by `hold_ports` once the replicas have ids.
 fn reserve(conn: &mut AnyConnection, per_node: &BTreeMap<&str, NodeTotal<'_>>) -> Result<(), Error> {
     let nodes: Vec<(&str, &NodeTotal<'_>)> = per_node.iter().map(|(n, t)| (*n, t)).collect();
     let dialect = Dialect::of(conn);
@@ -199,90 +199,53 @@ fn shortfall(conn: &mut AnyConnection, node: &str, total: &NodeTotal<'_>) -> Err
         Ok(current) => current,
         Err(e) => return e,
     };
-    current.reserved.ports.clear(); // checked by `check_ports`
+    current.reserved.ports.clear(); // checked by `hold_ports`
     let units = u64::try_from(total.units).unwrap_or_default();
     let why = current.shortfall(units, total.claims.iter().copied());
     why.unwrap_or_else(|| DomainError::Conflict(format!("node {node:?} changed while placing; try again"))).into()
 }
 
-/// Refuses a batch asking for a host port that a replica holds on that node, or twice for one:
-/// one query for the whole batch. (If two writers race past it, `node_ports`' key decides.)
-fn check_ports(conn: &mut AnyConnection, per_node: &BTreeMap<&str, NodeTotal<'_>>) -> Result<(), Error> {
-    let mut asked: BTreeSet<(&str, HostPort)> = BTreeSet::new();
+/// Refuses a batch asking twice for one host port of one node. (Whether another replica holds
+/// it already, `hold_ports` finds out by writing the rows.)
+fn check_batch_ports(per_node: &BTreeMap<&str, NodeTotal<'_>>) -> Result<(), Error> {
+    let mut asked: Vec<HostPort> = Vec::new();
     for (node, total) in per_node {
-        for port in total.claims.iter().flat_map(|c| &c.ports) {
-            if !asked.insert((node, *port)) {
-                return Err(DomainError::Conflict(format!("node {node:?} has {port} taken")).into());
-            }
-        }
-    }
-    if asked.is_empty() {
-        return Ok(());
-    }
-    let nodes: BTreeSet<&str> = asked.iter().map(|(n, _)| *n).collect();
-    let numbers: BTreeSet<i32> = asked.iter().map(|(_, p)| i32::from(p.port)).collect();
-    let held: Vec<(String, String, i32)> = match conn {
-        // The lists as JSON parameters of a short statement (see `hold_ports`).
-        AnyConnection::Sqlite(c) => diesel::sql_query(
-            "SELECT node, protocol, port FROM node_ports \
-             WHERE port IN (SELECT value FROM json_each(?)) AND node IN (SELECT value FROM json_each(?))",
-        )
-        .bind::<Text, _>(serde_json::to_string(&numbers).expect("numbers always serialize"))
-        .bind::<Text, _>(serde_json::to_string(&nodes).expect("names always serialize"))
-        .load::<HeldPortRow>(c)?
-        .into_iter()
-        .map(|r| (r.node, r.protocol, r.port))
-        .collect(),
-        #[cfg(feature = "postgres")]
-        AnyConnection::Postgres(c) => node_ports::table
-            .filter(node_ports::node.eq_any(&nodes))
-            .filter(node_ports::port.eq_any(&numbers))
-            .select((node_ports::node, node_ports::protocol, node_ports::port))
-            .load(c)?,
-    };
-    for (node, protocol, port) in held {
-        let taken =
-            asked.iter().find(|(n, p)| *n == node && p.protocol.as_str() == protocol && i32::from(p.port) == port);
-        if let Some((_, port)) = taken {
-            return Err(DomainError::Conflict(format!("node {node:?} has {port} taken")).into());
+        asked.clear();
+        asked.extend(total.claims.iter().flat_map(|c| &c.ports));
+        asked.sort_unstable();
+        if let Some(twice) = asked.windows(2).find(|w| w[0] == w[1]) {
+            return Err(DomainError::Conflict(format!("node {node:?} has {} taken", twice[0])).into());
         }
     }
     Ok(())
 }
 
-#[derive(QueryableByName)]
-struct HeldPortRow {
-    #[diesel(sql_type = Text)]
-    node: String,
-    #[diesel(sql_type = Text)]
-    protocol: String,
-    #[diesel(sql_type = Integer)]
-    port: i32,
-}
-
-/// Holds the host ports of `placed` replicas on their nodes.
+/// Holds the host ports of `placed` replicas on their nodes, or refuses the batch if another
+/// replica holds one of them: the rows are written skipping those whose key is taken, and a
+/// row short means a port taken (no query before the write: the key answers as it is kept).
 fn hold_ports(conn: &mut AnyConnection, placed: &[Replica]) -> Result<(), Error> {
-    // Per port, the nodes and replicas holding it: a batch mostly holds one port on many nodes.
+    // Per port, the nodes and replicas holding it: a batch mostly holds one port on many nodes,
+    // and written in the key's order they go to neighbouring places of it.
     let mut holders: BTreeMap<HostPort, Vec<(&str, i64)>> = BTreeMap::new();
     for r in placed {
         for port in &r.claim.ports {
             holders.entry(*port).or_default().push((r.node.as_str(), replica_id(r.id)?));
         }
     }
-    for (port, holders) in holders {
-        match conn {
+    for (port, mut holders) in holders {
+        holders.sort_unstable();
+        let held = match conn {
             // One short statement a port, the holders as one JSON parameter: a multi-row
             // VALUES of 4,000 parameters cost more to compile than to run.
-            AnyConnection::Sqlite(c) => {
-                diesel::sql_query(
-                    "INSERT INTO node_ports (port, protocol, node, replica) \
-                     SELECT ?, ?, value ->> 0, value ->> 1 FROM json_each(?)",
-                )
-                .bind::<Integer, _>(i32::from(port.port))
-                .bind::<Text, _>(port.protocol.as_str())
-                .bind::<Text, _>(serde_json::to_string(&holders).expect("names and numbers always serialize"))
-                .execute(c)?;
-            }
+            AnyConnection::Sqlite(c) => diesel::sql_query(
+                "INSERT INTO node_ports (port, protocol, node, replica) \
+                 SELECT ?, ?, value ->> 0, value ->> 1 FROM json_each(?) WHERE true \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind::<Integer, _>(i32::from(port.port))
+            .bind::<Text, _>(port.protocol.as_str())
+            .bind::<Text, _>(serde_json::to_string(&holders).expect("names and numbers always serialize"))
+            .execute(c)?,
             #[cfg(feature = "postgres")]
             AnyConnection::Postgres(c) => {
                 let rows: Vec<NodePortRow<'_>> = holders
@@ -294,13 +257,37 @@ fn hold_ports(conn: &mut AnyConnection, placed: &[Replica]) -> Result<(), Error>
                         replica: *replica,
                     })
                     .collect();
+                let mut held = 0;
                 for chunk in rows.chunks(INSERT_CHUNK) {
-                    diesel::insert_into(node_ports::table).values(chunk).execute(c)?;
+                    held += diesel::insert_into(node_ports::table).values(chunk).on_conflict_do_nothing().execute(c)?;
                 }
+                held
             }
+        };
+        if held < holders.len() {
+            return Err(port_taken(conn, port, &holders));
         }
     }
     Ok(())
+}
+
+/// Which of `holders` found `port` held by another replica (`hold_ports` wrote fewer rows).
+fn port_taken(conn: &mut AnyConnection, port: HostPort, holders: &[(&str, i64)]) -> Error {
+    let nodes: Vec<&str> = holders.iter().map(|(node, _)| *node).collect();
+    let found: Result<Vec<(String, i64)>, diesel::result::Error> = node_ports::table
+        .filter(node_ports::port.eq(i32::from(port.port)))
+        .filter(node_ports::protocol.eq(port.protocol.as_str()))
+        .filter(node_ports::node.eq_any(&nodes))
+        .select((node_ports::node, node_ports::replica))
+        .load(conn);
+    let found = match found {
+        Ok(found) => found,
+        Err(e) => return e.into(),
+    };
+    match found.iter().find(|(node, replica)| !holders.contains(&(node.as_str(), *replica))) {
+        Some((node, _)) => DomainError::Conflict(format!("node {node:?} has {port} taken")).into(),
+        None => DomainError::Conflict(format!("{port} changed hands while placing; try again")).into(),
+    }
 }
 
 /// Inserts the placements as pending replicas; the records, ids given.
@@ -382,7 +369,7 @@ impl ReplicaStore for DieselStore {
                 if let Some(missing) = wanted_deployments.iter().find(|d| !found.iter().any(|f| f == *d)) {
                     return Err(DomainError::not_found(Kind::Deployment, *missing).into());
                 }
-                check_ports(conn, &per_node)?;
+                check_batch_ports(&per_node)?;
                 reserve(conn, &per_node)?;
                 let now = to_millis(SystemTime::now());
                 let mut placed = insert_pending(conn, &placements, now)?;

@@ -326,7 +326,7 @@ pub fn ports_text(ports: &[HostPort]) -> String {
     ports.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
-fn parse_ports(text: &str) -> Result<Vec<HostPort>> {
+pub fn parse_ports(text: &str) -> Result<Vec<HostPort>> {
     text.split(',')
         .filter(|p| !p.is_empty())
         .map(|p| parse_host_port(p).ok_or_else(|| corrupt("replica ports", p)))
