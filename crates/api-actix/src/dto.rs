@@ -491,7 +491,7 @@ pub struct StatusView {
 }
 
 /// `GET /status/summary`: the cluster in numbers, whatever its size.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StatusSummary {
     pub leader: Option<String>,
     pub nodes: NodeCounts,
@@ -499,7 +499,7 @@ pub struct StatusSummary {
     pub replicas: ReplicaCounts,
 }
 
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Default, Clone, Serialize, ToSchema)]
 pub struct NodeCounts {
     pub total: u64,
     pub online: u64,
@@ -510,14 +510,14 @@ pub struct NodeCounts {
     pub available: u64,
 }
 
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Default, Clone, Serialize, ToSchema)]
 pub struct DeploymentCounts {
     pub total: u64,
     /// Running fewer replicas than required.
     pub degraded: u64,
 }
 
-#[derive(Debug, Default, Serialize, ToSchema)]
+#[derive(Debug, Default, Clone, Serialize, ToSchema)]
 pub struct ReplicaCounts {
     /// The sum of every deployment's required count.
     pub required: u64,

@@ -13,6 +13,7 @@ mod error;
 mod grammar;
 mod metrics;
 mod openapi;
+mod per_revision;
 mod rollout_dto;
 mod routes;
 mod snapshot;
@@ -57,8 +58,10 @@ pub struct ApiState {
     pub request_max_age: Duration,
     /// Registry logins (`/v1/registries`); `None`: this server keeps none.
     pub registries: Option<Arc<dyn RegistryStore>>,
-    /// One per server, shared by its workers.
-    status: Arc<snapshot::StatusCache>,
+    /// One per server, shared by its workers: `/status` and `/status/summary` (built without
+    /// a leader, which each answer sets).
+    status: Arc<per_revision::PerRevision<snapshot::Document>>,
+    summary: Arc<per_revision::PerRevision<dto::StatusSummary>>,
 }
 
 impl ApiState {
@@ -81,6 +84,7 @@ impl ApiState {
             request_max_age: Duration::from_secs(4),
             registries: None,
             status: Arc::default(),
+            summary: Arc::default(),
         }
     }
 }

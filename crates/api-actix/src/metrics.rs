@@ -10,7 +10,7 @@ use prometheus::{Encoder, Gauge, IntCounter, IntGauge, IntGaugeVec, Opts, Regist
 
 use crate::ApiState;
 use crate::error::ApiError;
-use crate::summary::summarize;
+use crate::summary::cached_summary;
 
 /// The registry and the cluster gauges. Cheap to clone (prometheus types are shared handles).
 #[derive(Clone)]
@@ -90,7 +90,7 @@ impl Metrics {
     }
 
     async fn refresh(&self, state: &ApiState) -> Result<(), ApiError> {
-        let summary = summarize(state.store.as_ref(), None).await?;
+        let summary = cached_summary(state).await?;
         let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         for (status, count) in [
             (NodeStatus::Online, summary.nodes.online),

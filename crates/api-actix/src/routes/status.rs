@@ -19,8 +19,8 @@ use super::query_number;
 use crate::ApiState;
 use crate::dto::{StatusSummary, StatusView};
 use crate::error::{ApiError, ErrorBody};
-use crate::snapshot::{last_failures, view};
-use crate::summary::summarize;
+use crate::snapshot::{Document, last_failures, view};
+use crate::summary::cached_summary;
 
 /// Deployments per page when `cursor` comes without `limit`.
 const DEFAULT_PAGE: u32 = 100;
@@ -109,7 +109,8 @@ pub async fn status(
     if !scope.is_whole_cluster() {
         return Ok(HttpResponse::Ok().json(part(state.store.as_ref(), leader, &scope).await?));
     }
-    let document = state.status.get(state.store.as_ref(), leader).await?;
+    let store = state.store.as_ref();
+    let document = state.status.get(store, leader, |leader| Document::build(store, leader)).await?;
     let mut response = HttpResponse::Ok();
     response
         .content_type(ContentType::json())
@@ -171,8 +172,9 @@ async fn part(store: &dyn ClusterStore, leader: Option<String>, scope: &Scope) -
     responses((status = 200, description = "The cluster in numbers: nodes by status and capacity, deployments and how many are degraded, replicas required, running and pending. Its size does not grow with the cluster.", body = StatusSummary),
         (status = 401, description = "No or invalid token", body = ErrorBody)))]
 pub async fn summary(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
-    let leader = state.control.leadership().leader().map(str::to_string);
-    Ok(HttpResponse::Ok().json(summarize(state.store.as_ref(), leader).await?))
+    let mut summary = cached_summary(&state).await?;
+    summary.leader = state.control.leadership().leader().map(str::to_string);
+    Ok(HttpResponse::Ok().json(summary))
 }
 
 /// The shared buffer as a stream of slices (no copy): actix copies a whole body into its write
