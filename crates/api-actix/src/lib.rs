@@ -62,6 +62,8 @@ pub struct ApiState {
     /// a leader, which each answer sets).
     status: Arc<per_revision::PerRevision<snapshot::Document>>,
     summary: Arc<per_revision::PerRevision<dto::StatusSummary>>,
+    /// What the summary and `GET /v1/deployments` count.
+    replica_counts: Arc<per_revision::PerRevision<Vec<orchestrator_core::ReplicaCount>>>,
 }
 
 impl ApiState {
@@ -85,6 +87,7 @@ impl ApiState {
             registries: None,
             status: Arc::default(),
             summary: Arc::default(),
+            replica_counts: Arc::default(),
         }
     }
 }

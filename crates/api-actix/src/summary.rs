@@ -2,8 +2,9 @@
 //! `GET /status/summary`, and what `/metrics` and `GET /v1/deployments` report.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use orchestrator_core::{ClusterStore, Deployment, DeploymentName, NodeStatus, ReplicaCount, ReplicaState};
+use orchestrator_core::{Deployment, DeploymentName, NodeStatus, ReplicaCount, ReplicaState};
 
 use crate::ApiState;
 use crate::dto::{DeploymentCounts, NodeCounts, ReplicaCounts, StatusSummary};
@@ -25,12 +26,20 @@ pub(crate) fn ready_by_deployment<'a>(
     ready
 }
 
+/// Replicas counted by deployment, state and health, at most once per store revision: at a
+/// million replicas the store takes half a second to count them.
+pub(crate) async fn replica_counts(state: &ApiState) -> Result<Arc<Vec<ReplicaCount>>, ApiError> {
+    let store = state.store.as_ref();
+    state.replica_counts.get(store, None, |_| async { Ok(store.count_replicas().await?) }).await
+}
+
 /// The counts, `leader` unset.
-async fn summarize(store: &dyn ClusterStore) -> Result<StatusSummary, ApiError> {
+async fn summarize(state: &ApiState) -> Result<StatusSummary, ApiError> {
+    let store = state.store.as_ref();
     // Without the host ports their replicas hold (none asked for): they are not counted.
     let nodes = store.list_nodes_holding(&[]).await?;
     let deployments = store.list_deployments().await?;
-    let counts = store.count_replicas().await?;
+    let counts = replica_counts(state).await?;
     let mut node_counts = NodeCounts::default();
     for n in &nodes {
         node_counts.total += 1;
@@ -60,8 +69,7 @@ async fn summarize(store: &dyn ClusterStore) -> Result<StatusSummary, ApiError> 
 }
 
 /// The summary of the store's current revision (its `leader` unset), built at most once per
-/// revision: at a million replicas the counts take half a second to make.
+/// revision.
 pub(crate) async fn cached_summary(state: &ApiState) -> Result<StatusSummary, ApiError> {
-    let store = state.store.as_ref();
-    Ok(StatusSummary::clone(&*state.summary.get(store, None, |_| summarize(store)).await?))
+    Ok(StatusSummary::clone(&*state.summary.get(state.store.as_ref(), None, |_| summarize(state)).await?))
 }

@@ -9,7 +9,7 @@ use crate::ApiState;
 use crate::body::read_json;
 use crate::dto::{Addresses, CreateDeployment, DeploymentView, Rebalanced, RevisionView};
 use crate::error::{ApiError, ErrorBody};
-use crate::summary::ready_by_deployment;
+use crate::summary::{ready_by_deployment, replica_counts};
 
 #[utoipa::path(post, path = "/v1/deployments", tag = "deployments", request_body = CreateDeployment,
     responses((status = 201, description = "Created; replicas are being placed", body = DeploymentView), (status = 200, description = "It already exists with exactly this spec (a retried create): nothing changed", body = DeploymentView), (status = 400, description = "Malformed JSON, unknown field or wrong type (the field is named)", body = ErrorBody), (status = 422, description = "A value out of range or badly formed (the field is named)", body = ErrorBody), (status = 413, description = "Body over the limit", body = ErrorBody), (status = 415, description = "Not application/json", body = ErrorBody),
@@ -88,8 +88,8 @@ pub async fn seed_create(
     responses((status = 200, description = "Every deployment, without replica details", body = [DeploymentView]), (status = 401, description = "No or invalid token", body = ErrorBody)))]
 pub async fn list(state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let deployments = state.store.list_deployments().await?;
-    // Counted by the store: a million replicas stay there.
-    let counts = state.store.count_replicas().await?;
+    // Counted by the store (a million replicas stay there), once per revision.
+    let counts = replica_counts(&state).await?;
     let running = ready_by_deployment(&counts, &deployments);
     let views: Vec<DeploymentView> =
         deployments.iter().map(|d| DeploymentView::counted(d, running.get(&d.name).copied().unwrap_or(0))).collect();

@@ -17,7 +17,7 @@ use crate::body::read_json;
 use crate::dto::DeploymentView;
 use crate::error::{ApiError, ErrorBody};
 use crate::stack_dto::StackFile;
-use crate::summary::ready_by_deployment;
+use crate::summary::{ready_by_deployment, replica_counts};
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -195,7 +195,7 @@ async fn members(state: &ApiState, raw: &str) -> Result<(StackName, Vec<Deployme
     responses((status = 200, description = "The stack's deployments", body = StackView), (status = 404, description = "No deployment is of this stack", body = ErrorBody), (status = 401, description = "No or invalid token", body = ErrorBody)))]
 pub async fn get(path: web::Path<String>, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
     let (stack, deployments) = members(&state, &path).await?;
-    let counts = state.store.count_replicas().await?;
+    let counts = replica_counts(&state).await?;
     let running = ready_by_deployment(&counts, &deployments);
     let views =
         deployments.iter().map(|d| DeploymentView::counted(d, running.get(&d.name).copied().unwrap_or(0))).collect();
