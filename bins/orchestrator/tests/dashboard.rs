@@ -93,6 +93,10 @@ async fn screenshot(c: &Client, name: &str) {
     std::fs::write(screenshots().join(name), png).unwrap();
 }
 
+/// One test at a time on the cluster: the first kills an engine, which would move the
+/// replicas the other counts.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Brings a killed engine back even when an assertion fails (later tests share it).
 struct Revive<'a>(&'a local_cluster::ClusterNode);
 
@@ -106,6 +110,7 @@ impl Drop for Revive<'_> {
 async fn the_dashboard_shows_the_cluster_and_follows_a_node_failure_live() {
     let Some(nodes) = local_cluster::nodes() else { return };
     let Some(driver) = start_chromedriver() else { return };
+    let _alone = ONE_AT_A_TIME.lock().await;
     let nodes = &nodes[..3];
     let (server, client) = start_ready_server(nodes).await;
     let name = format!("dash{}", std::process::id());
@@ -441,6 +446,105 @@ async fn the_dashboard_shows_the_cluster_and_follows_a_node_failure_live() {
     c.close().await.unwrap();
 
     drop(revive);
+    let resp = client.delete(format!("{}/v1/deployments/{name}", server.url)).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    wait_for("containers removed", Duration::from_secs(60), async || {
+        server::try_containers_on_engines(nodes, &name)?.is_empty().then_some(())
+    })
+    .await;
+}
+
+/// Over the dashboard's size for the whole document (200 nodes): it shows the counts, a page of
+/// node cards (those needing attention first) with more on demand, the deployments with their
+/// counts, and a node's replicas when its card is opened; it never asks for the whole `/status`.
+#[tokio::test]
+async fn the_dashboard_of_a_large_cluster_pages_its_nodes_and_opens_one_on_demand() {
+    const IDLE: usize = 210;
+    let Some(nodes) = local_cluster::nodes() else { return };
+    let Some(driver) = start_chromedriver() else { return };
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let nodes = &nodes[..3];
+    let (server, client) = start_ready_server(nodes).await;
+    let name = format!("large{}", std::process::id());
+    create(
+        &client,
+        &server.url,
+        &json!({"image": "local/busybox:1", "replicas": 3, "name": name, "command": ["sleep", "600"]}),
+    )
+    .await;
+    wait_for("replicas running", Duration::from_secs(60), async || {
+        converged(&client, &server.url, nodes, &name, 3).await
+    })
+    .await;
+    // Nodes whose engine never answers (nothing listens on the discard port): offline.
+    for i in 0..IDLE {
+        let body = json!({"name": format!("idle-{i:03}"), "address": "tcp://127.0.0.1:9", "capacity": 1});
+        let resp = client.post(format!("{}/v1/nodes", server.url)).bearer_auth(ADMIN).json(&body).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 201);
+    }
+
+    let c = browser(&driver).await;
+    c.goto(&format!("{}/ui", server.url)).await.unwrap();
+    until(&c, "the sign-in form", Duration::from_secs(10), "!document.getElementById('login').hidden").await;
+    c.find(Locator::Css("#token")).await.unwrap().send_keys(READER).await.unwrap();
+    c.find(Locator::Css("#login button[type=submit]")).await.unwrap().click().await.unwrap();
+    let total = IDLE + 3;
+    until(
+        &c,
+        "the counts",
+        Duration::from_secs(10),
+        &format!("document.getElementById('summary').textContent.startsWith('{total} nodes (3 online)')"),
+    )
+    .await;
+    // A page of cards, the offline ones first; the rest on demand.
+    until(&c, "a page of cards", Duration::from_secs(10), "document.querySelectorAll('li.card').length === 200").await;
+    assert_eq!(js(&c, "return document.querySelectorAll('li.card[data-status=offline]').length;").await, json!(200));
+    let more = js(&c, "const b = document.getElementById('more-nodes'); return [b.hidden, b.textContent];").await;
+    assert_eq!(more, json!([false, format!("Show more ({} nodes not shown)", total - 200)]));
+    let row = format!("document.querySelector('tr[data-deployment={name}]')");
+    until(&c, "the deployment at 3 / 3", Duration::from_secs(10), &format!("{row}.textContent.includes('3 / 3')"))
+        .await;
+    assert_eq!(js(&c, "document.getElementById('more-nodes').click(); return 1;").await, json!(1));
+    until(
+        &c,
+        "every card",
+        Duration::from_secs(10),
+        &format!("document.querySelectorAll('li.card').length === {total}"),
+    )
+    .await;
+    assert_eq!(js(&c, "return document.getElementById('more-nodes').hidden;").await, json!(true));
+    // No replica is listed until its node's card is opened; then that node's are.
+    assert_eq!(js(&c, "return document.querySelectorAll('li.card .replicas li').length;").await, json!(0));
+    let holder = &nodes[0].name;
+    let on_holder = server::get(&client, &format!("{}/status?node={holder}", server.url), READER).await.1;
+    let expected = on_holder["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["replicas"].as_array().unwrap().len())
+        .sum::<usize>();
+    let open = format!("document.querySelector('button[data-replicas-of={holder}]').click(); return 1;");
+    assert_eq!(js(&c, &open).await, json!(1));
+    let card = format!("document.querySelector('li.card[data-node={holder}]')");
+    until(
+        &c,
+        "the opened node's replicas",
+        Duration::from_secs(10),
+        &format!("{card}.querySelectorAll('.replicas li').length === {expected} && {expected} > 0"),
+    )
+    .await;
+    screenshot(&c, "6-large-cluster.png").await;
+    // What the page asked for: never the whole document; and when its first render was done.
+    let asked_whole = js(
+        &c,
+        "return performance.getEntriesByType('resource').some((e) => { const u = new URL(e.name); \
+         return u.pathname === '/status' && u.search === ''; });",
+    )
+    .await;
+    assert_eq!(asked_whole, json!(false));
+    assert!(js(&c, "return Number(document.body.dataset.firstRenderMs);").await.as_f64().unwrap() > 0.0);
+    let _ = c.close().await;
+
     let resp = client.delete(format!("{}/v1/deployments/{name}", server.url)).bearer_auth(ADMIN).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 204);
     wait_for("containers removed", Duration::from_secs(60), async || {

@@ -35,48 +35,104 @@ function el(tag, attrs = {}, ...children) {
 }
 
 // ----- Cluster view -----
+//
+// Up to WHOLE_UP_TO the view is the whole `/status` document: every replica on its node's card.
+// Beyond, it never asks for the whole cluster (a million replicas is hundreds of megabytes):
+// the counts (`/status/summary`), the nodes and the deployments with their counts, and a node's
+// replicas when its card is opened (`/status?node=`). Cards and rows are added a page at a time,
+// so thousands of them never freeze the page.
 
-function renderStatus(status) {
-  const nodes = status.nodes || [];
-  const deployments = status.deployments || [];
-  const online = nodes.filter((n) => n.status === "online").length;
-  const degraded = deployments.filter((d) => d.actual < d.required).length;
-  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+const WHOLE_UP_TO = { nodes: 200, replicas: 5000 };
+const CARDS_PER_PAGE = 200;
+const ROWS_PER_PAGE = 500;
+let cardsShown = CARDS_PER_PAGE;
+let rowsShown = ROWS_PER_PAGE;
+// Large clusters: the nodes whose replicas were asked for, and what they hold.
+const openNodes = new Map();
+let lastView = null;
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+function renderSummary(summary) {
+  const { nodes, deployments, replicas } = summary;
   $("summary").textContent =
-    `${plural(nodes.length, "node")} (${online} online) · ${plural(deployments.length, "deployment")}` +
-    (degraded ? ` (${degraded} degraded)` : "") +
-    ` · leader: ${status.leader || "none"}`;
+    `${plural(nodes.total, "node")} (${nodes.online} online) · ${plural(deployments.total, "deployment")}` +
+    (deployments.degraded ? ` (${deployments.degraded} degraded)` : "") +
+    ` · ${replicas.ready} of ${replicas.required} replicas ready · leader: ${summary.leader || "none"}`;
+}
 
-  const byNode = new Map(nodes.map((n) => [n.name, []]));
-  for (const d of deployments) {
+function isLarge(summary) {
+  return summary.nodes.total > WHOLE_UP_TO.nodes || summary.replicas.running + summary.replicas.pending > WHOLE_UP_TO.replicas;
+}
+
+function replicaItem(r) {
+  const state = r.health ? `${r.state}, ${r.health}` : r.state;
+  const attrs = { "data-state": r.state, title: `${r.deployment} replica ${r.id}: ${state}`, text: `${r.deployment} #${r.id}` };
+  if (r.health) attrs["data-health"] = r.health;
+  return el("li", attrs);
+}
+
+// The replicas of each node in a status document, by node name.
+function replicasByNode(status) {
+  const byNode = new Map();
+  for (const d of status.deployments || []) {
     for (const r of d.replicas || []) {
-      if (byNode.has(r.node)) byNode.get(r.node).push({ deployment: d.name, ...r });
+      if (!byNode.has(r.node)) byNode.set(r.node, []);
+      byNode.get(r.node).push({ deployment: d.name, ...r });
     }
   }
-  const cards = nodes.map((n) => {
-    const used = n.capacity - n.available;
-    const share = n.capacity > 0 ? Math.round((100 * used) / n.capacity) : 0;
-    const bar = el("div");
-    bar.style.width = `${share}%`;
-    const replicas = byNode.get(n.name).map((r) => {
-      const state = r.health ? `${r.state}, ${r.health}` : r.state;
-      const attrs = { "data-state": r.state, title: `${r.deployment} replica ${r.id}: ${state}`, text: `${r.deployment} #${r.id}` };
-      if (r.health) attrs["data-health"] = r.health;
-      return el("li", attrs);
-    });
-    return el("li", { class: "card node", "data-node": n.name, "data-status": n.status },
-      el("div", { class: "card-head" },
-        el("h3", { text: n.name }),
-        el("span", { class: `badge ${n.status}`, text: n.status })),
-      el("p", { class: "address", text: n.address }),
-      el("div", { class: "meter", role: "meter", "aria-label": `${n.name} capacity used`,
-        "aria-valuemin": "0", "aria-valuemax": String(n.capacity), "aria-valuenow": String(used) }, bar),
-      el("p", { class: "units", text: `${used} of ${n.capacity} units used · ${replicas.length} replicas` }),
-      el("ul", { class: "replicas", "aria-label": `replicas on ${n.name}` }, ...replicas));
-  });
-  $("nodes").replaceChildren(...cards);
+  return byNode;
+}
 
-  const rows = deployments.map((d) => {
+// A node's card. `replicas`: its replicas, or `undefined` when they were not asked for (a
+// large cluster), then a button asks for them.
+function nodeCard(n, replicas) {
+  const used = n.capacity - n.available;
+  const share = n.capacity > 0 ? Math.round((100 * used) / n.capacity) : 0;
+  const bar = el("div");
+  bar.style.width = `${share}%`;
+  const card = el("li", { class: "card node", "data-node": n.name, "data-status": n.status },
+    el("div", { class: "card-head" },
+      el("h3", { text: n.name }),
+      el("span", { class: `badge ${n.status}`, text: n.status })),
+    el("p", { class: "address", text: n.address }),
+    el("div", { class: "meter", role: "meter", "aria-label": `${n.name} capacity used`,
+      "aria-valuemin": "0", "aria-valuemax": String(n.capacity), "aria-valuenow": String(used) }, bar));
+  if (replicas === undefined) {
+    const open = el("button", { type: "button", class: "link", "data-replicas-of": n.name, text: "Show replicas" });
+    open.addEventListener("click", () => openNode(n.name));
+    card.append(el("p", { class: "units", text: `${used} of ${n.capacity} units used · ` }, open));
+  } else {
+    card.append(
+      el("p", { class: "units", text: `${used} of ${n.capacity} units used · ${plural(replicas.length, "replica")}` }),
+      el("ul", { class: "replicas", "aria-label": `replicas on ${n.name}` }, ...replicas.map(replicaItem)));
+  }
+  return card;
+}
+
+// "Show N more" under a list cut to a page; `more` renders the next page.
+function moreButton(id, hidden, what, more) {
+  const button = $(id);
+  button.hidden = hidden <= 0;
+  button.textContent = `Show more (${hidden} ${what} not shown)`;
+  button.onclick = more;
+}
+
+function renderNodes(nodes, replicasOf) {
+  // Those needing attention first, then by name.
+  const order = (n) => (n.status === "online" ? 1 : 0);
+  const sorted = [...nodes].sort((a, b) => order(a) - order(b) || a.name.localeCompare(b.name));
+  const shown = sorted.slice(0, cardsShown);
+  $("nodes").replaceChildren(...shown.map((n) => nodeCard(n, replicasOf(n.name))));
+  moreButton("more-nodes", sorted.length - shown.length, "nodes", () => {
+    cardsShown += CARDS_PER_PAGE;
+    if (lastView) lastView();
+  });
+}
+
+function renderDeployments(deployments) {
+  const shown = deployments.slice(0, rowsShown);
+  const rows = shown.map((d) => {
     const count = el("td", { text: `${d.actual} / ${d.required}` });
     if (d.actual < d.required) count.append(el("span", { class: "degraded", text: "degraded" }));
     if (d.unplaced) {
@@ -97,6 +153,57 @@ function renderStatus(status) {
   });
   $("deployments").tBodies[0].replaceChildren(...rows);
   $("no-deployments").hidden = deployments.length > 0;
+  moreButton("more-deployments", deployments.length - shown.length, "deployments", () => {
+    rowsShown += ROWS_PER_PAGE;
+    if (lastView) lastView();
+  });
+}
+
+// The whole document: every replica on its node's card.
+function renderWhole(status) {
+  const byNode = replicasByNode(status);
+  renderNodes(status.nodes || [], (name) => byNode.get(name) || []);
+  renderDeployments(status.deployments || []);
+}
+
+// A large cluster: the nodes and deployments without replicas, those of opened nodes.
+function renderLarge(nodes, deployments) {
+  renderNodes(nodes, (name) => openNodes.get(name));
+  renderDeployments(deployments);
+}
+
+async function nodeReplicas(name) {
+  const response = await api(`/status?node=${encodeURIComponent(name)}`);
+  return response.ok ? replicasByNode(await response.json()).get(name) || [] : [];
+}
+
+async function openNode(name) {
+  openNodes.set(name, await nodeReplicas(name));
+  if (lastView) lastView();
+}
+
+// What the cluster view shows now: counts first (cheap at any size), then the whole document or
+// the large cluster's parts. Marks the first complete render for `cargo xtask bench scale`.
+async function renderCluster() {
+  const response = await api("/status/summary");
+  if (!response.ok) return;
+  const summary = await response.json();
+  renderSummary(summary);
+  if (!isLarge(summary)) {
+    openNodes.clear();
+    const whole = await api("/status");
+    if (!whole.ok) return;
+    const status = await whole.json();
+    lastView = () => renderWhole(status);
+  } else {
+    const [nodes, deployments] = await Promise.all([api("/v1/nodes"), api("/v1/deployments")]);
+    if (!nodes.ok || !deployments.ok) return;
+    const [nodeList, deploymentList] = await Promise.all([nodes.json(), deployments.json()]);
+    for (const name of openNodes.keys()) openNodes.set(name, await nodeReplicas(name));
+    lastView = () => renderLarge(nodeList, deploymentList);
+  }
+  lastView();
+  if (!document.body.dataset.firstRenderMs) document.body.dataset.firstRenderMs = String(Math.round(performance.now()));
 }
 
 // A streamed body cut into messages ending in `separator`, handed over as each chunk
@@ -298,8 +405,7 @@ $("detail-resume").addEventListener("click", () => act("POST", `${detailPath()}/
 async function refresh() {
   refreshTimer = null;
   try {
-    const response = await api("/status");
-    if (response.ok) renderStatus(await response.json());
+    await renderCluster();
     await refreshDetail();
   } catch (e) {
     if (e instanceof Unauthorized) signOut(e.message);
@@ -368,6 +474,8 @@ function signOut(message = "") {
   if (streamAbort) streamAbort.abort();
   if (logAbort) logAbort.abort();
   detailName = null;
+  openNodes.clear();
+  lastView = null;
   $("detail").hidden = true;
   $("dashboard").hidden = true;
   $("signout").hidden = true;
