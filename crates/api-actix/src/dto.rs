@@ -249,6 +249,8 @@ pub struct NodeView {
     pub capacity: u32,
     pub available: u32,
     pub status: &'static str,
+    /// Its last answered heartbeat. In the whole `/status` document, as of the document's
+    /// making: heartbeats alone do not make a new one (`GET /v1/nodes/{name}` reads it fresh).
     pub last_heartbeat_ms: Option<u64>,
     pub labels: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -196,6 +196,24 @@ impl DieselStore {
         .await
     }
 
+    /// A fenced write that makes no new revision: heartbeats' timestamps, several a second,
+    /// which would otherwise make every cached view (`/status`, its summary, the counts) be
+    /// built again each time while nothing readers count changed.
+    pub(crate) async fn write_quiet<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
+    {
+        let fence = self.fence.clone();
+        self.write_in(Revision::Keep, move |conn| {
+            if let Some(fence) = fence {
+                fence.check(conn)?;
+            }
+            f(conn)
+        })
+        .await
+    }
+
     /// A write of the lease itself: not fenced, and no new revision (nothing `GET /status`
     /// shows changes when a lease is renewed every second).
     pub(crate) async fn write_lease<T, F>(&self, f: F) -> Result<T>

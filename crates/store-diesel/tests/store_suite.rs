@@ -319,6 +319,9 @@ async fn data_survives_reopening(db: TestDb) {
     assert!(moved > seen, "another process's write unseen after 2 s: {seen} -> {moved}");
     reopened.release_replica(ReplicaId(u64::MAX)).await.unwrap_err(); // fails: no new revision
     assert_eq!(reopened.revision().await.unwrap(), moved);
+    // Heartbeats' timestamps are no change readers wait for; a status is.
+    reopened.record_heartbeats(&[node_name("n1")], SystemTime::now()).await.unwrap();
+    assert_eq!(reopened.revision().await.unwrap(), moved, "a heartbeat made a revision");
     reopened.mark_running(placed[0].id, "c1").await.unwrap();
     assert!(reopened.revision().await.unwrap() > moved, "its own write, at once");
     drop(t.store);

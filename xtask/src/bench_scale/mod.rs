@@ -8,12 +8,14 @@
 //!    from this process): nodes registered through the API, heartbeat tick and CPU share idle,
 //!    deployments of 1,000 created until the total, replicas running per second end to end,
 //!    RSS idle / at 100,000 / at the total, heartbeat and CPU loaded, `GET /status` (whole,
-//!    summary, one deployment, one node, a page), then 50 hollow engines killed: time until
-//!    they are offline and until every replica runs again elsewhere.
+//!    summary, one deployment, one node, a page), the dashboard's first render in headless
+//!    Chromium (also written to target/bench/ui.json), then 50 hollow engines killed: time
+//!    until they are offline and until every replica runs again elsewhere.
 //!
 //! `--perf` records the server with `perf` while it converges and keeps the top symbols.
 //! Writes target/bench/scale.json.
 
+mod dashboard;
 mod store_side;
 
 use std::process::{Child, Command, Stdio};
@@ -366,6 +368,13 @@ pub fn run(args: Args) -> Result<()> {
         latency(&url, "/status?node=hollow1", 20)?,
         latency(&url, "/status?limit=10", 20)?,
     ]);
+    // The dashboard at that size, in headless Chromium.
+    let ui = runtime.block_on(dashboard::first_render(&url, TOKEN, 5))?;
+    println!("dashboard first render: {ui}");
+    std::fs::write(
+        out.join("ui.json"),
+        serde_json::to_string_pretty(&json!({"nodes": args.nodes, "replicas": args.replicas, "dashboard": ui}))?,
+    )?;
     let (_, rss_peak) = rss_mib(pid);
 
     // Kill hollow engines: time until they are offline, then until every replica runs again,
@@ -434,6 +443,7 @@ pub fn run(args: Args) -> Result<()> {
         "rss_mib_after_failure": rss_end,
         "rss_mib_peak": rss_peak_end,
         "status": status,
+        "dashboard": ui,
         "killed_nodes": victims,
         "detected_s": detected.as_secs_f64(),
         "replaced_s": replaced.as_secs_f64(),
