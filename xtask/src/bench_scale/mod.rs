@@ -4,7 +4,9 @@
 //! 1. Store side, no server: the raw SQLite batched-insert rate (the physical reference) and
 //!    placements decided and persisted per second by the scheduler on a store file, the
 //!    runtime mocked out.
-//! 2. The release server (SQLite default) against hollow engines (crates/hollow-node, served
+//! 2. The raw reference end to end: containers created and started per second on fresh hollow
+//!    engines by a bare Docker API client, many calls in flight.
+//! 3. The release server (SQLite default) against hollow engines (crates/hollow-node, served
 //!    from this process): nodes registered through the API, heartbeat tick and CPU share idle,
 //!    deployments of 1,000 created until the total, replicas running per second end to end,
 //!    RSS idle / at 100,000 / at the total, heartbeat and CPU loaded, `GET /status` (whole,
@@ -16,6 +18,7 @@
 //! Writes target/bench/scale.json.
 
 mod dashboard;
+mod raw_engines;
 mod store_side;
 
 use std::process::{Child, Command, Stdio};
@@ -267,7 +270,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     sh::run(sh::cargo().args(["build", "--release", "-p", "orchestrator"]))?;
 
-    // 2. The server against hollow engines.
+    // 2. The reference for running replicas end to end: a bare client creating and starting
+    // containers on as many fresh hollow engines (a tenth of the replicas, at most 100,000).
+    let raw_count = usize::try_from((args.replicas / 10).clamp(1_000, 100_000))?;
+    let raw_starts_per_s = runtime.block_on(raw_engines::creates_and_starts(args.nodes, raw_count))?;
+    println!("raw API to hollow engines: {raw_starts_per_s:.0} containers created and started /s ({raw_count})");
+
+    // 3. The server against hollow engines.
     let cluster = runtime.block_on(hollow_node::HollowCluster::start(args.nodes))?;
     println!("{} hollow engines listening", cluster.len());
     let port = crate::net::free_port()?;
@@ -431,6 +440,9 @@ pub fn run(args: Args) -> Result<()> {
         "creates_s": created.as_secs_f64(),
         "converged_s": converged.as_secs_f64(),
         "replicas_running_per_s": args.replicas as f64 / converged.as_secs_f64(),
+        "raw_api_starts_per_s": raw_starts_per_s,
+        "running_vs_raw_api": args.replicas as f64 / converged.as_secs_f64() / raw_starts_per_s,
+        "raw_api_floor_s": args.replicas as f64 / raw_starts_per_s,
         "heartbeat_tick_ms_idle": {"median": median(&ticks_idle), "max": ticks_idle.last()},
         "heartbeat_tick_ms_loaded": {"median": median(&ticks_loaded), "max": ticks_loaded.last()},
         "cpu_share_idle": cpu_idle,
