@@ -393,8 +393,14 @@ pub fn run(args: Args) -> Result<()> {
     for i in 0..victims {
         cluster.kill(i)?;
     }
+    // Read from the nodes themselves: the summary's counts are rebuilt per change, and while
+    // a million replicas are being moved each rebuild takes seconds, which it would add here.
+    let offline = || -> Result<usize> {
+        let (nodes, _, _) = get_json(&format!("{url}/v1/nodes"))?;
+        Ok(nodes.as_array().map_or(0, |all| all.iter().filter(|n| n["status"] == "offline").count()))
+    };
     let detected = loop {
-        if summary(&url)?["nodes"]["offline"].as_u64() >= Some(victims as u64) {
+        if offline()? >= victims {
             break killed.elapsed();
         }
         if killed.elapsed() > Duration::from_secs(120) {
