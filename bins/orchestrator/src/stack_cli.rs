@@ -86,8 +86,11 @@ pub async fn apply(c: &ClientArgs, args: &FileArgs, dry_run: bool, wait: &WaitAr
 }
 
 /// How long a new service must run all its replicas, none failing, to count as up: a
-/// container that exits at once runs for a moment first.
-const STEADY: std::time::Duration = std::time::Duration::from_secs(3);
+/// container that exits at once runs for a moment first, and the server sees the exit only at
+/// its next reconcile sweep (every 2 s by default, longer while sweeps are slow), then records
+/// it. Three seconds was once too short on a loaded machine (a service exiting at once was
+/// taken for up); five cover two sweeps and the recording.
+const STEADY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Until the deployment runs its required replicas and keeps them for `STEADY` without a
 /// failure (no crash loop), within the wait's timeout.

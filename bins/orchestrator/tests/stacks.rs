@@ -195,14 +195,16 @@ async fn a_compose_file_runs_as_it_reads_applies_idempotently_and_prunes_only_wh
     let out = cli(&base, dir.path(), &["stack", "ls"], &[]);
     assert!(said(&out).contains("shop") && said(&out).contains("shop_web,shop_worker"), "{}", said(&out));
 
-    // --wait fails naming the service that does not come up, and only it.
+    // --wait fails naming the service that does not come up, and only it, and why: its
+    // failures, not the clock (the wait is long enough for a service that stays up to pass).
     let failing = "services:\n  broken:\n    image: local/busybox:1\n    command: [\"sh\", \"-c\", \"exit 3\"]\n";
     std::fs::write(dir.path().join("failing.yaml"), failing).unwrap();
     let out =
-        cli(&base, dir.path(), &["apply", "-f", "failing.yaml", "--stack", "bad", "--wait", "--timeout", "6s"], &[]);
+        cli(&base, dir.path(), &["apply", "-f", "failing.yaml", "--stack", "bad", "--wait", "--timeout", "15s"], &[]);
     assert!(!out.status.success(), "{}", said(&out));
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(err.contains("stack bad: not every service came up: broken ("), "{err}");
+    assert!(err.contains("its replicas keep failing"), "{err}");
     let out = cli(&base, dir.path(), &["stack", "rm", "bad"], &[]);
     assert!(out.status.success(), "{}", said(&out));
 
