@@ -184,10 +184,24 @@ fn ours() -> Result<Figures> {
 
 /// create+start of 50 containers spread over the nodes, `in_flight` calls at a time, straight
 /// to the engines with bollard; returns the wall time, after removing them again (untimed).
+/// What the raw references do per container: create `name` (the test image, sleeping) and
+/// start it, nothing more.
+pub(crate) async fn create_and_start(docker: &bollard::Docker, name: &str) -> Result<(), bollard::errors::Error> {
+    use bollard::models::ContainerCreateBody;
+    use bollard::query_parameters::CreateContainerOptionsBuilder;
+
+    let body = ContainerCreateBody {
+        image: Some(image::TEST_IMAGE.into()),
+        cmd: Some(vec!["sleep".into(), "3600".into()]),
+        ..Default::default()
+    };
+    let created = docker.create_container(Some(CreateContainerOptionsBuilder::new().name(name).build()), body).await?;
+    docker.start_container(&created.id, None).await
+}
+
 async fn raw_round(nodes: &[Node], count: usize, in_flight: usize, round: usize) -> Result<Duration> {
     use bollard::Docker;
-    use bollard::models::ContainerCreateBody;
-    use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+    use bollard::query_parameters::RemoveContainerOptionsBuilder;
     use futures::StreamExt;
 
     let clients: Vec<Docker> = nodes
@@ -199,17 +213,7 @@ async fn raw_round(nodes: &[Node], count: usize, in_flight: usize, round: usize)
     let results: Vec<Result<(), bollard::errors::Error>> = futures::stream::iter(0..count)
         .map(|i| {
             let docker = clients[i % clients.len()].clone();
-            async move {
-                let body = ContainerCreateBody {
-                    image: Some(image::TEST_IMAGE.into()),
-                    cmd: Some(vec!["sleep".into(), "3600".into()]),
-                    ..Default::default()
-                };
-                let created = docker
-                    .create_container(Some(CreateContainerOptionsBuilder::new().name(&name(i)).build()), body)
-                    .await?;
-                docker.start_container(&created.id, None).await
-            }
+            async move { create_and_start(&docker, &name(i)).await }
         })
         .buffer_unordered(in_flight)
         .collect()

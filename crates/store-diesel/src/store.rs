@@ -186,14 +186,7 @@ impl DieselStore {
         T: Send + 'static,
         F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
     {
-        let fence = self.fence.clone();
-        self.write_in(Revision::Bump, move |conn| {
-            if let Some(fence) = fence {
-                fence.check(conn)?;
-            }
-            f(conn)
-        })
-        .await
+        self.fenced_write(Revision::Bump, f).await
     }
 
     /// A fenced write that makes no new revision: heartbeats' timestamps, several a second,
@@ -204,8 +197,16 @@ impl DieselStore {
         T: Send + 'static,
         F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
     {
+        self.fenced_write(Revision::Keep, f).await
+    }
+
+    async fn fenced_write<T, F>(&self, revision_change: Revision, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
+    {
         let fence = self.fence.clone();
-        self.write_in(Revision::Keep, move |conn| {
+        self.write_in(revision_change, move |conn| {
             if let Some(fence) = fence {
                 fence.check(conn)?;
             }

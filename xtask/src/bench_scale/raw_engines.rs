@@ -7,8 +7,6 @@ use std::time::Instant;
 
 use anyhow::Result;
 use bollard::Docker;
-use bollard::models::ContainerCreateBody;
-use bollard::query_parameters::CreateContainerOptionsBuilder;
 use futures::StreamExt;
 
 /// Calls in flight over all engines: past this the engines' process is the limit.
@@ -28,16 +26,7 @@ pub async fn creates_and_starts(nodes: usize, count: usize) -> Result<f64> {
     let results: Vec<Result<(), bollard::errors::Error>> = futures::stream::iter(0..count)
         .map(|i| {
             let docker = clients[i % clients.len()].clone();
-            async move {
-                let body = ContainerCreateBody {
-                    image: Some("local/busybox:1".into()),
-                    cmd: Some(vec!["sleep".into(), "3600".into()]),
-                    ..Default::default()
-                };
-                let options = CreateContainerOptionsBuilder::new().name(&format!("raw-{i}")).build();
-                let created = docker.create_container(Some(options), body).await?;
-                docker.start_container(&created.id, None).await
-            }
+            async move { crate::bench_e2e::create_and_start(&docker, &format!("raw-{i}")).await }
         })
         .buffer_unordered(IN_FLIGHT)
         .collect()
