@@ -285,8 +285,11 @@ async fn replicas_that_end_badly_say_why_and_keep_their_last_words() {
                 "resources": {"memory": "16M"}}),
     )
     .await;
-    let table = ps_until(&base, &hog, "an OOM kill", |l| l.contains(" failed ")).await;
-    assert!(table.lines().any(|l| l.contains(" failed ") && l.contains("OOM-killed")), "{table}");
+    // Docker's containerd (1.6) loses the OOM event of about one kill in 30 on a loaded machine
+    // (measured: no `oom` event at all, so neither `OOMKilled` nor the events API can tell);
+    // the hog crash-loops, and one of its ends says so.
+    let table = ps_until(&base, &hog, "an OOM kill", |l| l.contains(" failed ") && l.contains("OOM-killed")).await;
+    assert!(table.lines().all(|l| !l.contains(" failed ") || l.contains("exit code 137")), "{table}");
 
     for name in [&crasher, &sick, &hog] {
         let resp = client.delete(format!("{base}/v1/deployments/{name}")).bearer_auth(ADMIN).send().await.unwrap();

@@ -10,6 +10,7 @@ mod config;
 mod connections;
 mod container_spec;
 mod labels;
+mod late_oom;
 mod log_lines;
 mod runtime;
 

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerStateStatusEnum, ContainerSummaryStateEnum};
+use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummaryStateEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
@@ -27,6 +27,7 @@ use crate::config::DockerRuntimeConfig;
 use crate::connections::Connections;
 use crate::container_spec::{bound_ports, bound_ports_of_map, create_body, health_from_inspect, health_from_status};
 use crate::labels::{cluster_filter, container_name, parse_replica_labels};
+use crate::late_oom;
 use crate::log_lines::LineAssembler;
 
 /// Talks to any number of Docker Engines; one value serves the whole cluster.
@@ -159,14 +160,9 @@ impl DockerRuntime {
         }
     }
 
-    /// One container of ours as the engine reports it now, and how it ended (if it did).
-    async fn inspect_by_name(
-        &self,
-        docker: &Docker,
-        node: &Node,
-        name: &str,
-    ) -> Result<(ContainerSummary, ContainerEnd)> {
-        let inspected = bounded(
+    /// The engine's whole answer about container `name`.
+    async fn inspect_raw(&self, docker: &Docker, node: &Node, name: &str) -> Result<ContainerInspectResponse> {
+        bounded(
             node.name.as_str(),
             "inspect",
             self.config.request_timeout,
@@ -176,7 +172,27 @@ impl DockerRuntime {
         .map_err(|e| match e {
             e if is_status(&e, 404) => Error::not_found(Kind::Container, name),
             e => engine_error(node.name.as_str(), "inspect", e),
-        })?;
+        })
+    }
+
+    /// One container of ours as the engine reports it now, and how it ended (if it did).
+    async fn inspect_by_name(
+        &self,
+        docker: &Docker,
+        node: &Node,
+        name: &str,
+    ) -> Result<(ContainerSummary, ContainerEnd)> {
+        let inspected = self.inspect_raw(docker, node, name).await?;
+        self.ours(node, name, inspected)
+    }
+
+    /// The engine's answer about container `name`, if the container is ours.
+    fn ours(
+        &self,
+        node: &Node,
+        name: &str,
+        inspected: ContainerInspectResponse,
+    ) -> Result<(ContainerSummary, ContainerEnd)> {
         let labels = inspected.config.and_then(|c| c.labels).unwrap_or_default();
         let ours = labels.get(crate::labels::LABEL_CLUSTER).is_some_and(|c| *c == self.config.cluster_id);
         let (deployment, replica) = parse_replica_labels(&labels).filter(|_| ours).ok_or_else(|| {
@@ -428,7 +444,15 @@ impl ContainerRuntime for DockerRuntime {
 
     async fn replica_end(&self, node: &Node, deployment: &DeploymentName, replica: ReplicaId) -> Result<ContainerEnd> {
         let docker = self.client(node, self.config.request_timeout).await?;
-        Ok(self.inspect_by_name(&docker, node, &self.name(deployment, replica)).await?.1)
+        let name = self.name(deployment, replica);
+        let inspected = self.inspect_raw(&docker, node, &name).await?;
+        let limited = inspected.host_config.as_ref().and_then(|h| h.memory).is_some_and(|m| m > 0);
+        let started_at = inspected.state.as_ref().and_then(|s| s.started_at.clone());
+        let (found, mut end) = self.ours(node, &name, inspected)?;
+        if limited && end.exit_code == Some(late_oom::SIGKILL_EXIT) && !end.oom_killed {
+            end.oom_killed = late_oom::reported(&docker, &found.id, started_at.as_deref()).await;
+        }
+        Ok(end)
     }
 
     async fn replica_logs(

@@ -183,6 +183,26 @@ async fn exited_containers_report_their_exit_code(engines: &dyn Engines) {
     rt.remove_replica(&node, &job.deployment, job.replica).await.unwrap();
 }
 
+/// A container that exits 137 (what SIGKILL gives) under a memory limit is not called OOM-killed
+/// unless its engine says so: the late-OOM lookup (the engine's `oom` events) finds none.
+async fn an_exit_137_under_a_memory_limit_is_no_oom_kill_by_itself(engines: &dyn Engines) {
+    let rt = runtime("oom");
+    let node = engines.node(0);
+    let mut job = container("job", 1, &["sh", "-c", "exit 137"]);
+    job.template.resources.memory_bytes = Some(64 << 20);
+    rt.start_replica(&node, &job).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let end = loop {
+        let end = rt.replica_end(&node, &job.deployment, job.replica).await.unwrap();
+        if end.exit_code.is_some() || Instant::now() > deadline {
+            break end;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((end.exit_code, end.oom_killed), (Some(137), false));
+    rt.remove_replica(&node, &job.deployment, job.replica).await.unwrap();
+}
+
 async fn a_missing_image_names_image_and_node(engines: &dyn Engines) {
     let rt = runtime("img");
     let node = engines.node(0);
@@ -279,6 +299,7 @@ on_both_engines!(
     a_retried_start_makes_no_second_container,
     two_clusters_on_one_engine_never_see_each_other,
     exited_containers_report_their_exit_code,
+    an_exit_137_under_a_memory_limit_is_no_oom_kill_by_itself,
     a_missing_image_names_image_and_node,
     engine_info_reports_resources,
     hung_partitioned_and_dead_engines_fail_fast_and_typed,
