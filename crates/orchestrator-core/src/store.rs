@@ -37,6 +37,13 @@ pub trait NodeStore: Send + Sync {
     /// what placing one deployment needs, without reading every port of every replica.
     async fn list_nodes_holding(&self, ports: &[HostPort]) -> Result<Vec<Node>>;
 
+    /// Every node, without its reserved host ports (left empty): for callers that need
+    /// nodes' status, address and resources only (the heartbeat, a request's checks). Reading
+    /// the ports reads every published port of every replica.
+    async fn list_nodes_brief(&self) -> Result<Vec<Node>> {
+        self.list_nodes_holding(&[]).await
+    }
+
     /// Sets a node's status, and its last heartbeat time when given.
     async fn set_node_status(&self, name: &NodeName, status: NodeStatus, heartbeat: Option<SystemTime>)
     -> Result<Node>;

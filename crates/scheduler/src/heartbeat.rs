@@ -113,7 +113,7 @@ impl Heartbeat {
     async fn tick_inner(&mut self) -> Result<Tick> {
         let store = Arc::clone(self.scheduler.store());
         let runtime = Arc::clone(self.scheduler.runtime());
-        let nodes = store.list_nodes().await?;
+        let nodes = store.list_nodes_brief().await?;
         // A ping slower than the interval is a miss, whatever the runtime's own timeout: so a
         // hung engine is offline after K intervals, like a dead one, and ticks keep their pace.
         let deadline = self.scheduler.config().heartbeat_interval;

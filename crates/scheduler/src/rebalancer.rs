@@ -70,7 +70,7 @@ impl Rebalancer {
     async fn losses(&self) -> Result<Vec<DeploymentName>> {
         let store = self.scheduler.store();
         let mut deployments = Vec::new();
-        for node in store.list_nodes().await?.into_iter().filter(|n| n.status == NodeStatus::Offline) {
+        for node in store.list_nodes_brief().await?.into_iter().filter(|n| n.status == NodeStatus::Offline) {
             let span = info_span!("rebalance", node = %node.name);
             if let Ok(lost) = self.mark_lost(&node.name).instrument(span).await {
                 deployments.extend(lost);

@@ -893,6 +893,8 @@ async fn claims_of_memory_cpus_and_ports_are_reserved_and_given_back(db: TestDb)
     assert!(t.store.list_nodes_holding(&[port]).await.unwrap()[0].reserved.ports.contains(&port));
     assert!(t.store.list_nodes_holding(&[udp_port]).await.unwrap()[0].reserved.ports.is_empty(), "only those asked");
     assert!(t.store.list_nodes_holding(&[]).await.unwrap()[0].reserved.ports.is_empty());
+    let brief = &t.store.list_nodes_brief().await.unwrap()[0];
+    assert!(brief.reserved.ports.is_empty() && brief.reserved.memory_bytes == 100 * MIB, "{brief:?}");
 
     // The port is the node's, whatever the deployment; the refusal writes nothing.
     let other = Claim { ports: vec![port], ..Claim::default() };

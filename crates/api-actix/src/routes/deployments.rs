@@ -1,7 +1,7 @@
 //! `/create` (the seed's route) and `/v1/deployments`.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use orchestrator_core::{Change, DeploymentName, EngineFacts, Error, Node, ReplicaFilter, Resources};
+use orchestrator_core::{Change, ClusterStore, DeploymentName, EngineFacts, Error, ReplicaFilter, Resources};
 use tracing::info;
 
 use super::{caller, path_name};
@@ -21,7 +21,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let body: CreateDeployment = read_json(&req, payload, state.body_limit).await?;
     let (name, spec) = body.into_spec(&state.limits)?;
-    fits_some_engine(&spec.template.resources, &state.store.list_nodes().await?)?;
+    fits_some_engine(&spec.template.resources, state.store.as_ref()).await?;
     let change = Change { by: caller(&req), ..Change::default() };
     // Create by name is idempotent: a client that retries after a lost answer, or whose
     // request a load balancer sent twice, gets the deployment it made, never a second one.
@@ -41,8 +41,13 @@ pub async fn create(
 }
 
 /// Refuses limits above what every engine has, among those whose facts are known (no replica
-/// could ever start: the engine refuses more CPUs than it has).
-pub(super) fn fits_some_engine(resources: &Resources, nodes: &[Node]) -> Result<(), Error> {
+/// could ever start: the engine refuses more CPUs than it has). Nodes are read only for a
+/// deployment that claims some.
+pub(super) async fn fits_some_engine(resources: &Resources, store: &dyn ClusterStore) -> Result<(), Error> {
+    if resources.is_empty() {
+        return Ok(());
+    }
+    let nodes = store.list_nodes_brief().await?;
     let engines: Vec<EngineFacts> = nodes.iter().filter_map(|n| n.engine).collect();
     if engines.is_empty() {
         return Ok(());
@@ -102,7 +107,7 @@ pub async fn get(path: web::Path<String>, state: web::Data<ApiState>) -> Result<
     let name = path_name::<DeploymentName>(&path, "deployment")?;
     let deployment = state.store.get_deployment(&name).await?;
     let replicas = state.store.list_replicas(ReplicaFilter::deployment(&name).active()).await?;
-    let nodes = state.store.list_nodes().await?;
+    let nodes = state.store.list_nodes_brief().await?;
     let mine: Vec<_> = replicas.iter().collect();
     let rollout = match deployment.rollout {
         Some(id) => state.store.get_rollout(&name, id).await.ok(),

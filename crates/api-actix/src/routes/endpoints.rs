@@ -39,7 +39,7 @@ pub async fn list(path: web::Path<String>, state: web::Data<ApiState>) -> Result
     state.store.get_deployment(&name).await?;
     let replicas = state.store.list_replicas(ReplicaFilter::deployment(&name).active()).await?;
     let nodes: HashMap<NodeName, Node> =
-        state.store.list_nodes().await?.into_iter().map(|n| (n.name.clone(), n)).collect();
+        state.store.list_nodes_brief().await?.into_iter().map(|n| (n.name.clone(), n)).collect();
     // A replica out of the endpoints (about to stop) is listed, not ready.
     let mut on_node: BTreeMap<&NodeName, Vec<(ReplicaId, bool)>> = BTreeMap::new();
     for r in &replicas {

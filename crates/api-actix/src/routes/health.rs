@@ -16,7 +16,7 @@ pub async fn healthz() -> HttpResponse {
 #[utoipa::path(get, path = "/readyz", tag = "health", security(),
     responses((status = 200, description = "Store reachable and every loop running"), (status = 503, description = "Not ready; the body says what")))]
 pub async fn readyz(state: web::Data<ApiState>) -> HttpResponse {
-    let store_ok = state.store.list_nodes().await.is_ok();
+    let store_ok = state.store.list_nodes_brief().await.is_ok();
     let loops = state.control.loop_health();
     let leadership = state.control.leadership();
     let body = json!({

@@ -250,7 +250,7 @@ pub async fn logs(
         return Err(ApiError::NotFound(format!("replica {id} of deployment {name} not found")));
     }
     let nodes: HashMap<NodeName, Node> =
-        state.store.list_nodes().await?.into_iter().map(|n| (n.name.clone(), n)).collect();
+        state.store.list_nodes_brief().await?.into_iter().map(|n| (n.name.clone(), n)).collect();
     let (out, lines) = mpsc::channel::<Bytes>(IN_FLIGHT);
     let readers = Arc::new(Readers {
         name: name.clone(),
@@ -399,7 +399,7 @@ async fn follow_all(
             Err(_) => continue,
         }
         if fresh.iter().any(|r| !nodes.contains_key(&r.node))
-            && let Ok(listed) = store.list_nodes().await
+            && let Ok(listed) = store.list_nodes_brief().await
         {
             nodes = listed.into_iter().map(|n| (n.name.clone(), n)).collect();
         }

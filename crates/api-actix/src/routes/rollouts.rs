@@ -71,7 +71,7 @@ pub async fn update(
     }
     let version = body.version;
     let (spec, cause) = body.into_spec(&current.spec, &state.limits)?;
-    fits_some_engine(&spec.template.resources, &state.store.list_nodes().await?)?;
+    fits_some_engine(&spec.template.resources, state.store.as_ref()).await?;
     if dry_run {
         let plan = state.control.plan_update(&name, spec).await?;
         return Ok(HttpResponse::Ok().json(UpdateAnswer::Plan(UpdatePlanView::new(&plan))));

@@ -125,9 +125,9 @@ pub async fn apply(
     })?;
     let file: StackFile = read_json(&req, payload, state.body_limit).await?;
     let services = file.into_services(&stack, &state.limits)?;
-    let nodes = state.store.list_nodes().await?;
     for s in &services {
-        super::deployments::fits_some_engine(&s.spec.template.resources, &nodes)
+        super::deployments::fits_some_engine(&s.spec.template.resources, state.store.as_ref())
+            .await
             .map_err(|e| in_service(&s.service, e))?;
     }
     let existing = state.store.list_deployments().await?;
