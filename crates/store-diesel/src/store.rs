@@ -46,6 +46,11 @@ enum Revision {
 #[derive(Clone)]
 pub struct DieselStore {
     writer: Arc<Mutex<AnyConnection>>,
+    /// The queue for the writer, in arrival order, waited on asynchronously. Without it every
+    /// waiting write parked a blocking thread on the writer's mutex, which is not fair: while a
+    /// million replicas started, hundreds of threads woke each other and an API request's write
+    /// waited behind any number of later ones. Lease writes skip it (see `write_lease`).
+    write_turn: Arc<tokio::sync::Mutex<()>>,
     /// To open the writer again when the server dropped it. Holds the password: never logged.
     url: Arc<str>,
     readers: Pool<Readers>,
@@ -131,6 +136,7 @@ impl DieselStore {
         tracing::info!(?backend, %location, %cluster_id, "opened store");
         Ok(Self {
             writer: Arc::new(Mutex::new(writer)),
+            write_turn: Arc::default(),
             url: url.into(),
             readers,
             backend,
@@ -206,7 +212,10 @@ impl DieselStore {
         F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
     {
         let fence = self.fence.clone();
+        // Held until the write ends, even if this call is dropped meanwhile.
+        let turn = Arc::clone(&self.write_turn).lock_owned().await;
         self.write_in(revision_change, move |conn| {
+            let _turn = turn;
             if let Some(fence) = fence {
                 fence.check(conn)?;
             }
@@ -216,7 +225,9 @@ impl DieselStore {
     }
 
     /// A write of the lease itself: not fenced, and no new revision (nothing `GET /status`
-    /// shows changes when a lease is renewed every second).
+    /// shows changes when a lease is renewed every second). Not queued behind other writes: a
+    /// renewal waits for the one write under way at most, never for a backlog longer than the
+    /// lease.
     pub(crate) async fn write_lease<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
