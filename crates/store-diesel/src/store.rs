@@ -42,6 +42,13 @@ enum Revision {
     Keep,
 }
 
+/// Whether a write waits its turn in `DieselStore::write_turn` or only for the write under way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Turn {
+    Queued,
+    Skipped,
+}
+
 /// A store on one database. Cheap to clone; clones share the writer and the read pool.
 #[derive(Clone)]
 pub struct DieselStore {
@@ -49,7 +56,7 @@ pub struct DieselStore {
     /// The queue for the writer, in arrival order, waited on asynchronously. Without it every
     /// waiting write parked a blocking thread on the writer's mutex, which is not fair: while a
     /// million replicas started, hundreds of threads woke each other and an API request's write
-    /// waited behind any number of later ones. Lease writes skip it (see `write_lease`).
+    /// waited behind any number of later ones. Lease writes and heartbeats skip it.
     write_turn: Arc<tokio::sync::Mutex<()>>,
     /// To open the writer again when the server dropped it. Holds the password: never logged.
     url: Arc<str>,
@@ -192,28 +199,32 @@ impl DieselStore {
         T: Send + 'static,
         F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
     {
-        self.fenced_write(Revision::Bump, f).await
+        self.fenced_write(Revision::Bump, Turn::Queued, f).await
     }
 
     /// A fenced write that makes no new revision: heartbeats' timestamps, several a second,
     /// which would otherwise make every cached view (`/status`, its summary, the counts) be
-    /// built again each time while nothing readers count changed.
+    /// built again each time while nothing readers count changed. Not queued: the heartbeat's
+    /// tick must not wait for a backlog of converges' writes.
     pub(crate) async fn write_quiet<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
     {
-        self.fenced_write(Revision::Keep, f).await
+        self.fenced_write(Revision::Keep, Turn::Skipped, f).await
     }
 
-    async fn fenced_write<T, F>(&self, revision_change: Revision, f: F) -> Result<T>
+    async fn fenced_write<T, F>(&self, revision_change: Revision, turn: Turn, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
     {
         let fence = self.fence.clone();
         // Held until the write ends, even if this call is dropped meanwhile.
-        let turn = Arc::clone(&self.write_turn).lock_owned().await;
+        let turn = match turn {
+            Turn::Queued => Some(Arc::clone(&self.write_turn).lock_owned().await),
+            Turn::Skipped => None,
+        };
         self.write_in(revision_change, move |conn| {
             let _turn = turn;
             if let Some(fence) = fence {
