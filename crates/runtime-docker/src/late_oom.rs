@@ -5,7 +5,7 @@
 //! event often comes second (measured here: 14 of 60 memory hogs under CPU load, the event up to
 //! 0.85 s after `die`). The engine still publishes it as the container's `oom` event, so a
 //! SIGKILLed container with a memory limit is looked up there before it is called a plain kill.
-//! (containerd sends the OOM event first since 2.2; Debian's 1.6 does not.)
+//! (containerd fixed that order upstream in late 2025, containerd#12714; Debian's 1.6 predates it.)
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
