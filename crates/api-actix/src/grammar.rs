@@ -32,16 +32,19 @@ pub const IMAGE: &str = "^(((localhost|[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9]
 /// m, h; `1.5s` is written `1500ms`: the parser's fractions lose precision in some units).
 pub const DURATION: &str = r"^([0-9]{1,10}(ns|us|ms|s|m|h))+$";
 /// A memory limit in Docker's binary units, 6 MiB to under 1 PiB, the range written into the
-/// pattern itself: bytes (`6291456`), `K`, `M` (`64M`), `G` (`1.5G`), `T`, each
-/// optionally followed by `B` or `iB` (any case). A fraction only from `6.5M` up: "0.5G" is written "512M".
+/// pattern itself: bytes (`6291456`, `6291456B`), or `K`, `M` (`64M`), `G` (`1.5G`), `T`,
+/// each optionally followed by `B` or `iB` (any case; a byte count takes only the `B`).
+/// A fraction only from `6.5M` up: "0.5G" is written "512M".
 pub const MEMORY: &str = concat!(
     "^(",
     "(6(29145[6-9]|2914[6-9][0-9]|291[5-9][0-9]{2}|29[2-9][0-9]{3}|[3-9][0-9]{5})|[7-9][0-9]{6}|[1-9][0-9]{7,14})[bB]?",
-    "|(614[4-9]|61[5-9][0-9]|6[2-9][0-9]{2}|[7-9][0-9]{3}|[1-9][0-9]{4,11})[kK]",
+    "|(",
+    "(614[4-9]|61[5-9][0-9]|6[2-9][0-9]{2}|[7-9][0-9]{3}|[1-9][0-9]{4,11})[kK]",
     "|([6-9]|[1-9][0-9]{1,8})(\\.[0-9]{1,9})?[mM]",
     "|[1-9][0-9]{0,5}(\\.[0-9]{1,9})?[gG]",
     "|[1-9][0-9]{0,2}(\\.[0-9]{1,9})?[tT]",
-    ")([iI]?[bB])?$"
+    ")([iI]?[bB])?",
+    ")$"
 );
 /// A duration of at least 1 ms: the grammar above in whole units from ms up, one of them not 0.
 pub const DURATION_FROM_1MS: &str = "^([0-9]{1,10}(ms|s|m|h))*0{0,9}[1-9][0-9]{0,9}(ms|s|m|h)([0-9]{1,10}(ms|s|m|h))*$";
@@ -463,6 +466,49 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(86_400)), "24h");
     }
 
+    /// A published pattern without its anchors, for proptest's generator (which has none).
+    fn unanchored(pattern: &str) -> &str {
+        pattern.strip_prefix('^').and_then(|p| p.strip_suffix('$')).expect("an anchored pattern")
+    }
+
+    proptest::proptest! {
+        // A client generating from the document is never refused by the parser: the fuzzer
+        // found "6890472bIB", which the pattern took (a `B` then an `iB`) and no parser does.
+        #[test]
+        fn every_size_the_memory_pattern_takes_is_parsed_within_bounds(
+            text in proptest::string::string_regex(unanchored(MEMORY)).unwrap()
+        ) {
+            let bytes = parse_memory("m", &text).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            proptest::prop_assert!((MIN_MEMORY_BYTES..1 << 50).contains(&bytes), "{text}");
+        }
+
+        #[test]
+        fn every_constraint_and_image_the_patterns_take_is_parsed(
+            constraint in proptest::string::string_regex(unanchored(CONSTRAINT)).unwrap(),
+            image in proptest::string::string_regex(unanchored(IMAGE)).unwrap(),
+        ) {
+            orchestrator_core::Constraint::parse(&constraint, "c")
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            if image.len() <= 255 {
+                orchestrator_core::ImageRef::parse(&image)
+                    .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            }
+        }
+
+        // The repetitions bounded so that most strings drawn are within the published 64 characters.
+        #[test]
+        fn every_duration_the_patterns_take_is_parsed(
+            any in proptest::string::string_regex(&unanchored(DURATION).replace(")+", "){1,4}")).unwrap(),
+            from_1ms in proptest::string::string_regex(&unanchored(DURATION_FROM_1MS).replace(")*", "){0,2}")).unwrap(),
+        ) {
+            proptest::prop_assume!(any.len() <= 64 && from_1ms.len() <= 64);
+            parse_duration("d", &any).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            let d = parse_duration_within("d", &from_1ms, MIN_DURATION, Duration::MAX)
+                .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            proptest::prop_assert!(d >= MIN_DURATION);
+        }
+    }
+
     #[test]
     fn memory_is_a_size_between_the_engines_floor_and_a_pebibyte() {
         for (text, bytes) in [
@@ -472,6 +518,7 @@ mod tests {
             ("1.5g", 3 << 29),
             ("6291456", 6 << 20),
             ("6291456B", 6 << 20),
+            ("6291456b", 6 << 20),
             ("6144K", 6 << 20),
             ("6144kib", 6 << 20),
             ("6m", 6 << 20),
@@ -493,6 +540,8 @@ mod tests {
             "1e9",
             "-64M",
             "9999999999999999",
+            "6890472bIB",
+            "6291456iB",
         ] {
             assert!(parse_memory("m", bad).is_err(), "{bad}");
         }
