@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 
 use crate::sh;
 
@@ -26,6 +26,18 @@ fn is_root() -> bool {
     sh::output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0")
 }
 
+/// Every package the tooling installs, at the version it was tested with (one line per package,
+/// followed by the parts pinned along with it).
+const PINS: &str = include_str!("../debian-packages.txt");
+
+/// `package=version` for the package and the parts pinned with it.
+fn pinned(package: &str) -> Result<Vec<&'static str>> {
+    PINS.lines()
+        .find(|line| line.split_once('=').is_some_and(|(name, _)| name == package))
+        .map(|line| line.split_whitespace().collect())
+        .ok_or_else(|| anyhow!("no pinned version of {package} in xtask/debian-packages.txt"))
+}
+
 /// Makes sure every needed program is there, installing the missing packages with apt-get when
 /// running as root on Debian unless `no_install` is set.
 pub fn ensure(needs: &[Need], no_install: bool) -> Result<()> {
@@ -34,7 +46,13 @@ pub fn ensure(needs: &[Need], no_install: bool) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let command = format!("apt-get update && apt-get install -y {}", missing.join(" "));
+    let mut pins = Vec::new();
+    for package in &missing {
+        pins.extend(pinned(package)?);
+    }
+    pins.sort_unstable();
+    pins.dedup();
+    let command = format!("apt-get update && apt-get install -y --no-install-recommends {}", pins.join(" "));
     let can_install = is_root() && Path::new("/usr/bin/apt-get").exists();
     if no_install || !can_install {
         bail!("missing system packages: {}. Install them with:\n  sudo sh -c '{command}'", missing.join(" "));
@@ -52,7 +70,7 @@ pub fn ensure(needs: &[Need], no_install: bool) -> Result<()> {
         Command::new("apt-get")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing),
+            .args(&pins),
     );
     if made_policy {
         let _ = std::fs::remove_file(policy);
@@ -64,4 +82,53 @@ pub fn ensure(needs: &[Need], no_install: bool) -> Result<()> {
 /// backend (HA stores).
 pub fn ensure_build_deps(no_install: bool) -> Result<()> {
     ensure(&[Need { program: "pg_config", package: "libpq-dev" }], no_install)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_package_the_tooling_installs_is_pinned_once() {
+        let mut tops = Vec::new();
+        for line in PINS.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            for word in line.split_whitespace() {
+                let (name, version) = word.split_once('=').unwrap_or_else(|| panic!("{word}: not package=version"));
+                assert!(!name.is_empty() && !version.is_empty() && !version.contains('='), "{word}");
+            }
+            tops.push(line.split_once('=').unwrap().0);
+        }
+        let before = tops.len();
+        tops.sort_unstable();
+        tops.dedup();
+        assert_eq!(tops.len(), before, "a package has two lines");
+
+        // Every package a `Need` names in the sources and `.ci/run` installs.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut sources = vec![std::fs::read_to_string(root.join("../.ci/run")).unwrap()];
+        let mut dirs = vec![root.join("src")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap().map(Result::unwrap) {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    sources.push(std::fs::read_to_string(path).unwrap());
+                }
+            }
+        }
+        let named =
+            sources.iter().flat_map(|text| text.split("package: \"").skip(1).map(|s| s.split('"').next().unwrap()));
+        let mut count = 0;
+        for package in named {
+            pinned(package).unwrap();
+            count += 1;
+        }
+        assert!(count >= 10, "found {count} packages named in the sources");
+        let ci = &sources[0];
+        let listed = ci.split("pins=$(pinned ").nth(1).unwrap().split(')').next().unwrap();
+        for package in listed.split_whitespace().filter(|w| *w != "\\") {
+            pinned(package).unwrap();
+        }
+    }
 }
