@@ -47,8 +47,16 @@ pub(super) async fn fits_some_engine(resources: &Resources, store: &dyn ClusterS
     if resources.is_empty() {
         return Ok(());
     }
-    let nodes = store.list_nodes_brief().await?;
-    let engines: Vec<EngineFacts> = nodes.iter().filter_map(|n| n.engine).collect();
+    fits_engines(resources, &known_engines(store).await?)
+}
+
+/// The facts of every engine whose facts are known.
+pub(super) async fn known_engines(store: &dyn ClusterStore) -> Result<Vec<EngineFacts>, Error> {
+    Ok(store.list_nodes_brief().await?.iter().filter_map(|n| n.engine).collect())
+}
+
+/// `fits_some_engine` against engines already read (a stack checks all its services at once).
+pub(super) fn fits_engines(resources: &Resources, engines: &[EngineFacts]) -> Result<(), Error> {
     if engines.is_empty() {
         return Ok(());
     }

@@ -125,10 +125,12 @@ pub async fn apply(
     })?;
     let file: StackFile = read_json(&req, payload, state.body_limit).await?;
     let services = file.into_services(&stack, &state.limits)?;
-    for s in &services {
-        super::deployments::fits_some_engine(&s.spec.template.resources, state.store.as_ref())
-            .await
-            .map_err(|e| in_service(&s.service, e))?;
+    if services.iter().any(|s| !s.spec.template.resources.is_empty()) {
+        let engines = super::deployments::known_engines(state.store.as_ref()).await?;
+        for s in &services {
+            super::deployments::fits_engines(&s.spec.template.resources, &engines)
+                .map_err(|e| in_service(&s.service, e))?;
+        }
     }
     let existing = state.store.list_deployments().await?;
     let steps = stack::plan(&stack, services, &existing, query.prune.unwrap_or(false))?;
