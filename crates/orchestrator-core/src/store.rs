@@ -212,7 +212,7 @@ pub trait ReplicaStore: Send + Sync {
 /// A number that changes whenever the cluster state may have changed, so a reader can keep a
 /// view derived from the store (the `/status` document) until it does. Heartbeats' timestamps
 /// alone do not change it (a node's status does): a view kept may show an older
-/// `last_heartbeat`.
+/// `last_heartbeat`. Nor do audit records, which no such view shows.
 ///
 /// It never goes backwards while the store is open; it need not be dense, nor survive a
 /// restart. A store shared by several processes must reflect the others' writes too.

@@ -63,7 +63,7 @@ impl AccessStore for DieselStore {
 
     async fn append_audit(&self, entry: AuditEntry) -> Result<()> {
         Ok(self
-            .write(move |conn| {
+            .write_unseen(move |conn| {
                 diesel::insert_into(audit::table)
                     .values((
                         audit::at_ms.eq(to_millis(entry.at)),

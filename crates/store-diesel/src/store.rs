@@ -132,7 +132,7 @@ impl DieselStore {
         for migration in applied {
             tracing::info!(%migration, "applied migration");
         }
-        let cluster_id = write_transaction(&mut writer, Revision::Keep, ensure_cluster_id)?;
+        let (cluster_id, _) = write_transaction(&mut writer, Revision::Keep, ensure_cluster_id)?;
         let readers = Pool::builder()
             .max_size(READ_POOL_SIZE)
             .min_idle(Some(1))
@@ -202,6 +202,17 @@ impl DieselStore {
         self.fenced_write(Revision::Bump, Turn::Queued, f).await
     }
 
+    /// A write in its turn that makes no new revision: what no view derived from the store shows
+    /// (audit records: every API mutation writes one, and with a new revision each made
+    /// `/status` be built twice per mutation, the second time for nothing).
+    pub(crate) async fn write_unseen<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
+    {
+        self.fenced_write(Revision::Keep, Turn::Queued, f).await
+    }
+
     /// A fenced write that makes no new revision: heartbeats' timestamps, several a second,
     /// which would otherwise make every cached view (`/status`, its summary, the counts) be
     /// built again each time while nothing readers count changed. Not queued: the heartbeat's
@@ -260,13 +271,18 @@ impl DieselStore {
             // (the transaction was rolled back), so keep using it.
             let mut conn = writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let done = write_transaction(&mut conn, revision_change, f);
-            if done.is_ok() && revision_change == Revision::Bump {
-                revision.committed();
+            match done {
+                Ok((value, stored)) => {
+                    if let Some(stored) = stored {
+                        revision.committed(stored);
+                    }
+                    Ok(value)
+                }
+                Err(e) => {
+                    reopen_if_broken(&mut conn, backend, &url);
+                    Err(e)
+                }
             }
-            if done.is_err() {
-                reopen_if_broken(&mut conn, backend, &url);
-            }
-            done
         })
         .await?
     }
@@ -296,6 +312,7 @@ impl DieselStore {
 }
 
 /// BEGIN with the backend's write lock, `f`, the revision bump, COMMIT; ROLLBACK on any error.
+/// With the value, the stored revision this transaction made, if it made one.
 ///
 /// The inner connection's own transaction manager is told about the transaction, so a query
 /// that opens one of its own inside (diesel's multi-row INSERT on SQLite) nests as a savepoint.
@@ -303,7 +320,7 @@ fn write_transaction<T>(
     conn: &mut AnyConnection,
     revision_change: Revision,
     f: impl FnOnce(&mut AnyConnection) -> Result<T>,
-) -> Result<T> {
+) -> Result<(T, Option<u64>)> {
     match conn {
         AnyConnection::Sqlite(c) => AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?,
         #[cfg(feature = "postgres")]
@@ -316,15 +333,21 @@ fn write_transaction<T>(
         }
     }
     let done = f(conn).and_then(|value| {
-        if revision_change == Revision::Bump {
-            diesel::update(cluster::table).set(cluster::revision.eq(cluster::revision + 1)).execute(conn)?;
-        }
-        Ok(value)
+        let stored = match revision_change {
+            Revision::Bump => Some(
+                diesel::update(cluster::table)
+                    .set(cluster::revision.eq(cluster::revision + 1))
+                    .returning(cluster::revision)
+                    .get_result::<i64>(conn)?,
+            ),
+            Revision::Keep => None,
+        };
+        Ok((value, stored.map(|r| u64::try_from(r).unwrap_or(0))))
     });
     match done {
-        Ok(value) => {
+        Ok(done) => {
             each_backend!(conn, |c| AnsiTransactionManager::commit_transaction(c))?;
-            Ok(value)
+            Ok(done)
         }
         Err(e) => {
             // The error that matters is `e`; a failed rollback leaves the manager marked broken,

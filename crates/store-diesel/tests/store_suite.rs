@@ -322,6 +322,15 @@ async fn data_survives_reopening(db: TestDb) {
     // Heartbeats' timestamps are no change readers wait for; a status is.
     reopened.record_heartbeats(&[node_name("n1")], SystemTime::now()).await.unwrap();
     assert_eq!(reopened.revision().await.unwrap(), moved, "a heartbeat made a revision");
+    // Nor is an audit record: no view shows one, and every API mutation writes one.
+    let entry = orchestrator_core::AuditEntry {
+        at: SystemTime::now(),
+        token_id: "t1".into(),
+        action: "POST /v1/nodes/n1/drain".into(),
+        status: 200,
+    };
+    orchestrator_core::AccessStore::append_audit(&reopened, entry).await.unwrap();
+    assert_eq!(reopened.revision().await.unwrap(), moved, "an audit record made a revision");
     reopened.mark_running(placed[0].id, "c1").await.unwrap();
     assert!(reopened.revision().await.unwrap() > moved, "its own write, at once");
     drop(t.store);
