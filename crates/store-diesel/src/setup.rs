@@ -124,3 +124,32 @@ impl ManageConnection for Readers {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use diesel::sql_types::Text;
+
+    use super::*;
+
+    #[derive(QueryableByName)]
+    struct CompileOption {
+        #[diesel(sql_type = Text)]
+        compile_options: String,
+    }
+
+    /// `.cargo/config.toml` builds the bundled SQLite without a mutex per call: if that
+    /// setting is lost (a moved config, an overriding environment), this says so.
+    #[test]
+    fn the_bundled_sqlite_takes_no_mutex_per_call() {
+        let mut conn = SqliteConnection::establish(":memory:").unwrap();
+        let options: Vec<String> = diesel::sql_query("PRAGMA compile_options")
+            .load::<CompileOption>(&mut conn)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.compile_options)
+            .collect();
+        for wanted in ["THREADSAFE=2", "DEFAULT_MEMSTATUS=0"] {
+            assert!(options.iter().any(|o| o == wanted), "{wanted} not in {options:?}");
+        }
+    }
+}
