@@ -48,6 +48,17 @@ pub trait NodeStore: Send + Sync {
     async fn set_node_status(&self, name: &NodeName, status: NodeStatus, heartbeat: Option<SystemTime>)
     -> Result<Node>;
 
+    /// Marks these nodes offline, together: the failure detector's write. A store may let it
+    /// ahead of writes waiting their turn, since a dead node's replicas are replaced only once
+    /// it is marked (behind the writes of a failover under way, the marks of the next dead
+    /// nodes waited seconds).
+    async fn mark_offline(&self, names: &[NodeName]) -> Result<()> {
+        for name in names {
+            self.set_node_status(name, NodeStatus::Offline, None).await?;
+        }
+        Ok(())
+    }
+
     /// Changes a node's labels, public host or engine facts (a `node.updated` event when labels
     /// or public host change). Replicas already placed stay where they are.
     async fn update_node(&self, name: &NodeName, update: NodeUpdate) -> Result<Node>;

@@ -150,11 +150,15 @@ impl Heartbeat {
                     *misses += missed;
                     if *misses >= threshold && node.status != NodeStatus::Offline {
                         warn!(node = %node.name, misses = *misses, error = %e, "node offline");
-                        store.set_node_status(&node.name, NodeStatus::Offline, None).await?;
-                        self.scheduler.stats().node_marked_offline();
                         tick.went_offline.push(node.name.clone());
                     }
                 }
+            }
+        }
+        if !tick.went_offline.is_empty() {
+            store.mark_offline(&tick.went_offline).await?;
+            for _ in &tick.went_offline {
+                self.scheduler.stats().node_marked_offline();
             }
         }
         if !answered.is_empty() {

@@ -64,6 +64,28 @@ fn load_nodes(conn: &mut AnyConnection, only: Option<&[HostPort]>) -> Result<Vec
     Ok(nodes)
 }
 
+/// Sets a node's status (and its last heartbeat when given), with the event; the node after.
+fn set_status(
+    conn: &mut AnyConnection,
+    name: &str,
+    status: NodeStatus,
+    heartbeat: Option<SystemTime>,
+) -> Result<Node, Error> {
+    let was = load_node(conn, name)?.status;
+    let target = nodes::table.find(name);
+    let changed = match heartbeat {
+        Some(at) => diesel::update(target)
+            .set((nodes::status.eq(status.as_str()), nodes::last_heartbeat_ms.eq(to_millis(at))))
+            .execute(conn)?,
+        None => diesel::update(target).set(nodes::status.eq(status.as_str())).execute(conn)?,
+    };
+    if changed == 0 {
+        return Err(DomainError::not_found(Kind::Node, name).into());
+    }
+    events::record(conn, NewEvent::node_status(name, was, status).as_slice())?;
+    load_node(conn, name)
+}
+
 fn add_ports(nodes: &mut [Node], held: Vec<(String, String, i32)>) -> Result<(), Error> {
     if held.is_empty() {
         return Ok(());
@@ -118,21 +140,17 @@ impl NodeStore for DieselStore {
         heartbeat: Option<SystemTime>,
     ) -> Result<Node> {
         let name = name.to_string();
+        Ok(self.write(move |conn| set_status(conn, &name, status, heartbeat)).await?)
+    }
+
+    async fn mark_offline(&self, names: &[NodeName]) -> Result<()> {
+        let names: Vec<String> = names.iter().map(ToString::to_string).collect();
         Ok(self
-            .write(move |conn| {
-                let was = load_node(conn, &name)?.status;
-                let target = nodes::table.find(&name);
-                let changed = match heartbeat {
-                    Some(at) => diesel::update(target)
-                        .set((nodes::status.eq(status.as_str()), nodes::last_heartbeat_ms.eq(to_millis(at))))
-                        .execute(conn)?,
-                    None => diesel::update(target).set(nodes::status.eq(status.as_str())).execute(conn)?,
-                };
-                if changed == 0 {
-                    return Err(DomainError::not_found(Kind::Node, name).into());
+            .write_urgent(move |conn| {
+                for name in &names {
+                    set_status(conn, name, NodeStatus::Offline, None)?;
                 }
-                events::record(conn, NewEvent::node_status(&name, was, status).as_slice())?;
-                load_node(conn, &name)
+                Ok(())
             })
             .await?)
     }

@@ -213,6 +213,16 @@ impl DieselStore {
         self.fenced_write(Revision::Keep, Turn::Queued, f).await
     }
 
+    /// A fenced write ahead of those waiting their turn (it waits for the write under way only):
+    /// the failure detector's marks, which a failover's backlog of writes must not delay.
+    pub(crate) async fn write_urgent<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
+    {
+        self.fenced_write(Revision::Bump, Turn::Skipped, f).await
+    }
+
     /// A fenced write that makes no new revision: heartbeats' timestamps, several a second,
     /// which would otherwise make every cached view (`/status`, its summary, the counts) be
     /// built again each time while nothing readers count changed. Not queued: the heartbeat's

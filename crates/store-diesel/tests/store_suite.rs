@@ -120,6 +120,13 @@ async fn nodes_crud(db: TestDb) {
     assert_eq!(nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["n1", "n2"]);
     assert!(nodes.iter().all(|n| n.last_heartbeat == Some(later)));
 
+    // The failure detector's marks: both at once, each node keeping its last heartbeat.
+    t.store.mark_offline(&[node_name("n1"), node_name("n2")]).await.unwrap();
+    let nodes = t.store.list_nodes().await.unwrap();
+    assert!(nodes.iter().all(|n| n.status == NodeStatus::Offline && n.last_heartbeat == Some(later)), "{nodes:?}");
+    let err = t.store.mark_offline(&[node_name("n9")]).await.unwrap_err();
+    assert_eq!(err, Error::not_found(Kind::Node, "n9"));
+
     t.store.remove_node(&node_name("n2")).await.unwrap();
     assert_eq!(t.store.get_node(&node_name("n2")).await.unwrap_err(), Error::not_found(Kind::Node, "n2"));
 }
@@ -476,7 +483,7 @@ async fn every_change_is_an_event_in_order_and_failed_writes_leave_none(db: Test
     );
     assert_eq!(s.last_event_id().await.unwrap(), before_failures);
     s.scale_deployment(&web, 3, 1).await.unwrap();
-    s.set_node_status(&node_name("n2"), NodeStatus::Offline, None).await.unwrap();
+    s.mark_offline(&[node_name("n2")]).await.unwrap();
     s.mark_node_lost(&node_name("n2")).await.unwrap();
     s.release_replica(placed[1].id).await.unwrap();
     s.delete_deployment(&web).await.unwrap();
