@@ -216,7 +216,9 @@ pub trait ReplicaStore: Send + Sync {
     async fn count_replicas(&self) -> Result<Vec<ReplicaCount>>;
 
     /// Marks every active replica on the node `Lost` (releasing capacity) in one transaction and
-    /// returns them: the rebalancer's first step when a node dies.
+    /// returns them: the rebalancer's first step when a node dies. The heartbeat waits for it
+    /// before its next tick, so a store may let it ahead of writes waiting their turn, as
+    /// `mark_offline`.
     async fn mark_node_lost(&self, node: &NodeName) -> Result<Vec<Replica>>;
 }
 

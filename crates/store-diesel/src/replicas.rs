@@ -637,7 +637,7 @@ impl ReplicaStore for DieselStore {
     async fn mark_node_lost(&self, node: &NodeName) -> Result<Vec<Replica>> {
         let node = node.to_string();
         Ok(self
-            .write(move |conn| {
+            .write_urgent(move |conn| {
                 load_node(conn, &node)?;
                 let rows: Vec<ReplicaRow> = replicas::table
                     .filter(replicas::node.eq(&node))

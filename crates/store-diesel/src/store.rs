@@ -214,7 +214,8 @@ impl DieselStore {
     }
 
     /// A fenced write ahead of those waiting their turn (it waits for the write under way only):
-    /// the failure detector's marks, which a failover's backlog of writes must not delay.
+    /// the failure detector's marks and the lost replicas of a dead node, which a failover's
+    /// backlog of writes must not delay (the heartbeat's next tick waits for both).
     pub(crate) async fn write_urgent<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
