@@ -157,9 +157,7 @@ impl Heartbeat {
         }
         if !tick.went_offline.is_empty() {
             store.mark_offline(&tick.went_offline).await?;
-            for _ in &tick.went_offline {
-                self.scheduler.stats().node_marked_offline();
-            }
+            self.scheduler.stats().marked_offline(tick.went_offline.len());
         }
         if !answered.is_empty() {
             store.record_heartbeats(&answered, now).await?;

@@ -54,8 +54,8 @@ impl Stats {
         self.heartbeat_ticks.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn node_marked_offline(&self) {
-        self.nodes_marked_offline.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn marked_offline(&self, nodes: usize) {
+        self.nodes_marked_offline.fetch_add(nodes as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn rebalanced(&self, replaced: usize) {

@@ -56,7 +56,8 @@ pub struct DieselStore {
     /// The queue for the writer, in arrival order, waited on asynchronously. Without it every
     /// waiting write parked a blocking thread on the writer's mutex, which is not fair: while a
     /// million replicas started, hundreds of threads woke each other and an API request's write
-    /// waited behind any number of later ones. Lease writes and heartbeats skip it.
+    /// waited behind any number of later ones. Lease writes, heartbeats' timestamps and the
+    /// failure detector's writes (`write_urgent`) skip it.
     write_turn: Arc<tokio::sync::Mutex<()>>,
     /// To open the writer again when the server dropped it. Holds the password: never logged.
     url: Arc<str>,
