@@ -68,6 +68,9 @@ struct Figures {
     detect: Option<Duration>,
     failover: Option<Duration>,
     moved: usize,
+    /// Ours: each engine's adaptive limit of calls at once after the converge and the failover.
+    limits_after_converge: Vec<(String, u32)>,
+    limits_after_failover: Vec<(String, u32)>,
 }
 
 pub fn run(no_install: bool) -> Result<()> {
@@ -103,6 +106,22 @@ pub(crate) fn api(method: &str, path: &str, body: Option<Value>) -> Result<Value
         return Ok(Value::Null);
     }
     Ok(response.body_mut().read_json()?)
+}
+
+/// Each engine's limit of container calls at once, as the server's `/metrics` reports it.
+fn engine_call_limits() -> Result<Vec<(String, u32)>> {
+    let text = ureq::get(format!("http://127.0.0.1:{PORT}/metrics"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .call()?
+        .body_mut()
+        .read_to_string()?;
+    let mut limits = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("orchestrator_engine_call_limit{node=\"") else { continue };
+        let (node, value) = rest.split_once("\"} ").context("a labelled gauge")?;
+        limits.push((node.to_string(), value.parse()?));
+    }
+    Ok(limits)
 }
 
 /// The release server on the cluster's nodes at `PORT`, its data in target/`data`, ready.
@@ -142,6 +161,8 @@ fn ours() -> Result<Figures> {
     })?;
     figures.converge = Some(started.elapsed());
     println!("ours: {CONVERGE_REPLICAS} replicas running after {:.2}s", started.elapsed().as_secs_f64());
+    figures.limits_after_converge = engine_call_limits()?;
+    println!("ours: engine call limits after it: {:?}", figures.limits_after_converge);
     api("DELETE", "/v1/deployments/converge", None)?;
 
     let body = json!({"image": image::TEST_IMAGE, "replicas": FAILOVER_REPLICAS, "name": "failover", "command": ["sleep", "3600"]});
@@ -171,12 +192,14 @@ fn ours() -> Result<Figures> {
     })?;
     figures.failover = Some(killed.elapsed());
     figures.detect = detected;
+    figures.limits_after_failover = engine_call_limits()?;
     println!(
         "ours: {VICTIM} (held {}) offline after {:.2}s, all {FAILOVER_REPLICAS} running elsewhere after {:.2}s",
         figures.moved,
         detected.unwrap_or_default().as_secs_f64(),
         killed.elapsed().as_secs_f64()
     );
+    println!("ours: engine call limits after it: {:?}", figures.limits_after_failover);
     Ok(figures)
 }
 
@@ -187,6 +210,11 @@ fn ours() -> Result<Figures> {
 /// What the raw references do per container: create `name` (the test image, sleeping) and
 /// start it, nothing more.
 pub(crate) async fn create_and_start(docker: &bollard::Docker, name: &str) -> Result<(), bollard::errors::Error> {
+    create(docker, name).await?;
+    docker.start_container(name, None).await
+}
+
+async fn create(docker: &bollard::Docker, name: &str) -> Result<(), bollard::errors::Error> {
     use bollard::models::ContainerCreateBody;
     use bollard::query_parameters::CreateContainerOptionsBuilder;
 
@@ -195,11 +223,20 @@ pub(crate) async fn create_and_start(docker: &bollard::Docker, name: &str) -> Re
         cmd: Some(vec!["sleep".into(), "3600".into()]),
         ..Default::default()
     };
-    let created = docker.create_container(Some(CreateContainerOptionsBuilder::new().name(name).build()), body).await?;
-    docker.start_container(&created.id, None).await
+    docker.create_container(Some(CreateContainerOptionsBuilder::new().name(name).build()), body).await?;
+    Ok(())
 }
 
-async fn raw_round(nodes: &[Node], count: usize, in_flight: usize, round: usize) -> Result<Duration> {
+/// What a raw round times per container.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Calls {
+    CreateAndStart,
+    /// The containers are created before the clock starts: what a warm standby (created, not
+    /// started, kept on other nodes) would leave a failover to do.
+    StartOnly,
+}
+
+async fn raw_round(nodes: &[Node], count: usize, in_flight: usize, round: usize, calls: Calls) -> Result<Duration> {
     use bollard::Docker;
     use bollard::query_parameters::RemoveContainerOptionsBuilder;
     use futures::StreamExt;
@@ -209,11 +246,27 @@ async fn raw_round(nodes: &[Node], count: usize, in_flight: usize, round: usize)
         .map(|n| Docker::connect_with_http(&n.tcp.replace("tcp://", "http://"), 60, bollard::API_DEFAULT_VERSION))
         .collect::<Result<_, _>>()?;
     let name = |i: usize| format!("raw-{round}-{i}");
+    if calls == Calls::StartOnly {
+        let created: Vec<Result<(), bollard::errors::Error>> = futures::stream::iter(0..count)
+            .map(|i| {
+                let docker = clients[i % clients.len()].clone();
+                async move { create(&docker, &name(i)).await }
+            })
+            .buffer_unordered(in_flight)
+            .collect()
+            .await;
+        created.into_iter().collect::<Result<(), _>>()?;
+    }
     let started = Instant::now();
     let results: Vec<Result<(), bollard::errors::Error>> = futures::stream::iter(0..count)
         .map(|i| {
             let docker = clients[i % clients.len()].clone();
-            async move { create_and_start(&docker, &name(i)).await }
+            async move {
+                match calls {
+                    Calls::CreateAndStart => create_and_start(&docker, &name(i)).await,
+                    Calls::StartOnly => docker.start_container(&name(i), None).await,
+                }
+            }
         })
         .buffer_unordered(in_flight)
         .collect()
@@ -241,7 +294,7 @@ fn raw_api(replaced: usize) -> Result<Raw> {
     let rt = tokio::runtime::Runtime::new()?;
     let mut best: Option<(usize, Duration)> = None;
     for (round, in_flight) in [3, 6, 12, 24, 48].into_iter().enumerate() {
-        let took = rt.block_on(raw_round(&nodes, CONVERGE_REPLICAS, in_flight, round))?;
+        let took = rt.block_on(raw_round(&nodes, CONVERGE_REPLICAS, in_flight, round, Calls::CreateAndStart))?;
         println!("raw API: {CONVERGE_REPLICAS} create+start, {in_flight} in flight: {:.2}s", took.as_secs_f64());
         if best.is_none_or(|(_, b)| took < b) {
             best = Some((in_flight, took));
@@ -249,15 +302,19 @@ fn raw_api(replaced: usize) -> Result<Raw> {
     }
     let (in_flight, converge) = best.context("no raw round ran")?;
     let survivors: Vec<Node> = nodes.iter().filter(|n| n.name != VICTIM).cloned().collect();
-    let replace = rt.block_on(raw_round(&survivors, replaced, in_flight, 99))?;
+    let replace = rt.block_on(raw_round(&survivors, replaced, in_flight, 99, Calls::CreateAndStart))?;
     println!("raw API: {replaced} create+start on the {} survivors: {:.2}s", survivors.len(), replace.as_secs_f64());
-    Ok(Raw { in_flight, converge, replace })
+    let start_only = rt.block_on(raw_round(&survivors, replaced, in_flight, 98, Calls::StartOnly))?;
+    println!("raw API: {replaced} start of created containers on the survivors: {:.2}s", start_only.as_secs_f64());
+    Ok(Raw { in_flight, converge, replace, start_only })
 }
 
 struct Raw {
     in_flight: usize,
     converge: Duration,
     replace: Duration,
+    /// The replacement with the containers already created: the most a warm standby saves.
+    start_only: Duration,
 }
 
 // ---- Docker Swarm -----------------------------------------------------------------------
@@ -344,12 +401,14 @@ fn swarm() -> Result<Figures> {
     })?;
     figures.failover = Some(killed.elapsed());
     figures.detect = detected;
+    figures.limits_after_failover = engine_call_limits()?;
     println!(
         "swarm: {VICTIM} (held {}) Down after {:.2}s, all {FAILOVER_REPLICAS} running elsewhere after {:.2}s",
         figures.moved,
         detected.unwrap_or_default().as_secs_f64(),
         killed.elapsed().as_secs_f64()
     );
+    println!("ours: engine call limits after it: {:?}", figures.limits_after_failover);
     Ok(figures)
 }
 
@@ -367,6 +426,7 @@ fn report(ours: &Figures, raw: &Raw, swarm: &Figures) -> Result<()> {
         // Raw: no detection at all, only re-creating the lost containers on the survivors.
         ("failover: all 100 running (s)", secs(ours.failover), secs(swarm.failover), secs(Some(raw.replace))),
     ];
+    let standby_saves = 1.0 - raw.start_only.as_secs_f64() / raw.replace.as_secs_f64();
     println!("\n{:<32} {:>8} {:>8} {:>8} {:>12} {:>10}", "", "ours", "swarm", "raw API", "swarm/ours", "ours/raw");
     for (label, o, s, r) in rows {
         let fmt = |v: f64| if v.is_nan() { "-".to_string() } else { format!("{v:.2}") };
@@ -376,16 +436,37 @@ fn report(ours: &Figures, raw: &Raw, swarm: &Figures) -> Result<()> {
         "(raw API best at {raw_in_flight} calls in flight; the failed node held {} of ours and {} of Swarm's replicas)",
         ours.moved, swarm.moved
     );
+    println!(
+        "(raw API starting {} already-created containers: {:.2}s, {:.0}% less than creating them too: \
+         the most a warm standby could save)",
+        ours.moved,
+        raw.start_only.as_secs_f64(),
+        standby_saves * 100.0
+    );
     let out = json!({
         "converge_replicas": CONVERGE_REPLICAS,
         "failover_replicas": FAILOVER_REPLICAS,
-        "ours": {"converge_s": secs(ours.converge), "detect_s": secs(ours.detect), "failover_s": secs(ours.failover), "moved": ours.moved},
+        "ours": {
+            "converge_s": secs(ours.converge),
+            "detect_s": secs(ours.detect),
+            "failover_s": secs(ours.failover),
+            "moved": ours.moved,
+            "engine_call_limits_after_converge": ours.limits_after_converge,
+            "engine_call_limits_after_failover": ours.limits_after_failover,
+        },
         "swarm": {"converge_s": secs(swarm.converge), "detect_s": secs(swarm.detect), "failover_s": secs(swarm.failover), "moved": swarm.moved},
-        "raw_api": {"converge_s": raw_time.as_secs_f64(), "replace_s": raw.replace.as_secs_f64(), "in_flight": raw_in_flight},
+        "raw_api": {
+            "converge_s": raw_time.as_secs_f64(),
+            "replace_s": raw.replace.as_secs_f64(),
+            "replace_start_only_s": raw.start_only.as_secs_f64(),
+            "in_flight": raw_in_flight,
+        },
         "ratios": {
             "converge_swarm_over_ours": secs(swarm.converge) / secs(ours.converge),
             "converge_ours_over_raw": secs(ours.converge) / raw_time.as_secs_f64(),
             "failover_swarm_over_ours": secs(swarm.failover) / secs(ours.failover),
+            "failover_ours_over_raw": secs(ours.failover) / raw.replace.as_secs_f64(),
+            "standby_saves_of_raw_replace": standby_saves,
         },
     });
     let dir = sh::workspace_root().join("target/bench");

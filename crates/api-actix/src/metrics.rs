@@ -28,6 +28,7 @@ pub struct Metrics {
     replicas_replaced: IntCounter,
     reconcile_passes: IntCounter,
     reconcile_pass_seconds: Gauge,
+    engine_call_limit: IntGaugeVec,
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
@@ -63,6 +64,15 @@ impl Metrics {
             Opts::new("reconcile_pass_seconds", "Duration of the last reconcile sweep (engine listings, store read, removal of deleted deployments' containers; the converges it hands out run apart)").namespace("orchestrator"),
         )?;
         registry.register(Box::new(reconcile_pass_seconds.clone()))?;
+        let engine_call_limit = IntGaugeVec::new(
+            Opts::new(
+                "engine_call_limit",
+                "Container calls an engine is given at once (adapts to how fast it starts containers)",
+            )
+            .namespace("orchestrator"),
+            &["node"],
+        )?;
+        registry.register(Box::new(engine_call_limit.clone()))?;
         Ok(Self {
             nodes,
             deployments: gauge(&registry, "deployments", "Deployments")?,
@@ -76,6 +86,7 @@ impl Metrics {
             replicas_replaced: counter(&registry, "replicas_replaced_total", "Replicas lost with their node")?,
             reconcile_passes: counter(&registry, "reconcile_passes_total", "Full reconcile passes")?,
             reconcile_pass_seconds,
+            engine_call_limit,
             registry,
         })
     }
@@ -111,6 +122,11 @@ impl Metrics {
         catch_up(&self.rebalances, stats.rebalances);
         catch_up(&self.replicas_replaced, stats.replicas_replaced);
         catch_up(&self.reconcile_passes, stats.reconcile_passes);
+        // Nodes removed since the last scrape leave the scheduler's list: reset, then set.
+        self.engine_call_limit.reset();
+        for (node, limit) in &stats.engine_call_limits {
+            self.engine_call_limit.with_label_values(&[node.as_str()]).set(i64::from(*limit));
+        }
         Ok(())
     }
 }

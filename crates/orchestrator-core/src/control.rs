@@ -23,7 +23,7 @@ impl LoopHealth {
 }
 
 /// Counters of the loops, for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LoopStats {
     pub last_heartbeat_tick: std::time::Duration,
     pub heartbeat_ticks: u64,
@@ -32,6 +32,9 @@ pub struct LoopStats {
     pub replicas_replaced: u64,
     pub reconcile_passes: u64,
     pub last_reconcile_pass: std::time::Duration,
+    /// Container calls each engine is given at once now (each adapts to the engine's speed),
+    /// by node name, for the engines called since the process started.
+    pub engine_call_limits: Vec<(NodeName, u32)>,
 }
 
 #[cfg_attr(feature = "mock", mockall::automock)]

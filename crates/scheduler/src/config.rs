@@ -17,8 +17,11 @@ pub struct SchedulerConfig {
     pub reconcile_interval: Duration,
     /// Time between level-triggered rebalancer passes (beside the heartbeat's hand-off).
     pub rebalance_interval: Duration,
-    /// Container starts or removals in flight on one engine at once.
+    /// Container starts or removals in flight on one engine at once, to begin with: each
+    /// engine's limit then follows how fast it starts containers (see `engine_limits`), between
+    /// 1 and `max_per_node_concurrency`.
     pub per_node_concurrency: usize,
+    pub max_per_node_concurrency: usize,
     /// Container starts or removals in flight across the cluster at once.
     pub total_concurrency: usize,
     /// Move replicas onto new or returning nodes to even out spread (one at a time, new copy
@@ -40,6 +43,7 @@ impl Default for SchedulerConfig {
             reconcile_interval: Duration::from_secs(2),
             rebalance_interval: Duration::from_secs(5),
             per_node_concurrency: 4,
+            max_per_node_concurrency: 16,
             total_concurrency: 64,
             rebalance_on_join: false,
             converge_concurrency: 32,

@@ -229,6 +229,7 @@ impl ControlPlane for SchedulerControl {
             replicas_replaced: stats.replicas_replaced(),
             reconcile_passes: stats.reconcile_passes(),
             last_reconcile_pass: stats.last_reconcile_pass(),
+            engine_call_limits: self.scheduler.engine_call_limits(),
         }
     }
 

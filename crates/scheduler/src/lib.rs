@@ -10,6 +10,7 @@
 mod config;
 mod control;
 mod election;
+mod engine_limits;
 mod foreign_ports;
 mod heartbeat;
 mod last_words;

@@ -1,4 +1,4 @@
-//! Locks by key, and a bound on work in flight per engine.
+//! Locks by key.
 //!
 //! Two kinds of key are locked: a deployment (what keeps two converges of one deployment
 //! apart, whoever calls them) and a node with an image (the seed's spawn rule: on one engine,
@@ -9,8 +9,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
-use orchestrator_core::NodeName;
-use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedMutexGuard;
 
 pub struct KeyedLocks<K> {
     locks: Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>,
@@ -32,25 +31,6 @@ impl<K: Eq + Hash + Clone> KeyedLocks<K> {
             Arc::clone(locks.entry(key.clone()).or_default())
         };
         lock.lock_owned().await
-    }
-}
-
-pub struct EnginePermits {
-    per_node: usize,
-    nodes: Mutex<HashMap<NodeName, Arc<Semaphore>>>,
-}
-
-impl EnginePermits {
-    pub fn new(per_node: usize) -> Self {
-        Self { per_node: per_node.max(1), nodes: Mutex::default() }
-    }
-
-    pub async fn acquire(&self, node: &NodeName) -> OwnedSemaphorePermit {
-        let semaphore = {
-            let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(nodes.entry(node.clone()).or_insert_with(|| Arc::new(Semaphore::new(self.per_node))))
-        };
-        semaphore.acquire_owned().await.expect("engine semaphores are never closed")
     }
 }
 

@@ -23,8 +23,9 @@ mod rollout;
 
 use crate::config::SchedulerConfig;
 use crate::election::Tenure;
+use crate::engine_limits::{EngineLimits, LimitBounds};
 use crate::foreign_ports::ForeignPorts;
-use crate::locks::{EnginePermits, KeyedLocks};
+use crate::locks::KeyedLocks;
 use crate::queue::{Ran, WorkQueue, Worker};
 use crate::stats::Stats;
 use crate::tenure_runtime::TenureRuntime;
@@ -65,7 +66,7 @@ pub struct Scheduler {
     spawn_locks: Arc<KeyedLocks<(NodeName, ImageRef)>>,
     /// Held while a placement is decided and recorded (see `converge_locked`).
     placing: Arc<tokio::sync::Mutex<()>>,
-    permits: Arc<EnginePermits>,
+    permits: Arc<EngineLimits>,
     /// Host ports engines refused because something else holds them.
     foreign_ports: Arc<ForeignPorts>,
     stats: Arc<Stats>,
@@ -76,7 +77,11 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub fn new(store: Arc<dyn ClusterStore>, runtime: Arc<dyn ContainerRuntime>, config: SchedulerConfig) -> Self {
-        let permits = Arc::new(EnginePermits::new(config.per_node_concurrency));
+        let permits = Arc::new(EngineLimits::new(LimitBounds {
+            initial: config.per_node_concurrency,
+            max: config.max_per_node_concurrency,
+            total: config.total_concurrency,
+        }));
         let stop = CancellationToken::new();
         let queue = Arc::new(WorkQueue::new(config.converge_concurrency, config.converge_retry, stop.clone()));
         Self {
@@ -144,6 +149,14 @@ impl Scheduler {
 
     pub fn config(&self) -> &SchedulerConfig {
         &self.config
+    }
+
+    /// Each engine's current limit of container calls at once, by node name.
+    pub fn engine_call_limits(&self) -> Vec<(NodeName, u32)> {
+        let mut limits: Vec<(NodeName, u32)> =
+            self.permits.limits().into_iter().map(|(n, l)| (n, u32::try_from(l).unwrap_or(u32::MAX))).collect();
+        limits.sort_unstable();
+        limits
     }
 
     pub fn stats(&self) -> &Stats {

@@ -822,3 +822,28 @@ async fn a_revision_runs_the_digest_its_tag_named_and_a_rollout_pulls_before_it_
     assert_eq!(d.image_digest, Some(digest('a')));
     assert!(images(&h).iter().all(|i| *i == pinned_a), "{:?}", images(&h));
 }
+
+/// Each engine is given as many starts at once as it keeps up with: one that answers in the same
+/// time however many it runs is given more than the initial 4 (up to the bound), so 300 starts
+/// take well under the 7.5 s four at a time would; one that slows down with each start in flight
+/// is given about what it runs at once.
+#[tokio::test(start_paused = true)]
+async fn the_calls_an_engine_is_given_at_once_follow_how_fast_it_starts_containers() {
+    let config = SchedulerConfig::default();
+    for (runs_at_once, fewest, most) in [(None, 8, config.max_per_node_concurrency), (Some(2), 2, 5)] {
+        let engines = Engines::default();
+        let slow = Arc::new(Slow { runs_at_once, ..Slow::starting_in(&engines, Duration::from_millis(100)) });
+        let h = Harness::with_runtime(config.clone(), engines, slow.clone());
+        h.online_nodes(1, 1_000).await;
+        let began = tokio::time::Instant::now();
+        h.deploy("web", "local/busybox:1", 300).await;
+        let took = began.elapsed();
+        assert_eq!(running(&h, "web").await.len(), 300);
+        let limit = h.scheduler.engine_call_limits()[0].1 as usize;
+        assert!((fewest..=most).contains(&limit), "{runs_at_once:?}: limit {limit}");
+        assert!(slow.most_in_flight() <= config.max_per_node_concurrency, "{runs_at_once:?}: never above the bound");
+        if runs_at_once.is_none() {
+            assert!(took < Duration::from_secs(4), "took {took:?}");
+        }
+    }
+}

@@ -241,7 +241,8 @@ impl Scheduler {
         for replica in replicas {
             by_node.entry(replica.node.clone()).or_default().push(replica);
         }
-        let nodes_at_once = (self.config.total_concurrency / self.config.per_node_concurrency.max(1)).max(1);
+        // The engine limits bound the calls in flight, per engine and in total.
+        let nodes_at_once = self.config.total_concurrency.max(1);
         // Collected first, and drained with loops rather than closures: futures built by
         // closures inside the stream would keep this one from being `Send` for every lifetime.
         let per_node: Vec<BoxFuture<'_, ()>> = by_node
@@ -265,7 +266,7 @@ impl Scheduler {
                             })
                             .collect();
                     let mut starts =
-                        futures::stream::iter(starts).buffer_unordered(self.config.per_node_concurrency.max(1));
+                        futures::stream::iter(starts).buffer_unordered(self.config.max_per_node_concurrency.max(1));
                     while let Some(outcome) = starts.next().await {
                         let _ = done.send(outcome);
                     }
@@ -376,9 +377,10 @@ impl Scheduler {
 
     /// Creates and starts one replica's container (idempotent by name); its container id.
     async fn start_container(&self, deployment: &Deployment, node: &Node, replica: &Replica) -> Result<String> {
-        let _permit = self.permits.acquire(&node.name).await;
+        let permit = self.permits.acquire_start(&node.name).await;
         let container = ReplicaContainer::new(deployment, replica);
         let container_id = self.runtime.start_replica(node, &container).await?;
+        permit.started();
         debug!(node = %node.name, replica = %replica.id, "container running");
         Ok(container_id)
     }

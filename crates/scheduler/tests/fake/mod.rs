@@ -27,6 +27,10 @@ pub struct Slow {
     /// Set: the runtime of a leader whose tenure ended; starts begun before still finish, but
     /// it refuses new container changes as `TenureRuntime` does.
     pub deposed: Arc<std::sync::atomic::AtomicBool>,
+    /// Set: each engine runs this many starts at once at `delay` each, and a start made with
+    /// more in flight on its engine takes proportionally longer (an engine that queues).
+    pub runs_at_once: Option<usize>,
+    pub in_flight: Arc<Mutex<std::collections::HashMap<String, usize>>>,
 }
 
 impl Slow {
@@ -38,7 +42,26 @@ impl Slow {
             ping_delay: Duration::ZERO,
             starts: Arc::default(),
             deposed: Arc::default(),
+            runs_at_once: None,
+            in_flight: Arc::default(),
         }
+    }
+
+    /// The most starts that were in flight at once, from the recorded starts.
+    pub fn most_in_flight(&self) -> usize {
+        let starts = self.starts.lock().unwrap();
+        let mut edges: Vec<(tokio::time::Instant, i32)> =
+            starts.iter().flat_map(|(_, begin, end)| [(*begin, 1), (*end, -1)]).collect();
+        // An end and a begin at the same instant: the end first.
+        edges.sort();
+        edges
+            .iter()
+            .scan(0, |now, (_, d)| {
+                *now += d;
+                Some(*now)
+            })
+            .max()
+            .unwrap_or(0) as usize
     }
 
     fn check(&self) -> Result<()> {
@@ -61,7 +84,18 @@ impl ContainerRuntime for Slow {
     async fn start_replica(&self, node: &Node, c: &ReplicaContainer) -> Result<String> {
         self.check()?;
         let begin = tokio::time::Instant::now();
-        tokio::time::sleep(self.delay).await;
+        let now_in_flight = {
+            let mut in_flight = self.in_flight.lock().unwrap();
+            let n = in_flight.entry(node.name.to_string()).or_default();
+            *n += 1;
+            *n
+        };
+        let delay = match self.runs_at_once {
+            Some(at_once) => self.delay.mul_f64((now_in_flight as f64 / at_once as f64).max(1.0)),
+            None => self.delay,
+        };
+        tokio::time::sleep(delay).await;
+        *self.in_flight.lock().unwrap().get_mut(node.name.as_str()).unwrap() -= 1;
         let id = self.inner.start_replica(node, c).await;
         self.starts.lock().unwrap().push((c.deployment.to_string(), begin, tokio::time::Instant::now()));
         id
