@@ -4,10 +4,10 @@
 //! answers every call later when given more at once (the starts queue inside dockerd: each
 //! one's latency grows with the queue while the throughput stays flat), and an engine on a
 //! big idle host could take many more than a constant allows. So each engine's limit moves
-//! like a TCP window on delay (as in TCP Vegas): a container start that completes close to the
-//! engine's unqueued speed, while the limit was all in use, counts toward one more call (one
-//! per round, a round being `limit` such starts); a start slower than `TOLERANCE` times that
-//! speed takes a quarter of the limit off, at most once a round.
+//! like a TCP window on delay (as in TCP Vegas), once a round (`limit` starts): a round whose
+//! mean start took more than `TOLERANCE` times the engine's unqueued start time takes a
+//! quarter of the limit off; a faster one, most of whose starts found the limit all in use,
+//! adds one call.
 //!
 //! The unqueued speed is the fastest start made alone on the engine lately. A busy engine may
 //! never see one by itself (its starts come in batches), so, as BBR probes its round-trip time,
@@ -32,11 +32,12 @@ const TOLERANCE: u32 = 2;
 /// last, so it follows an engine that became slower for good.
 const WINDOW: usize = 64;
 
-/// The bounds of every engine's limit: where it begins and how high it may go (at least 1);
-/// and the calls in flight across all engines at once.
+/// The bounds of every engine's limit: where it begins, how low and how high it may go (at
+/// least 1); and the calls in flight across all engines at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitBounds {
     pub initial: usize,
+    pub min: usize,
     pub max: usize,
     pub total: usize,
 }
@@ -72,7 +73,8 @@ pub struct EnginePermit {
 impl EngineLimits {
     pub fn new(bounds: LimitBounds) -> Self {
         let max = bounds.max.max(1);
-        let bounds = LimitBounds { initial: bounds.initial.clamp(1, max), max, total: bounds.total.max(1) };
+        let min = bounds.min.clamp(1, max);
+        let bounds = LimitBounds { initial: bounds.initial.clamp(min, max), min, max, total: bounds.total.max(1) };
         Self { bounds, total: Arc::new(Semaphore::new(bounds.total)), engines: Mutex::default() }
     }
 
@@ -218,10 +220,7 @@ struct Window {
     /// A start is waiting to run alone, or running alone. The limit does not move meanwhile,
     /// but by that start's own sample: it waits for `limit` permits, and fewer could exist.
     probing: bool,
-    /// Fast starts at a saturated limit since the limit last moved up.
-    fast_in_round: usize,
-    /// Starts since the limit last went down.
-    since_lowered: usize,
+    round: Round,
 }
 
 impl Window {
@@ -236,8 +235,7 @@ impl Window {
             alone_before: None,
             samples: 0,
             probing: false,
-            fast_in_round: 0,
-            since_lowered: 0,
+            round: Round::default(),
         }
     }
 
@@ -263,6 +261,8 @@ impl Window {
         self.alone_now.into_iter().chain(self.alone_before).min()
     }
 
+    /// Takes one start's latency; at the end of a round (`limit` starts) decides on the
+    /// round's mean, which a single slow start on a noisy engine does not swing.
     fn sample(&mut self, latency: Duration, saturated: bool, alone: bool) -> Step {
         if self.samples == WINDOW {
             self.alone_before = self.alone_now.take();
@@ -272,40 +272,49 @@ impl Window {
         if alone {
             self.alone_now = Some(self.alone_now.map_or(latency, |f| f.min(latency)));
         }
-        self.since_lowered += 1;
         // While a start waits to run alone, the limit stays: it waits for that many permits.
         if self.probing && !alone {
             return Step::Keep;
         }
         let Some(unqueued) = self.unqueued() else { return Step::Keep };
-        if latency > unqueued * TOLERANCE {
-            self.fast_in_round = 0;
-            if self.since_lowered < self.limit || self.limit == 1 {
+        self.round.starts += 1;
+        self.round.latency += latency;
+        self.round.saturated += usize::from(saturated);
+        if self.round.starts < self.limit {
+            return Step::Keep;
+        }
+        let round = std::mem::take(&mut self.round);
+        let mean = round.latency / u32::try_from(round.starts).expect("rounds are small");
+        if mean > unqueued * TOLERANCE {
+            let by = (self.limit / 4).max(1).min(self.limit - self.bounds.min);
+            if by == 0 {
                 return Step::Keep;
             }
-            let by = (self.limit / 4).max(1);
             self.limit -= by;
-            self.since_lowered = 0;
             return Step::Lower(by);
         }
-        if !saturated || self.limit >= self.bounds.max {
-            return Step::Keep;
+        // Most of the round's starts had the limit all in use: it was what held them back.
+        if 2 * round.saturated >= round.starts && self.limit < self.bounds.max {
+            self.limit += 1;
+            return Step::Raise;
         }
-        self.fast_in_round += 1;
-        if self.fast_in_round < self.limit {
-            return Step::Keep;
-        }
-        self.fast_in_round = 0;
-        self.limit += 1;
-        Step::Raise
+        Step::Keep
     }
+}
+
+/// The starts of the round under way.
+#[derive(Debug, Default)]
+struct Round {
+    starts: usize,
+    latency: Duration,
+    saturated: usize,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const BOUNDS: LimitBounds = LimitBounds { initial: 4, max: 16, total: 64 };
+    const BOUNDS: LimitBounds = LimitBounds { initial: 4, min: 1, max: 16, total: 64 };
     const FAST: Duration = Duration::from_millis(100);
 
     /// An engine that shares itself among the starts in flight (processor sharing) and runs
@@ -413,17 +422,32 @@ mod tests {
 
     #[test]
     fn the_limit_stays_while_a_start_waits_to_run_alone_but_for_its_own_answer() {
+        let mut window = Window::new(LimitBounds { initial: 2, ..BOUNDS });
+        window.sample(FAST, false, true);
+        window.probing = true;
+        assert_eq!(window.sample(FAST * 10, true, false), Step::Keep, "it waits for 2 permits");
+        assert_eq!(window.sample(FAST * 10, false, true), Step::Lower(1));
+    }
+
+    #[test]
+    fn never_below_the_floor() {
+        let mut window = Window::new(LimitBounds { initial: 6, min: 4, ..BOUNDS });
+        settle(&mut window, 1, 500);
+        assert_eq!(window.limit, 4);
+    }
+
+    #[test]
+    fn one_slow_start_in_a_round_of_fast_ones_moves_nothing_down() {
         let mut window = Window::new(LimitBounds { initial: 8, ..BOUNDS });
         window.sample(FAST, false, true);
-        window.since_lowered = 100;
-        window.probing = true;
-        assert_eq!(window.sample(FAST * 10, true, false), Step::Keep, "it waits for 8 permits");
-        assert_eq!(window.sample(FAST * 10, false, true), Step::Lower(2));
+        let steps: Vec<Step> =
+            (0..7).map(|i| window.sample(if i == 3 { FAST * 5 } else { FAST }, true, false)).collect();
+        assert_eq!(steps.last(), Some(&Step::Raise), "{steps:?}");
     }
 
     #[tokio::test]
     async fn the_semaphore_follows_the_limit_with_calls_out() {
-        let limits = EngineLimits::new(LimitBounds { initial: 4, max: 8, total: 64 });
+        let limits = EngineLimits::new(LimitBounds { initial: 4, min: 1, max: 8, total: 64 });
         let node = NodeName::new("n1").unwrap();
         let engine = || Arc::clone(&limits.engines.lock().unwrap()[&node]);
         let held: Vec<EnginePermit> = futures::future::join_all((0..4).map(|_| limits.acquire(&node))).await;

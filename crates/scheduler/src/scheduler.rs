@@ -79,6 +79,7 @@ impl Scheduler {
     pub fn new(store: Arc<dyn ClusterStore>, runtime: Arc<dyn ContainerRuntime>, config: SchedulerConfig) -> Self {
         let permits = Arc::new(EngineLimits::new(LimitBounds {
             initial: config.per_node_concurrency,
+            min: config.min_per_node_concurrency,
             max: config.max_per_node_concurrency,
             total: config.total_concurrency,
         }));

@@ -829,8 +829,9 @@ async fn a_revision_runs_the_digest_its_tag_named_and_a_rollout_pulls_before_it_
 /// is given about what it runs at once.
 #[tokio::test(start_paused = true)]
 async fn the_calls_an_engine_is_given_at_once_follow_how_fast_it_starts_containers() {
-    let config = SchedulerConfig::default();
-    for (runs_at_once, fewest, most) in [(None, 8, config.max_per_node_concurrency), (Some(2), 2, 5)] {
+    // The default floor is 4: as low as 1 here, to see a queueing engine given fewer.
+    let config = SchedulerConfig { min_per_node_concurrency: 1, ..SchedulerConfig::default() };
+    for (runs_at_once, fewest, most) in [(None, 8, config.max_per_node_concurrency), (Some(1), 1, 3)] {
         let engines = Engines::default();
         let slow = Arc::new(Slow { runs_at_once, ..Slow::starting_in(&engines, Duration::from_millis(100)) });
         let h = Harness::with_runtime(config.clone(), engines, slow.clone());

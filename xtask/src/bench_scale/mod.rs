@@ -1,9 +1,10 @@
 //! `cargo xtask bench scale [--nodes 500] [--replicas 50000] [--perf]`: the control plane at
 //! the scale of Nomad's C1M test, without the containers (issue 8).
 //!
-//! 1. Store side, no server: the raw SQLite batched-insert rate (the physical reference) and
-//!    placements decided and persisted per second by the scheduler on a store file, the
-//!    runtime mocked out.
+//! 1. Store side, no server: the raw SQLite batched-insert rate (the physical reference), the
+//!    same with the other writes a placement cannot do without (its event and its node's
+//!    reservation: the floor), and placements decided and persisted per second by the
+//!    scheduler on a store file, the runtime mocked out.
 //! 2. The raw reference end to end: containers created and started per second on fresh hollow
 //!    engines by a bare Docker API client, many calls in flight.
 //! 3. The release server (SQLite default) against hollow engines (crates/hollow-node, served
@@ -216,14 +217,23 @@ pub fn run(args: Args) -> Result<()> {
     // 1. Store side.
     let raw_rows_per_s = store_side::raw_sqlite_inserts(&dir, args.replicas)?;
     println!("raw SQLite batched inserts: {raw_rows_per_s:.0} rows/s");
+    let floor_per_s = store_side::raw_sqlite_placement_floor(&dir, args.nodes, args.replicas)?;
+    println!(
+        "raw SQLite, a placement's least writes (replica, event, node reservation): {floor_per_s:.0} replicas/s = \
+         {:.2}x the batched inserts",
+        floor_per_s / raw_rows_per_s
+    );
     let placed = runtime.block_on(store_side::placements(&dir, args.nodes, args.replicas, PER_DEPLOYMENT, false))?;
     let placements_per_s = placed.placements as f64 / placed.took.as_secs_f64();
     println!(
-        "placements decided and persisted: {placements_per_s:.0}/s ({} in {:.2} s, {} deployments, {} nodes)",
+        "placements decided and persisted: {placements_per_s:.0}/s ({} in {:.2} s, {} deployments, {} nodes) = {:.2}x \
+         the batched inserts, {:.2}x the least writes",
         placed.placements,
         placed.took.as_secs_f64(),
         placed.deployments,
-        args.nodes
+        args.nodes,
+        placements_per_s / raw_rows_per_s,
+        placements_per_s / floor_per_s
     );
     // With memory, CPUs and a fixed port reserved by each placement (same run). A fixed port
     // allows one replica a node, so the deployments are at most as large as the cluster; the
@@ -257,6 +267,9 @@ pub fn run(args: Args) -> Result<()> {
         "raw_sqlite_inserts_per_s": raw_rows_per_s,
         "placements_per_s": placements_per_s,
         "placements_vs_raw": placements_per_s / raw_rows_per_s,
+        "raw_sqlite_placement_floor_per_s": floor_per_s,
+        "placement_floor_vs_raw": floor_per_s / raw_rows_per_s,
+        "placements_vs_floor": placements_per_s / floor_per_s,
         "placements_same_shape_runs_per_s": plain_runs,
         "placements_with_claims_runs_per_s": claimed_runs,
         "claims_vs_plain_best": claimed_per_s / plain_per_s,
@@ -438,6 +451,9 @@ pub fn run(args: Args) -> Result<()> {
         "raw_sqlite_inserts_per_s": raw_rows_per_s,
         "placements_per_s": placements_per_s,
         "placements_vs_raw": placements_per_s / raw_rows_per_s,
+        "raw_sqlite_placement_floor_per_s": floor_per_s,
+        "placement_floor_vs_raw": floor_per_s / raw_rows_per_s,
+        "placements_vs_floor": placements_per_s / floor_per_s,
         "placements_same_shape_per_s": plain_per_s,
         "placements_with_claims_per_s": claimed_per_s,
         "claims_vs_plain_best": claimed_per_s / plain_per_s,

@@ -21,13 +21,10 @@ use store_diesel::DieselStore;
 const ROWS_PER_INSERT: u64 = 1_000;
 const INSERTS_PER_TRANSACTION: u64 = 10;
 
-/// Inserts `rows` replica-shaped rows (the replicas table's columns and indexes) into a fresh
-/// SQLite file with the store writer's settings (WAL, synchronous=NORMAL,
-/// `store_diesel::SQLITE_WRITER_PRAGMAS`), 1,000 per statement, 10,000 per transaction. Rows per
-/// second.
-pub fn raw_sqlite_inserts(dir: &std::path::Path, rows: u64) -> Result<f64> {
-    let path = dir.join("raw-reference.db");
-    let _ = std::fs::remove_file(&path);
+/// A fresh SQLite file at `path` with the store writer's settings (WAL, synchronous=NORMAL,
+/// `store_diesel::SQLITE_WRITER_PRAGMAS`) and a table of the replicas' columns and indexes.
+fn replicas_table(path: &std::path::Path) -> Result<SqliteConnection> {
+    let _ = std::fs::remove_file(path);
     let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
     conn.batch_execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
     conn.batch_execute(store_diesel::SQLITE_WRITER_PRAGMAS)?;
@@ -38,6 +35,78 @@ pub fn raw_sqlite_inserts(dir: &std::path::Path, rows: u64) -> Result<f64> {
          CREATE INDEX replicas_by_deployment ON replicas (deployment);
          CREATE INDEX replicas_by_node ON replicas (node);",
     )?;
+    Ok(conn)
+}
+
+/// Inserts `rows` replica-shaped rows (the replicas table's columns and indexes) into a fresh
+/// SQLite file with the store writer's settings (WAL, synchronous=NORMAL,
+/// `store_diesel::SQLITE_WRITER_PRAGMAS`), 1,000 per statement, 10,000 per transaction. Rows per
+/// second.
+pub fn raw_sqlite_inserts(dir: &std::path::Path, rows: u64) -> Result<f64> {
+    let path = dir.join("raw-reference.db");
+    let mut conn = replicas_table(&path)?;
+    let per_s = timed_batches(&mut conn, rows, |range| insert_replicas(range, |r| r % 5_000 + 1))?;
+    drop(conn);
+    remove_db(&path);
+    Ok(per_s)
+}
+
+/// The least a placement must write, in plain SQL at the raw reference's batching and on its
+/// connection settings: per replica its row (as in `raw_sqlite_inserts`), its event (the events
+/// API gives one per replica placed) and its node's reservation (what keeps a node from being
+/// oversubscribed), with `nodes` nodes and each statement of 1,000 replicas spread one a node
+/// (one multi-row INSERT each for the replicas and the events, one UPDATE of the 1,000 nodes).
+/// No reading, no deciding, no constraint and no check: a floor, not a placement. Replicas per
+/// second.
+pub fn raw_sqlite_placement_floor(dir: &std::path::Path, nodes: usize, rows: u64) -> Result<f64> {
+    let path = dir.join("raw-floor.db");
+    let mut conn = replicas_table(&path)?;
+    conn.batch_execute(
+        "CREATE TABLE events (
+             id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, at_ms BIGINT NOT NULL, kind TEXT NOT NULL,
+             node TEXT, deployment TEXT, replica BIGINT, message TEXT NOT NULL);
+         CREATE TABLE nodes (name TEXT PRIMARY KEY NOT NULL, capacity BIGINT NOT NULL, available BIGINT NOT NULL);",
+    )?;
+    let mut sql = String::from("BEGIN;");
+    for n in 1..=nodes {
+        sql.push_str(&format!("INSERT INTO nodes VALUES ('hollow{n}', 1000000, 1000000);"));
+    }
+    sql.push_str("COMMIT;");
+    conn.batch_execute(&sql)?;
+    let node = |r: u64| r % nodes as u64 + 1;
+    let per_s = timed_batches(&mut conn, rows, |range| {
+        let events: Vec<String> = range
+            .clone()
+            .map(|r| {
+                format!(
+                    "(1764000000000,'replica_placed','hollow{0}','scale-{1}',{2},'replica {2} placed on hollow{0}')",
+                    node(r),
+                    r / 1_000,
+                    r + 1
+                )
+            })
+            .collect();
+        let names: Vec<String> = range.clone().map(|r| format!("'hollow{}'", node(r))).collect();
+        format!(
+            "{}INSERT INTO events (at_ms, kind, node, deployment, replica, message) VALUES {};\
+             UPDATE nodes SET available = available - 1 WHERE name IN ({});",
+            insert_replicas(range, node),
+            events.join(","),
+            names.join(",")
+        )
+    })?;
+    drop(conn);
+    remove_db(&path);
+    Ok(per_s)
+}
+
+/// Runs `statements` for `rows` rows, `ROWS_PER_INSERT` rows a call and
+/// `INSERTS_PER_TRANSACTION` calls a transaction; rows per second.
+fn timed_batches(
+    conn: &mut SqliteConnection,
+    rows: u64,
+    mut statements: impl FnMut(std::ops::Range<u64>) -> String,
+) -> Result<f64> {
     let started = Instant::now();
     let mut written = 0;
     while written < rows {
@@ -47,24 +116,28 @@ pub fn raw_sqlite_inserts(dir: &std::path::Path, rows: u64) -> Result<f64> {
                 break;
             }
             let n = ROWS_PER_INSERT.min(rows - written);
-            sql.push_str("INSERT INTO replicas (deployment, node, units, state, created_at_ms) VALUES ");
-            for i in 0..n {
-                let r = written + i;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("('scale-{}','hollow{}',1,'pending',1764000000000)", r / 1_000, r % 5_000 + 1));
-            }
-            sql.push(';');
+            sql.push_str(&statements(written..written + n));
             written += n;
         }
         sql.push_str("COMMIT;");
         conn.batch_execute(&sql)?;
     }
-    let took = started.elapsed();
-    drop(conn);
-    let _ = std::fs::remove_file(&path);
-    Ok(rows as f64 / took.as_secs_f64())
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+/// One multi-row INSERT of the replicas `range`, replica `r` on node `hollow{node(r)}`.
+fn insert_replicas(range: std::ops::Range<u64>, node: impl Fn(u64) -> u64) -> String {
+    let values: Vec<String> =
+        range.map(|r| format!("('scale-{}','hollow{}',1,'pending',1764000000000)", r / 1_000, node(r))).collect();
+    format!("INSERT INTO replicas (deployment, node, units, state, created_at_ms) VALUES {};", values.join(","))
+}
+
+fn remove_db(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(name);
+    }
 }
 
 pub struct Placed {
