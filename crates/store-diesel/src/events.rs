@@ -6,11 +6,11 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
 use orchestrator_core::{EVENT_RETENTION, Event, EventStore, NewEvent, Result};
 
 use crate::connection::AnyConnection;
 use crate::error::Error;
+use crate::prepared::Fixed;
 use crate::rows::{from_millis, to_millis};
 use crate::schema::events;
 use crate::store::DieselStore;
@@ -80,13 +80,13 @@ pub(crate) fn record(conn: &mut AnyConnection, new: &[NewEvent]) -> Result<(), E
                     (e.kind.as_str(), e.node.as_deref(), e.deployment.as_deref(), replica, &e.message)
                 })
                 .collect();
-            diesel::sql_query(
+            Fixed::new(
                 "INSERT INTO events (at_ms, kind, node, deployment, replica, message) \
                  SELECT ?, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
                  FROM json_each(?) ORDER BY key",
             )
-            .bind::<BigInt, _>(at_ms)
-            .bind::<Text, _>(serde_json::to_string(&rows).expect("text and numbers always serialize"))
+            .big_int(at_ms)
+            .text(serde_json::to_string(&rows).expect("text and numbers always serialize"))
             .execute(c)?;
         }
         #[cfg(feature = "postgres")]

@@ -14,6 +14,7 @@ mod fence;
 mod lease;
 mod nodes;
 mod policy_json;
+mod prepared;
 mod registries;
 mod replicas;
 mod revision;

@@ -6,17 +6,18 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Integer, Text};
+use diesel::sql_types::{BigInt, Text};
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    Claim, DeploymentName, Error as DomainError, Health, HostPort, NewEvent, NodeName, NodeStatus, Placement, Replica,
+    Claim, DeploymentName, Error as DomainError, Health, HostPort, NewEvent, NodeName, Placement, Replica,
     ReplicaCount, ReplicaExit, ReplicaFilter, ReplicaId, ReplicaState, ReplicaStore, Result,
 };
 
-use crate::connection::{AnyConnection, each_backend};
+use crate::connection::AnyConnection;
 use crate::error::Error;
 use crate::events;
 use crate::nodes::load_node;
+use crate::prepared::Fixed;
 #[cfg(feature = "postgres")]
 use crate::rows::{NewReplicaRow, NodePortRow};
 use crate::rows::{ReplicaRow, parse_health, ports_text, replica_id, to_i64, to_millis};
@@ -28,8 +29,6 @@ use crate::store::DieselStore;
 const INSERT_CHUNK: usize = 1_000;
 /// Ids per `IN (...)` list.
 const ID_CHUNK: usize = 1_000;
-/// CPUs in the engine's billionths, as the nodes table's CHECK counts them.
-const NANO_CPUS: i64 = 1_000_000_000;
 
 /// What placements or releases add up to on one node.
 #[derive(Default)]
@@ -106,85 +105,86 @@ fn delete_replica(conn: &mut AnyConnection, id: i64) -> Result<Replica, Error> {
     Ok(current)
 }
 
-/// Nodes per reservation statement: 4 parameters each, under SQLite's 32,766 and PostgreSQL's
-/// 65,535.
+/// Nodes per reservation statement on PostgreSQL: 4 parameters each, under its 65,535.
+#[cfg(feature = "postgres")]
 const RESERVE_CHUNK: usize = 1_000;
 
-/// Reserves what each node of a batch needs, all nodes of a chunk in one conditional UPDATE
-/// (a statement per node was most of a placement's cost: each one is compiled, and journaled
-/// for its CHECKs). A node that cannot take its share (not online, short of units, memory or
-/// CPUs) is left unchanged by the WHERE, and the CHECKs refuse any write that would
-/// oversubscribe whatever the WHERE says; then the batch fails with the reason, and its
-/// transaction takes back what the statement did reserve. Host ports are checked for the whole
-/// batch by `hold_ports` once the replicas have ids.
+/// What a node must satisfy to take its share, and what taking it writes (`v` is the share):
+/// online, and its units, memory and CPUs (`NANO_CPUS_PER_CPU` a CPU) enough (a unit test
+/// holds the literals to the names).
+macro_rules! reserve_update {
+    ($from:literal) => {
+        concat!(
+            "UPDATE nodes SET available = nodes.available - v.units, \
+                 memory_reserved = nodes.memory_reserved + v.memory, \
+                 nano_cpus_reserved = nodes.nano_cpus_reserved + v.cpus \
+             FROM ",
+            $from,
+            " WHERE nodes.name = v.name AND nodes.status = 'online' AND nodes.available >= v.units \
+                 AND (v.memory = 0 OR nodes.engine_memory_bytes >= nodes.memory_reserved + v.memory) \
+                 AND (v.cpus = 0 OR nodes.engine_cpus * 1000000000 >= nodes.nano_cpus_reserved + v.cpus) \
+             RETURNING nodes.name"
+        )
+    };
+}
+
+/// Reserves what each node of a batch needs, all nodes in one conditional UPDATE (a statement
+/// per node was most of a placement's cost: each one is compiled, and journaled for its
+/// CHECKs). A node that cannot take its share (not online, short of units, memory or CPUs) is
+/// left unchanged by the WHERE, and the CHECKs refuse any write that would oversubscribe
+/// whatever the WHERE says; then the batch fails with the reason, and its transaction takes
+/// back what the statement did reserve. Host ports are checked for the whole batch by
+/// `hold_ports` once the replicas have ids.
 fn reserve(conn: &mut AnyConnection, per_node: &BTreeMap<&str, NodeTotal<'_>>) -> Result<(), Error> {
     let nodes: Vec<(&str, &NodeTotal<'_>)> = per_node.iter().map(|(n, t)| (*n, t)).collect();
-    let dialect = Dialect::of(conn);
-    for chunk in nodes.chunks(RESERVE_CHUNK) {
-        let sql = reserve_sql(chunk.len(), dialect);
-        let reserved: BTreeSet<String> = each_backend!(conn, |c| {
-            let mut query = diesel::sql_query(&sql).into_boxed();
-            for (node, total) in chunk {
-                query = query
-                    .bind::<Text, _>(*node)
-                    .bind::<BigInt, _>(total.units)
-                    .bind::<BigInt, _>(total.memory_bytes)
-                    .bind::<BigInt, _>(total.nano_cpus);
-            }
-            query.load::<NodeNameRow>(c)?.into_iter().map(|r| r.name).collect()
-        });
-        if reserved.len() == chunk.len() {
-            continue;
+    let reserved: BTreeSet<String> = match conn {
+        // The shares as one JSON parameter: one text for every batch, prepared once.
+        AnyConnection::Sqlite(c) => {
+            let shares: Vec<(&str, i64, i64, i64)> =
+                nodes.iter().map(|(n, t)| (*n, t.units, t.memory_bytes, t.nano_cpus)).collect();
+            Fixed::new(reserve_update!(
+                "(SELECT value ->> 0 AS name, value ->> 1 AS units, value ->> 2 AS memory, value ->> 3 AS cpus \
+                  FROM json_each(?)) AS v"
+            ))
+            .text(serde_json::to_string(&shares).expect("names and numbers always serialize"))
+            .load::<NodeNameRow>(c)?
+            .into_iter()
+            .map(|r| r.name)
+            .collect()
         }
-        let (node, total) = chunk.iter().find(|(n, _)| !reserved.contains(*n)).expect("a node left out");
-        return Err(shortfall(conn, node, total));
-    }
-    Ok(())
-}
-
-/// Which SQL dialect a connection speaks, for the placeholders.
-#[derive(Clone, Copy)]
-enum Dialect {
-    Sqlite,
-    #[cfg(feature = "postgres")]
-    Postgres,
-}
-
-impl Dialect {
-    fn of(conn: &AnyConnection) -> Self {
-        match conn {
-            AnyConnection::Sqlite(_) => Dialect::Sqlite,
-            #[cfg(feature = "postgres")]
-            AnyConnection::Postgres(_) => Dialect::Postgres,
-        }
-    }
-}
-
-/// `WITH v(...) AS (VALUES ...) UPDATE nodes ... FROM v ... RETURNING` the nodes reserved.
-fn reserve_sql(rows: usize, dialect: Dialect) -> String {
-    let values: Vec<String> = match dialect {
-        Dialect::Sqlite => vec!["(?, ?, ?, ?)".to_string(); rows],
         #[cfg(feature = "postgres")]
-        Dialect::Postgres => (0..rows)
-            .map(|i| {
-                let p = 4 * i + 1;
-                format!("(${p}::text, ${}::bigint, ${}::bigint, ${}::bigint)", p + 1, p + 2, p + 3)
-            })
-            .collect(),
+        AnyConnection::Postgres(c) => {
+            let mut reserved = BTreeSet::new();
+            for chunk in nodes.chunks(RESERVE_CHUNK) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|i| {
+                        let p = 4 * i + 1;
+                        format!("(${p}::text, ${}::bigint, ${}::bigint, ${}::bigint)", p + 1, p + 2, p + 3)
+                    })
+                    .collect();
+                let sql = format!(
+                    "WITH v (name, units, memory, cpus) AS (VALUES {}) {}",
+                    values.join(", "),
+                    reserve_update!("v")
+                );
+                let mut query = diesel::sql_query(&sql).into_boxed();
+                for (node, total) in chunk {
+                    query = query
+                        .bind::<Text, _>(*node)
+                        .bind::<BigInt, _>(total.units)
+                        .bind::<BigInt, _>(total.memory_bytes)
+                        .bind::<BigInt, _>(total.nano_cpus);
+                }
+                reserved.extend(query.load::<NodeNameRow>(c)?.into_iter().map(|r| r.name));
+            }
+            reserved
+        }
     };
-    format!(
-        "WITH v (name, units, memory, cpus) AS (VALUES {}) \
-         UPDATE nodes SET available = nodes.available - v.units, \
-             memory_reserved = nodes.memory_reserved + v.memory, \
-             nano_cpus_reserved = nodes.nano_cpus_reserved + v.cpus \
-         FROM v \
-         WHERE nodes.name = v.name AND nodes.status = '{}' AND nodes.available >= v.units \
-             AND (v.memory = 0 OR nodes.engine_memory_bytes >= nodes.memory_reserved + v.memory) \
-             AND (v.cpus = 0 OR nodes.engine_cpus * {NANO_CPUS} >= nodes.nano_cpus_reserved + v.cpus) \
-         RETURNING nodes.name",
-        values.join(", "),
-        NodeStatus::Online.as_str()
-    )
+    if reserved.len() == nodes.len() {
+        return Ok(());
+    }
+    let (node, total) = nodes.iter().find(|(n, _)| !reserved.contains(*n)).expect("a node left out");
+    Err(shortfall(conn, node, total))
 }
 
 #[derive(QueryableByName)]
@@ -237,14 +237,14 @@ fn hold_ports(conn: &mut AnyConnection, placed: &[Replica]) -> Result<(), Error>
         let held = match conn {
             // One short statement a port, the holders as one JSON parameter: a multi-row
             // VALUES of 4,000 parameters cost more to compile than to run.
-            AnyConnection::Sqlite(c) => diesel::sql_query(
+            AnyConnection::Sqlite(c) => Fixed::new(
                 "INSERT INTO node_ports (port, protocol, node, replica) \
                  SELECT ?, ?, value ->> 0, value ->> 1 FROM json_each(?) WHERE true \
                  ON CONFLICT DO NOTHING",
             )
-            .bind::<Integer, _>(i32::from(port.port))
-            .bind::<Text, _>(port.protocol.as_str())
-            .bind::<Text, _>(serde_json::to_string(&holders).expect("names and numbers always serialize"))
+            .integer(i32::from(port.port))
+            .text(port.protocol.as_str())
+            .text(serde_json::to_string(&holders).expect("names and numbers always serialize"))
             .execute(c)?,
             #[cfg(feature = "postgres")]
             AnyConnection::Postgres(c) => {
@@ -292,8 +292,26 @@ fn port_taken(conn: &mut AnyConnection, port: HostPort, holders: &[(&str, i64)])
 
 /// Inserts the placements as pending replicas; the records, ids given.
 fn insert_pending(conn: &mut AnyConnection, placements: &[Placement], now: i64) -> Result<Vec<Replica>, Error> {
+    let row = |p: &Placement, id: i64| ReplicaRow {
+        id,
+        deployment: p.deployment.to_string(),
+        node: p.node.to_string(),
+        units: i64::from(p.units),
+        container_id: None,
+        state: ReplicaState::Pending.as_str().to_string(),
+        created_at_ms: now,
+        revision: i64::try_from(p.revision).unwrap_or(i64::MAX),
+        health: None,
+        memory_bytes: to_i64(p.claim.memory_bytes),
+        nano_cpus: to_i64(p.claim.nano_cpus),
+        ports: ports_text(&p.claim.ports),
+        started_at_ms: None,
+        health_at_ms: None,
+        deregistered_at_ms: None,
+    };
     let inserted: Vec<ReplicaRow> = match conn {
-        // One short statement, the rows as one JSON parameter (see `hold_ports`).
+        // One short statement, the rows as one JSON parameter (see `hold_ports`), returning the
+        // ids alone: the rest is what was written.
         AnyConnection::Sqlite(c) => {
             let rows: Vec<_> = placements
                 .iter()
@@ -303,18 +321,24 @@ fn insert_pending(conn: &mut AnyConnection, placements: &[Placement], now: i64) 
                     (p.deployment.as_str(), p.node.as_str(), i64::from(p.units), revision, claim.0, claim.1, claim.2)
                 })
                 .collect();
-            diesel::sql_query(
+            let mut ids: Vec<InsertedRow> = Fixed::new(
                 "INSERT INTO replicas \
                      (deployment, node, units, revision, memory_bytes, nano_cpus, ports, state, created_at_ms) \
                  SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, ?, ? \
                  FROM json_each(?) ORDER BY key \
-                 RETURNING id, deployment, node, units, container_id, state, created_at_ms, revision, health, \
-                     memory_bytes, nano_cpus, ports, started_at_ms, health_at_ms, deregistered_at_ms",
+                 RETURNING id, node",
             )
-            .bind::<Text, _>(ReplicaState::Pending.as_str())
-            .bind::<BigInt, _>(now)
-            .bind::<Text, _>(serde_json::to_string(&rows).expect("text and numbers always serialize"))
-            .load(c)?
+            .text(ReplicaState::Pending.as_str())
+            .big_int(now)
+            .text(serde_json::to_string(&rows).expect("text and numbers always serialize"))
+            .load(c)?;
+            // The rows go in in the placements' order, each taking the next id; RETURNING
+            // gives them in no promised order. The nodes check the pairing.
+            ids.sort_unstable_by_key(|r| r.id);
+            if ids.len() != placements.len() || ids.iter().zip(placements).any(|(r, p)| r.node != p.node.as_str()) {
+                return Err(Error::Corrupt("replica ids out of the placements' order".into()));
+            }
+            ids.iter().zip(placements).map(|(r, p)| row(p, r.id)).collect()
         }
         #[cfg(feature = "postgres")]
         AnyConnection::Postgres(c) => {
@@ -345,6 +369,14 @@ fn insert_pending(conn: &mut AnyConnection, placements: &[Placement], now: i64) 
         }
     };
     inserted.into_iter().map(Replica::try_from).collect()
+}
+
+#[derive(QueryableByName)]
+struct InsertedRow {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    node: String,
 }
 
 #[async_trait]
@@ -665,5 +697,18 @@ impl ReplicaStore for DieselStore {
                 Ok(lost)
             })
             .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use orchestrator_core::NodeStatus;
+    use orchestrator_core::workload::NANO_CPUS_PER_CPU;
+
+    #[test]
+    fn the_reservation_says_online_and_counts_cpus_as_the_rest_of_the_code_does() {
+        let sql = reserve_update!("v");
+        assert!(sql.contains(&format!("nodes.status = '{}'", NodeStatus::Online.as_str())), "{sql}");
+        assert!(sql.contains(&format!("nodes.engine_cpus * {NANO_CPUS_PER_CPU} ")), "{sql}");
     }
 }
