@@ -1,7 +1,8 @@
 //! Hollow nodes: test tooling that serves many simulated Docker Engines from one process, one
 //! loopback port each, speaking the subset of the Engine API the orchestrator uses (`/_ping`,
 //! `/version`, `/info`, containers create/start/stop/kill/delete/list with label filters/
-//! inspect) with dockerd's status codes and JSON shapes, containers kept in memory. Nothing
+//! inspect, and an `/events` stream that stays silent until the engine is killed) with dockerd's
+//! status codes and JSON shapes, containers kept in memory. Nothing
 //! runs: a started container is a record. What Kubernetes' kubemark does for kubelets, for
 //! measuring the control plane at a scale real engines on one machine cannot reach.
 //!
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
@@ -276,7 +278,28 @@ fn without_version(path: &str) -> &str {
     }
 }
 
-async fn answer(node: Arc<Node>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+type Body = BoxBody<Bytes, Infallible>;
+
+/// A body that never sends anything and never ends (its connection's end ends it).
+struct Silence;
+
+impl hyper::body::Body for Silence {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Pending
+    }
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).boxed()
+}
+
+async fn answer(node: Arc<Node>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let knobs = *lock(&node.knobs);
     if knobs.hung {
         std::future::pending::<()>().await;
@@ -286,6 +309,15 @@ async fn answer(node: Arc<Node>, req: Request<Incoming>) -> Result<Response<Full
     }
     let method = req.method().as_str().to_string();
     let path = without_version(req.uri().path()).to_string();
+    if (method.as_str(), path.as_str()) == ("GET", "/events") {
+        // Nothing ever happens on a hollow engine: the stream stays open and silent until the
+        // engine is killed, which drops the connection, as dockerd's death does.
+        let response = Response::builder()
+            .header("Api-Version", API_VERSION)
+            .header("Content-Type", "application/json")
+            .body(Silence.boxed());
+        return Ok(response.unwrap_or_else(|_| Response::new(full(Bytes::new()))));
+    }
     let query = query(req.uri().query());
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let (status, json) = if knobs.failure_rate > 0.0 && draw() < knobs.failure_rate {
@@ -306,7 +338,7 @@ async fn answer(node: Arc<Node>, req: Request<Incoming>) -> Result<Response<Full
         }
         (_, None) => Bytes::new(),
     };
-    Ok(response.body(Full::new(bytes)).unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+    Ok(response.body(full(bytes)).unwrap_or_else(|_| Response::new(full(Bytes::new()))))
 }
 
 #[cfg(test)]

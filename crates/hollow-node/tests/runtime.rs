@@ -111,6 +111,25 @@ async fn killed_hung_failing_and_revived_engines_fail_as_dockerd_does() {
     assert!(started.elapsed() >= Duration::from_millis(200));
 }
 
+/// A watch stays open past every timeout of the runtime while the engine lives, ends the
+/// moment it is killed, and a killed engine's watch is refused (Unreachable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_lasts_while_the_engine_lives_and_ends_when_it_is_killed() {
+    let cluster = HollowCluster::start(1).await.unwrap();
+    let n1 = node(&cluster, 0);
+    let rt = runtime("hollowwatch");
+    let watch = rt.watch(&n1);
+    tokio::pin!(watch);
+    // Past the request timeout (2 s): the timeout bounds opening the stream, not its life.
+    assert!(tokio::time::timeout(Duration::from_millis(2_500), watch.as_mut()).await.is_err(), "still watching");
+    cluster.kill(0).unwrap();
+    let killed = Instant::now();
+    tokio::time::timeout(Duration::from_secs(1), watch).await.expect("ended with the engine").ok();
+    assert!(killed.elapsed() < Duration::from_millis(500), "{:?}", killed.elapsed());
+    let refused = rt.watch(&n1).await.unwrap_err();
+    assert!(matches!(refused, Error::Unreachable { .. }), "{refused}");
+}
+
 /// One process serves hundreds of engines; a heartbeat-like round of pings reaches them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_engines_in_one_process_answer_a_round_of_pings() {

@@ -138,6 +138,16 @@ pub trait ContainerRuntime: Send + Sync {
     /// Cheap liveness check, bounded by a short timeout; the heartbeat calls it.
     async fn ping(&self, node: &Node) -> Result<()>;
 
+    /// Holds a connection to the engine open and returns when it closes: the engine stopped
+    /// or restarted, or the network cut it. `Err` when none can be held. The heartbeat checks
+    /// the engine as soon as this returns instead of at its next tick, so a killed engine is
+    /// seen at once. A runtime that cannot watch keeps this default, which never returns: the
+    /// ticks alone find its engines gone.
+    async fn watch(&self, node: &Node) -> Result<()> {
+        let _ = node;
+        std::future::pending().await
+    }
+
     async fn engine_info(&self, node: &Node) -> Result<EngineInfo>;
 
     /// Creates and starts the replica's container and returns its id. Idempotent: the container

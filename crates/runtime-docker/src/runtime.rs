@@ -10,8 +10,8 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, ContainerSummaryStateEnum};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures::{StreamExt, TryStreamExt};
 use orchestrator_core::error::Kind;
@@ -284,6 +284,19 @@ impl ContainerRuntime for DockerRuntime {
         bounded(node.name.as_str(), "ping", left, docker.ping())
             .await?
             .map_err(|e| engine_error(node.name.as_str(), "ping", e))?;
+        Ok(())
+    }
+
+    /// The engine's event stream, filtered to its own daemon events (a reload, say: next to
+    /// nothing), held open until it ends. dockerd killed, the kernel closes the connection and
+    /// the stream ends at once; a clean end and an error both mean the same to the heartbeat.
+    async fn watch(&self, node: &Node) -> Result<()> {
+        let docker = self.client(node, self.config.request_timeout).await?;
+        let filters = std::collections::HashMap::from([("type", vec!["daemon"])]);
+        let mut events = docker.events(Some(EventsOptionsBuilder::new().filters(&filters).build()));
+        while let Some(event) = events.next().await {
+            event.map_err(|e| engine_error(node.name.as_str(), "events", e))?;
+        }
         Ok(())
     }
 

@@ -229,9 +229,15 @@ async fn hung_partitioned_and_dead_engines_fail_fast_and_typed(engines: &dyn Eng
     let victim = 2;
     let mut config = DockerRuntimeConfig::new(unique_cluster_id("fail"));
     config.request_timeout = Duration::from_secs(2);
-    let rt = DockerRuntime::new(config);
+    let rt = std::sync::Arc::new(DockerRuntime::new(config));
     let node = engines.node(victim);
     rt.ping(&node).await.unwrap();
+    // Watched from here: a hung or cut-off engine keeps the watch (nothing closes it), a
+    // killed one ends it at once.
+    let watch = tokio::spawn({
+        let (rt, node) = (std::sync::Arc::clone(&rt), node.clone());
+        async move { rt.watch(&node).await }
+    });
 
     // Hung engine: TCP connects, nothing answers.
     engines.hang(victim, true);
@@ -254,8 +260,13 @@ async fn hung_partitioned_and_dead_engines_fail_fast_and_typed(engines: &dyn Eng
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
     assert!(took < Duration::from_millis(1_500), "ping took {took:?}");
 
-    // Dead engine: refused at once.
+    assert!(!watch.is_finished(), "the watch outlived a hang and a partition (and the 2 s request timeout)");
+
+    // Dead engine: the watch ends, and calls are refused at once.
     engines.kill(victim);
+    let killed = Instant::now();
+    tokio::time::timeout(Duration::from_secs(2), watch).await.expect("the watch ended with the engine").unwrap().ok();
+    assert!(killed.elapsed() < Duration::from_millis(500), "the watch ended after {:?}", killed.elapsed());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     let err = rt.ping(&node).await.unwrap_err();

@@ -35,6 +35,10 @@ impl ContainerRuntime for TenureRuntime {
         self.inner.ping(node).await
     }
 
+    async fn watch(&self, node: &Node) -> Result<()> {
+        self.inner.watch(node).await
+    }
+
     async fn engine_info(&self, node: &Node) -> Result<EngineInfo> {
         self.inner.engine_info(node).await
     }

@@ -82,6 +82,15 @@ fn heartbeat_with_rebalancer(h: &Harness, shutdown: &CancellationToken) -> Heart
     loops.heartbeat
 }
 
+/// `nodes` online nodes of capacity 10, and their heartbeat (with a rebalancer) to tick by hand.
+async fn nodes_with_heartbeat(nodes: usize) -> (Harness, CancellationToken, Heartbeat) {
+    let h = Harness::new(SchedulerConfig::default());
+    h.online_nodes(nodes, 10).await;
+    let shutdown = CancellationToken::new();
+    let heartbeat = heartbeat_with_rebalancer(&h, &shutdown);
+    (h, shutdown, heartbeat)
+}
+
 #[tokio::test(start_paused = true)]
 async fn node_down_is_handed_off_acknowledged_and_replaced() {
     let h = Harness::new(SchedulerConfig::default());
@@ -111,15 +120,51 @@ async fn node_down_is_handed_off_acknowledged_and_replaced() {
     shutdown.cancel();
 }
 
+/// An engine that goes away between ticks ends its watch, and is checked and marked offline
+/// then, not at the next tick; a watch that ends while the engine still answers changes nothing.
+#[tokio::test(start_paused = true)]
+async fn an_engine_whose_watch_ends_is_offline_before_the_next_tick() {
+    let interval = SchedulerConfig::default().heartbeat_interval;
+    let (h, shutdown, heartbeat) = nodes_with_heartbeat(3).await;
+    h.deploy("web", "local/busybox:1", 6).await;
+    tokio::spawn(heartbeat.run(shutdown.clone()));
+    // The first tick (at once) starts the watches; kill an engine a fifth into the interval.
+    tokio::time::sleep(interval / 5).await;
+    h.engines.set_down("node2", true);
+    let killed = tokio::time::Instant::now();
+    while h.node("node2").await.status != NodeStatus::Offline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // K refusals a fifth of the interval apart, well before the tick due at `interval`.
+    assert!(killed.elapsed() < interval / 2, "offline after {:?}", killed.elapsed());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(running(&h, "web").await.iter().all(|r| r.node != node("node2")), "replaced");
+    assert_eq!(h.scheduler.stats().nodes_marked_offline(), 1);
+    shutdown.cancel();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_watch_that_ends_while_the_engine_answers_marks_nothing() {
+    let (h, shutdown, mut heartbeat) = nodes_with_heartbeat(2).await;
+    heartbeat.tick().await.unwrap();
+    // A slow engine (its pings time out) and one that answers: neither is marked by a check.
+    h.engines.set_silent("node1", true);
+    let marked = heartbeat.check_now([node("node1"), node("node2")].into()).await.unwrap();
+    assert!(marked.is_empty(), "a slow engine is the ticks' to judge");
+    let marked = heartbeat.check_now([node("node2")].into()).await.unwrap();
+    assert!(marked.is_empty());
+    assert_eq!(h.node("node1").await.status, NodeStatus::Online);
+    assert_eq!(h.node("node2").await.status, NodeStatus::Online);
+    h.engines.set_down("node2", true);
+    assert_eq!(heartbeat.check_now([node("node2")].into()).await.unwrap(), [node("node2")]);
+    shutdown.cancel();
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_refusing_engine_is_offline_within_one_tick_after_k_quick_probes() {
-    let config = SchedulerConfig::default();
-    let interval = config.heartbeat_interval;
-    let h = Harness::new(config);
-    h.online_nodes(3, 10).await;
+    let interval = SchedulerConfig::default().heartbeat_interval;
+    let (h, shutdown, mut heartbeat) = nodes_with_heartbeat(3).await;
     h.deploy("web", "local/busybox:1", 6).await;
-    let shutdown = CancellationToken::new();
-    let mut heartbeat = heartbeat_with_rebalancer(&h, &shutdown);
 
     h.engines.set_down("node2", true); // connection refused: nothing listens there
     let started = tokio::time::Instant::now();
@@ -139,10 +184,7 @@ async fn a_refusing_engine_is_offline_within_one_tick_after_k_quick_probes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_flapping_node_within_k_misses_stays_online() {
-    let h = Harness::new(SchedulerConfig::default());
-    h.online_nodes(2, 10).await;
-    let shutdown = CancellationToken::new();
-    let mut heartbeat = heartbeat_with_rebalancer(&h, &shutdown);
+    let (h, shutdown, mut heartbeat) = nodes_with_heartbeat(2).await;
     for silent in [true, true, false, true, true, false, true, true] {
         h.engines.set_silent("node1", silent);
         let tick = heartbeat.tick().await.unwrap();

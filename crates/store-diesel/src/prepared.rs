@@ -102,7 +102,9 @@ mod tests {
     fn binds_go_where_their_placeholders_are_and_the_statement_is_prepared_once() {
         let mut conn = SqliteConnection::establish(":memory:").unwrap();
         conn.batch_execute("CREATE TABLE t (name TEXT NOT NULL, n BIGINT NOT NULL)").unwrap();
-        let insert = |name: &str, n: i64| Fixed::new("INSERT INTO t (n, name) VALUES (? + ?, ?)").big_int(n).integer(1).text(name);
+        let insert = |name: &str, n: i64| {
+            Fixed::new("INSERT INTO t (n, name) VALUES (? + ?, ?)").big_int(n).integer(1).text(name)
+        };
         for (name, n) in [("a", 1), ("b", 2)] {
             assert_eq!(insert(name, n).execute(&mut conn).unwrap(), 1);
         }

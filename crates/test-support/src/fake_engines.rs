@@ -42,6 +42,8 @@ pub struct Engines {
     /// What the engines were asked to do, in order: `pull node1 IMAGE`, `start node1 d/3 IMAGE`,
     /// `remove node1 d/3`.
     pub calls: Arc<Mutex<Vec<String>>>,
+    /// Told when an engine goes down, for the watches.
+    went_down: Arc<tokio::sync::Notify>,
 }
 
 fn unreachable(node: &Node) -> Error {
@@ -73,6 +75,13 @@ impl Engines {
 
     pub fn set_down(&self, node: &str, down: bool) {
         self.with(node, |e| e.down = down);
+        if down {
+            self.went_down.notify_waiters();
+        }
+    }
+
+    fn is_down(&self, node: &Node) -> bool {
+        self.state.lock().unwrap().get(node.name.as_str()).is_some_and(|e| e.down)
     }
 
     pub fn set_silent(&self, node: &str, silent: bool) {
@@ -120,6 +129,23 @@ impl ContainerRuntime for Engines {
             }
             Ok(())
         })
+    }
+
+    /// Ends when the engine goes down (a watch of a down engine is refused).
+    async fn watch(&self, node: &Node) -> Result<()> {
+        if self.is_down(node) {
+            return Err(unreachable(node));
+        }
+        loop {
+            let went_down = self.went_down.notified();
+            tokio::pin!(went_down);
+            // Listening before the look: a `set_down` after it wakes us.
+            went_down.as_mut().enable();
+            if self.is_down(node) {
+                return Ok(());
+            }
+            went_down.await;
+        }
     }
 
     async fn engine_info(&self, _node: &Node) -> Result<EngineInfo> {

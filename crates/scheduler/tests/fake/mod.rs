@@ -78,6 +78,9 @@ impl ContainerRuntime for Slow {
         tokio::time::sleep(self.ping_delay).await;
         self.inner.ping(node).await
     }
+    async fn watch(&self, node: &Node) -> Result<()> {
+        self.inner.watch(node).await
+    }
     async fn engine_info(&self, node: &Node) -> Result<EngineInfo> {
         self.inner.engine_info(node).await
     }
