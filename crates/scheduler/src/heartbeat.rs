@@ -123,9 +123,6 @@ impl Heartbeat {
                 }
             }
         }
-        for (_, (_, stop)) in self.watches.drain() {
-            stop.cancel();
-        }
         stats_owner.stats().set_running(Loop::Heartbeat, false);
         info!("heartbeat stopped");
     }
@@ -278,6 +275,15 @@ impl Heartbeat {
             return;
         }
         let _ = taken.await;
+    }
+}
+
+/// The watches end with the heartbeat, however it ends (a term's end drops it).
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        for (_, (_, stop)) in self.watches.drain() {
+            stop.cancel();
+        }
     }
 }
 

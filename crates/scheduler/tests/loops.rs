@@ -157,6 +157,12 @@ async fn a_watch_that_ends_while_the_engine_answers_marks_nothing() {
     assert_eq!(h.node("node2").await.status, NodeStatus::Online);
     h.engines.set_down("node2", true);
     assert_eq!(heartbeat.check_now([node("node2")].into()).await.unwrap(), [node("node2")]);
+    // The watches end with the heartbeat: a leader's term ending leaves no connection open.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(h.engines.watching(), 1, "node1's; node2 is offline and unwatched");
+    drop(heartbeat);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(h.engines.watching(), 0);
     shutdown.cancel();
 }
 

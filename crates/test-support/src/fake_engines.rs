@@ -44,6 +44,17 @@ pub struct Engines {
     pub calls: Arc<Mutex<Vec<String>>>,
     /// Told when an engine goes down, for the watches.
     went_down: Arc<tokio::sync::Notify>,
+    /// Watches under way, on any engine.
+    watching: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a watch while it lasts, however it ends.
+struct Watching(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 fn unreachable(node: &Node) -> Error {
@@ -78,6 +89,11 @@ impl Engines {
         if down {
             self.went_down.notify_waiters();
         }
+    }
+
+    /// Watches under way, on any engine.
+    pub fn watching(&self) -> usize {
+        self.watching.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn is_down(&self, node: &Node) -> bool {
@@ -136,6 +152,8 @@ impl ContainerRuntime for Engines {
         if self.is_down(node) {
             return Err(unreachable(node));
         }
+        self.watching.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _counted = Watching(Arc::clone(&self.watching));
         loop {
             let went_down = self.went_down.notified();
             tokio::pin!(went_down);
