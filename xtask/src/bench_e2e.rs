@@ -401,14 +401,12 @@ fn swarm() -> Result<Figures> {
     })?;
     figures.failover = Some(killed.elapsed());
     figures.detect = detected;
-    figures.limits_after_failover = engine_call_limits()?;
     println!(
         "swarm: {VICTIM} (held {}) Down after {:.2}s, all {FAILOVER_REPLICAS} running elsewhere after {:.2}s",
         figures.moved,
         detected.unwrap_or_default().as_secs_f64(),
         killed.elapsed().as_secs_f64()
     );
-    println!("ours: engine call limits after it: {:?}", figures.limits_after_failover);
     Ok(figures)
 }
 
