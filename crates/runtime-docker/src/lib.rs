@@ -13,6 +13,7 @@ mod labels;
 mod late_oom;
 mod log_lines;
 mod runtime;
+mod watch;
 
 pub use config::{DockerRuntimeConfig, TlsFiles};
 pub use labels::{

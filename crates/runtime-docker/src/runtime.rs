@@ -20,7 +20,7 @@ use orchestrator_core::{
     ContainerEnd, ContainerRuntime, ContainerState, ContainerSummary, DeploymentName, EngineInfo, Error, LogLine,
     LogLines, LogRequest, Node, OutputStream, ReplicaContainer, ReplicaId, Result,
 };
-use orchestrator_core::{ContainerTemplate, ImageRef, PullPolicy, RegistryStore};
+use orchestrator_core::{ContainerTemplate, ImageRef, PullPolicy, RegistryStore, Scheme};
 
 use crate::classify::{docker_message, engine_error, is_missing_image, is_status, pull_failure};
 use crate::config::DockerRuntimeConfig;
@@ -287,17 +287,22 @@ impl ContainerRuntime for DockerRuntime {
         Ok(())
     }
 
-    /// The engine's event stream, filtered to its own daemon events (a reload, say: next to
-    /// nothing), held open until it ends. dockerd killed, the kernel closes the connection and
-    /// the stream ends at once; a clean end and an error both mean the same to the heartbeat.
+    /// A bare connection with an `/events` request on it, held until the engine closes it
+    /// (`watch.rs`); over TLS, bollard's event stream filtered to daemon events.
     async fn watch(&self, node: &Node) -> Result<()> {
-        let docker = self.client(node, self.config.request_timeout).await?;
-        let filters = std::collections::HashMap::from([("type", vec!["daemon"])]);
-        let mut events = docker.events(Some(EventsOptionsBuilder::new().filters(&filters).build()));
-        while let Some(event) = events.next().await {
-            event.map_err(|e| engine_error(node.name.as_str(), "events", e))?;
+        match node.address.scheme() {
+            Scheme::Unix => crate::watch::hold_open(node, true).await,
+            Scheme::Tcp | Scheme::Http => crate::watch::hold_open(node, false).await,
+            Scheme::Https => {
+                let docker = self.client(node, self.config.request_timeout).await?;
+                let filters = std::collections::HashMap::from([("type", vec!["daemon"])]);
+                let mut events = docker.events(Some(EventsOptionsBuilder::new().filters(&filters).build()));
+                while let Some(event) = events.next().await {
+                    event.map_err(|e| engine_error(node.name.as_str(), "events", e))?;
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     async fn engine_info(&self, node: &Node) -> Result<EngineInfo> {

@@ -234,10 +234,11 @@ async fn hung_partitioned_and_dead_engines_fail_fast_and_typed(engines: &dyn Eng
     rt.ping(&node).await.unwrap();
     // Watched from here: a hung or cut-off engine keeps the watch (nothing closes it), a
     // killed one ends it at once.
-    let watch = tokio::spawn({
-        let (rt, node) = (std::sync::Arc::clone(&rt), node.clone());
-        async move { rt.watch(&node).await }
-    });
+    let watch = |node: Node| {
+        let rt = std::sync::Arc::clone(&rt);
+        tokio::spawn(async move { rt.watch(&node).await })
+    };
+    let watches = [Some(watch(node.clone())), engines.unix_node(victim).map(watch)];
 
     // Hung engine: TCP connects, nothing answers.
     engines.hang(victim, true);
@@ -260,13 +261,21 @@ async fn hung_partitioned_and_dead_engines_fail_fast_and_typed(engines: &dyn Eng
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
     assert!(took < Duration::from_millis(1_500), "ping took {took:?}");
 
-    assert!(!watch.is_finished(), "the watch outlived a hang and a partition (and the 2 s request timeout)");
+    for watch in watches.iter().flatten() {
+        assert!(!watch.is_finished(), "the watch outlived a hang and a partition (and the 2 s request timeout)");
+    }
 
     // Dead engine: the watch ends, and calls are refused at once.
     engines.kill(victim);
     let killed = Instant::now();
-    tokio::time::timeout(Duration::from_secs(2), watch).await.expect("the watch ended with the engine").unwrap().ok();
-    assert!(killed.elapsed() < Duration::from_millis(500), "the watch ended after {:?}", killed.elapsed());
+    for watch in watches.into_iter().flatten() {
+        tokio::time::timeout(Duration::from_secs(2), watch)
+            .await
+            .expect("the watch ended with the engine")
+            .unwrap()
+            .ok();
+        assert!(killed.elapsed() < Duration::from_millis(500), "the watch ended after {:?}", killed.elapsed());
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     let err = rt.ping(&node).await.unwrap_err();

@@ -12,12 +12,18 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::OwnedMutexGuard;
 
 pub struct KeyedLocks<K> {
-    locks: Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<Locks<K>>,
+}
+
+struct Locks<K> {
+    by_key: HashMap<K, Arc<tokio::sync::Mutex<()>>>,
+    /// The map's size after the last sweep: the next one comes when it has doubled.
+    swept_at: usize,
 }
 
 impl<K> Default for KeyedLocks<K> {
     fn default() -> Self {
-        Self { locks: Mutex::default() }
+        Self { locks: Mutex::new(Locks { by_key: HashMap::new(), swept_at: 0 }) }
     }
 }
 
@@ -25,12 +31,23 @@ impl<K: Eq + Hash + Clone> KeyedLocks<K> {
     pub async fn lock(&self, key: &K) -> OwnedMutexGuard<()> {
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            // Forget locks nobody holds or waits for, so the map stays as small as the set of
-            // keys being worked on.
-            locks.retain(|_, l| Arc::strong_count(l) > 1);
-            Arc::clone(locks.entry(key.clone()).or_default())
+            // Forget locks nobody holds or waits for, so the map stays about as small as the set
+            // of keys being worked on. Swept when it has doubled, not on every call: with
+            // thousands of keys held (a converge over thousands of nodes), a sweep a call was
+            // a scan of them all for each.
+            if locks.by_key.len() >= 2 * locks.swept_at.max(32) {
+                locks.by_key.retain(|_, l| Arc::strong_count(l) > 1);
+                locks.swept_at = locks.by_key.len();
+            }
+            Arc::clone(locks.by_key.entry(key.clone()).or_default())
         };
         lock.lock_owned().await
+    }
+
+    /// Keys with a lock kept (held, waited for, or not yet swept).
+    #[cfg(test)]
+    fn kept(&self) -> usize {
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).by_key.len()
     }
 }
 
@@ -48,5 +65,24 @@ mod tests {
         assert!(futures::poll!(waiting.as_mut()).is_pending(), "a second holder of one key waits");
         drop(a);
         let _a = waiting.await;
+    }
+
+    #[tokio::test]
+    async fn locks_nobody_holds_are_forgotten_as_the_map_grows() {
+        let locks = KeyedLocks::<u32>::default();
+        for key in 0..10_000 {
+            drop(locks.lock(&key).await);
+        }
+        assert!(locks.kept() <= 64, "{} kept", locks.kept());
+        let mut held = Vec::new();
+        for key in 0..1_000 {
+            held.push(locks.lock(&key).await);
+        }
+        assert!(locks.kept() >= 1_000);
+        drop(held);
+        for key in 20_000..24_000 {
+            drop(locks.lock(&key).await);
+        }
+        assert!(locks.kept() <= 2_048, "{} kept", locks.kept());
     }
 }
