@@ -25,7 +25,9 @@ pub struct SchedulerConfig {
     pub per_node_concurrency: usize,
     pub min_per_node_concurrency: usize,
     pub max_per_node_concurrency: usize,
-    /// Container starts or removals in flight across the cluster at once.
+    /// Container starts or removals one converge (or one batch of removals) has in flight at
+    /// once: a converge starts on `total_concurrency / per_node_concurrency` nodes at a time.
+    /// Not a bound across converges (32 of them run at once).
     pub total_concurrency: usize,
     /// Move replicas onto new or returning nodes to even out spread (one at a time, new copy
     /// started before the old one stops). Off by default, as in Swarm.

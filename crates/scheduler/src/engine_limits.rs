@@ -33,18 +33,16 @@ const TOLERANCE: u32 = 2;
 const WINDOW: usize = 64;
 
 /// The bounds of every engine's limit: where it begins, how low and how high it may go (at
-/// least 1); and the calls in flight across all engines at once.
+/// least 1). What a converge runs across engines at once is bounded where it runs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitBounds {
     pub initial: usize,
     pub min: usize,
     pub max: usize,
-    pub total: usize,
 }
 
 pub struct EngineLimits {
     bounds: LimitBounds,
-    total: Arc<Semaphore>,
     engines: Mutex<HashMap<NodeName, Arc<Engine>>>,
 }
 
@@ -59,8 +57,6 @@ pub struct EnginePermit {
     /// The engine's permits this call holds: one, or all of them for a start made alone.
     permit: Option<OwnedSemaphorePermit>,
     held: usize,
-    /// The call's share of the calls in flight across all engines.
-    total: Option<OwnedSemaphorePermit>,
     engine: Arc<Engine>,
     acquired: Instant,
     /// How many times the limit had been all in use when this call began: if it was again
@@ -74,8 +70,8 @@ impl EngineLimits {
     pub fn new(bounds: LimitBounds) -> Self {
         let max = bounds.max.max(1);
         let min = bounds.min.clamp(1, max);
-        let bounds = LimitBounds { initial: bounds.initial.clamp(min, max), min, max, total: bounds.total.max(1) };
-        Self { bounds, total: Arc::new(Semaphore::new(bounds.total)), engines: Mutex::default() }
+        let bounds = LimitBounds { initial: bounds.initial.clamp(min, max), min, max };
+        Self { bounds, engines: Mutex::default() }
     }
 
     /// A permit for a call that is not a start (a removal, a pull).
@@ -103,20 +99,7 @@ impl EngineLimits {
         probe_guard.armed = false;
         drop(probe_guard);
         let fills_before = engine.lock().begin_call();
-        // Counted in flight on the engine (and given back by the permit's drop) before waiting
-        // for the total: a cancelled wait drops the permit too.
-        let mut permit = EnginePermit {
-            permit: Some(permit),
-            held,
-            total: None,
-            engine,
-            acquired: Instant::now(),
-            fills_before,
-            alone,
-        };
-        permit.total = Some(Arc::clone(&self.total).acquire_owned().await.expect("never closed"));
-        permit.acquired = Instant::now();
-        permit
+        EnginePermit { permit: Some(permit), held, engine, acquired: Instant::now(), fills_before, alone }
     }
 
     fn engine(&self, node: &NodeName) -> Arc<Engine> {
@@ -314,7 +297,7 @@ struct Round {
 mod tests {
     use super::*;
 
-    const BOUNDS: LimitBounds = LimitBounds { initial: 4, min: 1, max: 16, total: 64 };
+    const BOUNDS: LimitBounds = LimitBounds { initial: 4, min: 1, max: 16 };
     const FAST: Duration = Duration::from_millis(100);
 
     /// An engine that shares itself among the starts in flight (processor sharing) and runs
@@ -447,7 +430,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_semaphore_follows_the_limit_with_calls_out() {
-        let limits = EngineLimits::new(LimitBounds { initial: 4, min: 1, max: 8, total: 64 });
+        let limits = EngineLimits::new(LimitBounds { initial: 4, min: 1, max: 8 });
         let node = NodeName::new("n1").unwrap();
         let engine = || Arc::clone(&limits.engines.lock().unwrap()[&node]);
         let held: Vec<EnginePermit> = futures::future::join_all((0..4).map(|_| limits.acquire(&node))).await;

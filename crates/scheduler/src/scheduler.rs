@@ -81,7 +81,6 @@ impl Scheduler {
             initial: config.per_node_concurrency,
             min: config.min_per_node_concurrency,
             max: config.max_per_node_concurrency,
-            total: config.total_concurrency,
         }));
         let stop = CancellationToken::new();
         let queue = Arc::new(WorkQueue::new(config.converge_concurrency, config.converge_retry, stop.clone()));
