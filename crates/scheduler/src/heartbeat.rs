@@ -233,14 +233,14 @@ impl Heartbeat {
         let runtime = Arc::clone(self.scheduler.runtime());
         let deadline = self.scheduler.config().heartbeat_interval;
         let threshold = self.scheduler.config().misses_to_offline.max(1);
-        let mut nodes = Vec::with_capacity(suspects.len());
-        for name in suspects {
-            match store.get_node(&name).await {
-                Ok(node) if node.status != NodeStatus::Offline => nodes.push(node),
-                Ok(_) | Err(Error::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        // One read for them all, as a tick reads: at a million replicas a read per node took
+        // seconds for fifty engines killed at once.
+        let nodes: Vec<Node> = store
+            .list_nodes_brief()
+            .await?
+            .into_iter()
+            .filter(|n| suspects.contains(&n.name) && n.status != NodeStatus::Offline)
+            .collect();
         // Together, as a tick probes: fifty engines killed at once are fifty checks at once.
         let probes: Vec<_> = nodes.iter().map(|n| probe(runtime.as_ref(), n, deadline, threshold)).collect();
         let pings: Vec<_> = futures::stream::iter(probes).buffered(PINGS_AT_ONCE).collect().await;
