@@ -2,9 +2,9 @@
 //! loopback port each, speaking the subset of the Engine API the orchestrator uses (`/_ping`,
 //! `/version`, `/info`, containers create/start/stop/kill/delete/list with label filters/
 //! inspect, and an `/events` stream that stays silent until the engine is killed) with dockerd's
-//! status codes and JSON shapes, containers kept in memory. Nothing
-//! runs: a started container is a record. What Kubernetes' kubemark does for kubelets, for
-//! measuring the control plane at a scale real engines on one machine cannot reach.
+//! status codes and JSON shapes, containers kept in memory. Nothing runs: a started container
+//! is a record. What Kubernetes' kubemark does for kubelets, for measuring the control plane
+//! at a scale real engines on one machine cannot reach.
 //!
 //! Knobs per engine: added latency, a failure rate (500s), hang (accept, never answer), kill
 //! (close the listener and every connection) and revive (listen on the same port again).

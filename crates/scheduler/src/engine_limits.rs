@@ -56,7 +56,6 @@ struct Engine {
 pub struct EnginePermit {
     /// The engine's permits this call holds: one, or all of them for a start made alone.
     permit: Option<OwnedSemaphorePermit>,
-    held: usize,
     engine: Arc<Engine>,
     acquired: Instant,
     /// How many times the limit had been all in use when this call began: if it was again
@@ -99,7 +98,7 @@ impl EngineLimits {
         probe_guard.armed = false;
         drop(probe_guard);
         let fills_before = engine.lock().begin_call();
-        EnginePermit { permit: Some(permit), held, engine, acquired: Instant::now(), fills_before, alone }
+        EnginePermit { permit: Some(permit), engine, acquired: Instant::now(), fills_before, alone }
     }
 
     fn engine(&self, node: &NodeName) -> Arc<Engine> {
@@ -170,11 +169,12 @@ impl Drop for EnginePermit {
             window.probing = false;
         }
         let permit = self.permit.take().expect("a permit is taken only here");
-        let retired = window.owed.min(self.held);
+        let held = permit.num_permits();
+        let retired = window.owed.min(held);
         if retired > 0 {
             window.owed -= retired;
             permit.forget();
-            self.engine.semaphore.add_permits(self.held - retired);
+            self.engine.semaphore.add_permits(held - retired);
         }
     }
 }
@@ -393,7 +393,7 @@ mod tests {
         drop(removal);
         let probe = probe.await;
         assert!(probe.alone);
-        assert_eq!(probe.held, BOUNDS.initial);
+        assert_eq!(probe.permit.as_ref().unwrap().num_permits(), BOUNDS.initial);
         let other = limits.acquire_start(&node);
         tokio::pin!(other);
         assert!(futures::poll!(other.as_mut()).is_pending(), "nothing else runs beside it");

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
-use orchestrator_core::{ContainerRuntime, Error, Node, NodeName, NodeStatus, Result};
+use orchestrator_core::{ContainerRuntime, EngineAddress, Error, Node, NodeName, NodeStatus, Result};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -85,7 +85,7 @@ pub struct Heartbeat {
     node_returned: Arc<Notify>,
     misses: HashMap<NodeName, u32>,
     /// The engines watched, by node, with the address watched; the watch ends with its token.
-    watches: HashMap<NodeName, (String, CancellationToken)>,
+    watches: HashMap<NodeName, (EngineAddress, CancellationToken)>,
     /// The nodes whose watch ended since they were last checked.
     watch_ended: mpsc::UnboundedSender<NodeName>,
     ended: mpsc::UnboundedReceiver<NodeName>,
@@ -139,17 +139,9 @@ impl Heartbeat {
 
     async fn tick_inner(&mut self) -> Result<Tick> {
         let store = Arc::clone(self.scheduler.store());
-        let runtime = Arc::clone(self.scheduler.runtime());
         let nodes = store.list_nodes_brief().await?;
-        // A ping slower than the interval is a miss, whatever the runtime's own timeout: so a
-        // hung engine is offline after K intervals, like a dead one, and ticks keep their pace.
-        let deadline = self.scheduler.config().heartbeat_interval;
         let threshold = self.scheduler.config().misses_to_offline.max(1);
-        // Bounded: 5,000 pings in flight at once held tens of megabytes of request state for a
-        // moment every tick. Each probe's deadline starts when it does, so a slot held by a hung
-        // engine delays the others, never counts a miss against them.
-        let probes: Vec<_> = nodes.iter().map(|n| probe(runtime.as_ref(), n, deadline, threshold)).collect();
-        let pings: Vec<_> = futures::stream::iter(probes).buffered(PINGS_AT_ONCE).collect().await;
+        let pings = self.probe_all(&nodes).await;
         self.misses.retain(|name, _| nodes.iter().any(|n| n.name == *name));
 
         let now = SystemTime::now();
@@ -182,10 +174,7 @@ impl Heartbeat {
                 }
             }
         }
-        if !tick.went_offline.is_empty() {
-            store.mark_offline(&tick.went_offline).await?;
-            self.scheduler.stats().marked_offline(tick.went_offline.len());
-        }
+        self.mark_offline(&tick.went_offline).await?;
         self.watch(&nodes, &tick.went_offline);
         if !answered.is_empty() {
             store.record_heartbeats(&answered, now).await?;
@@ -208,7 +197,7 @@ impl Heartbeat {
             .map(|n| (&n.name, n))
             .collect();
         self.watches.retain(|name, (address, stop)| {
-            let keep = up.get(name).is_some_and(|n| n.address.to_string() == *address);
+            let keep = up.get(name).is_some_and(|n| n.address == *address);
             if !keep {
                 stop.cancel();
             }
@@ -221,7 +210,7 @@ impl Heartbeat {
             let stop = CancellationToken::new();
             let runtime = Arc::clone(self.scheduler.runtime());
             tokio::spawn(watch_engine(runtime, node.clone(), self.watch_ended.clone(), stop.clone()));
-            self.watches.insert(name.clone(), (node.address.to_string(), stop));
+            self.watches.insert(name.clone(), (node.address.clone(), stop));
         }
     }
 
@@ -230,8 +219,6 @@ impl Heartbeat {
     /// ticks. Returns the nodes it marked offline.
     pub async fn check_now(&mut self, suspects: BTreeSet<NodeName>) -> Result<Vec<NodeName>> {
         let store = Arc::clone(self.scheduler.store());
-        let runtime = Arc::clone(self.scheduler.runtime());
-        let deadline = self.scheduler.config().heartbeat_interval;
         let threshold = self.scheduler.config().misses_to_offline.max(1);
         // One read for them all, as a tick reads: at a million replicas a read per node took
         // seconds for fifty engines killed at once.
@@ -242,8 +229,7 @@ impl Heartbeat {
             .filter(|n| suspects.contains(&n.name) && n.status != NodeStatus::Offline)
             .collect();
         // Together, as a tick probes: fifty engines killed at once are fifty checks at once.
-        let probes: Vec<_> = nodes.iter().map(|n| probe(runtime.as_ref(), n, deadline, threshold)).collect();
-        let pings: Vec<_> = futures::stream::iter(probes).buffered(PINGS_AT_ONCE).collect().await;
+        let pings = self.probe_all(&nodes).await;
         let mut went_offline = Vec::new();
         for (node, (ping, missed)) in nodes.into_iter().zip(pings) {
             match ping {
@@ -255,11 +241,7 @@ impl Heartbeat {
                 other => debug!(node = %node.name, answered = other.is_ok(), "a watch ended; the engine is not gone"),
             }
         }
-        if went_offline.is_empty() {
-            return Ok(went_offline);
-        }
-        store.mark_offline(&went_offline).await?;
-        self.scheduler.stats().marked_offline(went_offline.len());
+        self.mark_offline(&went_offline).await?;
         for name in &went_offline {
             if let Some((_, stop)) = self.watches.remove(name) {
                 stop.cancel();
@@ -269,6 +251,30 @@ impl Heartbeat {
             self.hand_off(name.clone()).await;
         }
         Ok(went_offline)
+    }
+
+    /// Probes `nodes` concurrently, each within the interval.
+    async fn probe_all(&self, nodes: &[Node]) -> Vec<(Result<()>, u32)> {
+        let runtime = self.scheduler.runtime().as_ref();
+        // A ping slower than the interval is a miss, whatever the runtime's own timeout: so a
+        // hung engine is offline after K intervals, like a dead one, and ticks keep their pace.
+        let deadline = self.scheduler.config().heartbeat_interval;
+        let threshold = self.scheduler.config().misses_to_offline.max(1);
+        // Bounded: 5,000 pings in flight at once held tens of megabytes of request state for a
+        // moment every tick. Each probe's deadline starts when it does, so a slot held by a hung
+        // engine delays the others, never counts a miss against them.
+        let probes: Vec<_> = nodes.iter().map(|n| probe(runtime, n, deadline, threshold)).collect();
+        futures::stream::iter(probes).buffered(PINGS_AT_ONCE).collect().await
+    }
+
+    /// Marks `names` offline in one write, and counts them.
+    async fn mark_offline(&self, names: &[NodeName]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        self.scheduler.store().mark_offline(names).await?;
+        self.scheduler.stats().marked_offline(names.len());
+        Ok(())
     }
 
     /// Waits until the rebalancer has taken the event. If the rebalancer is gone (shutdown),

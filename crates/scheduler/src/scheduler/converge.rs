@@ -241,8 +241,8 @@ impl Scheduler {
         for replica in replicas {
             by_node.entry(replica.node.clone()).or_default().push(replica);
         }
-        // The engine limits bound the calls in flight, per engine and in total; this bounds the
-        // nodes a converge works on at once (each holds its spawn lock meanwhile).
+        // The engine limits bound the calls in flight on each engine; this bounds the nodes a
+        // converge works on at once (each holds its spawn lock meanwhile).
         let nodes_at_once = (self.config.total_concurrency / self.config.per_node_concurrency.max(1)).max(1);
         // Collected first, and drained with loops rather than closures: futures built by
         // closures inside the stream would keep this one from being `Send` for every lifetime.
