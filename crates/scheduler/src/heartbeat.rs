@@ -4,8 +4,8 @@
 //! Between ticks each answering engine is watched (`ContainerRuntime::watch`: a connection held
 //! open to it). When one closes, that engine is checked at once instead of at the next tick: a
 //! killed engine refuses it K times, a twentieth of the interval apart, and is offline tens of
-//! milliseconds after its death instead of at the next tick. Only refusals count there; an
-//! engine that answers slowly is left to the ticks and keeps its K intervals.
+//! milliseconds after its death. Only refusals count there; an engine that answers slowly is
+//! left to the ticks and keeps its K intervals.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -146,9 +146,7 @@ impl Heartbeat {
         let store = Arc::clone(self.scheduler.store());
         let nodes = store.list_nodes_brief().await?;
         let threshold = self.scheduler.config().misses_to_offline.max(1);
-        // Refusals a fifth of the interval apart: nothing else says this engine went away, and
-        // an engine restarting in place has K of them to come back.
-        let pings = self.probe_all(&nodes, 5).await;
+        let pings = self.probe_all(&nodes).await;
         self.misses.retain(|name, _| nodes.iter().any(|n| n.name == *name));
 
         let now = SystemTime::now();
@@ -236,10 +234,7 @@ impl Heartbeat {
             .filter(|n| suspects.contains(&n.name) && n.status != NodeStatus::Offline)
             .collect();
         // Together, as a tick probes: fifty engines killed at once are fifty checks at once.
-        // The closed watch already said the engine went away, so the refusals that confirm it
-        // come a twentieth of the interval apart, not a fifth: a failover starts ~150 ms sooner
-        // (a SIGKILLed engine refuses from the moment it dies; one restarting, for far longer).
-        let pings = self.probe_all(&nodes, 20).await;
+        let pings = self.probe_all(&nodes).await;
         let mut went_offline = Vec::new();
         for (node, (ping, missed)) in nodes.into_iter().zip(pings) {
             match ping {
@@ -263,9 +258,8 @@ impl Heartbeat {
         Ok(went_offline)
     }
 
-    /// Probes `nodes` concurrently, each within the interval, refusals re-checked an
-    /// `interval / fraction` apart.
-    async fn probe_all(&self, nodes: &[Node], fraction: u32) -> Vec<(Result<()>, u32)> {
+    /// Probes `nodes` concurrently, each within the interval.
+    async fn probe_all(&self, nodes: &[Node]) -> Vec<(Result<()>, u32)> {
         let runtime = self.scheduler.runtime().as_ref();
         // A ping slower than the interval is a miss, whatever the runtime's own timeout: so a
         // hung engine is offline after K intervals, like a dead one, and ticks keep their pace.
@@ -274,7 +268,11 @@ impl Heartbeat {
         // Bounded: 5,000 pings in flight at once held tens of megabytes of request state for a
         // moment every tick. Each probe's deadline starts when it does, so a slot held by a hung
         // engine delays the others, never counts a miss against them.
-        let pause = deadline / fraction;
+        // Refusals are re-checked a twentieth of the interval apart: a SIGKILLed engine refuses
+        // from the moment it dies (one restarting, for seconds), so K of them 25 ms apart say
+        // as much as K of them 100 ms apart did, and its failover starts ~150 ms sooner whether
+        // its watch or a tick saw it first (a kill during a tick's probe goes the tick's way).
+        let pause = deadline / 20;
         let probes: Vec<_> = nodes.iter().map(|n| probe(runtime, n, deadline, threshold, pause)).collect();
         futures::stream::iter(probes).buffered(PINGS_AT_ONCE).collect().await
     }
