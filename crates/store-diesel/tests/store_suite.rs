@@ -303,6 +303,48 @@ async fn eight_concurrent_writers_never_see_database_is_locked(db: TestDb) {
     assert!(t.store.list_replicas(ReplicaFilter::default()).await.unwrap().is_empty());
 }
 
+/// An operator's writes (a deployment created, scaled; the request's audit record) go ahead of
+/// a backlog of the converges' writes: they wait for the write under way, not for the queue.
+/// In arrival order, each waited for all 40 placements queued before it.
+async fn an_operators_writes_go_ahead_of_the_converges_backlog(db: TestDb) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const QUEUED: usize = 40;
+    let t = TempStore::new(db).await;
+    online_node(&t.store, "n1", 1_000_000).await;
+    deployment(&t.store, "web", 1).await;
+    let placed = Arc::new(AtomicUsize::new(0));
+    let mut backlog = Vec::new();
+    for _ in 0..QUEUED {
+        let (store, placed) = (Arc::clone(&t.store), Arc::clone(&placed));
+        backlog.push(tokio::spawn(async move {
+            let batch: Vec<Placement> = (0..500).map(|_| placement("web", "n1", 1)).collect();
+            store.place_replicas(&batch).await.unwrap();
+            placed.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+    // The first placement written: the others are waiting their turn behind it by now.
+    while placed.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    deployment(&t.store, "api", 1).await;
+    let after_create = placed.load(Ordering::SeqCst);
+    t.store.scale_deployment(&deployment_name("api"), 3, 1).await.unwrap();
+    let entry = orchestrator_core::AuditEntry {
+        at: SystemTime::now(),
+        token_id: "admin".into(),
+        action: "POST /v1/deployments".into(),
+        status: 201,
+    };
+    t.store.append_audit(entry).await.unwrap();
+    let after_audit = placed.load(Ordering::SeqCst);
+    for task in backlog {
+        task.await.unwrap();
+    }
+    assert!(after_create < QUEUED / 2, "the create waited for {after_create} of {QUEUED} queued placements");
+    assert!(after_audit < QUEUED / 2, "scale and audit waited for {after_audit} of {QUEUED} queued placements");
+    assert_eq!(t.store.list_replicas(ReplicaFilter::default()).await.unwrap().len(), QUEUED * 500);
+}
+
 async fn data_survives_reopening(db: TestDb) {
     let t = TempStore::new(db).await;
     online_node(&t.store, "n1", 5).await;
@@ -1300,6 +1342,7 @@ on_both_backends!(
     release_and_delete_give_capacity_back,
     concurrent_reservations_never_oversubscribe,
     eight_concurrent_writers_never_see_database_is_locked,
+    an_operators_writes_go_ahead_of_the_converges_backlog,
     data_survives_reopening,
     rejects_unknown_store_urls,
     tokens_and_audit_survive_reopening,
