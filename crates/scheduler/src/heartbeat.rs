@@ -104,15 +104,21 @@ impl Heartbeat {
 
     pub async fn run(mut self, shutdown: CancellationToken) {
         let stats_owner = Arc::clone(&self.scheduler);
-        let mut interval = tokio::time::interval(self.scheduler.config().heartbeat_interval);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = interval.tick() => {
-                    if let Err(e) = self.tick().await {
-                        warn!(error = %e, "heartbeat tick failed");
-                    }
+                () = tokio::time::sleep_until(next) => {
+                    let started = tokio::time::Instant::now();
+                    let pinged = match self.tick().await {
+                        Ok(tick) => tick.answered + tick.missed,
+                        Err(e) => {
+                            warn!(error = %e, "heartbeat tick failed");
+                            0
+                        }
+                    };
+                    // A tick that ran late delays the next rather than bunching them up.
+                    next = (started + self.spacing(pinged)).max(tokio::time::Instant::now());
                     // Running (and so ready) only once a first tick has told which nodes are
                     // online: a create before that would see every node offline.
                     stats_owner.stats().set_running(Loop::Heartbeat, true);
@@ -130,6 +136,14 @@ impl Heartbeat {
         }
         stats_owner.stats().set_running(Loop::Heartbeat, false);
         info!("heartbeat stopped");
+    }
+
+    /// Time from a tick that pinged `pinged` nodes to the next: the interval, or longer where
+    /// that many pings each interval would pass the budget (`pings_per_second`).
+    fn spacing(&self, pinged: usize) -> Duration {
+        let config = self.scheduler.config();
+        let budget = f64::from(config.pings_per_second.max(1));
+        config.heartbeat_interval.max(Duration::from_secs_f64(pinged as f64 / budget))
     }
 
     /// One round: ping all nodes concurrently (each bounded by the runtime's ping timeout), so a

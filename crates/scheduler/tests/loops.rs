@@ -144,6 +144,27 @@ async fn an_engine_whose_watch_ends_is_offline_before_the_next_tick() {
     shutdown.cancel();
 }
 
+/// Past the ping budget the ticks space out to nodes / budget (6 nodes at 4 pings a second:
+/// one tick each 1.5 s, not each 500 ms); a killed engine is still seen at once, by its watch.
+#[tokio::test(start_paused = true)]
+async fn past_the_ping_budget_ticks_space_out_and_a_kill_is_still_seen_at_once() {
+    let h = Harness::new(SchedulerConfig { pings_per_second: 4, ..SchedulerConfig::default() });
+    h.online_nodes(6, 10).await;
+    let shutdown = CancellationToken::new();
+    let heartbeat = heartbeat_with_rebalancer(&h, &shutdown);
+    tokio::spawn(heartbeat.run(shutdown.clone()));
+    tokio::time::sleep(Duration::from_millis(6_100)).await;
+    let ticks = h.scheduler.stats().heartbeat_ticks();
+    assert!((4..=5).contains(&ticks), "{ticks} ticks in 6.1 s (13 at one a 500 ms)");
+    h.engines.set_down("node2", true);
+    let killed = tokio::time::Instant::now();
+    while h.node("node2").await.status != NodeStatus::Offline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(killed.elapsed() < Duration::from_millis(200), "offline after {:?}", killed.elapsed());
+    shutdown.cancel();
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_watch_that_ends_while_the_engine_answers_marks_nothing() {
     let (h, shutdown, mut heartbeat) = nodes_with_heartbeat(2).await;
