@@ -17,8 +17,9 @@ pub struct SchedulerConfig {
     /// At 5,000 nodes and 500 ms, 10,000 pings a second held ~0.43 of a core on the server
     /// alone (`cargo xtask bench scale`), and as much again on the engines' side of the bench.
     pub pings_per_second: u32,
-    /// Consecutive missed heartbeats before a node is marked offline. With the defaults a dead
-    /// node is offline within 1.5 s; raise it to ride out short network blips.
+    /// Consecutive missed heartbeats before a node is marked offline. With the defaults a hung
+    /// node is offline within 1.5 s up to 2,000 nodes (see `pings_per_second`), a killed one
+    /// in well under a second whatever the size; raise it to ride out short network blips.
     pub misses_to_offline: u32,
     /// Time between full reconcile passes (Docker's view against the store's).
     pub reconcile_interval: Duration,
