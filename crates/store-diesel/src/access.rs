@@ -26,7 +26,7 @@ fn token(row: TokenRow) -> Result<ApiToken, Error> {
 impl AccessStore for DieselStore {
     async fn add_token(&self, token: ApiToken) -> Result<()> {
         Ok(self
-            .write_operator(RevisionChange::Bump, move |conn| {
+            .write_ahead(RevisionChange::Bump, move |conn| {
                 let taken: i64 = tokens::table
                     .filter(tokens::id.eq(&token.id).or(tokens::digest.eq(&token.digest)))
                     .count()
@@ -63,7 +63,7 @@ impl AccessStore for DieselStore {
 
     async fn append_audit(&self, entry: AuditEntry) -> Result<()> {
         Ok(self
-            .write_operator(RevisionChange::Keep, move |conn| {
+            .write_ahead(RevisionChange::Keep, move |conn| {
                 diesel::insert_into(audit::table)
                     .values((
                         audit::at_ms.eq(to_millis(entry.at)),

@@ -64,7 +64,7 @@ impl DeploymentStore for DieselStore {
         let now = to_millis(SystemTime::now());
         let row = DeploymentRow::new(name, &spec, 1, 1, (now, now));
         Ok(self
-            .write_operator(RevisionChange::Bump, move |conn| {
+            .write_ahead(RevisionChange::Bump, move |conn| {
                 let exists = deployments::table.find(&row.name).count().get_result::<i64>(conn)? > 0;
                 if exists {
                     return Err(DomainError::already_exists(Kind::Deployment, row.name).into());
@@ -106,7 +106,7 @@ impl DeploymentStore for DieselStore {
         let name = name.to_string();
         let now = to_millis(SystemTime::now());
         Ok(self
-            .write_operator(RevisionChange::Bump, move |conn| {
+            .write_ahead(RevisionChange::Bump, move |conn| {
                 let before = load_deployment(conn, &name)?;
                 let expected = i64::try_from(expected_version).unwrap_or(i64::MAX);
                 let changed = diesel::update(
@@ -138,7 +138,7 @@ impl DeploymentStore for DieselStore {
         let kept = self.revisions_kept();
         let now = SystemTime::now();
         Ok(self
-            .write_operator(RevisionChange::Bump, move |conn| {
+            .write_ahead(RevisionChange::Bump, move |conn| {
                 let before = load_deployment(conn, name.as_str())?;
                 if before.version != expected_version {
                     return Err(DomainError::stale_version(name.as_str(), before.version, expected_version).into());
@@ -356,7 +356,7 @@ impl DeploymentStore for DieselStore {
     async fn delete_deployment(&self, name: &DeploymentName) -> Result<Vec<Replica>> {
         let name = name.to_string();
         Ok(self
-            .write_operator(RevisionChange::Bump, move |conn| {
+            .write_ahead(RevisionChange::Bump, move |conn| {
                 load_deployment(conn, &name)?;
                 let rows: Vec<ReplicaRow> = replicas::table
                     .filter(replicas::deployment.eq(&name))

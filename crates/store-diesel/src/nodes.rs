@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::events;
 use crate::rows::{NodeRow, labels_json, parse_host_port, parse_ports, to_millis};
 use crate::schema::{node_ports, nodes, replicas};
-use crate::store::DieselStore;
+use crate::store::{DieselStore, RevisionChange};
 
 /// Nodes per `UPDATE ... WHERE name IN (...)`; well under SQLite's bound-parameter limit.
 const HEARTBEAT_CHUNK: usize = 500;
@@ -146,7 +146,7 @@ impl NodeStore for DieselStore {
     async fn mark_offline(&self, names: &[NodeName]) -> Result<()> {
         let names: Vec<String> = names.iter().map(ToString::to_string).collect();
         Ok(self
-            .write_urgent(move |conn| {
+            .write_ahead(RevisionChange::Bump, move |conn| {
                 for name in &names {
                     set_status(conn, name, NodeStatus::Offline, None)?;
                 }
@@ -189,7 +189,7 @@ impl NodeStore for DieselStore {
         let at = to_millis(at);
         // No new revision: a node's status changes by `set_node_status`, which makes one.
         Ok(self
-            .write_quiet(move |conn| {
+            .write_ahead(RevisionChange::Keep, move |conn| {
                 for chunk in names.chunks(HEARTBEAT_CHUNK) {
                     diesel::update(nodes::table.filter(nodes::name.eq_any(chunk)))
                         .set(nodes::last_heartbeat_ms.eq(at))

@@ -22,7 +22,7 @@ use crate::prepared::Fixed;
 use crate::rows::{NewReplicaRow, NodePortRow};
 use crate::rows::{ReplicaRow, parse_health, ports_text, replica_id, to_i64, to_millis};
 use crate::schema::{deployments, node_ports, nodes, replicas};
-use crate::store::DieselStore;
+use crate::store::{DieselStore, RevisionChange};
 
 /// Rows per multi-row INSERT on PostgreSQL (at most 9 parameters each).
 #[cfg(feature = "postgres")]
@@ -669,7 +669,7 @@ impl ReplicaStore for DieselStore {
     async fn mark_node_lost(&self, node: &NodeName) -> Result<Vec<Replica>> {
         let node = node.to_string();
         Ok(self
-            .write_urgent(move |conn| {
+            .write_ahead(RevisionChange::Bump, move |conn| {
                 load_node(conn, &node)?;
                 let rows: Vec<ReplicaRow> = replicas::table
                     .filter(replicas::node.eq(&node))

@@ -56,8 +56,7 @@ pub struct DieselStore {
     /// The queue for the writer, in arrival order, waited on asynchronously. Without it every
     /// waiting write parked a blocking thread on the writer's mutex, which is not fair: while a
     /// million replicas started, hundreds of threads woke each other and an API request's write
-    /// waited behind any number of later ones. Lease writes, heartbeats' timestamps, the
-    /// failure detector's writes (`write_urgent`) and an operator's (`write_operator`) skip it.
+    /// waited behind any number of later ones. Lease writes and `write_ahead`'s skip it.
     write_turn: Arc<tokio::sync::Mutex<()>>,
     /// To open the writer again when the server dropped it. Holds the password: never logged.
     url: Arc<str>,
@@ -203,43 +202,26 @@ impl DieselStore {
         self.fenced_write(RevisionChange::Bump, Turn::Queued, f).await
     }
 
-    /// A fenced write ahead of those waiting their turn (it waits for the write under way only):
-    /// the failure detector's marks and the lost replicas of a dead node, which a failover's
-    /// backlog of writes must not delay (the heartbeat's next tick waits for both).
-    pub(crate) async fn write_urgent<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
-    {
-        self.fenced_write(RevisionChange::Bump, Turn::Skipped, f).await
-    }
-
-    /// An operator's write (a deployment created, scaled, updated or deleted; a token; an audit
-    /// record, which keeps the revision: no view derived from the store shows it, and with a new
-    /// revision each API mutation made `/status` be built twice), ahead of those waiting their
-    /// turn: the client is waiting on the answer, and the converges' backlog of writes is
-    /// not its to wait for. While 200 deployments of 1,000 were created one after the other,
-    /// each `POST /v1/deployments` took ~100 ms in the queue (~30 ms ahead of it), and the
-    /// creates, not the starts, set the pace (`cargo xtask bench scale`). Bounded by what
-    /// clients send, one small write each; the queued writes still take their turns between.
-    pub(crate) async fn write_operator<T, F>(&self, change: RevisionChange, f: F) -> Result<T>
+    /// A fenced write ahead of those waiting their turn: it waits for the write under way only.
+    /// For the writes someone is waiting on, which the converges' backlog must not delay:
+    /// - the failure detector's marks and a dead node's lost replicas (the heartbeat's next tick
+    ///   waits for both);
+    /// - heartbeats' timestamps, several a second, made with `Keep`: a new revision each would
+    ///   make every cached view (`/status`, its summary, the counts) be built again while
+    ///   nothing readers count changed;
+    /// - an operator's writes (a deployment created, scaled, updated or deleted; a token; the
+    ///   request's audit record, with `Keep`: no view shows it, and a new revision made
+    ///   `/status` be built twice per mutation). While 200 deployments of 1,000 were created
+    ///   one after the other, each `POST /v1/deployments` took ~100 ms in the queue (~30 ms
+    ///   ahead of it), and the creates, not the starts, set the pace (`cargo xtask bench
+    ///   scale`). Bounded by what clients send, one small write each; the queued writes still
+    ///   take their turns between.
+    pub(crate) async fn write_ahead<T, F>(&self, change: RevisionChange, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
     {
         self.fenced_write(change, Turn::Skipped, f).await
-    }
-
-    /// A fenced write that makes no new revision: heartbeats' timestamps, several a second,
-    /// which would otherwise make every cached view (`/status`, its summary, the counts) be
-    /// built again each time while nothing readers count changed. Not queued: the heartbeat's
-    /// tick must not wait for a backlog of converges' writes.
-    pub(crate) async fn write_quiet<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut AnyConnection) -> Result<T> + Send + 'static,
-    {
-        self.fenced_write(RevisionChange::Keep, Turn::Skipped, f).await
     }
 
     async fn fenced_write<T, F>(&self, revision_change: RevisionChange, turn: Turn, f: F) -> Result<T>
