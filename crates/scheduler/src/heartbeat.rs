@@ -46,18 +46,18 @@ pub fn handoff() -> (mpsc::Sender<NodeDown>, mpsc::Receiver<NodeDown>) {
 /// Pings a node within `deadline`; returns the outcome and the misses it counts.
 ///
 /// A refused or reset connection means the engine is not listening (down, not slow), so it is
-/// re-checked at once, `pause` apart, up to `attempts` times: K quick refusals count as K misses
-/// within one tick, and a killed engine is offline in well under K intervals. A slow or silent
-/// engine is never re-checked within the tick: its miss already cost the whole interval, so a
-/// busy engine keeps its K intervals to answer (no false downs).
-async fn probe(
-    runtime: &dyn ContainerRuntime,
-    node: &Node,
-    deadline: Duration,
-    attempts: u32,
-    pause: Duration,
-) -> (Result<()>, u32) {
+/// re-checked at once, a twentieth of `deadline` apart, up to `attempts` times: K quick
+/// refusals count as K misses within one tick, and a killed engine is offline in well under K
+/// intervals. A slow or silent engine is never re-checked within the tick: its miss already
+/// cost the whole interval, so a busy engine keeps its K intervals to answer (no false downs).
+///
+/// A twentieth, not a fifth as first built: a SIGKILLed engine refuses from the moment it dies
+/// (one restarting, for seconds), so K refusals 25 ms apart say as much as K 100 ms apart did,
+/// and its failover starts ~150 ms sooner whether its watch or a tick saw it first (a kill
+/// during a tick's probe goes the tick's way).
+async fn probe(runtime: &dyn ContainerRuntime, node: &Node, deadline: Duration, attempts: u32) -> (Result<()>, u32) {
     let started = tokio::time::Instant::now();
+    let pause = deadline / 20;
     let mut missed = 0;
     loop {
         let left = deadline.saturating_sub(started.elapsed());
@@ -282,12 +282,7 @@ impl Heartbeat {
         // Bounded: 5,000 pings in flight at once held tens of megabytes of request state for a
         // moment every tick. Each probe's deadline starts when it does, so a slot held by a hung
         // engine delays the others, never counts a miss against them.
-        // Refusals are re-checked a twentieth of the interval apart: a SIGKILLed engine refuses
-        // from the moment it dies (one restarting, for seconds), so K of them 25 ms apart say
-        // as much as K of them 100 ms apart did, and its failover starts ~150 ms sooner whether
-        // its watch or a tick saw it first (a kill during a tick's probe goes the tick's way).
-        let pause = deadline / 20;
-        let probes: Vec<_> = nodes.iter().map(|n| probe(runtime, n, deadline, threshold, pause)).collect();
+        let probes: Vec<_> = nodes.iter().map(|n| probe(runtime, n, deadline, threshold)).collect();
         futures::stream::iter(probes).buffered(PINGS_AT_ONCE).collect().await
     }
 
