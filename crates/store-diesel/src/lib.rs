@@ -12,6 +12,7 @@ mod events;
 mod exits;
 mod fence;
 mod lease;
+mod node_cache;
 mod nodes;
 mod policy_json;
 mod prepared;

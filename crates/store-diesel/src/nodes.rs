@@ -14,6 +14,7 @@ use orchestrator_core::{
 use crate::connection::AnyConnection;
 use crate::error::Error;
 use crate::events;
+use crate::node_cache::{self, NodeCache};
 use crate::rows::{NodeRow, labels_json, parse_host_port, parse_ports, to_millis};
 use crate::schema::{node_ports, nodes, replicas};
 use crate::store::{DieselStore, RevisionChange};
@@ -41,9 +42,8 @@ pub(crate) fn load_node(conn: &mut AnyConnection, name: &str) -> Result<Node, Er
 
 /// Every node, with the host ports its replicas hold: all of them (`None`), or only those
 /// among `only` (none for an empty list, and no query).
-fn load_nodes(conn: &mut AnyConnection, only: Option<&[HostPort]>) -> Result<Vec<Node>, Error> {
-    let rows: Vec<NodeRow> = nodes::table.order(nodes::name).select(NodeRow::as_select()).load(conn)?;
-    let mut nodes: Vec<Node> = rows.into_iter().map(Node::try_from).collect::<Result<_, _>>()?;
+fn load_nodes(conn: &mut AnyConnection, cache: &NodeCache, only: Option<&[HostPort]>) -> Result<Vec<Node>, Error> {
+    let mut nodes = cache.load(conn)?;
     let held: Vec<(String, String, i32)> = match only {
         None => node_ports::table.select((node_ports::node, node_ports::protocol, node_ports::port)).load(conn)?,
         Some([]) => Vec::new(),
@@ -112,6 +112,7 @@ impl NodeStore for DieselStore {
                     return Err(DomainError::already_exists(Kind::Node, row.name).into());
                 }
                 diesel::insert_into(nodes::table).values(&row).execute(conn)?;
+                node_cache::bump(conn)?;
                 let node = load_node(conn, &row.name)?;
                 events::record(conn, &[NewEvent::node_added(&node)])?;
                 Ok(node)
@@ -125,12 +126,13 @@ impl NodeStore for DieselStore {
     }
 
     async fn list_nodes(&self) -> Result<Vec<Node>> {
-        Ok(self.read(|conn| load_nodes(conn, None)).await?)
+        let cache = self.node_cache();
+        Ok(self.read(move |conn| load_nodes(conn, &cache, None)).await?)
     }
 
     async fn list_nodes_holding(&self, ports: &[HostPort]) -> Result<Vec<Node>> {
-        let ports = ports.to_vec();
-        Ok(self.read(move |conn| load_nodes(conn, Some(&ports))).await?)
+        let (ports, cache) = (ports.to_vec(), self.node_cache());
+        Ok(self.read(move |conn| load_nodes(conn, &cache, Some(&ports))).await?)
     }
 
     async fn set_node_status(
@@ -175,6 +177,7 @@ impl NodeStore for DieselStore {
                         ))
                         .execute(conn)?;
                 }
+                node_cache::bump(conn)?;
                 let node = load_node(conn, &name)?;
                 if (&before.labels, &before.public_host) != (&node.labels, &node.public_host) {
                     events::record(conn, &[NewEvent::node_updated(&node)])?;
@@ -215,6 +218,7 @@ impl NodeStore for DieselStore {
                 }
                 diesel::delete(replicas::table.filter(replicas::node.eq(&name))).execute(conn)?;
                 diesel::delete(nodes::table.find(&name)).execute(conn)?;
+                node_cache::bump(conn)?;
                 events::record(conn, &[NewEvent::node_removed(&name)])?;
                 Ok(())
             })

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use diesel::prelude::*;
 use orchestrator_core::{
     Change, Claim, ContainerTemplate, CrashLoop, Deployment, DeploymentName, DeploymentSpec, EngineAddress,
-    EngineFacts, Health, HostPort, Node, NodeName, Protocol, Replica, ReplicaId, ReplicaState, Reserved, Revision,
-    Rollout, RolloutState, Unplaced,
+    EngineFacts, Health, HostPort, Node, NodeName, NodeStatus, Protocol, Replica, ReplicaId, ReplicaState, Reserved,
+    Revision, Rollout, RolloutState, Unplaced,
 };
 
 use crate::error::{Error, Result};
@@ -83,24 +83,57 @@ impl TryFrom<NodeRow> for Node {
             }),
             _ => None,
         };
-        Ok(Node {
+        let mut node = Node {
             name: NodeName::new(row.name).map_err(|e| corrupt("node name", e))?,
             address: EngineAddress::parse(&row.address).map_err(|e| corrupt("node address", e))?,
             capacity: to_u32("node capacity", row.capacity)?,
-            available: to_u32("node available", row.available)?,
-            status: row.status.parse().map_err(|e| corrupt("node status", e))?,
-            last_heartbeat: row.last_heartbeat_ms.map(from_millis),
+            // These three and `reserved` are set from the moving columns below.
+            available: 0,
+            status: NodeStatus::Offline,
+            last_heartbeat: None,
             labels,
             public_host: row.public_host,
             engine,
-            // The ports are rows of `node_ports`: `nodes::with_ports` adds them.
-            reserved: Reserved {
-                memory_bytes: u64::try_from(row.memory_reserved).map_err(|e| corrupt("node memory reserved", e))?,
-                nano_cpus: u64::try_from(row.nano_cpus_reserved).map_err(|e| corrupt("node cpus reserved", e))?,
-                ports: Default::default(),
+            reserved: Reserved::default(),
+        };
+        set_moving(
+            &mut node,
+            NodeMovingRow {
+                available: row.available,
+                status: row.status,
+                last_heartbeat_ms: row.last_heartbeat_ms,
+                memory_reserved: row.memory_reserved,
+                nano_cpus_reserved: row.nano_cpus_reserved,
             },
-        })
+        )?;
+        Ok(node)
     }
+}
+
+/// The columns of a node that change with its replicas and heartbeats (the others change only
+/// with `cluster.nodes_version`; see `node_cache`).
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = nodes)]
+pub struct NodeMovingRow {
+    pub available: i64,
+    pub status: String,
+    pub last_heartbeat_ms: Option<i64>,
+    pub memory_reserved: i64,
+    pub nano_cpus_reserved: i64,
+}
+
+/// Sets what `row` holds on `node`, its held ports cleared: they are rows of `node_ports`,
+/// which `nodes::add_ports` adds.
+pub fn set_moving(node: &mut Node, row: NodeMovingRow) -> Result<()> {
+    node.available = to_u32("node available", row.available)?;
+    node.status = row.status.parse().map_err(|e| corrupt("node status", e))?;
+    node.last_heartbeat = row.last_heartbeat_ms.map(from_millis);
+    node.reserved = Reserved {
+        memory_bytes: u64::try_from(row.memory_reserved).map_err(|e| corrupt("node memory reserved", e))?,
+        nano_cpus: u64::try_from(row.nano_cpus_reserved).map_err(|e| corrupt("node cpus reserved", e))?,
+        ports: Default::default(),
+    };
+    Ok(())
 }
 
 #[derive(Queryable, Selectable, Insertable)]

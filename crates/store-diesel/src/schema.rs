@@ -6,6 +6,7 @@ diesel::table! {
         singleton -> Integer,
         id -> Text,
         revision -> BigInt,
+        nodes_version -> BigInt,
     }
 }
 

@@ -24,6 +24,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use crate::connection::{AnyConnection, each_backend};
 use crate::error::{Error, Result};
 use crate::fence::Fence;
+use crate::node_cache::NodeCache;
 use crate::revision::RevisionCache;
 use crate::schema::cluster;
 use crate::setup::{Backend, READ_POOL_SIZE, Readers, SQLITE_WRITER_PRAGMAS, establish, redact};
@@ -68,6 +69,7 @@ pub struct DieselStore {
     /// Set on a leader's handle: every write checks the lease first (see `DieselStore::fenced`).
     fence: Option<Arc<Fence>>,
     revision: Arc<RevisionCache>,
+    node_cache: Arc<NodeCache>,
     /// Deployment revisions kept per deployment (the newest; the current one always).
     revisions_kept: usize,
     /// Seals registry passwords; without it they cannot be kept.
@@ -151,6 +153,7 @@ impl DieselStore {
             cluster_id: cluster_id.into(),
             fence: None,
             revision: Arc::default(),
+            node_cache: Arc::default(),
             revisions_kept: orchestrator_core::REVISIONS_KEPT,
             registry_key: None,
         })
@@ -172,6 +175,10 @@ impl DieselStore {
 
     pub(crate) fn registry_key(&self) -> Option<Arc<crate::registries::SealKey>> {
         self.registry_key.clone()
+    }
+
+    pub(crate) fn node_cache(&self) -> Arc<NodeCache> {
+        self.node_cache.clone()
     }
 
     pub(crate) fn revisions_kept(&self) -> usize {

@@ -185,6 +185,34 @@ async fn placement_reserves_capacity_all_or_nothing(db: TestDb) {
     assert_eq!(t.store.list_replicas(ReplicaFilter::default()).await.unwrap().len(), 2);
 }
 
+/// A batch of several deployments and shares, interleaved, is written as given: ids in its
+/// order, each replica what its placement said, each node reserved its own total.
+async fn a_mixed_batch_is_recorded_in_its_order(db: TestDb) {
+    let t = TempStore::new(db).await;
+    for node in ["n1", "n2", "n3"] {
+        online_node(&t.store, node, 10).await;
+    }
+    deployment(&t.store, "web", 3).await;
+    deployment(&t.store, "db", 2).await;
+    let batch = [
+        placement("web", "n1", 1),
+        placement("db", "n2", 2),
+        placement("web", "n2", 1),
+        placement("db", "n1", 2),
+        placement("web", "n3", 4),
+    ];
+    let placed = t.store.place_replicas(&batch).await.unwrap();
+    let written = |r: &orchestrator_core::Replica| (r.deployment.to_string(), r.node.to_string(), r.units);
+    let asked: Vec<_> = batch.iter().map(|p| (p.deployment.to_string(), p.node.to_string(), p.units)).collect();
+    assert_eq!(placed.iter().map(written).collect::<Vec<_>>(), asked);
+    assert!(placed.windows(2).all(|w| w[0].id < w[1].id), "{placed:?}");
+    let mut stored = t.store.list_replicas(ReplicaFilter::default()).await.unwrap();
+    stored.sort_by_key(|r| r.id);
+    assert_eq!(stored, placed);
+    let available: Vec<u32> = t.store.list_nodes().await.unwrap().iter().map(|n| n.available).collect();
+    assert_eq!(available, [7, 7, 6]);
+}
+
 async fn replica_lifecycle_keeps_capacity_consistent(db: TestDb) {
     let t = TempStore::new(db).await;
     online_node(&t.store, "n1", 10).await;
@@ -1123,6 +1151,45 @@ async fn registry_passwords_are_sealed_with_a_key_outside_the_store(db: TestDb) 
     assert!(matches!(gone, Error::NotFound { kind: Kind::Registry, .. }), "{gone:?}");
 }
 
+/// A server's list of nodes follows what another server sharing the store changes: nodes added,
+/// removed, relabelled, placed on and marked, each read after the other's write. (A server
+/// keeps what a node is between reads; a node removed and another added, same count, is the
+/// change it could mistake for none.)
+async fn a_servers_node_list_follows_another_servers_writes(db: TestDb) {
+    use std::collections::BTreeMap;
+
+    use orchestrator_core::NodeUpdate;
+    let t = TempStore::new(db).await;
+    let other = t.reopen().await;
+    online_node(&t.store, "n1", 8).await;
+    online_node(&t.store, "n2", 4).await;
+    deployment(&t.store, "web", 1).await;
+    let names = |nodes: &[orchestrator_core::Node]| -> Vec<(String, u32, u32)> {
+        nodes.iter().map(|n| (n.name.to_string(), n.capacity, n.available)).collect()
+    };
+    let seen = t.store.list_nodes().await.unwrap();
+    assert_eq!(names(&seen), [("n1".into(), 8, 8), ("n2".into(), 4, 4)]);
+
+    other.place_replicas(&[placement("web", "n1", 3)]).await.unwrap();
+    let seen = t.store.list_nodes().await.unwrap();
+    assert_eq!(names(&seen), [("n1".into(), 8, 5), ("n2".into(), 4, 4)]);
+
+    other.remove_node(&node_name("n2")).await.unwrap();
+    online_node(&other, "n3", 6).await;
+    let seen = t.store.list_nodes().await.unwrap();
+    assert_eq!(names(&seen), [("n1".into(), 8, 5), ("n3".into(), 6, 6)]);
+
+    let labels = BTreeMap::from([("zone".to_string(), "b".to_string())]);
+    other
+        .update_node(&node_name("n3"), NodeUpdate { labels: Some(labels.clone()), ..NodeUpdate::default() })
+        .await
+        .unwrap();
+    other.mark_offline(&[node_name("n1")]).await.unwrap();
+    let seen = t.store.list_nodes().await.unwrap();
+    assert_eq!((seen[0].status, &seen[1].labels), (NodeStatus::Offline, &labels));
+    assert_eq!(seen, other.list_nodes().await.unwrap());
+}
+
 macro_rules! on_both_backends {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -1335,9 +1402,11 @@ async fn image_digests_are_pinned_once_and_rollouts_marked_pulled(db: TestDb) {
 on_both_backends!(
     image_digests_are_pinned_once_and_rollouts_marked_pulled,
     nodes_crud,
+    a_servers_node_list_follows_another_servers_writes,
     duplicates_and_missing_objects_are_typed_errors,
     stale_version_is_a_conflict_not_an_overwrite,
     placement_reserves_capacity_all_or_nothing,
+    a_mixed_batch_is_recorded_in_its_order,
     replica_lifecycle_keeps_capacity_consistent,
     release_and_delete_give_capacity_back,
     concurrent_reservations_never_oversubscribe,
@@ -1379,9 +1448,11 @@ macro_rules! on_the_memory_store_too {
 on_the_memory_store_too!(
     image_digests_are_pinned_once_and_rollouts_marked_pulled,
     nodes_crud,
+    a_servers_node_list_follows_another_servers_writes,
     duplicates_and_missing_objects_are_typed_errors,
     stale_version_is_a_conflict_not_an_overwrite,
     placement_reserves_capacity_all_or_nothing,
+    a_mixed_batch_is_recorded_in_its_order,
     replica_lifecycle_keeps_capacity_consistent,
     release_and_delete_give_capacity_back,
     concurrent_reservations_never_oversubscribe,
