@@ -138,19 +138,26 @@ macro_rules! reserve_update {
 fn reserve(conn: &mut AnyConnection, per_node: &BTreeMap<&str, NodeTotal<'_>>) -> Result<(), Error> {
     let nodes: Vec<(&str, &NodeTotal<'_>)> = per_node.iter().map(|(n, t)| (*n, t)).collect();
     let reserved: BTreeSet<String> = match conn {
-        // The shares as one JSON parameter: one text for every batch, prepared once.
+        // One statement per share: the nodes taking the same share (a converge's batch is
+        // mostly one replica a node) as one JSON array of names, the share bound once.
         AnyConnection::Sqlite(c) => {
-            let shares: Vec<(&str, i64, i64, i64)> =
-                nodes.iter().map(|(n, t)| (*n, t.units, t.memory_bytes, t.nano_cpus)).collect();
-            Fixed::new(reserve_update!(
-                "(SELECT value ->> 0 AS name, value ->> 1 AS units, value ->> 2 AS memory, value ->> 3 AS cpus \
-                  FROM json_each(?)) AS v"
-            ))
-            .text(serde_json::to_string(&shares).expect("names and numbers always serialize"))
-            .load::<NodeNameRow>(c)?
-            .into_iter()
-            .map(|r| r.name)
-            .collect()
+            let mut by_share: BTreeMap<(i64, i64, i64), Vec<&str>> = BTreeMap::new();
+            for (node, t) in &nodes {
+                by_share.entry((t.units, t.memory_bytes, t.nano_cpus)).or_default().push(node);
+            }
+            let mut reserved = BTreeSet::new();
+            for ((units, memory, cpus), names) in by_share {
+                let rows = Fixed::new(reserve_update!(
+                    "(SELECT value AS name, ? AS units, ? AS memory, ? AS cpus FROM json_each(?)) AS v"
+                ))
+                .big_int(units)
+                .big_int(memory)
+                .big_int(cpus)
+                .text(serde_json::to_string(&names).expect("names always serialize"))
+                .load::<NodeNameRow>(c)?;
+                reserved.extend(rows.into_iter().map(|r| r.name));
+            }
+            reserved
         }
         #[cfg(feature = "postgres")]
         AnyConnection::Postgres(c) => {
@@ -310,28 +317,33 @@ fn insert_pending(conn: &mut AnyConnection, placements: &[Placement], now: i64) 
         deregistered_at_ms: None,
     };
     let inserted: Vec<ReplicaRow> = match conn {
-        // One short statement, the rows as one JSON parameter (see `hold_ports`), returning the
-        // ids alone: the rest is what was written.
+        // One short statement per run of placements alike but for their node (a converge's
+        // batch is one run): what they share bound once, their nodes as one JSON array of
+        // names (see `hold_ports`), returning the ids alone: the rest is what was written.
         AnyConnection::Sqlite(c) => {
-            let rows: Vec<_> = placements
-                .iter()
-                .map(|p| {
-                    let revision = i64::try_from(p.revision).unwrap_or(i64::MAX);
-                    let claim = (to_i64(p.claim.memory_bytes), to_i64(p.claim.nano_cpus), ports_text(&p.claim.ports));
-                    (p.deployment.as_str(), p.node.as_str(), i64::from(p.units), revision, claim.0, claim.1, claim.2)
-                })
-                .collect();
-            let mut ids: Vec<InsertedRow> = Fixed::new(
-                "INSERT INTO replicas \
-                     (deployment, node, units, revision, memory_bytes, nano_cpus, ports, state, created_at_ms) \
-                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, ?, ? \
-                 FROM json_each(?) ORDER BY key \
-                 RETURNING id, node",
-            )
-            .text(ReplicaState::Pending.as_str())
-            .big_int(now)
-            .text(serde_json::to_string(&rows).expect("text and numbers always serialize"))
-            .load(c)?;
+            let mut ids: Vec<InsertedRow> = Vec::with_capacity(placements.len());
+            for run in placements.chunk_by(|a, b| alike(a, b)) {
+                let first = &run[0];
+                let nodes: Vec<&str> = run.iter().map(|p| p.node.as_str()).collect();
+                ids.extend(
+                    Fixed::new(
+                        "INSERT INTO replicas \
+                             (deployment, node, units, revision, memory_bytes, nano_cpus, ports, state, created_at_ms) \
+                         SELECT ?, value, ?, ?, ?, ?, ?, ?, ? FROM json_each(?) ORDER BY key \
+                         RETURNING id, node",
+                    )
+                    .text(first.deployment.as_str())
+                    .big_int(i64::from(first.units))
+                    .big_int(i64::try_from(first.revision).unwrap_or(i64::MAX))
+                    .big_int(to_i64(first.claim.memory_bytes))
+                    .big_int(to_i64(first.claim.nano_cpus))
+                    .text(ports_text(&first.claim.ports))
+                    .text(ReplicaState::Pending.as_str())
+                    .big_int(now)
+                    .text(serde_json::to_string(&nodes).expect("names always serialize"))
+                    .load::<InsertedRow>(c)?,
+                );
+            }
             // The rows go in in the placements' order, each taking the next id; RETURNING
             // gives them in no promised order. The nodes check the pairing.
             ids.sort_unstable_by_key(|r| r.id);
@@ -369,6 +381,11 @@ fn insert_pending(conn: &mut AnyConnection, placements: &[Placement], now: i64) 
         }
     };
     inserted.into_iter().map(Replica::try_from).collect()
+}
+
+/// Whether two placements differ in their node alone.
+fn alike(a: &Placement, b: &Placement) -> bool {
+    (&a.deployment, a.units, a.revision, &a.claim) == (&b.deployment, b.units, b.revision, &b.claim)
 }
 
 #[derive(QueryableByName)]
