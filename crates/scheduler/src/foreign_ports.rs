@@ -3,7 +3,7 @@
 //! a start. Such a port is kept out of placement on that node for a while, then the node is
 //! tried again (the holder may have gone), so a refusal never turns into a hot loop.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ impl ForeignPorts {
 
     /// Adds the ports still held by others to the nodes' reserved ports, as placement reads
     /// them, and forgets those whose hold ran out.
-    pub fn apply(&self, nodes: &mut HashMap<NodeName, Node>) {
+    pub fn apply(&self, nodes: &mut BTreeMap<NodeName, Node>) {
         let mut held = self.held.lock().expect("foreign ports lock");
         if held.is_empty() {
             return;
@@ -85,7 +85,7 @@ mod tests {
     fn a_hold_shows_as_reserved_until_it_runs_out() {
         let foreign = ForeignPorts::default();
         let name = NodeName::new("n1").unwrap();
-        let mut nodes = HashMap::from([(
+        let mut nodes = BTreeMap::from([(
             name.clone(),
             orchestrator_core::NewNode::new("n1", "tcp://127.0.0.1:2375", 10).unwrap().into_node(),
         )]);
@@ -93,7 +93,7 @@ mod tests {
         foreign.apply(&mut nodes);
         assert!(nodes[&name].reserved.ports.contains(&port(18081)));
         foreign.held.lock().unwrap().values_mut().for_each(|until| *until = Instant::now());
-        let mut fresh = HashMap::from([(name.clone(), nodes[&name].clone())]);
+        let mut fresh = BTreeMap::from([(name.clone(), nodes[&name].clone())]);
         fresh.get_mut(&name).unwrap().reserved.ports.clear();
         foreign.apply(&mut fresh);
         assert!(fresh[&name].reserved.ports.is_empty());

@@ -42,7 +42,7 @@ pub struct Serving {
 }
 
 impl Serving {
-    pub fn of(replicas: impl IntoIterator<Item = Replica>, nodes: &HashMap<NodeName, Node>) -> Self {
+    pub fn of(replicas: impl IntoIterator<Item = Replica>, nodes: &BTreeMap<NodeName, Node>) -> Self {
         let mut serving = Serving::default();
         for r in replicas.into_iter().filter(|r| r.state.is_active()) {
             match nodes.get(&r.node).map(|n| n.status) {
@@ -56,7 +56,7 @@ impl Serving {
 }
 
 /// Plans one converge of `deployment` from its serving replicas and the nodes.
-pub fn plan(strategy: Strategy, deployment: &Deployment, serving: &Serving, nodes: &HashMap<NodeName, Node>) -> Plan {
+pub fn plan(strategy: Strategy, deployment: &Deployment, serving: &Serving, nodes: &BTreeMap<NodeName, Node>) -> Plan {
     let required = deployment.spec.replicas as usize;
     // A pending replica of an older revision never starts: its container would run the
     // current template under the old revision's name. It goes, and counts for nothing.
@@ -94,7 +94,7 @@ pub fn plan(strategy: Strategy, deployment: &Deployment, serving: &Serving, node
 pub fn place_more(
     strategy: Strategy,
     deployment: &Deployment,
-    nodes: &HashMap<NodeName, Node>,
+    nodes: &BTreeMap<NodeName, Node>,
     present: &[Replica],
     leaving: &[Replica],
     count: u32,
@@ -122,7 +122,7 @@ pub fn place_more(
 /// placed, in the order an operator would check them.
 fn why_unplaced(
     deployment: &Deployment,
-    nodes: &HashMap<NodeName, Node>,
+    nodes: &BTreeMap<NodeName, Node>,
     healthy: &[Replica],
     placing: &[NodeName],
 ) -> String {
@@ -206,7 +206,7 @@ pub struct Move {
     pub to: NodeName,
 }
 
-pub fn spread_move(deployment: &Deployment, replicas: &[Replica], nodes: &HashMap<NodeName, Node>) -> Option<Move> {
+pub fn spread_move(deployment: &Deployment, replicas: &[Replica], nodes: &BTreeMap<NodeName, Node>) -> Option<Move> {
     let mut per_node: BTreeMap<&NodeName, Vec<&Replica>> =
         nodes.values().filter(|n| n.is_schedulable() && admits(deployment, n)).map(|n| (&n.name, Vec::new())).collect();
     let running = replicas.iter().filter(|r| r.state == ReplicaState::Running);
@@ -250,7 +250,7 @@ pub fn admits(deployment: &Deployment, node: &Node) -> bool {
 
 /// The schedulable nodes the deployment's constraints admit, as placement sees them, with how
 /// many of `healthy` each runs.
-fn candidates(deployment: &Deployment, nodes: &HashMap<NodeName, Node>, healthy: &[Replica]) -> Vec<Candidate> {
+fn candidates(deployment: &Deployment, nodes: &BTreeMap<NodeName, Node>, healthy: &[Replica]) -> Vec<Candidate> {
     let mut here: HashMap<&NodeName, u32> = HashMap::new();
     for r in healthy {
         *here.entry(&r.node).or_default() += 1;
@@ -276,7 +276,7 @@ fn candidates(deployment: &Deployment, nodes: &HashMap<NodeName, Node>, healthy:
 
 /// Which `count` replicas to remove when scaling down: from the nodes running the most
 /// replicas of the deployment, then the fullest nodes, newest replica first.
-pub(crate) fn pick_surplus(healthy: &[Replica], nodes: &HashMap<NodeName, Node>, count: usize) -> Vec<Replica> {
+pub(crate) fn pick_surplus(healthy: &[Replica], nodes: &BTreeMap<NodeName, Node>, count: usize) -> Vec<Replica> {
     let mut per_node: BTreeMap<&NodeName, Vec<&Replica>> = BTreeMap::new();
     for r in healthy {
         per_node.entry(&r.node).or_default().push(r);
@@ -363,7 +363,7 @@ mod tests {
     }
 
     /// Up to 8 nodes of every status, and up to 30 replicas (some pending, some lost) on them.
-    fn arb_cluster() -> impl proptest::strategy::Strategy<Value = (HashMap<NodeName, Node>, Vec<Replica>)> {
+    fn arb_cluster() -> impl proptest::strategy::Strategy<Value = (BTreeMap<NodeName, Node>, Vec<Replica>)> {
         let status = prop::sample::select(vec![
             NodeStatus::Online,
             NodeStatus::Online,
@@ -378,7 +378,7 @@ mod tests {
         ]);
         (prop::collection::vec((status, 0u32..12), 1..8), prop::collection::vec((0usize..8, state), 0..30)).prop_map(
             |(nodes, replicas)| {
-                let nodes: HashMap<NodeName, Node> = nodes
+                let nodes: BTreeMap<NodeName, Node> = nodes
                     .into_iter()
                     .enumerate()
                     .map(|(i, (status, available))| {
@@ -407,7 +407,7 @@ mod tests {
 
     #[test]
     fn a_draining_node_is_emptied_once_its_replicas_run_elsewhere() {
-        let nodes: HashMap<NodeName, Node> = [node(0, NodeStatus::Draining, 10), node(1, NodeStatus::Online, 10)]
+        let nodes: BTreeMap<NodeName, Node> = [node(0, NodeStatus::Draining, 10), node(1, NodeStatus::Online, 10)]
             .into_iter()
             .map(|n| (n.name.clone(), n))
             .collect();
@@ -419,7 +419,7 @@ mod tests {
 
     #[test]
     fn a_spread_move_goes_from_the_busiest_node_to_the_emptiest_and_stops_within_one() {
-        let nodes: HashMap<NodeName, Node> =
+        let nodes: BTreeMap<NodeName, Node> =
             (0..2).map(|i| node(i, NodeStatus::Online, 10)).map(|n| (n.name.clone(), n)).collect();
         let three_on_one: Vec<Replica> = (1..=3).map(|id| replica(id, 0, ReplicaState::Running)).collect();
         let mv = spread_move(&deployment(3, 1), &three_on_one, &nodes).unwrap();
@@ -502,7 +502,7 @@ mod tests {
         }
     }
 
-    fn nodes_online(n: usize) -> HashMap<NodeName, Node> {
+    fn nodes_online(n: usize) -> BTreeMap<NodeName, Node> {
         (0..n).map(|i| node(i, NodeStatus::Online, 100)).map(|n| (n.name.clone(), n)).collect()
     }
 
@@ -569,7 +569,7 @@ mod tests {
 
     #[test]
     fn unplaced_replicas_say_why() {
-        let reason = |d: &Deployment, nodes: &HashMap<NodeName, Node>| {
+        let reason = |d: &Deployment, nodes: &BTreeMap<NodeName, Node>| {
             let plan = plan(Strategy::Spread, d, &Serving::default(), nodes);
             assert!(plan.unplaced > 0, "{plan:?}");
             plan.unplaced_reason.unwrap()
@@ -577,7 +577,7 @@ mod tests {
         let mut d = deployment(4, 1);
         d.spec.template.ports = vec![orchestrator_core::PortSpec::tcp(8080, Some(18081))];
         assert_eq!(reason(&d, &nodes_online(3)), "no online node has tcp/18081 free");
-        let offline: HashMap<NodeName, Node> =
+        let offline: BTreeMap<NodeName, Node> =
             (0..2).map(|i| node(i, NodeStatus::Offline, 100)).map(|n| (n.name.clone(), n)).collect();
         assert_eq!(reason(&d, &offline), "no online node");
         let mut zoned = deployment(1, 1);
@@ -596,7 +596,7 @@ mod tests {
         );
     }
 
-    fn with_engine(mut nodes: HashMap<NodeName, Node>, cpus: u32, memory_bytes: u64) -> HashMap<NodeName, Node> {
+    fn with_engine(mut nodes: BTreeMap<NodeName, Node>, cpus: u32, memory_bytes: u64) -> BTreeMap<NodeName, Node> {
         for n in nodes.values_mut() {
             n.engine = Some(orchestrator_core::EngineFacts { cpus, memory_bytes });
         }

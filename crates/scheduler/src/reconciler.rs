@@ -19,7 +19,7 @@
 //! waiting out a retry's backoff) is left out of the pass: its findings would be stale by the
 //! time its turn came, and the next pass after it looks again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::time::Instant;
@@ -62,7 +62,7 @@ struct Seen {
 /// said about them.
 struct Snapshot {
     /// The nodes as the sweep read them.
-    nodes: Arc<HashMap<NodeName, Node>>,
+    nodes: Arc<BTreeMap<NodeName, Node>>,
     /// Names of the nodes that answered, indexed by `Seen::node`.
     listed_names: Vec<NodeName>,
     /// Nodes whose listing succeeded: absence of a container there means something.
@@ -324,7 +324,7 @@ async fn fix(scheduler: &Scheduler, work: Work, snapshot: &Snapshot) -> Result<(
 
 /// Keeps how each replica ended and its last lines (read from its engine, all at once, each
 /// bounded), and deletes it, its capacity released: a replacement is placed.
-async fn retire(scheduler: &Scheduler, nodes: &HashMap<NodeName, Node>, ended: Vec<(&Replica, Ending)>) {
+async fn retire(scheduler: &Scheduler, nodes: &BTreeMap<NodeName, Node>, ended: Vec<(&Replica, Ending)>) {
     let runtime = scheduler.runtime().as_ref();
     let records =
         futures::future::join_all(ended.into_iter().map(|(r, ending)| capture(runtime, nodes.get(&r.node), r, ending)))

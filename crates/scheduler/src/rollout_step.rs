@@ -16,7 +16,7 @@
 //!   by the old ones everywhere) and nothing else is in flight, one old replica stops first,
 //!   `max_unavailable` raised to 1 if it was 0, and the step says so. Never a deadlock.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
 use orchestrator_core::{
@@ -86,7 +86,7 @@ pub fn step(
     deployment: &Deployment,
     rollout: &Rollout,
     serving: &Serving,
-    nodes: &HashMap<NodeName, Node>,
+    nodes: &BTreeMap<NodeName, Node>,
     now: SystemTime,
 ) -> Step {
     let required = deployment.spec.replicas as usize;
@@ -251,7 +251,7 @@ fn place(
     step: &mut Step,
     strategy: Strategy,
     deployment: &Deployment,
-    nodes: &HashMap<NodeName, Node>,
+    nodes: &BTreeMap<NodeName, Node>,
     (present, leaving): (&[Replica], &[Replica]),
     count: u32,
 ) {
@@ -272,7 +272,7 @@ pub fn simulate(
     deployment: &Deployment,
     policy: orchestrator_core::UpdatePolicy,
     replicas: Vec<Replica>,
-    mut nodes: HashMap<NodeName, Node>,
+    mut nodes: BTreeMap<NodeName, Node>,
     now: SystemTime,
 ) -> orchestrator_core::RolloutPlan {
     use orchestrator_core::{PlannedAction, PlannedKind, RolloutPlan};

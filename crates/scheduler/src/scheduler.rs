@@ -4,7 +4,7 @@
 //! converges through the queue (`enqueue`, `converge_all`): never two of one deployment at
 //! once, a bounded number across deployments, failed ones retried with a backoff.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -51,7 +51,7 @@ pub struct Converged {
 /// pass read them.
 pub(crate) struct Observed {
     pub(crate) fixes: BoxFuture<'static, Result<()>>,
-    pub(crate) nodes: Arc<HashMap<NodeName, Node>>,
+    pub(crate) nodes: Arc<BTreeMap<NodeName, Node>>,
 }
 
 type ConvergeQueue = WorkQueue<DeploymentName, Observed, Result<Converged>>;
@@ -250,15 +250,15 @@ impl Scheduler {
     }
 
     /// The nodes, their reserved host ports left out: for reaching engines, not placing.
-    pub(crate) async fn nodes_by_name(&self) -> Result<HashMap<NodeName, Node>> {
+    pub(crate) async fn nodes_by_name(&self) -> Result<BTreeMap<NodeName, Node>> {
         Ok(self.store.list_nodes_holding(&[]).await?.into_iter().map(|n| (n.name.clone(), n)).collect())
     }
 
     /// The nodes as placing `deployment` reads them: with those of its host ports that replicas
     /// hold, or that engines said something else holds.
-    pub(crate) async fn nodes_for(&self, deployment: &Deployment) -> Result<HashMap<NodeName, Node>> {
+    pub(crate) async fn nodes_for(&self, deployment: &Deployment) -> Result<BTreeMap<NodeName, Node>> {
         let claim = deployment.spec.template.claim();
-        let mut nodes: HashMap<NodeName, Node> =
+        let mut nodes: BTreeMap<NodeName, Node> =
             self.store.list_nodes_holding(&claim.ports).await?.into_iter().map(|n| (n.name.clone(), n)).collect();
         self.foreign_ports.apply(&mut nodes);
         for n in nodes.values_mut() {

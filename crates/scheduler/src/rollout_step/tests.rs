@@ -15,7 +15,7 @@ const MONITOR: Duration = Duration::from_secs(2);
 struct Sim {
     deployment: Deployment,
     rollout: Rollout,
-    nodes: HashMap<NodeName, Node>,
+    nodes: BTreeMap<NodeName, Node>,
     replicas: Vec<Replica>,
     next_id: u64,
     now: SystemTime,

@@ -48,7 +48,7 @@ impl Scheduler {
     pub(crate) async fn converge_locked(
         &self,
         name: &DeploymentName,
-        seen: Option<&HashMap<NodeName, Node>>,
+        seen: Option<&BTreeMap<NodeName, Node>>,
     ) -> Result<Converged> {
         // Read under the lock: the state may have changed while we waited for it.
         let mut deployment = match self.store.get_deployment(name).await {
@@ -69,7 +69,7 @@ impl Scheduler {
                 Err(e) => return Err(e),
             }
         }
-        let mut nodes: Cow<'_, HashMap<NodeName, Node>> = match seen {
+        let mut nodes: Cow<'_, BTreeMap<NodeName, Node>> = match seen {
             Some(nodes) => Cow::Borrowed(nodes),
             None => Cow::Owned(self.nodes_for(&deployment).await?),
         };
@@ -142,7 +142,7 @@ impl Scheduler {
     pub(super) async fn execute(
         &self,
         deployment: &Deployment,
-        nodes: &HashMap<NodeName, Node>,
+        nodes: &BTreeMap<NodeName, Node>,
         plan: Plan,
         placed: Vec<Replica>,
     ) -> Result<Converged> {
@@ -230,7 +230,7 @@ impl Scheduler {
     async fn start_all(
         &self,
         deployment: &Deployment,
-        nodes: &HashMap<NodeName, Node>,
+        nodes: &BTreeMap<NodeName, Node>,
         replicas: Vec<Replica>,
         report: &mut Converged,
     ) -> Vec<ReplicaId> {
@@ -346,7 +346,7 @@ impl Scheduler {
     async fn remove_if_deleted(
         &self,
         deployment: &Deployment,
-        nodes: &HashMap<NodeName, Node>,
+        nodes: &BTreeMap<NodeName, Node>,
         refused: &[(ReplicaId, NodeName)],
     ) {
         if refused.is_empty()
@@ -461,7 +461,7 @@ impl Scheduler {
     /// next pass tries again.
     pub(super) async fn remove_all(
         &self,
-        nodes: &HashMap<NodeName, Node>,
+        nodes: &BTreeMap<NodeName, Node>,
         replicas: Vec<Replica>,
         deregister_delay: std::time::Duration,
     ) -> usize {

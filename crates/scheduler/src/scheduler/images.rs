@@ -4,7 +4,7 @@
 //! stop), so a registry that refuses or is gone fails the rollout while every old replica
 //! still serves.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -27,7 +27,7 @@ impl Scheduler {
     /// Pins the deployment's current revision to the digest its tag names now, if it should be
     /// and is not yet, asking the engine of the first online node that answers. A registry's
     /// refusal is returned (as `PullFailed`); engines that do not answer leave it unpinned.
-    pub(super) async fn pin_image(&self, deployment: &mut Deployment, nodes: &HashMap<NodeName, Node>) -> Result<()> {
+    pub(super) async fn pin_image(&self, deployment: &mut Deployment, nodes: &BTreeMap<NodeName, Node>) -> Result<()> {
         if deployment.image_digest.is_some() || !deployment.spec.template.pins_digest() {
             return Ok(());
         }
@@ -60,7 +60,7 @@ impl Scheduler {
         &self,
         deployment: &mut Deployment,
         rollout: &Rollout,
-        nodes: &HashMap<NodeName, Node>,
+        nodes: &BTreeMap<NodeName, Node>,
     ) -> Result<PullAhead> {
         if let Err(e) = self.pin_image(deployment, nodes).await {
             return Ok(PullAhead::Failed(format!("image {} not resolved: {e}", deployment.spec.template.image)));
