@@ -1,6 +1,8 @@
 //! Where a node's Docker Engine API listens: `unix:///path`, `tcp://host:port`,
 //! `http://host:port` or `https://host:port`.
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
 
 const FIELD: &str = "address";
@@ -14,13 +16,14 @@ pub enum Scheme {
     Https,
 }
 
-/// A parsed and checked engine address. Displays as the operator wrote it.
+/// A parsed and checked engine address. Displays as the operator wrote it. Shared text: every
+/// read of the nodes clones each one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EngineAddress {
-    original: String,
+    original: Arc<str>,
     scheme: Scheme,
     /// Socket path for `unix`, `host:port` otherwise.
-    target: String,
+    target: Arc<str>,
 }
 
 impl EngineAddress {
@@ -44,7 +47,7 @@ impl EngineAddress {
             if !rest.starts_with('/') || rest.len() < 2 || rest.contains('\0') {
                 return Err(invalid("a unix socket needs an absolute path, e.g. unix:///var/run/docker.sock"));
             }
-            return Ok(Self { original: value.to_string(), scheme, target: rest.to_string() });
+            return Ok(Self { original: value.into(), scheme, target: rest.into() });
         }
         let authority = rest.strip_suffix('/').unwrap_or(rest);
         let (host, port) = authority.rsplit_once(':').ok_or_else(|| invalid("missing :port"))?;
@@ -57,7 +60,7 @@ impl EngineAddress {
         if !host_ok {
             return Err(invalid("bad host"));
         }
-        Ok(Self { original: value.to_string(), scheme, target: format!("{host}:{port}") })
+        Ok(Self { original: value.into(), scheme, target: format!("{host}:{port}").into() })
     }
 
     pub fn scheme(&self) -> Scheme {
@@ -76,7 +79,7 @@ impl EngineAddress {
     /// The host the engine is reached at (a name, an IPv4 or a bracketed IPv6 address): where
     /// ports it publishes are reached too. `None` for a unix socket.
     pub fn host(&self) -> Option<&str> {
-        (self.scheme != Scheme::Unix).then(|| self.target.rsplit_once(':').map_or(self.target.as_str(), |(h, _)| h))
+        (self.scheme != Scheme::Unix).then(|| self.target.rsplit_once(':').map_or(&*self.target, |(h, _)| h))
     }
 }
 

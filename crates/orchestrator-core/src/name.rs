@@ -40,14 +40,16 @@ macro_rules! label_name {
     };
     ($(#[$doc:meta])* $ty:ident, $field:literal, $validate:ident) => {
         $(#[$doc])*
+        // Shared text: names are cloned into every replica, map key and event of theirs, and
+        // a clone is then a count, not a copy.
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $ty(String);
+        pub struct $ty(std::sync::Arc<str>);
 
         impl $ty {
             pub fn new(value: impl Into<String>) -> Result<Self> {
                 let value = value.into();
                 $validate($field, &value)?;
-                Ok(Self(value))
+                Ok(Self(value.into()))
             }
 
             pub fn as_str(&self) -> &str {
