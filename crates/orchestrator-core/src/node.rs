@@ -202,6 +202,25 @@ impl Node {
     /// How many more replicas claiming `claim` each its memory, CPUs and ports leave room for
     /// (units aside). A claim of memory or CPUs needs the engine's facts: a node not yet heard
     /// from has no room for one.
+    /// What a planner counts once it puts a replica of `units` and `claim` here (the store
+    /// reserves the same when the placement is recorded).
+    pub fn hold(&mut self, units: u32, claim: &Claim) {
+        self.available = self.available.saturating_sub(units);
+        self.reserved.memory_bytes += claim.memory_bytes;
+        self.reserved.nano_cpus += claim.nano_cpus;
+        self.reserved.ports.extend(claim.ports.iter().copied());
+    }
+
+    /// `hold` undone: a replica of `units` and `claim` leaves.
+    pub fn release(&mut self, units: u32, claim: &Claim) {
+        self.available = (self.available + units).min(self.capacity);
+        self.reserved.memory_bytes = self.reserved.memory_bytes.saturating_sub(claim.memory_bytes);
+        self.reserved.nano_cpus = self.reserved.nano_cpus.saturating_sub(claim.nano_cpus);
+        for p in &claim.ports {
+            self.reserved.ports.remove(p);
+        }
+    }
+
     pub fn room_for(&self, claim: &Claim) -> u32 {
         if claim.ports.iter().any(|p| self.reserved.ports.contains(p)) {
             return 0;

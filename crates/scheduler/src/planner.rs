@@ -139,10 +139,7 @@ fn why_unplaced(
     for name in placing {
         *here.entry(name).or_default() += 1;
         if let Some(n) = after.get_mut(name) {
-            n.available = n.available.saturating_sub(units);
-            n.reserved.memory_bytes += claim.memory_bytes;
-            n.reserved.nano_cpus += claim.nano_cpus;
-            n.reserved.ports.extend(claim.ports.iter().copied());
+            n.hold(units, &claim);
         }
     }
     if after.is_empty() {

@@ -323,12 +323,7 @@ pub fn simulate(
                 why: why.clone(),
             });
             if let Some(n) = nodes.get_mut(&r.node) {
-                n.available = (n.available + r.units).min(n.capacity);
-                n.reserved.memory_bytes = n.reserved.memory_bytes.saturating_sub(r.claim.memory_bytes);
-                n.reserved.nano_cpus = n.reserved.nano_cpus.saturating_sub(r.claim.nano_cpus);
-                for p in &r.claim.ports {
-                    n.reserved.ports.remove(p);
-                }
+                n.release(r.units, &r.claim);
             }
         }
         replicas.retain(|r| !step.remove.iter().any(|gone| gone.id == r.id));
@@ -343,10 +338,7 @@ pub fn simulate(
                 why: None,
             });
             if let Some(n) = nodes.get_mut(node) {
-                n.available = n.available.saturating_sub(deployment.spec.units);
-                n.reserved.memory_bytes += claim.memory_bytes;
-                n.reserved.nano_cpus += claim.nano_cpus;
-                n.reserved.ports.extend(claim.ports.iter().copied());
+                n.hold(deployment.spec.units, &claim);
             }
             next_id += 1;
             replicas.push(Replica {
