@@ -19,6 +19,7 @@ use tracing::{Instrument, info_span, warn};
 mod actions;
 mod converge;
 mod images;
+mod placer;
 mod rollout;
 
 use crate::config::SchedulerConfig;
@@ -64,8 +65,8 @@ pub struct Scheduler {
     deployment_locks: Arc<KeyedLocks<DeploymentName>>,
     /// The seed's spawn rule, per engine: one batch of an image's containers at a time.
     spawn_locks: Arc<KeyedLocks<(NodeName, ImageRef)>>,
-    /// Held while a placement is decided and recorded (see `converge_locked`).
-    placing: Arc<tokio::sync::Mutex<()>>,
+    /// Whose turn it is to place, and who waits for it (see `placer`).
+    placer: Arc<placer::Placer>,
     permits: Arc<EngineLimits>,
     /// Host ports engines refused because something else holds them.
     foreign_ports: Arc<ForeignPorts>,
@@ -90,7 +91,7 @@ impl Scheduler {
             config,
             deployment_locks: Arc::default(),
             spawn_locks: Arc::default(),
-            placing: Arc::default(),
+            placer: Arc::default(),
             permits,
             foreign_ports: Arc::default(),
             stats: Arc::default(),
@@ -110,7 +111,7 @@ impl Scheduler {
             config: self.config.clone(),
             deployment_locks: Arc::clone(&self.deployment_locks),
             spawn_locks: Arc::clone(&self.spawn_locks),
-            placing: Arc::clone(&self.placing),
+            placer: Arc::clone(&self.placer),
             permits: Arc::clone(&self.permits),
             foreign_ports: Arc::clone(&self.foreign_ports),
             stats: Arc::clone(&self.stats),

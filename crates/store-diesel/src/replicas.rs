@@ -322,7 +322,7 @@ fn insert_pending(conn: &mut AnyConnection, placements: &[Placement], now: i64) 
         // names (see `hold_ports`), returning the ids alone: the rest is what was written.
         AnyConnection::Sqlite(c) => {
             let mut ids: Vec<InsertedRow> = Vec::with_capacity(placements.len());
-            for run in placements.chunk_by(|a, b| alike(a, b)) {
+            for run in placements.chunk_by(alike) {
                 let first = &run[0];
                 let nodes: Vec<&str> = run.iter().map(|p| p.node.as_str()).collect();
                 ids.extend(

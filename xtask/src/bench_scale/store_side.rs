@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, SqliteConnection};
+use futures::StreamExt;
 use orchestrator_core::{
     Change, ContainerTemplate, DeploymentName, DeploymentSpec, DeploymentStore, EngineFacts, ImageRef,
     MockContainerRuntime, NewNode, NodeName, NodeStatus, NodeStore, NodeUpdate, PortSpec, Resources,
@@ -148,9 +149,10 @@ pub struct Placed {
 
 /// `nodes` online nodes and deployments of `per_deployment` until `replicas`, in a store file
 /// as the server keeps it; then the scheduler's placement step (`Scheduler::place_missing`:
-/// read nodes and replicas, decide, reserve and record in one transaction) for each
-/// deployment, one after another as placements are decided (each on the capacity the one
-/// before left). Only that step is timed.
+/// read nodes and replicas, decide, reserve and record) for every deployment, as many at once
+/// as the server converges (`SchedulerConfig::converge_concurrency`): the placer decides them
+/// one after another, each on the capacity the ones before left, and records those that
+/// waited together. Only that step is timed.
 ///
 /// `claims`: every replica also claims memory and CPUs (nodes know their engine's size) and a
 /// fixed host port of its deployment's own, so each placement also reserves those and holds a
@@ -196,14 +198,23 @@ pub async fn placements(
     }
     // No expectations: any engine call panics and fails the benchmark.
     let runtime = Arc::new(MockContainerRuntime::new());
-    let scheduler = Scheduler::new(store, runtime, SchedulerConfig::default());
+    let config = SchedulerConfig::default();
+    let at_once = config.converge_concurrency;
+    let scheduler = Scheduler::new(store, runtime, config);
     let started = Instant::now();
     let mut placements = 0;
-    for name in &names {
-        let (placed, unplaced) = scheduler.place_missing(name).await?;
+    let mut placing = futures::stream::iter(&names)
+        .map(|name| {
+            let scheduler = &scheduler;
+            async move { (name, scheduler.place_missing(name).await) }
+        })
+        .buffer_unordered(at_once);
+    while let Some((name, outcome)) = placing.next().await {
+        let (placed, unplaced) = outcome?;
         ensure!(unplaced == 0, "{name}: {unplaced} replicas found no room");
         placements += placed.len() as u64;
     }
+    drop(placing);
     let took = started.elapsed();
     ensure!(placements == replicas, "placed {placements} of {replicas}");
     drop(scheduler);

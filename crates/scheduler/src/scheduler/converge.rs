@@ -1,7 +1,6 @@
 //! The executor half of converge: reads the state, asks the planner, and carries the plan out
 //! on the engines and in the store (starts in parallel, recorded in batches; removals after).
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::SystemTime;
 
@@ -69,15 +68,19 @@ impl Scheduler {
                 Err(e) => return Err(e),
             }
         }
-        let mut nodes: Cow<'_, BTreeMap<NodeName, Node>> = match seen {
-            Some(nodes) => Cow::Borrowed(nodes),
-            None => Cow::Owned(self.nodes_for(&deployment).await?),
+        let read: BTreeMap<NodeName, Node>;
+        let mut nodes: &BTreeMap<NodeName, Node> = match seen {
+            Some(nodes) => nodes,
+            None => {
+                read = self.nodes_for(&deployment).await?;
+                &read
+            }
         };
         let replicas = self.store.list_replicas(ReplicaFilter::deployment(name).active()).await?;
-        let serving = Serving::of(replicas, &nodes);
+        let serving = Serving::of(replicas.iter().cloned(), nodes);
         let now = SystemTime::now();
         let backing_off = deployment.crash_loop.as_ref().is_some_and(|c| c.is_backing_off(now));
-        let mut plan = planner::plan(self.config.strategy, &deployment, &serving, &nodes);
+        let mut plan = planner::plan(self.config.strategy, &deployment, &serving, nodes);
         let held_back = backing_off && !plan.place.is_empty();
         if backing_off {
             // Its replicas keep failing: no replacement before the backoff is over (a later
@@ -86,23 +89,22 @@ impl Scheduler {
             hold_back_placements(&mut plan);
         }
         let mut placed = Vec::new();
+        let decided_on;
         if !plan.place.is_empty() || (plan.unplaced > 0 && !backing_off) {
-            // Placements are decided one at a time across deployments, each on the capacity the
-            // one before left: converges deciding at once on the same numbers would all pick
-            // the same emptiest node. Only the decision and its record wait, not the starts.
-            let _placing = self.placing.lock().await;
-            nodes = Cow::Owned(self.nodes_for(&deployment).await?);
-            plan = planner::plan(self.config.strategy, &deployment, &serving, &nodes);
-            placed = self.record_placements(&deployment, std::mem::take(&mut plan.place)).await?;
+            // Decided again on the current capacity, in the placer's turn; only the decision
+            // and its record wait, not the starts.
+            let decided = self.place(&deployment, replicas).await?;
+            (plan, placed, decided_on) = (decided.plan, decided.placed, decided.nodes);
+            nodes = &decided_on;
         }
         if (!placed.is_empty() || !plan.restart.is_empty())
-            && let Err(e) = self.pin_image(&mut deployment, &nodes).await
+            && let Err(e) = self.pin_image(&mut deployment, nodes).await
         {
             // The starts ask the registry again and say why each cannot have its image; a
             // replica that finds the tag on its engine runs unpinned until the next resolve.
             warn!(error = %e, "image not resolved to a digest; starting by its tag");
         }
-        let mut report = self.execute(&deployment, &nodes, plan, placed).await?;
+        let mut report = self.execute(&deployment, nodes, plan, placed).await?;
         if held_back && let Some(crash) = &deployment.crash_loop {
             // Replacements are due when the backoff ends, not at the next reconcile pass.
             report.look_again = crash.retry_at.duration_since(now).ok();
@@ -191,7 +193,7 @@ impl Scheduler {
                 break;
             };
             let placed = {
-                let _placing = self.placing.lock().await;
+                let _placing = self.placer.turn.lock().await;
                 self.record_placements(&deployment, vec![to.clone()]).await?
             };
             if !self.start_one(&deployment, &nodes[&to], &placed[0]).await {
@@ -214,11 +216,9 @@ impl Scheduler {
     pub async fn place_missing(&self, name: &DeploymentName) -> Result<(Vec<Replica>, u32)> {
         let _turn = self.deployment_locks.lock(name).await;
         let deployment = self.store.get_deployment(name).await?;
-        let _placing = self.placing.lock().await;
-        let nodes = self.nodes_for(&deployment).await?;
         let replicas = self.store.list_replicas(ReplicaFilter::deployment(name).active()).await?;
-        let plan = planner::plan(self.config.strategy, &deployment, &Serving::of(replicas, &nodes), &nodes);
-        Ok((self.record_placements(&deployment, plan.place).await?, plan.unplaced))
+        let decided = self.place(&deployment, replicas).await?;
+        Ok((decided.placed, decided.plan.unplaced))
     }
 
     /// Starts replicas in parallel (bounded per engine and in total) and records them running

@@ -87,7 +87,7 @@ impl Scheduler {
             let placed = if step.place.is_empty() {
                 Vec::new()
             } else {
-                let _placing = self.placing.lock().await;
+                let _placing = self.placer.turn.lock().await;
                 self.record_placements(deployment, step.place).await?
             };
             let plan = Plan {
