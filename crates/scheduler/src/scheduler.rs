@@ -101,7 +101,7 @@ impl Scheduler {
     }
 
     /// The same scheduler (locks, engine permits, counters) writing through another store,
-    /// with a queue of its own that stops with `stop`.
+    /// with a queue of its own that stops with `stop`, and a placer of its own.
     pub fn with_store(&self, store: Arc<dyn ClusterStore>, stop: CancellationToken) -> Self {
         let queue =
             Arc::new(WorkQueue::new(self.config.converge_concurrency, self.config.converge_retry, stop.clone()));
@@ -111,7 +111,9 @@ impl Scheduler {
             config: self.config.clone(),
             deployment_locks: Arc::clone(&self.deployment_locks),
             spawn_locks: Arc::clone(&self.spawn_locks),
-            placer: Arc::clone(&self.placer),
+            // Not shared: a converge of the old term waiting for the turn must not be placed
+            // through this store, under the new term's fence.
+            placer: Arc::default(),
             permits: Arc::clone(&self.permits),
             foreign_ports: Arc::clone(&self.foreign_ports),
             stats: Arc::clone(&self.stats),

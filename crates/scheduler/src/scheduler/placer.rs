@@ -8,8 +8,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use orchestrator_core::{Deployment, HostPort, Node, NodeName, Placement, Replica, Result};
-use tokio::sync::oneshot;
+use orchestrator_core::{Deployment, Error, HostPort, Node, NodeName, Placement, Replica, Result};
+use tokio::sync::oneshot::{self, error::TryRecvError};
 use tracing::debug;
 
 use super::Scheduler;
@@ -61,15 +61,19 @@ impl Scheduler {
         self.placer.waiting.lock().expect("placer queue poisoned").push_back(ask);
         loop {
             let _turn = self.placer.turn.lock().await;
-            // Whoever held the turn before took every ask up to its limit, this one perhaps.
-            if let Ok(decided) = answer.try_recv() {
-                return decided;
+            // Whoever held the turn before took the asks at the front, this one perhaps, and
+            // answered them before letting the turn go, unless it was dropped meanwhile (its
+            // converge cancelled with the leader's term).
+            match answer.try_recv() {
+                Ok(decided) => return decided,
+                Err(TryRecvError::Closed) => {
+                    return Err(Error::Conflict("placing was cancelled with another converge; try again".into()));
+                }
+                Err(TryRecvError::Empty) => {}
             }
+            // This one is still waiting: each turn takes at least one, so it comes.
             let asks = self.placer.take_waiting();
             self.place_together(asks).await;
-            if let Ok(decided) = answer.try_recv() {
-                return decided;
-            }
         }
     }
 
@@ -222,5 +226,19 @@ mod tests {
         assert_eq!(placed[2].as_ref().map(|(r, u)| (r.len(), *u)), Ok((2, 0)));
         let free: Vec<u32> = store.list_nodes().await.unwrap().iter().map(|n| n.available).collect();
         assert_eq!(free, [8, 8]);
+    }
+
+    /// A converge that took the asks at the front and was then dropped (its term ended) never
+    /// answers them: each of those converges fails, to be retried, instead of waiting forever.
+    // Two workers: a converge spinning on the turn must not keep the timeout from firing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_ask_dropped_by_a_cancelled_turn_fails_instead_of_waiting_forever() {
+        let (_store, scheduler) = cluster(&[10], &[("a", 1)]).await;
+        let dropped = async {
+            drop(scheduler.placer.take_waiting());
+        };
+        let placed = tokio::time::timeout(Duration::from_secs(5), place_waiting(&scheduler, &["a"], dropped)).await;
+        let placed = placed.expect("the converge still waits").pop().unwrap();
+        assert!(matches!(placed, Err(Error::Conflict(_))), "{placed:?}");
     }
 }
