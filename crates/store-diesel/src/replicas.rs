@@ -19,7 +19,7 @@ use crate::events;
 use crate::nodes::load_node;
 use crate::prepared::Fixed;
 #[cfg(feature = "postgres")]
-use crate::rows::{NewReplicaRow, NodePortRow};
+use crate::rows::NewReplicaRow;
 use crate::rows::{ReplicaRow, parse_health, ports_text, replica_id, to_i64, to_millis};
 use crate::schema::{deployments, node_ports, nodes, replicas};
 use crate::store::{DieselStore, RevisionChange};
@@ -227,52 +227,46 @@ fn check_batch_ports(per_node: &BTreeMap<&str, NodeTotal<'_>>) -> Result<(), Err
     Ok(())
 }
 
-/// Holds the host ports of `placed` replicas on their nodes, or refuses the batch if another
-/// replica holds one of them: the rows are written skipping those whose key is taken, and a
-/// row short means a port taken (no query before the write: the key answers as it is kept).
+/// Holds the host ports of `placed` replicas (in id order) on their nodes, or refuses the batch
+/// if another replica holds one of them: the rows are written skipping those whose key is
+/// taken, and a row short means a port taken (no query before the write: the key answers as it
+/// is kept). Per run of consecutive replicas with the same ports (a deployment's batch is one),
+/// one short statement a port, its rows read back from the replicas just written by their ids:
+/// nothing to send but the range.
 fn hold_ports(conn: &mut AnyConnection, placed: &[Replica]) -> Result<(), Error> {
-    // Per port, the nodes and replicas holding it: a batch mostly holds one port on many nodes,
-    // and written in the key's order they go to neighbouring places of it.
-    let mut holders: BTreeMap<HostPort, Vec<(&str, i64)>> = BTreeMap::new();
-    for r in placed {
-        for port in &r.claim.ports {
-            holders.entry(*port).or_default().push((r.node.as_str(), replica_id(r.id)?));
-        }
-    }
-    for (port, mut holders) in holders {
-        holders.sort_unstable();
-        let held = match conn {
-            // One short statement a port, the holders as one JSON parameter: a multi-row
-            // VALUES of 4,000 parameters cost more to compile than to run.
-            AnyConnection::Sqlite(c) => Fixed::new(
-                "INSERT INTO node_ports (port, protocol, node, replica) \
-                 SELECT ?, ?, value ->> 0, value ->> 1 FROM json_each(?) WHERE true \
-                 ON CONFLICT DO NOTHING",
-            )
-            .integer(i32::from(port.port))
-            .text(port.protocol.as_str())
-            .text(serde_json::to_string(&holders).expect("names and numbers always serialize"))
-            .execute(c)?,
-            #[cfg(feature = "postgres")]
-            AnyConnection::Postgres(c) => {
-                let rows: Vec<NodePortRow<'_>> = holders
-                    .iter()
-                    .map(|(node, replica)| NodePortRow {
-                        node,
-                        protocol: port.protocol.as_str(),
-                        port: i32::from(port.port),
-                        replica: *replica,
-                    })
-                    .collect();
-                let mut held = 0;
-                for chunk in rows.chunks(INSERT_CHUNK) {
-                    held += diesel::insert_into(node_ports::table).values(chunk).on_conflict_do_nothing().execute(c)?;
-                }
-                held
+    let consecutive = |a: &Replica, b: &Replica| a.claim.ports == b.claim.ports && b.id.0 == a.id.0 + 1;
+    for run in placed.chunk_by(consecutive) {
+        let (first, last) = (replica_id(run[0].id)?, replica_id(run[run.len() - 1].id)?);
+        for port in &run[0].claim.ports {
+            let (number, protocol) = (i32::from(port.port), port.protocol.as_str());
+            let held = match conn {
+                AnyConnection::Sqlite(c) => Fixed::new(
+                    "INSERT INTO node_ports (port, protocol, node, replica) \
+                     SELECT ?, ?, node, id FROM replicas WHERE id BETWEEN ? AND ? \
+                     ON CONFLICT DO NOTHING",
+                )
+                .integer(number)
+                .text(protocol)
+                .big_int(first)
+                .big_int(last)
+                .execute(c)?,
+                #[cfg(feature = "postgres")]
+                AnyConnection::Postgres(c) => diesel::sql_query(
+                    "INSERT INTO node_ports (port, protocol, node, replica) \
+                     SELECT $1, $2, node, id FROM replicas WHERE id BETWEEN $3 AND $4 \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind::<diesel::sql_types::Integer, _>(number)
+                .bind::<Text, _>(protocol)
+                .bind::<BigInt, _>(first)
+                .bind::<BigInt, _>(last)
+                .execute(c)?,
+            };
+            if held < run.len() {
+                let holders: Vec<(&str, i64)> =
+                    run.iter().map(|r| Ok((r.node.as_str(), replica_id(r.id)?))).collect::<Result<_, Error>>()?;
+                return Err(port_taken(conn, *port, &holders));
             }
-        };
-        if held < holders.len() {
-            return Err(port_taken(conn, port, &holders));
         }
     }
     Ok(())

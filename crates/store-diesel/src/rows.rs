@@ -11,7 +11,7 @@ use orchestrator_core::{
 };
 
 use crate::error::{Error, Result};
-use crate::schema::{deployment_revisions, deployments, node_ports, nodes, replicas, rollouts};
+use crate::schema::{deployment_revisions, deployments, nodes, replicas, rollouts};
 
 pub fn to_millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -317,16 +317,6 @@ pub struct NewReplicaRow<'a> {
     pub memory_bytes: i64,
     pub nano_cpus: i64,
     pub ports: String,
-}
-
-/// One host port a replica holds on its node.
-#[derive(Insertable)]
-#[diesel(table_name = node_ports)]
-pub struct NodePortRow<'a> {
-    pub node: &'a str,
-    pub protocol: &'static str,
-    pub port: i32,
-    pub replica: i64,
 }
 
 impl TryFrom<ReplicaRow> for Replica {
