@@ -20,7 +20,7 @@ use crate::nodes::load_node;
 use crate::prepared::Fixed;
 #[cfg(feature = "postgres")]
 use crate::rows::NewReplicaRow;
-use crate::rows::{ReplicaRow, parse_health, ports_text, replica_id, to_i64, to_millis};
+use crate::rows::{ReplicaRow, from_millis, parse_health, ports_text, replica_id, to_i64, to_millis};
 use crate::schema::{deployments, node_ports, nodes, replicas};
 use crate::store::{DieselStore, RevisionChange};
 
@@ -293,24 +293,23 @@ fn port_taken(conn: &mut AnyConnection, port: HostPort, holders: &[(&str, i64)])
 
 /// Inserts the placements as pending replicas; the records, ids given.
 fn insert_pending(conn: &mut AnyConnection, placements: &[Placement], now: i64) -> Result<Vec<Replica>, Error> {
-    let row = |p: &Placement, id: i64| ReplicaRow {
-        id,
-        deployment: p.deployment.to_string(),
-        node: p.node.to_string(),
-        units: i64::from(p.units),
+    // What was written, with its id: built from the placement, not read back and parsed.
+    let written = |p: &Placement, id: i64| Replica {
+        id: ReplicaId(u64::try_from(id).unwrap_or_default()),
+        deployment: p.deployment.clone(),
+        node: p.node.clone(),
+        units: p.units,
+        revision: p.revision,
         container_id: None,
-        state: ReplicaState::Pending.as_str().to_string(),
-        created_at_ms: now,
-        revision: i64::try_from(p.revision).unwrap_or(i64::MAX),
+        state: ReplicaState::Pending,
+        created_at: from_millis(now),
         health: None,
-        memory_bytes: to_i64(p.claim.memory_bytes),
-        nano_cpus: to_i64(p.claim.nano_cpus),
-        ports: ports_text(&p.claim.ports),
-        started_at_ms: None,
-        health_at_ms: None,
-        deregistered_at_ms: None,
+        claim: p.claim.clone(),
+        started_at: None,
+        health_since: None,
+        deregistered_at: None,
     };
-    let inserted: Vec<ReplicaRow> = match conn {
+    match conn {
         // One short statement per run of placements alike but for their node (a converge's
         // batch is one run): what they share bound once, their nodes as one JSON array of
         // names (see `hold_ports`), returning the ids alone: the rest is what was written.
@@ -344,7 +343,7 @@ fn insert_pending(conn: &mut AnyConnection, placements: &[Placement], now: i64) 
             if ids.len() != placements.len() || ids.iter().zip(placements).any(|(r, p)| r.node != p.node.as_str()) {
                 return Err(Error::Corrupt("replica ids out of the placements' order".into()));
             }
-            ids.iter().zip(placements).map(|(r, p)| row(p, r.id)).collect()
+            Ok(ids.iter().zip(placements).map(|(r, p)| written(p, r.id)).collect())
         }
         #[cfg(feature = "postgres")]
         AnyConnection::Postgres(c) => {
@@ -371,10 +370,9 @@ fn insert_pending(conn: &mut AnyConnection, placements: &[Placement], now: i64) 
                         .get_results(c)?,
                 );
             }
-            inserted
+            inserted.into_iter().map(Replica::try_from).collect()
         }
-    };
-    inserted.into_iter().map(Replica::try_from).collect()
+    }
 }
 
 /// Whether two placements differ in their node alone.
