@@ -199,9 +199,6 @@ impl Node {
         None
     }
 
-    /// How many more replicas claiming `claim` each its memory, CPUs and ports leave room for
-    /// (units aside). A claim of memory or CPUs needs the engine's facts: a node not yet heard
-    /// from has no room for one.
     /// What a planner counts once it puts a replica of `units` and `claim` here (the store
     /// reserves the same when the placement is recorded).
     pub fn hold(&mut self, units: u32, claim: &Claim) {
@@ -221,6 +218,9 @@ impl Node {
         }
     }
 
+    /// How many more replicas claiming `claim` each its memory, CPUs and ports leave room for
+    /// (units aside). A claim of memory or CPUs needs the engine's facts: a node not yet heard
+    /// from has no room for one.
     pub fn room_for(&self, claim: &Claim) -> u32 {
         if claim.ports.iter().any(|p| self.reserved.ports.contains(p)) {
             return 0;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use orchestrator_core::error::Kind;
 use orchestrator_core::{
-    ClusterStore, ContainerRuntime, Deployment, DeploymentName, Error, ImageRef, Node, NodeName, Result,
+    ClusterStore, ContainerRuntime, Deployment, DeploymentName, Error, HostPort, ImageRef, Node, NodeName, Result,
 };
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -257,13 +257,20 @@ impl Scheduler {
         Ok(self.store.list_nodes_holding(&[]).await?.into_iter().map(|n| (n.name.clone(), n)).collect())
     }
 
+    /// The nodes with those of `ports` that replicas hold, or that engines said something else
+    /// holds.
+    pub(crate) async fn nodes_holding(&self, ports: &[HostPort]) -> Result<BTreeMap<NodeName, Node>> {
+        let mut nodes: BTreeMap<NodeName, Node> =
+            self.store.list_nodes_holding(ports).await?.into_iter().map(|n| (n.name.clone(), n)).collect();
+        self.foreign_ports.apply(&mut nodes);
+        Ok(nodes)
+    }
+
     /// The nodes as placing `deployment` reads them: with those of its host ports that replicas
     /// hold, or that engines said something else holds.
     pub(crate) async fn nodes_for(&self, deployment: &Deployment) -> Result<BTreeMap<NodeName, Node>> {
         let claim = deployment.spec.template.claim();
-        let mut nodes: BTreeMap<NodeName, Node> =
-            self.store.list_nodes_holding(&claim.ports).await?.into_iter().map(|n| (n.name.clone(), n)).collect();
-        self.foreign_ports.apply(&mut nodes);
+        let mut nodes = self.nodes_holding(&claim.ports).await?;
         for n in nodes.values_mut() {
             n.reserved.ports.retain(|p| claim.ports.contains(p));
         }

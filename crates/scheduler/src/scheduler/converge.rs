@@ -124,18 +124,7 @@ impl Scheduler {
         if nodes.is_empty() {
             return Ok(Vec::new());
         }
-        let claim = deployment.spec.template.claim();
-        let placements: Vec<Placement> = nodes
-            .into_iter()
-            .map(|node| Placement {
-                deployment: deployment.name.clone(),
-                node,
-                units: deployment.spec.units,
-                revision: deployment.revision,
-                claim: claim.clone(),
-            })
-            .collect();
-        self.store.place_replicas(&placements).await
+        self.store.place_replicas(&placements_of(deployment, nodes)).await
     }
 
     /// Carries a plan out: starts the placed replicas (already recorded) and the pending
@@ -522,4 +511,19 @@ fn refusal(error: &Error, replica: &Replica) -> Ending {
 /// lacks and may not pull. Waiting helps (a login added, a registry back); a loop does not.
 fn lacks_its_image(error: &Error) -> bool {
     matches!(error, Error::PullFailed { .. } | Error::ImageNotFound { .. })
+}
+
+/// A placement of `deployment` on each of `nodes`, in order.
+pub(super) fn placements_of(deployment: &Deployment, nodes: Vec<NodeName>) -> Vec<Placement> {
+    let claim = deployment.spec.template.claim();
+    nodes
+        .into_iter()
+        .map(|node| Placement {
+            deployment: deployment.name.clone(),
+            node,
+            units: deployment.spec.units,
+            revision: deployment.revision,
+            claim: claim.clone(),
+        })
+        .collect()
 }

@@ -8,11 +8,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use orchestrator_core::{Deployment, Error, HostPort, Node, NodeName, Placement, Replica, Result};
+use orchestrator_core::{Deployment, Error, HostPort, Node, NodeName, Replica, Result};
 use tokio::sync::oneshot::{self, error::TryRecvError};
 use tracing::debug;
 
 use super::Scheduler;
+use super::converge::placements_of;
 use crate::planner::{self, Plan, Serving};
 
 /// Deployments decided and recorded together at most: a transaction of ~16,000 replicas at
@@ -84,12 +85,11 @@ impl Scheduler {
         if asks.is_empty() {
             return;
         }
-        let mut ports: Vec<HostPort> =
-            asks.iter().flat_map(|a| a.deployment.spec.template.claim().ports).collect::<Vec<_>>();
+        let mut ports: Vec<HostPort> = asks.iter().flat_map(|a| a.deployment.spec.template.claim().ports).collect();
         ports.sort_unstable();
         ports.dedup();
-        let mut nodes: BTreeMap<NodeName, Node> = match self.store.list_nodes_holding(&ports).await {
-            Ok(nodes) => nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
+        let mut nodes = match self.nodes_holding(&ports).await {
+            Ok(nodes) => nodes,
             Err(e) => {
                 for ask in asks {
                     let _ = ask.told.send(Err(e.clone()));
@@ -97,23 +97,20 @@ impl Scheduler {
                 return;
             }
         };
-        self.foreign_ports.apply(&mut nodes);
         let mut plans = Vec::with_capacity(asks.len());
         let mut placements = Vec::new();
         for ask in &asks {
             let d = &ask.deployment;
             let serving = Serving::of(ask.replicas.iter().cloned(), &nodes);
             let mut plan = planner::plan(self.config.strategy, d, &serving, &nodes);
-            let claim = d.spec.template.claim();
-            let before = placements.len();
-            for node in std::mem::take(&mut plan.place) {
-                if let Some(n) = nodes.get_mut(&node) {
-                    n.hold(d.spec.units, &claim);
+            let mine = placements_of(d, std::mem::take(&mut plan.place));
+            for p in &mine {
+                if let Some(n) = nodes.get_mut(&p.node) {
+                    n.hold(p.units, &p.claim);
                 }
-                let (units, revision) = (d.spec.units, d.revision);
-                placements.push(Placement { deployment: d.name.clone(), node, units, revision, claim: claim.clone() });
             }
-            plans.push((plan, placements.len() - before));
+            plans.push((plan, mine.len()));
+            placements.extend(mine);
         }
         let nodes = Arc::new(nodes);
         match self.store.place_replicas(&placements).await {
